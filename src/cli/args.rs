@@ -1,0 +1,205 @@
+//! Command-line arguments shared by several commands.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use zkrepl::copy::kinds::parse_duration;
+use zkrepl::zk::target::{Auth, Hosts, parse_zkcopy_location};
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Where the source and destination trees are.
+#[derive(Args, Debug, Clone)]
+pub struct Endpoints {
+    /// Source ensemble: connect string with optional chroot, e.g. zk1:2181,zk2:2181[/chroot]
+    #[arg(long, value_name = "HOSTS", required_unless_present = "source")]
+    pub src: Option<String>,
+
+    /// Destination ensemble: connect string with optional chroot
+    #[arg(long, value_name = "HOSTS", required_unless_present = "target")]
+    pub dst: Option<String>,
+
+    /// Root of the subtree on the source (the root node itself is included)
+    #[arg(long, value_name = "PATH")]
+    pub root: Option<String>,
+
+    /// Root on the destination [default: same as --root]
+    #[arg(long, value_name = "PATH")]
+    pub dst_root: Option<String>,
+
+    /// zkcopy style source: HOST:PORT[,HOST:PORT]/path (the path is the root)
+    #[arg(short = 's', long, value_name = "HOSTS/PATH", conflicts_with_all = ["src", "root"])]
+    pub source: Option<String>,
+
+    /// zkcopy style destination: HOST:PORT[,HOST:PORT]/path
+    #[arg(short = 't', long, value_name = "HOSTS/PATH", conflicts_with_all = ["dst", "dst_root"])]
+    pub target: Option<String>,
+
+    /// Credentials for the source, scheme:credential (e.g. digest:user:password); repeatable
+    #[arg(long, value_name = "SCHEME:CRED")]
+    pub src_auth: Vec<String>,
+
+    /// Credentials for the destination; repeatable
+    #[arg(long, value_name = "SCHEME:CRED")]
+    pub dst_auth: Vec<String>,
+}
+
+/// A resolved side: hosts, root, credentials.
+#[derive(Clone, Debug)]
+pub struct Location {
+    pub hosts: Hosts,
+    pub root: String,
+    pub auth: Vec<Auth>,
+}
+
+impl Endpoints {
+    pub fn resolve(&self) -> zkrepl::Result<(Location, Location)> {
+        let (src_hosts, src_root) = match (&self.source, &self.src) {
+            (Some(s), _) => parse_zkcopy_location(s)?,
+            (None, Some(h)) => (
+                Hosts::parse(h)?,
+                self.root
+                    .clone()
+                    .ok_or_else(|| usage("--root is required"))?,
+            ),
+            (None, None) => {
+                return Err(usage(
+                    "give --src HOSTS --root PATH (or --source HOST:PORT/PATH)",
+                ));
+            }
+        };
+        let (dst_hosts, dst_root) = match (&self.target, &self.dst) {
+            (Some(t), _) => parse_zkcopy_location(t)?,
+            (None, Some(h)) => (
+                Hosts::parse(h)?,
+                self.dst_root.clone().unwrap_or_else(|| src_root.clone()),
+            ),
+            (None, None) => return Err(usage("give --dst HOSTS (or --target HOST:PORT/PATH)")),
+        };
+        zkrepl::zk::path::validate(&src_root)?;
+        zkrepl::zk::path::validate(&dst_root)?;
+        let auth = |v: &[String]| {
+            v.iter()
+                .map(|a| Auth::parse(a))
+                .collect::<zkrepl::Result<Vec<_>>>()
+        };
+        Ok((
+            Location {
+                hosts: src_hosts,
+                root: src_root,
+                auth: auth(&self.src_auth)?,
+            },
+            Location {
+                hosts: dst_hosts,
+                root: dst_root,
+                auth: auth(&self.dst_auth)?,
+            },
+        ))
+    }
+}
+
+pub fn usage(msg: &str) -> zkrepl::Error {
+    zkrepl::Error::Usage(msg.to_string())
+}
+
+/// One tree (digest, gen).
+#[derive(Args, Debug, Clone)]
+pub struct OneTree {
+    /// Ensemble: connect string with optional chroot
+    #[arg(long, value_name = "HOSTS")]
+    pub zk: String,
+
+    /// Root of the tree
+    #[arg(long, value_name = "PATH")]
+    pub root: String,
+
+    /// Credentials, scheme:credential; repeatable
+    #[arg(long, value_name = "SCHEME:CRED")]
+    pub auth: Vec<String>,
+}
+
+impl OneTree {
+    pub fn resolve(&self) -> zkrepl::Result<Location> {
+        zkrepl::zk::path::validate(&self.root)?;
+        Ok(Location {
+            hosts: Hosts::parse(&self.zk)?,
+            root: self.root.clone(),
+            auth: self
+                .auth
+                .iter()
+                .map(|a| Auth::parse(a))
+                .collect::<zkrepl::Result<Vec<_>>>()?,
+        })
+    }
+}
+
+/// Connection behaviour.
+#[derive(Args, Debug, Clone)]
+pub struct Connection {
+    /// Give up connecting (or reconnecting) after this long
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    pub timeout: Duration,
+
+    /// Session timeout asked of the servers
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    pub session_timeout: Duration,
+
+    /// Give up an operation whose requests keep failing (connection lost) for this long
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    pub retry_timeout: Duration,
+}
+
+/// Read tuning.
+#[derive(Args, Debug, Clone)]
+pub struct ReadTuning {
+    /// Nodes per read request
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub read_batch: usize,
+
+    /// Read requests in flight per tree
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub read_window: usize,
+
+    /// Sessions per tree for reads (getACL has no batched form: more sessions, more ACL reads per second)
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub read_sessions: usize,
+
+    /// Use pipelined single reads even if the server supports multiRead (ZooKeeper >= 3.6)
+    #[arg(long)]
+    pub no_multi_read: bool,
+}
+
+/// Write tuning.
+#[derive(Args, Debug, Clone)]
+pub struct WriteTuning {
+    /// Most operations in one multi() transaction
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub batch_ops: usize,
+
+    /// Most bytes in one multi() transaction
+    #[arg(long, value_name = "BYTES", default_value_t = 512 * 1024)]
+    pub batch_bytes: usize,
+
+    /// Transactions in flight
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub window: usize,
+
+    /// Largest request the destination accepts: its jute.maxbuffer (default 0xfffff)
+    #[arg(long, value_name = "BYTES", default_value_t = 0xfffff)]
+    pub max_request_bytes: usize,
+}
+
+/// Output.
+#[derive(Args, Debug, Clone)]
+pub struct Output {
+    /// Print the result as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+
+    /// No progress bar and no summary (errors and --json still print)
+    #[arg(short, long)]
+    pub quiet: bool,
+}

@@ -1,0 +1,281 @@
+//! `zkrepl copy`.
+
+use std::sync::Arc;
+
+use clap::{Args, ValueEnum};
+use zkrepl::copy::kinds::KindRules;
+use zkrepl::copy::{self, AclMode, CopyOptions, CopySummary, Mode};
+use zkrepl::error::Side;
+use zkrepl::progress::Progress;
+use zkrepl::read::walk::WalkOptions;
+use zkrepl::write::{BatchLimits, WriterOptions};
+
+use super::args::{Connection, Endpoints, Location, Output, ReadTuning, WriteTuning};
+use super::common::{
+    ProgressView, human_bytes, open_reader, open_session, print_json, watch_signals,
+};
+use super::verify::{VerifyTuning, run_verify_after_copy};
+use super::{Exit, Outcome};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AclArg {
+    /// Write each node with the source's ACL
+    Preserve,
+    /// Write every node with OPEN_ACL_UNSAFE (world:anyone, all permissions)
+    Open,
+}
+
+#[derive(Args, Debug)]
+#[command(after_long_help = COPY_EXAMPLES)]
+pub struct CopyArgs {
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+
+    /// The destination root may exist with children: create missing nodes, set changed data and ACLs, keep extra nodes
+    #[arg(long, conflicts_with = "mirror")]
+    pub update: bool,
+
+    /// Like --update, and also delete destination nodes the source lacks (only under the destination root)
+    #[arg(long)]
+    pub mirror: bool,
+
+    /// With --mirror: refuse (delete nothing) if more than N nodes would be deleted
+    #[arg(long, value_name = "N", requires = "mirror")]
+    pub max_delete: Option<u64>,
+
+    /// Show what would be created, updated and deleted; write nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    /// ACLs to write
+    #[arg(long, value_enum, default_value = "preserve")]
+    pub acl: AclArg,
+
+    /// Create source nodes matching GLOB as containers (GLOB matches source paths; * stays within a name, ** crosses names); repeatable
+    #[arg(long, value_name = "GLOB")]
+    pub container: Vec<String>,
+
+    /// Create source nodes matching GLOB as TTL nodes, e.g. '/app/cache/*=1h'; repeatable
+    #[arg(long, value_name = "GLOB=DURATION")]
+    pub ttl: Vec<String>,
+
+    /// Do not raise destination parents' sequence counters (child versions) to the source's
+    #[arg(long)]
+    pub no_sequence_counters: bool,
+
+    /// Verify the copy afterwards (data and ACL of every node); exit 1 if anything differs
+    #[arg(long)]
+    pub verify: bool,
+
+    #[command(flatten)]
+    pub read: ReadTuning,
+
+    #[command(flatten)]
+    pub write: WriteTuning,
+
+    #[command(flatten)]
+    pub connection: Connection,
+
+    #[command(flatten)]
+    pub output: Output,
+}
+
+const COPY_EXAMPLES: &str = "\
+Examples:
+  zkrepl copy --src zk1:2181,zk2:2181 --dst new1:2181 --root /pegasus/c1
+  zkrepl copy --src old:2181 --dst new:2181 --root /app --dst-root /app-copy --verify
+  zkrepl copy -s old:2181/app -t new:2181/app --update --dry-run
+  zkrepl copy --src old:2181 --dst new:2181 --root / --mirror --max-delete 100
+
+Exit status: 0 copied (and verified with --verify), 1 --verify found differences,
+2 error (nothing half-done is left unexplained: re-running converges), 130 interrupted.";
+
+impl CopyArgs {
+    pub fn options(&self) -> zkrepl::Result<CopyOptions> {
+        let mut kinds = KindRules::default();
+        for g in &self.container {
+            kinds.add_container(g)?;
+        }
+        for t in &self.ttl {
+            kinds.add_ttl(t)?;
+        }
+        Ok(CopyOptions {
+            mode: if self.mirror {
+                Mode::Mirror
+            } else if self.update {
+                Mode::Update
+            } else {
+                Mode::Fresh
+            },
+            dry_run: self.dry_run,
+            acl: match self.acl {
+                AclArg::Preserve => AclMode::Preserve,
+                AclArg::Open => AclMode::Open,
+            },
+            kinds,
+            walk: WalkOptions {
+                batch: self.read.read_batch,
+                window: self.read.read_window,
+                ..WalkOptions::default()
+            },
+            writer: WriterOptions {
+                limits: BatchLimits {
+                    max_ops: self.write.batch_ops.max(1),
+                    max_bytes: self.write.batch_bytes,
+                },
+                window: self.write.window,
+                max_request_bytes: self.write.max_request_bytes,
+            },
+            max_delete: self.max_delete,
+            sequence_counters: !self.no_sequence_counters,
+            dst_ids: Vec::new(),
+            plan_sample: 10,
+        })
+    }
+}
+
+/// Opens both sides and copies.
+pub async fn copy_between(
+    src: &Location,
+    dst: &Location,
+    conn: &Connection,
+    read: &ReadTuning,
+    mut opts: CopyOptions,
+    progress: &Progress,
+) -> zkrepl::Result<CopySummary> {
+    let src_acl = opts.acl == AclMode::Preserve;
+    let dst_sessions = if opts.mode == Mode::Fresh {
+        1
+    } else {
+        read.read_sessions
+    };
+    let (src_reader, dst_reader, writer) = futures::try_join!(
+        open_reader(Side::Source, src, conn, read, src_acl, read.read_sessions),
+        open_reader(Side::Destination, dst, conn, read, true, dst_sessions),
+        open_session(Side::Destination, dst, conn),
+    )?;
+    copy::check_distinct(&src_reader, &dst_reader).await?;
+    opts.dst_ids = dst.auth.iter().filter_map(|a| a.acl_id()).collect();
+    copy::run(&src_reader, &dst_reader, &writer, &opts, progress).await
+}
+
+pub async fn run(args: CopyArgs) -> zkrepl::Result<Outcome> {
+    let (src, dst) = args.endpoints.resolve()?;
+    let opts = args.options()?;
+    let progress = Arc::new(Progress::new());
+    watch_signals(progress.clone());
+    let view = ProgressView::start(progress.clone(), args.output.quiet);
+    let result = copy_between(&src, &dst, &args.connection, &args.read, opts, &progress).await;
+    view.finish();
+    let summary = match result {
+        Ok(s) => s,
+        Err(zkrepl::Error::Interrupted) => {
+            eprintln!(
+                "zkrepl: interrupted after {} nodes read and {} operations applied; run the same command with --update to finish",
+                progress.read.load(std::sync::atomic::Ordering::Relaxed),
+                progress.written.load(std::sync::atomic::Ordering::Relaxed)
+            );
+            return Ok(Outcome {
+                exit: Exit::Interrupted,
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let mut verify_report = None;
+    if args.verify && !args.dry_run {
+        let tuning = VerifyTuning::from_read(&args.read);
+        verify_report =
+            Some(run_verify_after_copy(&src, &dst, &args.connection, &tuning, args.acl).await?);
+    }
+    if args.output.json {
+        match &verify_report {
+            Some(v) => print_json(&serde_json::json!({ "copy": summary, "verify": v })),
+            None => print_json(&summary),
+        }
+    } else if !args.output.quiet {
+        print_summary(&src, &dst, &summary);
+        if let Some(v) = &verify_report {
+            super::verify::print_report(v, 20);
+        }
+    }
+    let exit = match &verify_report {
+        Some(v) if !v.equal() => Exit::Differences,
+        _ => Exit::Ok,
+    };
+    Ok(Outcome { exit })
+}
+
+pub fn print_summary(src: &Location, dst: &Location, s: &CopySummary) {
+    let what = if s.dry_run { "would copy" } else { "copied" };
+    println!(
+        "{what} {}{} -> {}{} ({:?} mode)",
+        src.hosts.host_list(),
+        src.root,
+        dst.hosts.host_list(),
+        dst.root,
+        s.mode
+    );
+    println!(
+        "  nodes read      {:>10}   ({})",
+        s.nodes_read,
+        human_bytes(s.bytes_read)
+    );
+    println!("  created         {:>10}", s.created);
+    println!("  data updated    {:>10}", s.data_updated);
+    println!("  ACL updated     {:>10}", s.acl_updated);
+    println!("  deleted         {:>10}", s.deleted);
+    if s.unchanged > 0 {
+        println!("  unchanged       {:>10}", s.unchanged);
+    }
+    println!("  ephemerals      {:>10}   (skipped)", s.skipped_ephemerals);
+    if s.skipped_system > 0 {
+        println!(
+            "  /zookeeper      {:>10}   (skipped: the server's own)",
+            s.skipped_system
+        );
+    }
+    if s.vanished > 0 {
+        println!(
+            "  vanished        {:>10}   (deleted on the source during the copy)",
+            s.vanished
+        );
+    }
+    if s.kinds.containers + s.kinds.ttl > 0 {
+        println!(
+            "  kinds           {:>10} containers, {} TTL ({} from the snapshot)",
+            s.kinds.containers, s.kinds.ttl, s.kinds.from_snapshot
+        );
+    }
+    if s.padded_parents > 0 {
+        println!(
+            "  seq. counters   {:>10} parents {} ({} padding ops)",
+            s.padded_parents,
+            if s.dry_run { "behind" } else { "raised" },
+            s.padding_ops
+        );
+    }
+    if !s.dry_run {
+        println!(
+            "  transactions    {:>10}   ({} reconciled op by op, latency p50 {:.1} ms, p99 {:.1} ms)",
+            s.transactions, s.reconciled_transactions, s.latency_p50_ms, s.latency_p99_ms
+        );
+    }
+    println!(
+        "  time            {:>10.2} s ({:.0} nodes/s)",
+        s.seconds, s.nodes_per_sec
+    );
+    if let Some(p) = &s.plan {
+        for (label, list, n) in [
+            ("create", &p.first_creates, p.creates),
+            ("update", &p.first_updates, p.data_updates + p.acl_updates),
+            ("delete", &p.first_deletes, p.deletes),
+        ] {
+            if n > 0 {
+                println!("  would {label} {n}, first:");
+                for path in list {
+                    println!("    {path}");
+                }
+            }
+        }
+    }
+}

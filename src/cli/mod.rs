@@ -1,0 +1,60 @@
+//! The command line: one module per command, arguments shared in `args`.
+
+pub mod args;
+pub mod common;
+pub mod copy;
+pub mod treegen;
+pub mod verify;
+
+use clap::{Parser, Subcommand};
+
+/// Exit statuses: 0 done, 1 differences found, 2 error, 130 interrupted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    Differences = 1,
+    Error = 2,
+    Interrupted = 130,
+}
+
+pub struct Outcome {
+    pub exit: Exit,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "zkrepl",
+    version,
+    about = "Copy, verify and migrate ZooKeeper trees: fast, byte-sized multi() batches, Merkle-verified",
+    long_about = "Copy, verify and migrate ZooKeeper trees.\n\n\
+zkrepl reads a subtree with batched reads (multiRead on ZooKeeper >= 3.6), writes it with multi() \
+transactions sized to the server's request limit, and proves the copy with Merkle digests. \
+It never writes to the source and never writes outside the destination root.\n\n\
+Logs go to stderr (RUST_LOG=debug for more); results, and --json, go to stdout.",
+    after_help = "Exit status: 0 done, 1 differences found, 2 error, 130 interrupted."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Copy a subtree from one ensemble (or path) to another
+    Copy(copy::CopyArgs),
+    /// Compare two subtrees node by node (presence, data, ACL) and print both Merkle digests
+    Verify(verify::VerifyArgs),
+    /// Print one tree's Merkle digest, node count, bytes and largest zxids
+    Digest(verify::DigestArgs),
+    /// Generate a test tree (pegasus, wide, deep or large shape), deterministically
+    Gen(treegen::GenArgs),
+}
+
+pub async fn run(cli: Cli) -> zkrepl::Result<Outcome> {
+    match cli.command {
+        Command::Copy(a) => copy::run(a).await,
+        Command::Verify(a) => verify::run(a).await,
+        Command::Digest(a) => verify::run_digest(a).await,
+        Command::Gen(a) => treegen::run(a).await,
+    }
+}

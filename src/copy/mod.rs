@@ -1,0 +1,665 @@
+//! Copy: the walker streams source (and, where needed, destination) nodes,
+//! the planner turns each into write operations, the writer applies them.
+//!
+//! Modes: into an empty or missing destination root (default); `update`
+//! (create missing, set changed data and ACLs, leave extra nodes); `mirror`
+//! (also delete destination nodes the source lacks, strictly under the
+//! destination root, after everything else). A dry run plans and writes
+//! nothing.
+
+pub mod kinds;
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use zookeeper_client as zk;
+
+use self::kinds::KindRules;
+use crate::error::{Error, Result, Side};
+use crate::node::{NodeInfo, Slot, acl_equal, grants, open_acl};
+use crate::progress::Progress;
+use crate::read::TreeReader;
+use crate::read::walk::{self, Batch, DstOnly, Entry, WalkOptions};
+use crate::write::{NodeKind, Op, Writer, WriterOptions};
+use crate::zk::path;
+use crate::zk::session::Session;
+
+/// What to do with an existing destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The destination root must be missing or have no children.
+    Fresh,
+    /// Create missing nodes, set changed data and ACLs, keep extra nodes.
+    Update,
+    /// Like update, and delete destination nodes the source lacks.
+    Mirror,
+}
+
+/// ACLs to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AclMode {
+    /// The source's ACL on every node.
+    Preserve,
+    /// OPEN_ACL_UNSAFE on every node.
+    Open,
+}
+
+#[derive(Clone)]
+pub struct CopyOptions {
+    pub mode: Mode,
+    pub dry_run: bool,
+    pub acl: AclMode,
+    pub kinds: KindRules,
+    pub walk: WalkOptions,
+    pub writer: WriterOptions,
+    /// Refuse a mirror that would delete more nodes than this.
+    pub max_delete: Option<u64>,
+    /// Raise destination parents' child versions to the source's so that
+    /// new sequential nodes keep counting from where the source was.
+    pub sequence_counters: bool,
+    /// ACL ids the destination session authenticates as.
+    pub dst_ids: Vec<(String, String)>,
+    /// Paths listed per class in a dry-run plan.
+    pub plan_sample: usize,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            mode: Mode::Fresh,
+            dry_run: false,
+            acl: AclMode::Preserve,
+            kinds: KindRules::default(),
+            walk: WalkOptions::default(),
+            writer: WriterOptions::default(),
+            max_delete: None,
+            sequence_counters: true,
+            dst_ids: Vec::new(),
+            plan_sample: 10,
+        }
+    }
+}
+
+/// What a dry run would do.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Plan {
+    pub creates: u64,
+    pub data_updates: u64,
+    pub acl_updates: u64,
+    pub deletes: u64,
+    pub first_creates: Vec<String>,
+    pub first_updates: Vec<String>,
+    pub first_deletes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct KindCounts {
+    pub containers: u64,
+    pub ttl: u64,
+    pub from_snapshot: u64,
+}
+
+/// The result of a copy.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CopySummary {
+    pub mode: Mode,
+    pub dry_run: bool,
+    pub nodes_read: u64,
+    pub bytes_read: u64,
+    pub created: u64,
+    pub data_updated: u64,
+    pub acl_updated: u64,
+    pub deleted: u64,
+    pub unchanged: u64,
+    pub skipped_ephemerals: u64,
+    pub skipped_system: u64,
+    /// Nodes listed by their parent but gone when read (source changing).
+    pub vanished: u64,
+    pub kinds: KindCounts,
+    pub padded_parents: u64,
+    pub padding_ops: u64,
+    pub transactions: u64,
+    pub reconciled_transactions: u64,
+    pub bytes_written: u64,
+    pub seconds: f64,
+    pub nodes_per_sec: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub max_source_mzxid: i64,
+    pub max_source_pzxid: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+}
+
+/// Refuses a copy whose source and destination are the same tree or nest in
+/// each other on the same ensemble.
+pub async fn check_distinct(src: &TreeReader, dst: &TreeReader) -> Result<()> {
+    let (so, do_) = (src.pool().options(), dst.pool().options());
+    let src_abs = so.hosts.absolute(src.root());
+    let dst_abs = do_.hosts.absolute(dst.root());
+    if !path::overlaps(&src_abs, &dst_abs) {
+        return Ok(());
+    }
+    let same_hosts = {
+        let a = resolve(&so.hosts.hosts).await;
+        let b = resolve(&do_.hosts.hosts).await;
+        a.iter().any(|x| b.contains(x))
+    };
+    let same_node = src_abs == dst_abs
+        && match (src.root_stat().await?, dst.root_stat().await?) {
+            (Some(a), Some(b)) => a == b && a.czxid != 0,
+            _ => false,
+        };
+    if same_hosts || same_node {
+        let how = if src_abs == dst_abs {
+            "is the source root".to_string()
+        } else if path::is_within(&src_abs, &dst_abs) {
+            format!("lies inside the source root {src_abs}")
+        } else {
+            format!("contains the source root {src_abs}")
+        };
+        return Err(Error::Overlap(format!(
+            "destination root {dst_abs} {how} on the same ensemble; choose a --dst-root outside it"
+        )));
+    }
+    Ok(())
+}
+
+async fn resolve(hosts: &[String]) -> Vec<std::net::SocketAddr> {
+    let mut out = Vec::new();
+    for h in hosts {
+        if let Ok(addrs) = tokio::net::lookup_host(h.as_str()).await {
+            out.extend(addrs);
+        }
+    }
+    out
+}
+
+/// Copies `src`'s tree to `dst`'s root, writing through `writer_session`.
+/// `dst` reads the destination (its root, and everything in update and
+/// mirror modes).
+pub async fn run(
+    src: &TreeReader,
+    dst: &TreeReader,
+    writer_session: &Session,
+    opts: &CopyOptions,
+    progress: &Progress,
+) -> Result<CopySummary> {
+    let started = Instant::now();
+    progress.set_phase("checking");
+    let Some(src_root) = src.root_stat().await? else {
+        return Err(Error::NoRoot {
+            side: Side::Source,
+            path: src.root().to_string(),
+        });
+    };
+    let dst_root = dst.root_stat().await?;
+    if let Some(stat) = &dst_root
+        && opts.mode == Mode::Fresh
+        && stat.num_children > 0
+    {
+        return Err(Error::DestinationNotEmpty {
+            path: dst.root().to_string(),
+            children: stat.num_children,
+        });
+    }
+    if src_root.ephemeral_owner != 0 {
+        return Err(Error::Usage(format!(
+            "source root {} is an ephemeral node: nothing to copy",
+            src.root()
+        )));
+    }
+    if dst_root.is_none() && !opts.dry_run {
+        create_ancestors(writer_session, dst.root()).await?;
+    }
+
+    let mut walk_opts = opts.walk.clone();
+    walk_opts.dst_only = if opts.mode == Mode::Mirror {
+        DstOnly::Descend
+    } else {
+        DstOnly::Skip
+    };
+    let src_abs = src.pool().options().hosts.absolute(src.root());
+    let dst_abs = dst.pool().options().hosts.absolute(dst.root());
+    walk_opts.skip_system = src_abs == "/" || dst_abs == "/";
+    let root_sides = walk::SRC | if dst_root.is_some() { walk::DST } else { 0 };
+
+    let mut planner = Planner::new(src.root(), dst.root(), opts, writer_session, progress);
+    progress.set_phase("copying");
+    let (tx, mut rx) = mpsc::channel::<Batch>(8);
+    let walking = walk::walk(Some(src), Some(dst), root_sides, &walk_opts, tx);
+    let planning = async {
+        while let Some(batch) = rx.recv().await {
+            if progress.stop_requested() {
+                planner.finish_inflight().await?;
+                return Err(Error::Interrupted);
+            }
+            planner.batch(batch).await?;
+        }
+        Ok::<(), Error>(())
+    };
+    let (walked, planned) = tokio::join!(walking, planning);
+    if let Err(e) = planned {
+        // Land what is in flight so the report is true, then fail.
+        let _ = planner.finish_inflight().await;
+        return Err(e);
+    }
+    let walked = walked?;
+    planner.finish(src, dst).await?;
+
+    let w = planner
+        .writer
+        .as_ref()
+        .map(|w| w.counters().clone())
+        .unwrap_or_default();
+    let seconds = started.elapsed().as_secs_f64();
+    let nodes_read = walked.src.nodes;
+    Ok(CopySummary {
+        mode: opts.mode,
+        dry_run: opts.dry_run,
+        nodes_read,
+        bytes_read: walked.src.bytes,
+        created: if opts.dry_run {
+            planner.plan.creates
+        } else {
+            w.created + w.existed
+        },
+        data_updated: planner.data_updates,
+        acl_updated: planner.acl_updates,
+        deleted: if opts.dry_run {
+            planner.plan.deletes
+        } else {
+            w.deleted
+        },
+        unchanged: planner.unchanged,
+        skipped_ephemerals: walked.src.ephemerals,
+        skipped_system: walked.skipped_system,
+        vanished: walked.src.vanished,
+        kinds: planner.kinds.clone(),
+        padded_parents: planner.padded_parents,
+        padding_ops: w.padded * 2,
+        transactions: w.transactions,
+        reconciled_transactions: w.reconciled,
+        bytes_written: w.bytes,
+        seconds,
+        nodes_per_sec: if seconds > 0.0 {
+            nodes_read as f64 / seconds
+        } else {
+            0.0
+        },
+        latency_p50_ms: w.latency_ms(50.0),
+        latency_p99_ms: w.latency_ms(99.0),
+        max_source_mzxid: walked.src.max_mzxid,
+        max_source_pzxid: walked.src.max_pzxid,
+        plan: opts.dry_run.then(|| planner.plan.clone()),
+    })
+}
+
+/// Creates the missing ancestors of the destination root (empty, OPEN ACL).
+async fn create_ancestors(session: &Session, root: &str) -> Result<()> {
+    for dir in path::ancestors(root) {
+        let r = session
+            .retry(|c| async move {
+                c.create(
+                    dir,
+                    &[],
+                    &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
+                )
+                .await
+                .map(drop)
+            })
+            .await?;
+        match r {
+            Ok(()) | Err(zk::Error::NodeExists) => {}
+            Err(e) => return Err(Error::zk(Side::Destination, "create ancestor", dir, e)),
+        }
+    }
+    Ok(())
+}
+
+struct Planner<'a> {
+    opts: &'a CopyOptions,
+    src_root: String,
+    dst_root: String,
+    writer: Option<Writer<'a>>,
+    progress: &'a Progress,
+    plan: Plan,
+    unchanged: u64,
+    data_updates: u64,
+    acl_updates: u64,
+    kinds: KindCounts,
+    /// Destination paths to delete (mirror), in discovery order.
+    deletes: Vec<String>,
+    /// Final ACLs of nodes created or kept writable during the copy.
+    deferred_acl: Vec<(String, Vec<zk::Acl>)>,
+    /// Relative paths of parents whose sequence counter may lag.
+    counter_candidates: HashSet<String>,
+    padded_parents: u64,
+    warned_open: bool,
+}
+
+impl<'a> Planner<'a> {
+    fn new(
+        src_root: &str,
+        dst_root: &str,
+        opts: &'a CopyOptions,
+        session: &'a Session,
+        progress: &'a Progress,
+    ) -> Planner<'a> {
+        Planner {
+            opts,
+            src_root: src_root.to_string(),
+            dst_root: dst_root.to_string(),
+            writer: (!opts.dry_run)
+                .then(|| Writer::new(session, opts.writer).with_progress(progress)),
+            progress,
+            plan: Plan::default(),
+            unchanged: 0,
+            data_updates: 0,
+            acl_updates: 0,
+            kinds: KindCounts::default(),
+            deletes: Vec::new(),
+            deferred_acl: Vec::new(),
+            counter_candidates: HashSet::new(),
+            padded_parents: 0,
+            warned_open: false,
+        }
+    }
+
+    async fn emit(&mut self, op: Op) -> Result<()> {
+        let sample = self.opts.plan_sample;
+        let note = |v: &mut Vec<String>, p: &str| {
+            if v.len() < sample {
+                v.push(p.to_string());
+            }
+        };
+        match &op {
+            Op::Create { path, .. } => {
+                self.plan.creates += 1;
+                note(&mut self.plan.first_creates, path);
+            }
+            Op::SetData { path, .. } => {
+                self.plan.data_updates += 1;
+                note(&mut self.plan.first_updates, path);
+            }
+            Op::SetAcl { path, .. } => {
+                self.plan.acl_updates += 1;
+                note(&mut self.plan.first_updates, path);
+            }
+            Op::Delete { path } => {
+                self.plan.deletes += 1;
+                note(&mut self.plan.first_deletes, path);
+            }
+            Op::Pad { .. } => {}
+        }
+        match self.writer.as_mut() {
+            Some(w) => w.push(op).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn batch(&mut self, batch: Batch) -> Result<()> {
+        if let Some(f) = batch.list_failures.into_iter().next() {
+            return Err(Error::zk(
+                f.side,
+                "list children of",
+                &path::join(self.root(f.side), &f.rel),
+                f.error,
+            ));
+        }
+        self.progress.add_read(batch.entries.len() as u64);
+        for e in batch.entries {
+            self.entry(e).await?;
+        }
+        Ok(())
+    }
+
+    fn root(&self, side: Side) -> &str {
+        match side {
+            Side::Source => &self.src_root,
+            Side::Destination => &self.dst_root,
+        }
+    }
+
+    fn final_acl(&self, src: &NodeInfo) -> Vec<zk::Acl> {
+        match self.opts.acl {
+            AclMode::Preserve => src.acl.clone(),
+            AclMode::Open => open_acl(),
+        }
+    }
+
+    /// `acl` plus a grant that lets this copy create and read beneath it.
+    fn writable(&mut self, acl: &[zk::Acl]) -> Vec<zk::Acl> {
+        let mut out = acl.to_vec();
+        if self.opts.dst_ids.is_empty() {
+            if !self.warned_open {
+                tracing::warn!(
+                    "some nodes have ACLs that deny this copy CREATE; they are open to anyone until their children are copied (pass --dst-auth to use your own id instead)"
+                );
+                self.warned_open = true;
+            }
+            out.push(zk::Acl::new(zk::Permission::ALL, zk::AuthId::anyone()));
+        } else {
+            for (scheme, id) in &self.opts.dst_ids {
+                out.push(zk::Acl::new(
+                    zk::Permission::ALL,
+                    zk::AuthId::new(scheme, id),
+                ));
+            }
+        }
+        out
+    }
+
+    async fn entry(&mut self, e: Entry) -> Result<()> {
+        let dst_path = path::join(&self.dst_root, &e.rel);
+        let src_path = path::join(&self.src_root, &e.rel);
+        match (&e.src, &e.dst) {
+            (Slot::Failed(err), _) => Err(Error::zk(Side::Source, "read", &src_path, err.clone())),
+            (_, Slot::Failed(err)) => {
+                Err(Error::zk(Side::Destination, "read", &dst_path, err.clone()))
+            }
+            (Slot::Node(s), dst) if !s.is_ephemeral() => {
+                let s = s.as_ref();
+                match dst {
+                    Slot::Node(d) if d.is_ephemeral() => Err(Error::Usage(format!(
+                        "destination {dst_path} is an ephemeral node of a live session; the persistent source node cannot replace it"
+                    ))),
+                    Slot::Node(d) => self.update(&e.rel, dst_path, s, d).await,
+                    _ => self.create(&e.rel, dst_path, src_path, s).await,
+                }
+            }
+            (src, dst) => {
+                // Nothing to copy here: absent, vanished, or ephemeral.
+                if let Slot::Node(s) = src
+                    && s.is_ephemeral()
+                    && let Some(parent) = path::rel_parent(&e.rel)
+                {
+                    self.counter_candidates.insert(parent.to_string());
+                }
+                if self.opts.mode == Mode::Mirror
+                    && let Slot::Node(d) = dst
+                    && !d.is_ephemeral()
+                    && !e.rel.is_empty()
+                {
+                    self.deletes.push(dst_path);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn create(
+        &mut self,
+        rel: &str,
+        dst_path: String,
+        src_path: String,
+        s: &NodeInfo,
+    ) -> Result<()> {
+        let (kind, from_snapshot) = self.opts.kinds.kind_for(&src_path);
+        match kind {
+            NodeKind::Container => self.kinds.containers += 1,
+            NodeKind::Ttl(_) => self.kinds.ttl += 1,
+            NodeKind::Persistent => {}
+        }
+        self.kinds.from_snapshot += from_snapshot as u64;
+        if s.stat.cversion > s.stat.num_children {
+            self.counter_candidates.insert(rel.to_string());
+        }
+        let acl = self.final_acl(s);
+        let acl = if s.stat.num_children > 0
+            && !grants(&acl, &self.opts.dst_ids, zk::Permission::CREATE)
+        {
+            self.deferred_acl.push((dst_path.clone(), acl.clone()));
+            self.writable(&acl)
+        } else {
+            acl
+        };
+        self.emit(Op::Create {
+            path: dst_path,
+            data: s.data.clone(),
+            acl,
+            kind,
+        })
+        .await
+    }
+
+    async fn update(
+        &mut self,
+        rel: &str,
+        dst_path: String,
+        s: &NodeInfo,
+        d: &NodeInfo,
+    ) -> Result<()> {
+        if s.stat.cversion > d.stat.cversion {
+            self.counter_candidates.insert(rel.to_string());
+        }
+        let mut changed = false;
+        if s.data != d.data {
+            changed = true;
+            self.data_updates += 1;
+            self.emit(Op::SetData {
+                path: dst_path.clone(),
+                data: s.data.clone(),
+            })
+            .await?;
+        }
+        let acl = self.final_acl(s);
+        let differs = !acl_equal(&acl, &d.acl);
+        let ids = &self.opts.dst_ids;
+        if s.stat.num_children > 0 && !grants(&acl, ids, zk::Permission::CREATE) {
+            // Children may still be created under it: keep it writable for
+            // now and set its ACL at the end.
+            if !grants(&d.acl, ids, zk::Permission::CREATE) {
+                let writable = self.writable(&acl);
+                self.emit(Op::SetAcl {
+                    path: dst_path.clone(),
+                    acl: writable,
+                })
+                .await?;
+            }
+            if differs || !grants(&d.acl, ids, zk::Permission::CREATE) {
+                changed |= differs;
+                self.acl_updates += differs as u64;
+                self.deferred_acl.push((dst_path, acl));
+            }
+        } else if differs {
+            changed = true;
+            self.acl_updates += 1;
+            self.emit(Op::SetAcl {
+                path: dst_path,
+                acl,
+            })
+            .await?;
+        }
+        if !changed {
+            self.unchanged += 1;
+        }
+        Ok(())
+    }
+
+    /// Lands what is in flight (after an error or a stop request).
+    async fn finish_inflight(&mut self) -> Result<()> {
+        match self.writer.as_mut() {
+            Some(w) => w.flush().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Deletes (mirror), sequence counters, deferred ACLs, in that order.
+    async fn finish(&mut self, src: &TreeReader, dst: &TreeReader) -> Result<()> {
+        if let Some(max) = self.opts.max_delete
+            && self.deletes.len() as u64 > max
+        {
+            self.finish_inflight().await?;
+            return Err(Error::Usage(format!(
+                "the mirror would delete {} destination nodes, more than --max-delete {max}; nothing was deleted (everything else was copied)",
+                self.deletes.len()
+            )));
+        }
+        self.progress.set_phase("deleting");
+        // Discovery order has parents first: reversed, children go first.
+        for p in std::mem::take(&mut self.deletes).into_iter().rev() {
+            self.emit(Op::Delete { path: p }).await?;
+        }
+        self.finish_inflight().await?;
+        if self.opts.sequence_counters && !self.counter_candidates.is_empty() {
+            self.progress.set_phase("sequence counters");
+            self.pad_counters(src, dst).await?;
+        }
+        for (p, acl) in std::mem::take(&mut self.deferred_acl) {
+            self.emit(Op::SetAcl { path: p, acl }).await?;
+        }
+        self.finish_inflight().await
+    }
+
+    /// Raises destination child versions to the source's, so sequential
+    /// children created later get numbers the source never handed out.
+    async fn pad_counters(&mut self, src: &TreeReader, dst: &TreeReader) -> Result<()> {
+        let mut rels: Vec<String> = std::mem::take(&mut self.counter_candidates)
+            .into_iter()
+            .collect();
+        rels.sort();
+        let name = format!("zkrepl-cversion-pad-{:016x}", rand_u64());
+        for chunk in rels.chunks(500) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let (s, d) = futures::try_join!(src.stats(&refs), dst.stats(&refs))?;
+            for ((rel, s), d) in chunk.iter().zip(s).zip(d) {
+                let (Some(s), Some(d)) = (s, d) else { continue };
+                if self.opts.dry_run {
+                    if s.cversion > d.cversion {
+                        self.padded_parents += 1;
+                    }
+                    continue;
+                }
+                let deficit = s.cversion as i64 - d.cversion as i64;
+                if deficit <= 0 {
+                    continue;
+                }
+                self.padded_parents += 1;
+                let parent = path::join(&self.dst_root, rel);
+                for _ in 0..(deficit + 1) / 2 {
+                    self.emit(Op::Pad {
+                        parent: parent.clone(),
+                        name: name.clone(),
+                    })
+                    .await?;
+                }
+            }
+        }
+        self.finish_inflight().await
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
+}

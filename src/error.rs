@@ -1,0 +1,152 @@
+//! Typed errors of the library. The CLI maps them to exit codes and one-line
+//! messages; every variant that concerns a node names its path and side.
+
+use std::fmt;
+use std::time::Duration;
+
+use zookeeper_client as zk;
+
+/// Which tree an operation touched: the source is only ever read, the
+/// destination is written strictly under its root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Source,
+    Destination,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Source => "source",
+            Side::Destination => "destination",
+        })
+    }
+}
+
+impl Side {
+    /// The command-line flag that carries credentials for this side.
+    pub fn auth_flag(self) -> &'static str {
+        match self {
+            Side::Source => "--src-auth",
+            Side::Destination => "--dst-auth",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid connect string {input:?}: {reason}")]
+    InvalidHosts { input: String, reason: String },
+
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath { path: String, reason: String },
+
+    #[error("invalid argument: {0}")]
+    Usage(String),
+
+    #[error("cannot reach {side} ZooKeeper at {hosts} within {timeout:?}: {reason}")]
+    Unreachable {
+        side: Side,
+        hosts: String,
+        timeout: Duration,
+        reason: String,
+    },
+
+    #[error("{side} root {path} does not exist")]
+    NoRoot { side: Side, path: String },
+
+    #[error("not authorized to {op} {path} on the {side} (pass credentials with {flag}, e.g. {flag} digest:user:password)", flag = side.auth_flag())]
+    NoAuth {
+        side: Side,
+        op: &'static str,
+        path: String,
+    },
+
+    #[error("{op} {path} on the {side} failed: {source}")]
+    Zk {
+        side: Side,
+        op: &'static str,
+        path: String,
+        source: zk::Error,
+    },
+
+    #[error(
+        "node {path} needs a {size}-byte request, more than the destination accepts ({limit} bytes, its jute.maxbuffer); raise jute.maxbuffer on the destination servers and pass --max-request-bytes"
+    )]
+    NodeTooLarge {
+        path: String,
+        size: usize,
+        limit: usize,
+    },
+
+    #[error(
+        "the destination refused TTL node {path}: TTL nodes need zookeeper.extendedTypesEnabled=true on the destination servers"
+    )]
+    TtlUnsupported { path: String },
+
+    #[error(
+        "destination root {path} exists and has {children} children; pass --update to add and change nodes, or --mirror to also delete what the source lacks"
+    )]
+    DestinationNotEmpty { path: String, children: i32 },
+
+    #[error("{0}")]
+    Overlap(String),
+
+    #[error("the {side} session could not be re-established: {reason}")]
+    SessionLost { side: Side, reason: String },
+
+    #[error("interrupted")]
+    Interrupted,
+
+    #[error("{0}")]
+    Snapshot(String),
+
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps a ZooKeeper error for a node, turning NoAuth into its own,
+    /// actionable variant.
+    pub fn zk(side: Side, op: &'static str, path: &str, source: zk::Error) -> Error {
+        match source {
+            zk::Error::NoAuth => Error::NoAuth {
+                side,
+                op,
+                path: path.to_string(),
+            },
+            source => Error::Zk {
+                side,
+                op,
+                path: path.to_string(),
+                source,
+            },
+        }
+    }
+}
+
+/// Errors after which the outcome of a request is unknown but the session is
+/// alive: retry reads, reconcile writes.
+pub fn is_transient(err: &zk::Error) -> bool {
+    matches!(
+        err,
+        zk::Error::ConnectionLoss
+            | zk::Error::Timeout
+            | zk::Error::Throttled
+            | zk::Error::Custom(_)
+    )
+}
+
+/// Errors after which the session is gone for good: a new one is needed.
+pub fn is_session_lost(err: &zk::Error) -> bool {
+    matches!(
+        err,
+        zk::Error::SessionExpired
+            | zk::Error::ClientClosed
+            | zk::Error::NoHosts
+            | zk::Error::SessionMoved
+    )
+}

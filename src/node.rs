@@ -1,0 +1,210 @@
+//! What zkrepl knows of one node: its stat, data, ACL and children, plus the
+//! ACL helpers that copy and verify share.
+
+use zookeeper_client as zk;
+
+/// One node as read from a tree.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    pub stat: zk::Stat,
+    pub data: Vec<u8>,
+    /// Empty when ACLs were not read.
+    pub acl: Vec<zk::Acl>,
+}
+
+impl NodeInfo {
+    /// Ephemeral nodes belong to a live session and are never copied.
+    pub fn is_ephemeral(&self) -> bool {
+        self.stat.ephemeral_owner != 0
+    }
+}
+
+/// The result of reading one path.
+#[derive(Debug)]
+pub enum Slot {
+    /// Not on this side (absent from its parent's children).
+    Absent,
+    /// Read.
+    Node(Box<NodeInfo>),
+    /// Listed by its parent but gone when read: the tree changed.
+    Vanished,
+    /// Could not be read (NoAuth and the like).
+    Failed(zk::Error),
+}
+
+impl Slot {
+    pub fn node(&self) -> Option<&NodeInfo> {
+        match self {
+            Slot::Node(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The node unless it is ephemeral (and ephemerals are to be ignored).
+    pub fn persistent(&self, include_ephemeral: bool) -> Option<&NodeInfo> {
+        self.node()
+            .filter(|n| include_ephemeral || !n.is_ephemeral())
+    }
+}
+
+const PERMS: [(zk::Permission, i32); 5] = [
+    (zk::Permission::READ, 1),
+    (zk::Permission::WRITE, 2),
+    (zk::Permission::CREATE, 4),
+    (zk::Permission::DELETE, 8),
+    (zk::Permission::ADMIN, 16),
+];
+
+/// The raw permission bits of an ACL entry.
+pub fn perm_bits(p: zk::Permission) -> i32 {
+    PERMS
+        .iter()
+        .filter(|(perm, _)| p.has(*perm))
+        .map(|(_, bit)| bit)
+        .sum()
+}
+
+/// A permission from raw bits.
+pub fn perm_from_bits(bits: i32) -> zk::Permission {
+    PERMS
+        .iter()
+        .filter(|(_, bit)| bits & bit != 0)
+        .fold(zk::Permission::NONE, |acc, (p, _)| acc | *p)
+}
+
+/// An ACL entry as plain data, for reports, hashing and ordering.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct AclEntry {
+    pub scheme: String,
+    pub id: String,
+    pub perms: i32,
+}
+
+impl AclEntry {
+    pub fn from_zk(acl: &zk::Acl) -> AclEntry {
+        AclEntry {
+            scheme: acl.auth_id().scheme().to_string(),
+            id: acl.auth_id().id().to_string(),
+            perms: perm_bits(acl.permission()),
+        }
+    }
+
+    pub fn to_zk(&self) -> zk::Acl {
+        zk::Acl::new(
+            perm_from_bits(self.perms),
+            zk::AuthId::new(&self.scheme, &self.id),
+        )
+    }
+}
+
+impl std::fmt::Display for AclEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut p = String::new();
+        for (c, bit) in [('c', 4), ('d', 8), ('r', 1), ('w', 2), ('a', 16)] {
+            if self.perms & bit != 0 {
+                p.push(c);
+            }
+        }
+        write!(f, "{}:{}:{}", self.scheme, self.id, p)
+    }
+}
+
+/// An ACL in canonical order: two ACLs grant the same when their canonical
+/// forms are equal.
+pub fn canonical_acl(acl: &[zk::Acl]) -> Vec<AclEntry> {
+    let mut v: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// ACL equality regardless of entry order.
+pub fn acl_equal(a: &[zk::Acl], b: &[zk::Acl]) -> bool {
+    a == b || canonical_acl(a) == canonical_acl(b)
+}
+
+/// The OPEN_ACL_UNSAFE list.
+pub fn open_acl() -> Vec<zk::Acl> {
+    vec![zk::Acl::new(zk::Permission::ALL, zk::AuthId::anyone())]
+}
+
+/// Does `acl` let a session holding `ids` (plus world:anyone) do `perm`?
+pub fn grants(acl: &[zk::Acl], ids: &[(String, String)], perm: zk::Permission) -> bool {
+    acl.iter().any(|a| {
+        a.permission().has(perm)
+            && ((a.auth_id().scheme() == "world" && a.auth_id().id() == "anyone")
+                || ids
+                    .iter()
+                    .any(|(s, i)| a.auth_id().scheme() == s && a.auth_id().id() == i))
+    })
+}
+
+/// Renders bytes for humans: UTF-8 text as is (shortened), otherwise hex.
+pub fn preview(data: &[u8], max: usize) -> String {
+    match std::str::from_utf8(data) {
+        Ok(s) if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => {
+            let mut out: String = s.chars().take(max).collect();
+            if s.chars().count() > max {
+                out.push('…');
+            }
+            format!("{out:?}")
+        }
+        _ => {
+            let mut out: String = data
+                .iter()
+                .take(max / 2)
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            if data.len() > max / 2 {
+                out.push('…');
+            }
+            format!("0x{out} ({} bytes)", data.len())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permissions_round_trip() {
+        for bits in 0..32 {
+            assert_eq!(perm_bits(perm_from_bits(bits)), bits);
+        }
+    }
+
+    #[test]
+    fn acl_equality_ignores_order() {
+        let a = zk::Acl::new(zk::Permission::READ, zk::AuthId::anyone());
+        let b = zk::Acl::new(zk::Permission::ALL, zk::AuthId::new("digest", "u:x"));
+        assert!(acl_equal(&[a.clone(), b.clone()], &[b.clone(), a.clone()]));
+        assert!(!acl_equal(&[a.clone()], &[b.clone()]));
+        assert_eq!(AclEntry::from_zk(&b).to_string(), "digest:u:x:cdrwa");
+    }
+
+    #[test]
+    fn grants_checks_world_and_ids() {
+        let read_only = vec![zk::Acl::new(zk::Permission::READ, zk::AuthId::anyone())];
+        assert!(!grants(&read_only, &[], zk::Permission::CREATE));
+        let mine = vec![zk::Acl::new(
+            zk::Permission::ALL,
+            zk::AuthId::new("digest", "me:h"),
+        )];
+        assert!(grants(
+            &mine,
+            &[("digest".into(), "me:h".into())],
+            zk::Permission::CREATE
+        ));
+        assert!(!grants(&mine, &[], zk::Permission::CREATE));
+        assert!(grants(&open_acl(), &[], zk::Permission::CREATE));
+    }
+
+    #[test]
+    fn previews_text_and_binary() {
+        assert_eq!(preview(b"abc", 10), "\"abc\"");
+        assert_eq!(preview(&[0, 1, 255], 10), "0x0001ff (3 bytes)");
+    }
+}

@@ -1,0 +1,48 @@
+//! Live counters shared between a running job and whoever watches it (a
+//! progress bar, a signal handler that asks the job to stop).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub read: AtomicU64,
+    pub written: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Total expected, when known (0 = unknown).
+    pub total: AtomicU64,
+    stop: AtomicBool,
+    phase: Mutex<String>,
+}
+
+impl Progress {
+    pub fn new() -> Progress {
+        Progress::default()
+    }
+
+    /// Asks the job to stop at its next safe point.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    pub fn set_phase(&self, phase: &str) {
+        *self.phase.lock().unwrap() = phase.to_string();
+    }
+
+    pub fn phase(&self) -> String {
+        self.phase.lock().unwrap().clone()
+    }
+
+    pub fn add_read(&self, n: u64) {
+        self.read.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn add_written(&self, n: u64, bytes: u64) {
+        self.written.fetch_add(n, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,482 @@
+//! The reader: reads batches of nodes of one tree in as few round trips as
+//! the server allows.
+//!
+//! With ACLs (the default), a batch costs one getACL per node, spread over a
+//! pool of sessions (getACL has no batched form), whose Stat tells each
+//! node's data length and child count; then multiRead requests fetch the data
+//! and children of exactly the nodes that have them, packed by the reply size
+//! they will produce. Without ACLs, a multiRead of getData comes first. On a
+//! server without multiRead (< 3.6), the same requests go out pipelined, one
+//! by one.
+
+pub mod walk;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use zookeeper_client as zk;
+
+use crate::error::{Error, Result, Side, is_session_lost, is_transient};
+use crate::node::{NodeInfo, Slot};
+use crate::zk::path;
+use crate::zk::session::SessionPool;
+
+/// Whether to use multiRead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MultiRead {
+    /// Use it when the server supports it (probed at open).
+    Auto,
+    /// Pipelined single requests only.
+    Off,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReadOptions {
+    /// Read each node's ACL (one getACL per node).
+    pub acl: bool,
+    pub multi_read: MultiRead,
+    /// Most operations in one multiRead.
+    pub max_ops: usize,
+    /// Most reply bytes one multiRead is expected to produce.
+    pub max_reply_bytes: usize,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            acl: true,
+            multi_read: MultiRead::Auto,
+            max_ops: 1000,
+            max_reply_bytes: 2 << 20,
+        }
+    }
+}
+
+/// Counters of one reader.
+#[derive(Debug, Default)]
+pub struct ReadCounters {
+    pub nodes: AtomicU64,
+    pub bytes: AtomicU64,
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+/// Reads one tree: a session pool, a root inside it, and options.
+pub struct TreeReader {
+    pool: SessionPool,
+    root: String,
+    opts: ReadOptions,
+    multi_read: AtomicBool,
+    /// Largest data length seen lately: sizes getData batches when the
+    /// lengths are not known in advance (no ACL pass).
+    est_node_bytes: AtomicUsize,
+    rotate: AtomicUsize,
+    pub counters: ReadCounters,
+}
+
+enum ReadOp {
+    Data(usize),
+    Children(usize),
+}
+
+/// The children of one node, or why there are none to show.
+#[derive(Debug)]
+pub enum Listing {
+    Names(Vec<String>),
+    Vanished,
+    Failed(zk::Error),
+}
+
+enum Answer {
+    Data(Vec<u8>, zk::Stat),
+    Children(Vec<String>),
+    Failed(zk::Error),
+}
+
+impl TreeReader {
+    /// Opens a reader; probes multiRead support unless it is turned off.
+    pub async fn open(pool: SessionPool, root: &str, opts: ReadOptions) -> Result<TreeReader> {
+        path::validate(root)?;
+        let reader = TreeReader {
+            pool,
+            root: root.to_string(),
+            multi_read: AtomicBool::new(opts.multi_read == MultiRead::Auto),
+            opts,
+            est_node_bytes: AtomicUsize::new(16 << 10),
+            rotate: AtomicUsize::new(0),
+            counters: ReadCounters::default(),
+        };
+        if reader.multi_read.load(Ordering::Relaxed) {
+            reader.probe_multi_read().await?;
+        }
+        Ok(reader)
+    }
+
+    async fn probe_multi_read(&self) -> Result<()> {
+        let answer = self
+            .pool
+            .get(0)
+            .retry(|c| async move {
+                let mut r = c.new_multi_reader();
+                r.add_get_data("/")?;
+                r.commit().await
+            })
+            .await?;
+        match answer {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::info!(side = %self.side(), error = %e, "multiRead not supported; using pipelined single reads");
+                self.multi_read.store(false, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    pub fn side(&self) -> Side {
+        self.pool.side()
+    }
+
+    pub fn pool(&self) -> &SessionPool {
+        &self.pool
+    }
+
+    pub fn reads_acl(&self) -> bool {
+        self.opts.acl
+    }
+
+    /// Whether multiRead is in use.
+    pub fn uses_multi_read(&self) -> bool {
+        self.multi_read.load(Ordering::Relaxed)
+    }
+
+    /// The stat of the root, or `None` when it does not exist.
+    pub async fn root_stat(&self) -> Result<Option<zk::Stat>> {
+        let root = self.root.clone();
+        self.pool
+            .get(0)
+            .retry(|c| {
+                let root = root.clone();
+                async move { c.check_stat(&root).await }
+            })
+            .await?
+            .map_err(|e| Error::zk(self.side(), "stat", &self.root, e))
+    }
+
+    /// Reads stat, data and (when enabled) ACL of the nodes at `rels`
+    /// (relative to the root), children not included: see [`TreeReader::list`].
+    /// Per-node problems (gone, not authorized) come back as slots; connection
+    /// problems are retried with the whole batch, since reads are idempotent.
+    pub async fn read(&self, rels: &[&str]) -> Result<Vec<Slot>> {
+        if rels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let what = path::join(&self.root, rels[0]);
+        let slots = self
+            .with_retries(&what, |clients| async move {
+                self.read_once(&clients, rels).await
+            })
+            .await?;
+        self.counters
+            .nodes
+            .fetch_add(slots.len() as u64, Ordering::Relaxed);
+        Ok(slots)
+    }
+
+    async fn read_once(
+        &self,
+        clients: &[zk::Client],
+        rels: &[&str],
+    ) -> Result<Vec<Slot>, zk::Error> {
+        let paths: Vec<String> = rels.iter().map(|r| path::join(&self.root, r)).collect();
+        let mut slots: Vec<Result<NodeInfo, Slot>> = Vec::with_capacity(paths.len());
+        if self.opts.acl {
+            let base = self.rotate.fetch_add(paths.len(), Ordering::Relaxed);
+            self.counters
+                .requests
+                .fetch_add(paths.len() as u64, Ordering::Relaxed);
+            let answers = join_all(
+                paths
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| clients[(base + i) % clients.len()].get_acl(p)),
+            )
+            .await;
+            let mut ops = Vec::new();
+            for (i, answer) in answers.into_iter().enumerate() {
+                match answer {
+                    Ok((acl, stat)) => {
+                        if stat.data_length > 0 {
+                            ops.push(ReadOp::Data(i));
+                        }
+                        slots.push(Ok(NodeInfo {
+                            stat,
+                            data: Vec::new(),
+                            acl,
+                        }));
+                    }
+                    Err(e) => slots.push(Err(per_node_error(e)?)),
+                }
+            }
+            if !ops.is_empty() {
+                let expected = |op: &ReadOp| match op {
+                    ReadOp::Data(i) => slots[*i]
+                        .as_ref()
+                        .map_or(0, |n| n.stat.data_length as usize),
+                    ReadOp::Children(_) => 0,
+                };
+                let answers = self.fetch(clients, &paths, &ops, expected).await?;
+                for (op, answer) in ops.iter().zip(answers) {
+                    let ReadOp::Data(i) = op else { continue };
+                    match answer {
+                        Answer::Data(data, stat) => {
+                            if let Ok(node) = slots[*i].as_mut() {
+                                node.data = data;
+                                node.stat = stat;
+                            }
+                        }
+                        Answer::Failed(e) => slots[*i] = Err(per_node_error(e)?),
+                        Answer::Children(_) => unreachable!("getData answered with children"),
+                    }
+                }
+            }
+        } else {
+            let ops: Vec<ReadOp> = (0..paths.len()).map(ReadOp::Data).collect();
+            let est = self.est_node_bytes.load(Ordering::Relaxed);
+            let answers = self.fetch(clients, &paths, &ops, |_| est).await?;
+            let mut largest = 0;
+            for answer in answers {
+                match answer {
+                    Answer::Data(data, stat) => {
+                        largest = largest.max(data.len());
+                        slots.push(Ok(NodeInfo {
+                            stat,
+                            data,
+                            acl: Vec::new(),
+                        }));
+                    }
+                    Answer::Failed(e) => slots.push(Err(per_node_error(e)?)),
+                    Answer::Children(_) => unreachable!("getData answered with children"),
+                }
+            }
+            // Later batches are sized by what this one held, decaying slowly.
+            self.est_node_bytes
+                .store(largest.max(est / 2).max(256), Ordering::Relaxed);
+        }
+        let mut bytes = 0u64;
+        let out = slots
+            .into_iter()
+            .map(|slot| match slot {
+                Ok(node) => {
+                    bytes += node.data.len() as u64;
+                    Slot::Node(Box::new(node))
+                }
+                Err(slot) => slot,
+            })
+            .collect();
+        self.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// Lists the children of the nodes at `rels`, each sorted; `expected`
+    /// gives each node's child count as last seen (to pack requests).
+    pub async fn list(&self, rels: &[&str], expected: &[usize]) -> Result<Vec<Listing>> {
+        if rels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let paths: Vec<String> = rels.iter().map(|r| path::join(&self.root, r)).collect();
+        let ops: Vec<ReadOp> = (0..paths.len()).map(ReadOp::Children).collect();
+        let answers = self
+            .with_retries(&paths[0], |clients| {
+                let paths = &paths;
+                let ops = &ops;
+                async move {
+                    self.fetch(&clients, paths, ops, |op| match op {
+                        ReadOp::Children(i) => expected.get(*i).copied().unwrap_or(0) * 24,
+                        ReadOp::Data(_) => 0,
+                    })
+                    .await
+                }
+            })
+            .await?;
+        Ok(answers
+            .into_iter()
+            .map(|a| match a {
+                Answer::Children(mut names) => {
+                    names.sort_unstable();
+                    Listing::Names(names)
+                }
+                Answer::Failed(zk::Error::NoNode) => Listing::Vanished,
+                Answer::Failed(e) => Listing::Failed(e),
+                Answer::Data(..) => unreachable!("getChildren answered with data"),
+            })
+            .collect())
+    }
+
+    /// The stats of the nodes at `rels` (`None` where missing).
+    pub async fn stats(&self, rels: &[&str]) -> Result<Vec<Option<zk::Stat>>> {
+        if rels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let paths: Vec<String> = rels.iter().map(|r| path::join(&self.root, r)).collect();
+        self.with_retries(&paths[0], |clients| {
+            let paths = &paths;
+            async move {
+                let futs = paths
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| clients[i % clients.len()].check_stat(p));
+                join_all(futs)
+                    .await
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()
+            }
+        })
+        .await
+    }
+
+    /// Runs `attempt` with the pool's current clients until it succeeds or
+    /// fails for a reason other than the connection: reads are idempotent.
+    async fn with_retries<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T>
+    where
+        F: FnMut(Vec<zk::Client>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, zk::Error>>,
+    {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let (generations, clients) = self.pool.clients();
+            match attempt(clients).await {
+                Ok(v) => return Ok(v),
+                Err(e) if is_session_lost(&e) => {
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    self.pool.renew_all(&generations).await?;
+                }
+                Err(e) if is_transient(&e) => {
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    if started.elapsed() > self.pool.options().retry_timeout {
+                        return Err(Error::SessionLost {
+                            side: self.side(),
+                            reason: format!(
+                                "reads kept failing for {:?}: {e}",
+                                self.pool.options().retry_timeout
+                            ),
+                        });
+                    }
+                    tracing::debug!(side = %self.side(), error = %e, "read failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(zk::Error::Unimplemented) if self.uses_multi_read() => {
+                    tracing::info!(side = %self.side(), "multiRead refused; using pipelined single reads");
+                    self.multi_read.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(Error::zk(self.side(), "read", what, e)),
+            }
+        }
+    }
+
+    /// Runs read operations: packed into multiRead requests by count and by
+    /// expected reply bytes, or one by one without multiRead.
+    async fn fetch(
+        &self,
+        clients: &[zk::Client],
+        paths: &[String],
+        ops: &[ReadOp],
+        expected: impl Fn(&ReadOp) -> usize,
+    ) -> Result<Vec<Answer>, zk::Error> {
+        let base = self.rotate.fetch_add(1, Ordering::Relaxed);
+        if !self.uses_multi_read() {
+            self.counters
+                .requests
+                .fetch_add(ops.len() as u64, Ordering::Relaxed);
+            let futs = ops.iter().enumerate().map(|(k, op)| {
+                let c = &clients[(base + k) % clients.len()];
+                async move {
+                    match op {
+                        ReadOp::Data(i) => match c.get_data(&paths[*i]).await {
+                            Ok((data, stat)) => Ok(Answer::Data(data, stat)),
+                            Err(e) => connection_error(e),
+                        },
+                        ReadOp::Children(i) => match c.list_children(&paths[*i]).await {
+                            Ok(children) => Ok(Answer::Children(children)),
+                            Err(e) => connection_error(e),
+                        },
+                    }
+                }
+            });
+            return join_all(futs).await.into_iter().collect();
+        }
+        // Pack into chunks.
+        let mut chunks: Vec<(usize, usize)> = Vec::new();
+        let (mut start, mut bytes) = (0, 0usize);
+        for (k, op) in ops.iter().enumerate() {
+            let b = expected(op) + 64;
+            if k > start
+                && (k - start >= self.opts.max_ops || bytes + b > self.opts.max_reply_bytes)
+            {
+                chunks.push((start, k));
+                start = k;
+                bytes = 0;
+            }
+            bytes += b;
+        }
+        chunks.push((start, ops.len()));
+        self.counters
+            .requests
+            .fetch_add(chunks.len() as u64, Ordering::Relaxed);
+        let futs = chunks.iter().enumerate().map(|(n, (a, b))| {
+            let c = &clients[(base + n) % clients.len()];
+            let mut reader = c.new_multi_reader();
+            let mut added = Ok(());
+            for op in &ops[*a..*b] {
+                let r = match op {
+                    ReadOp::Data(i) => reader.add_get_data(&paths[*i]),
+                    ReadOp::Children(i) => reader.add_get_children(&paths[*i]),
+                };
+                if r.is_err() {
+                    added = r;
+                    break;
+                }
+            }
+            let commit = added.map(|_| reader.commit());
+            async move { commit?.await }
+        });
+        let mut out = Vec::with_capacity(ops.len());
+        for result in join_all(futs).await {
+            for r in result? {
+                out.push(match r {
+                    zk::MultiReadResult::Data { data, stat } => Answer::Data(data, stat),
+                    zk::MultiReadResult::Children { children } => Answer::Children(children),
+                    zk::MultiReadResult::Error { err } => connection_error(err)?,
+                    _ => Answer::Failed(zk::Error::UnexpectedError(
+                        "unknown multiRead result".into(),
+                    )),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Connection problems fail the whole batch (to be retried); anything else
+/// is the node's own answer.
+fn connection_error(e: zk::Error) -> Result<Answer, zk::Error> {
+    if is_transient(&e) || is_session_lost(&e) {
+        Err(e)
+    } else {
+        Ok(Answer::Failed(e))
+    }
+}
+
+fn per_node_error(e: zk::Error) -> Result<Slot, zk::Error> {
+    match e {
+        zk::Error::NoNode => Ok(Slot::Vanished),
+        e if is_transient(&e) || is_session_lost(&e) => Err(e),
+        e => Ok(Slot::Failed(e)),
+    }
+}

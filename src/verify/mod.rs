@@ -1,0 +1,391 @@
+//! Verify: walks source and destination in lockstep (the same reader and
+//! walker as copy), compares every node's presence, data and ACL, and
+//! computes both trees' Merkle digests on the way.
+//!
+//! Ephemerals are left out on both sides unless asked for. Stat fields a
+//! copy cannot carry (zxids, times, versions) are not compared, except that
+//! a destination parent whose child version (sequence counter) is behind the
+//! source's is reported in a class of its own.
+
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use crate::digest::hex;
+use crate::error::Result;
+use crate::node::{NodeInfo, Slot, acl_equal, canonical_acl, preview};
+use crate::read::TreeReader;
+use crate::read::walk::{self, Batch, DstOnly, Entry, WalkOptions};
+use crate::zk::path;
+
+#[derive(Clone, Debug)]
+pub struct VerifyOptions {
+    pub walk: WalkOptions,
+    /// Compare ephemeral nodes too (ignored on both sides by default).
+    pub include_ephemeral: bool,
+    /// Differences kept with their paths (the counts are always complete).
+    pub max_listed: usize,
+    /// Count lagging sequence counters as differences.
+    pub strict_counters: bool,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            walk: WalkOptions::default(),
+            include_ephemeral: false,
+            max_listed: 100,
+            strict_counters: false,
+        }
+    }
+}
+
+/// Kinds of difference, with the symbols of rclone's check report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiffClass {
+    /// `-`: only in the source.
+    MissingOnDst,
+    /// `+`: only in the destination.
+    ExtraOnDst,
+    /// `*`: data differs.
+    DataDiffers,
+    /// `*`: ACL differs.
+    AclDiffers,
+    /// `<`: destination sequence counter behind the source's.
+    CounterBehind,
+    /// `!`: could not be read on a side.
+    Unreadable,
+    /// `~`: listed, then gone when read: the tree changed during verify.
+    Changed,
+}
+
+impl DiffClass {
+    pub fn symbol(self) -> char {
+        match self {
+            DiffClass::MissingOnDst => '-',
+            DiffClass::ExtraOnDst => '+',
+            DiffClass::DataDiffers | DiffClass::AclDiffers => '*',
+            DiffClass::CounterBehind => '<',
+            DiffClass::Unreadable => '!',
+            DiffClass::Changed => '~',
+        }
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Difference {
+    pub class: DiffClass,
+    /// Path relative to the roots (`/` for the roots themselves).
+    pub path: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct DiffCounts {
+    pub missing_on_dst: u64,
+    pub extra_on_dst: u64,
+    pub data_differs: u64,
+    pub acl_differs: u64,
+    pub counter_behind: u64,
+    pub unreadable: u64,
+    pub changed: u64,
+}
+
+/// The outcome of a verify.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct VerifyReport {
+    pub src_nodes: u64,
+    pub dst_nodes: u64,
+    pub src_bytes: u64,
+    pub dst_bytes: u64,
+    /// Present on both sides and compared.
+    pub compared: u64,
+    pub ephemerals_ignored: u64,
+    pub acl_compared: bool,
+    pub counts: DiffCounts,
+    pub differences: Vec<Difference>,
+    /// Differences not listed (beyond the listing limit).
+    pub unlisted: u64,
+    pub src_digest: Option<String>,
+    pub dst_digest: Option<String>,
+    pub strict_counters: bool,
+    pub seconds: f64,
+    /// Nodes read per second on each side.
+    pub nodes_per_sec_per_side: f64,
+}
+
+/// What a verify concluded, as an exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Equal,
+    Different,
+    /// Some node could not be read: equality is not proven.
+    Incomplete,
+}
+
+impl VerifyReport {
+    pub fn verdict(&self) -> Verdict {
+        let c = &self.counts;
+        if c.unreadable > 0 {
+            return Verdict::Incomplete;
+        }
+        let diffs = c.missing_on_dst
+            + c.extra_on_dst
+            + c.data_differs
+            + c.acl_differs
+            + c.changed
+            + if self.strict_counters {
+                c.counter_behind
+            } else {
+                0
+            };
+        if diffs > 0 {
+            Verdict::Different
+        } else {
+            Verdict::Equal
+        }
+    }
+
+    pub fn equal(&self) -> bool {
+        self.verdict() == Verdict::Equal
+    }
+}
+
+struct Comparer {
+    opts: VerifyOptions,
+    acl: bool,
+    counts: DiffCounts,
+    differences: Vec<Difference>,
+    unlisted: u64,
+    compared: u64,
+}
+
+impl Comparer {
+    fn note(&mut self, class: DiffClass, rel: &str, detail: String) {
+        let c = &mut self.counts;
+        match class {
+            DiffClass::MissingOnDst => c.missing_on_dst += 1,
+            DiffClass::ExtraOnDst => c.extra_on_dst += 1,
+            DiffClass::DataDiffers => c.data_differs += 1,
+            DiffClass::AclDiffers => c.acl_differs += 1,
+            DiffClass::CounterBehind => c.counter_behind += 1,
+            DiffClass::Unreadable => c.unreadable += 1,
+            DiffClass::Changed => c.changed += 1,
+        }
+        if self.differences.len() < self.opts.max_listed {
+            let path = if rel.is_empty() {
+                "/".to_string()
+            } else {
+                rel.to_string()
+            };
+            self.differences.push(Difference {
+                class,
+                path,
+                detail,
+            });
+        } else {
+            self.unlisted += 1;
+        }
+    }
+
+    fn visible<'s>(&self, slot: &'s Slot) -> Option<&'s NodeInfo> {
+        slot.persistent(self.opts.include_ephemeral)
+    }
+
+    fn entry(&mut self, e: &Entry) {
+        for (slot, side) in [(&e.src, "source"), (&e.dst, "destination")] {
+            match slot {
+                Slot::Failed(err) => self.note(
+                    DiffClass::Unreadable,
+                    &e.rel,
+                    format!("on the {side}: {err}"),
+                ),
+                Slot::Vanished => self.note(
+                    DiffClass::Changed,
+                    &e.rel,
+                    format!("deleted on the {side} during verify"),
+                ),
+                _ => {}
+            }
+        }
+        if matches!(e.src, Slot::Failed(_) | Slot::Vanished)
+            || matches!(e.dst, Slot::Failed(_) | Slot::Vanished)
+        {
+            return;
+        }
+        match (self.visible(&e.src), self.visible(&e.dst)) {
+            (Some(s), Some(d)) => {
+                self.compared += 1;
+                if s.data != d.data {
+                    let detail = format!(
+                        "source {} / destination {}",
+                        preview(&s.data, 40),
+                        preview(&d.data, 40)
+                    );
+                    self.note(DiffClass::DataDiffers, &e.rel, detail);
+                }
+                if self.acl && !acl_equal(&s.acl, &d.acl) {
+                    let show = |a: &[zookeeper_client::Acl]| {
+                        canonical_acl(a)
+                            .iter()
+                            .map(|x| x.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    };
+                    let detail =
+                        format!("source [{}] / destination [{}]", show(&s.acl), show(&d.acl));
+                    self.note(DiffClass::AclDiffers, &e.rel, detail);
+                }
+                if d.stat.cversion < s.stat.cversion {
+                    let detail = format!(
+                        "child version: source {} / destination {}",
+                        s.stat.cversion, d.stat.cversion
+                    );
+                    self.note(DiffClass::CounterBehind, &e.rel, detail);
+                }
+            }
+            (Some(_), None) => self.note(DiffClass::MissingOnDst, &e.rel, String::new()),
+            (None, Some(_)) => self.note(DiffClass::ExtraOnDst, &e.rel, String::new()),
+            (None, None) => {}
+        }
+    }
+}
+
+/// Compares the trees under `src` and `dst`.
+pub async fn run(src: &TreeReader, dst: &TreeReader, opts: &VerifyOptions) -> Result<VerifyReport> {
+    let started = Instant::now();
+    let (src_root, dst_root) = futures::try_join!(src.root_stat(), dst.root_stat())?;
+    let Some(_) = src_root else {
+        return Err(crate::Error::NoRoot {
+            side: crate::Side::Source,
+            path: src.root().to_string(),
+        });
+    };
+    let mut walk_opts = opts.walk.clone();
+    walk_opts.dst_only = DstOnly::Descend;
+    walk_opts.digest = true;
+    walk_opts.include_ephemeral = opts.include_ephemeral;
+    let src_abs = src.pool().options().hosts.absolute(src.root());
+    let dst_abs = dst.pool().options().hosts.absolute(dst.root());
+    walk_opts.skip_system = src_abs == "/" || dst_abs == "/";
+    let root_sides = walk::SRC | if dst_root.is_some() { walk::DST } else { 0 };
+
+    let mut cmp = Comparer {
+        opts: opts.clone(),
+        acl: src.reads_acl() && dst.reads_acl(),
+        counts: DiffCounts::default(),
+        differences: Vec::new(),
+        unlisted: 0,
+        compared: 0,
+    };
+    let (tx, mut rx) = mpsc::channel::<Batch>(8);
+    let walking = walk::walk(Some(src), Some(dst), root_sides, &walk_opts, tx);
+    let comparing = async {
+        while let Some(batch) = rx.recv().await {
+            for f in &batch.list_failures {
+                let side = f.side;
+                cmp.note(
+                    DiffClass::Unreadable,
+                    &f.rel,
+                    format!("children on the {side}: {}", f.error),
+                );
+            }
+            for e in &batch.entries {
+                cmp.entry(e);
+            }
+        }
+    };
+    let (walked, ()) = tokio::join!(walking, comparing);
+    let walked = walked?;
+    let seconds = started.elapsed().as_secs_f64();
+    let most = walked.src.nodes.max(walked.dst.nodes);
+    Ok(VerifyReport {
+        src_nodes: walked.src.nodes,
+        dst_nodes: walked.dst.nodes,
+        src_bytes: walked.src.bytes,
+        dst_bytes: walked.dst.bytes,
+        compared: cmp.compared,
+        ephemerals_ignored: if opts.include_ephemeral {
+            0
+        } else {
+            walked.src.ephemerals + walked.dst.ephemerals
+        },
+        acl_compared: cmp.acl,
+        counts: cmp.counts,
+        differences: cmp.differences,
+        unlisted: cmp.unlisted,
+        src_digest: walked.src.digest.as_ref().map(hex),
+        dst_digest: walked.dst.digest.as_ref().map(hex),
+        strict_counters: opts.strict_counters,
+        seconds,
+        nodes_per_sec_per_side: if seconds > 0.0 {
+            most as f64 / seconds
+        } else {
+            0.0
+        },
+    })
+}
+
+/// One tree's fingerprint: root digest, size and the newest zxids seen.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TreeDigest {
+    pub root: String,
+    pub digest: Option<String>,
+    pub nodes: u64,
+    pub bytes: u64,
+    pub ephemerals_ignored: u64,
+    pub max_mzxid: i64,
+    pub max_pzxid: i64,
+    pub acl_included: bool,
+    /// Nodes that could not be read (the digest is then absent).
+    pub unreadable: u64,
+    /// Nodes that vanished while being read (the tree was changing).
+    pub vanished: u64,
+    pub seconds: f64,
+}
+
+/// Digests one tree.
+pub async fn digest(tree: &TreeReader, walk_opts: &WalkOptions) -> Result<TreeDigest> {
+    let started = Instant::now();
+    if tree.root_stat().await?.is_none() {
+        return Err(crate::Error::NoRoot {
+            side: tree.side(),
+            path: tree.root().to_string(),
+        });
+    }
+    let mut o = walk_opts.clone();
+    o.digest = true;
+    o.skip_system = tree.pool().options().hosts.absolute(tree.root()) == "/";
+    let (tx, mut rx) = mpsc::channel::<Batch>(8);
+    let draining = async {
+        let mut unreadable = 0u64;
+        while let Some(b) = rx.recv().await {
+            unreadable += b.list_failures.len() as u64;
+        }
+        unreadable
+    };
+    let (walked, list_failures) =
+        tokio::join!(walk::walk(Some(tree), None, walk::SRC, &o, tx), draining);
+    let walked = walked?;
+    let s = walked.src;
+    Ok(TreeDigest {
+        root: tree.root().to_string(),
+        digest: s.digest.as_ref().map(hex),
+        nodes: s.nodes,
+        bytes: s.bytes,
+        ephemerals_ignored: if o.include_ephemeral { 0 } else { s.ephemerals },
+        max_mzxid: s.max_mzxid,
+        max_pzxid: s.max_pzxid,
+        acl_included: tree.reads_acl(),
+        unreadable: s.unreadable + list_failures,
+        vanished: s.vanished,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The absolute path of a relative one under `root`, for messages.
+pub fn absolute(root: &str, rel: &str) -> String {
+    path::join(root, rel)
+}

@@ -1,0 +1,437 @@
+//! The writer: applies a stream of operations to the destination in order,
+//! as multi() transactions with several in flight on one session.
+//!
+//! One session serves its requests in order, so a transaction holding a
+//! parent is applied before a later one holding its children. A request is
+//! put on the wire when it is submitted (see [`Writer::submit`]), never later.
+//!
+//! A transaction is atomic. When one fails (an operation refused) or its
+//! outcome is unknown (connection lost, session expired), the writer waits
+//! for the ones in flight behind it, then reconciles every failed one, in
+//! order, operation by operation: create, or compare and set what differs
+//! when the node exists; delete unless already gone. Running the same stream
+//! again therefore converges to the same tree.
+
+pub mod batch;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use zookeeper_client as zk;
+
+pub use self::batch::{Batch, BatchLimits, Batcher, NodeKind, Op};
+use crate::error::{Error, Result, Side, is_session_lost, is_transient};
+use crate::node::acl_equal;
+use crate::zk::session::Session;
+
+#[derive(Clone, Copy, Debug)]
+pub struct WriterOptions {
+    pub limits: BatchLimits,
+    /// Transactions in flight.
+    pub window: usize,
+    /// Largest request the destination accepts (its jute.maxbuffer).
+    pub max_request_bytes: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            limits: BatchLimits::default(),
+            window: 8,
+            max_request_bytes: 0xfffff,
+        }
+    }
+}
+
+/// What the writer did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct WriteCounters {
+    pub created: u64,
+    pub data_set: u64,
+    pub acl_set: u64,
+    pub deleted: u64,
+    pub padded: u64,
+    /// Creates that found the node already there (from an earlier attempt).
+    pub existed: u64,
+    pub transactions: u64,
+    pub bytes: u64,
+    /// Transactions that failed or whose outcome was unknown, reconciled op
+    /// by op.
+    pub reconciled: u64,
+    #[serde(skip)]
+    pub latencies_us: Vec<u32>,
+}
+
+impl WriteCounters {
+    /// Latency percentile of transactions, in milliseconds.
+    pub fn latency_ms(&self, pct: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let mut v = self.latencies_us.clone();
+        v.sort_unstable();
+        let i = ((v.len() as f64 - 1.0) * pct / 100.0).round() as usize;
+        v[i.min(v.len() - 1)] as f64 / 1000.0
+    }
+
+    fn count(&mut self, op: &Op) {
+        match op {
+            Op::Create { .. } => self.created += 1,
+            Op::SetData { .. } => self.data_set += 1,
+            Op::SetAcl { .. } => self.acl_set += 1,
+            Op::Delete { .. } => self.deleted += 1,
+            Op::Pad { .. } => self.padded += 1,
+        }
+    }
+}
+
+enum Failure {
+    /// Refused by the server; nothing of it was applied.
+    Refused { index: usize, error: zk::Error },
+    /// Outcome unknown.
+    Unknown(zk::Error),
+}
+
+struct Outcome {
+    batch: Batch,
+    result: Result<(), Failure>,
+    elapsed: Duration,
+}
+
+type InFlight = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// Applies operations in order; see the module documentation.
+pub struct Writer<'a> {
+    session: &'a Session,
+    opts: WriterOptions,
+    batcher: Batcher,
+    inflight: FuturesOrdered<InFlight>,
+    failed: Vec<Batch>,
+    counters: WriteCounters,
+    progress: Option<&'a crate::progress::Progress>,
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(session: &'a Session, opts: WriterOptions) -> Writer<'a> {
+        Writer {
+            session,
+            batcher: Batcher::new(opts.limits),
+            opts,
+            inflight: FuturesOrdered::new(),
+            failed: Vec::new(),
+            counters: WriteCounters::default(),
+            progress: None,
+        }
+    }
+
+    /// Reports applied operations to `progress`.
+    pub fn with_progress(mut self, progress: &'a crate::progress::Progress) -> Writer<'a> {
+        self.progress = Some(progress);
+        self
+    }
+
+    pub fn counters(&self) -> &WriteCounters {
+        &self.counters
+    }
+
+    /// Queues an operation; may wait for room in the window.
+    pub async fn push(&mut self, op: Op) -> Result<()> {
+        for batch in self.batcher.push(op) {
+            self.submit(batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is queued and waits until everything is applied.
+    pub async fn flush(&mut self) -> Result<()> {
+        if let Some(batch) = self.batcher.finish() {
+            self.submit(batch).await?;
+        }
+        while !self.inflight.is_empty() {
+            self.reap_one().await;
+        }
+        self.reconcile_failed().await
+    }
+
+    /// Puts a batch on the wire now (its first poll sends the request), then
+    /// makes room in the window.
+    async fn submit(&mut self, batch: Batch) -> Result<()> {
+        if batch.bytes > self.opts.max_request_bytes {
+            return Err(Error::NodeTooLarge {
+                path: batch.ops[0].path().to_string(),
+                size: batch.bytes,
+                limit: self.opts.max_request_bytes,
+            });
+        }
+        while self.inflight.len() >= self.opts.window.max(1) {
+            self.reap_one().await;
+        }
+        if !self.failed.is_empty() {
+            // Something failed: let everything in flight land, then repair in
+            // order before sending anything that may depend on it.
+            while !self.inflight.is_empty() {
+                self.reap_one().await;
+            }
+            self.reconcile_failed().await?;
+        }
+        let (_, client) = self.session.client();
+        let mut fut: InFlight = Box::pin(send(client, batch));
+        match futures::poll!(fut.as_mut()) {
+            Poll::Ready(outcome) => self
+                .inflight
+                .push_back(Box::pin(std::future::ready(outcome))),
+            Poll::Pending => self.inflight.push_back(fut),
+        }
+        Ok(())
+    }
+
+    async fn reap_one(&mut self) {
+        let Some(outcome) = self.inflight.next().await else {
+            return;
+        };
+        self.counters
+            .latencies_us
+            .push(outcome.elapsed.as_micros().min(u32::MAX as u128) as u32);
+        self.counters.transactions += 1;
+        match outcome.result {
+            Ok(()) => {
+                self.counters.bytes += outcome.batch.bytes as u64;
+                for op in &outcome.batch.ops {
+                    self.counters.count(op);
+                }
+                if let Some(p) = self.progress {
+                    p.add_written(outcome.batch.ops.len() as u64, outcome.batch.bytes as u64);
+                }
+            }
+            Err(failure) => {
+                match &failure {
+                    Failure::Refused { index, error } => tracing::debug!(
+                        path = outcome.batch.ops.get(*index).map(|o| o.path()),
+                        %error,
+                        "transaction refused; reconciling it op by op"
+                    ),
+                    Failure::Unknown(error) => {
+                        tracing::debug!(%error, "transaction outcome unknown; reconciling it op by op")
+                    }
+                }
+                self.failed.push(outcome.batch);
+            }
+        }
+    }
+
+    async fn reconcile_failed(&mut self) -> Result<()> {
+        for batch in std::mem::take(&mut self.failed) {
+            self.counters.reconciled += 1;
+            for op in &batch.ops {
+                reconcile(self.session, op, &mut self.counters).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends one batch; the request leaves on the first poll.
+async fn send(client: zk::Client, batch: Batch) -> Outcome {
+    let started = Instant::now();
+    let result = if batch.is_single() {
+        single(&client, &batch.ops[0]).await
+    } else {
+        multi(&client, &batch.ops).await
+    };
+    Outcome {
+        batch,
+        result,
+        elapsed: started.elapsed(),
+    }
+}
+
+fn create_options<'x>(acl: &'x [zk::Acl], kind: NodeKind) -> zk::CreateOptions<'x> {
+    match kind {
+        NodeKind::Persistent => zk::CreateMode::Persistent.with_acls(zk::Acls::new(acl)),
+        NodeKind::Container => zk::CreateMode::Container.with_acls(zk::Acls::new(acl)),
+        NodeKind::Ttl(ttl) => zk::CreateMode::Persistent
+            .with_acls(zk::Acls::new(acl))
+            .with_ttl(ttl),
+    }
+}
+
+fn unknown_or_refused(e: zk::Error) -> Failure {
+    if is_transient(&e) || is_session_lost(&e) {
+        Failure::Unknown(e)
+    } else {
+        Failure::Refused { index: 0, error: e }
+    }
+}
+
+async fn single(client: &zk::Client, op: &Op) -> Result<(), Failure> {
+    let r = match op {
+        Op::Create {
+            path,
+            data,
+            acl,
+            kind,
+        } => client
+            .create(path, data, &create_options(acl, *kind))
+            .await
+            .map(drop),
+        Op::SetData { path, data } => client.set_data(path, data, None).await.map(drop),
+        Op::SetAcl { path, acl } => client.set_acl(path, acl, None).await.map(drop),
+        Op::Delete { path } => client.delete(path, None).await,
+        Op::Pad { .. } => return multi(client, std::slice::from_ref(op)).await,
+    };
+    r.map_err(unknown_or_refused)
+}
+
+async fn multi(client: &zk::Client, ops: &[Op]) -> Result<(), Failure> {
+    let open = crate::node::open_acl();
+    let mut w = client.new_multi_writer();
+    for op in ops {
+        let added = match op {
+            Op::Create {
+                path,
+                data,
+                acl,
+                kind,
+            } => w.add_create(path, data, &create_options(acl, *kind)),
+            Op::SetData { path, data } => w.add_set_data(path, data, None),
+            Op::Delete { path } => w.add_delete(path, None),
+            Op::Pad { parent, name } => {
+                let child = crate::zk::path::child(parent, name);
+                w.add_create(&child, &[], &create_options(&open, NodeKind::Persistent))
+                    .and_then(|_| w.add_delete(&child, None))
+            }
+            Op::SetAcl { .. } => unreachable!("setACL is never batched"),
+        };
+        if let Err(e) = added {
+            return Err(Failure::Refused { index: 0, error: e });
+        }
+    }
+    match w.commit().await {
+        Ok(_) => Ok(()),
+        Err(zk::MultiWriteError::OperationFailed { index, source }) => Err(Failure::Refused {
+            index,
+            error: source,
+        }),
+        Err(zk::MultiWriteError::RequestFailed { source }) => Err(unknown_or_refused(source)),
+    }
+}
+
+/// Applies one op so that the node ends as the op says, whatever happened
+/// to it before (an earlier attempt may or may not have landed).
+async fn reconcile(session: &Session, op: &Op, counters: &mut WriteCounters) -> Result<()> {
+    let side = Side::Destination;
+    let fail = |what: &'static str, e: zk::Error| match (op, &e) {
+        (
+            Op::Create {
+                kind: NodeKind::Ttl(_),
+                path,
+                ..
+            },
+            zk::Error::Unimplemented,
+        ) => Error::TtlUnsupported { path: path.clone() },
+        _ => Error::zk(side, what, op.path(), e),
+    };
+    match op {
+        Op::Create {
+            path,
+            data,
+            acl,
+            kind,
+        } => {
+            let created = session
+                .retry(|c| async move {
+                    c.create(path, data, &create_options(acl, *kind))
+                        .await
+                        .map(drop)
+                })
+                .await?;
+            match created {
+                Ok(()) => counters.created += 1,
+                Err(zk::Error::NodeExists) => {
+                    counters.existed += 1;
+                    let current = session
+                        .retry(|c| async move {
+                            let (d, _) = c.get_data(path).await?;
+                            let (a, _) = c.get_acl(path).await?;
+                            Ok((d, a))
+                        })
+                        .await?
+                        .map_err(|e| fail("read", e))?;
+                    if current.0 != *data {
+                        set_data(session, path, data)
+                            .await?
+                            .map_err(|e| fail("setData", e))?;
+                        counters.data_set += 1;
+                    }
+                    if !acl_equal(&current.1, acl) {
+                        set_acl(session, path, acl)
+                            .await?
+                            .map_err(|e| fail("setACL", e))?;
+                        counters.acl_set += 1;
+                    }
+                }
+                Err(e) => return Err(fail("create", e)),
+            }
+        }
+        Op::SetData { path, data } => {
+            set_data(session, path, data)
+                .await?
+                .map_err(|e| fail("setData", e))?;
+            counters.data_set += 1;
+        }
+        Op::SetAcl { path, acl } => {
+            set_acl(session, path, acl)
+                .await?
+                .map_err(|e| fail("setACL", e))?;
+            counters.acl_set += 1;
+        }
+        Op::Delete { path } => match session
+            .retry(|c| async move { c.delete(path, None).await })
+            .await?
+        {
+            Ok(()) => counters.deleted += 1,
+            Err(zk::Error::NoNode) => {}
+            Err(e) => return Err(fail("delete", e)),
+        },
+        Op::Pad { parent, name } => {
+            let r = session
+                .retry(|c| async move {
+                    match multi(&c, std::slice::from_ref(op)).await {
+                        Ok(()) => Ok(()),
+                        Err(Failure::Refused { error, .. }) | Err(Failure::Unknown(error)) => {
+                            Err(error)
+                        }
+                    }
+                })
+                .await?;
+            match r {
+                Ok(()) => counters.padded += 1,
+                Err(e) => {
+                    return Err(Error::zk(
+                        side,
+                        "pad the sequence counter of",
+                        &format!("{parent} (child {name})"),
+                        e,
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn set_data(session: &Session, path: &str, data: &[u8]) -> Result<Result<(), zk::Error>> {
+    session
+        .retry(|c| async move { c.set_data(path, data, None).await.map(drop) })
+        .await
+}
+
+async fn set_acl(session: &Session, path: &str, acl: &[zk::Acl]) -> Result<Result<(), zk::Error>> {
+    session
+        .retry(|c| async move { c.set_acl(path, acl, None).await.map(drop) })
+        .await
+}
