@@ -31,11 +31,7 @@ fn put(h: &mut blake3::Hasher, bytes: &[u8]) {
 /// Starts a node's hash: everything but its children.
 pub fn node_hasher(rel: &str, data: &[u8], acl: Option<&[zk::Acl]>) -> blake3::Hasher {
     let mut h = blake3::Hasher::new();
-    h.update(if acl.is_some() {
-        b"zkrepl/node/v1/acl\0"
-    } else {
-        b"zkrepl/node/v1/noacl\0"
-    });
+    h.update(if acl.is_some() { b"zkrepl/node/v1/acl\0" } else { b"zkrepl/node/v1/noacl\0" });
     put(&mut h, rel.as_bytes());
     put(&mut h, data);
     if let Some(acl) = acl {
@@ -87,14 +83,7 @@ impl MerkleBuilder {
         self.nodes += 1;
         let hasher = node_hasher(rel, data, acl);
         if will_list {
-            self.pending.insert(
-                rel.to_string(),
-                Pending {
-                    hasher,
-                    remaining: None,
-                    children: Vec::new(),
-                },
-            );
+            self.pending.insert(rel.to_string(), Pending { hasher, remaining: None, children: Vec::new() });
         } else {
             let d = finish(hasher, &mut []);
             self.complete(rel, Some(d));
@@ -154,11 +143,7 @@ impl MerkleBuilder {
 
     /// The root digest, once every node has arrived and all were readable.
     pub fn root(&self) -> Option<Digest> {
-        if self.incomplete || !self.pending.is_empty() {
-            None
-        } else {
-            self.root
-        }
+        if self.incomplete || !self.pending.is_empty() { None } else { self.root }
     }
 
     /// Nodes hashed so far.
@@ -190,38 +175,19 @@ mod tests {
 
     #[test]
     fn arrival_order_does_not_matter() {
-        let a = build(&[
-            ("", b"r", 2),
-            ("/a", b"1", 1),
-            ("/b", b"2", 0),
-            ("/a/x", b"3", 0),
-        ]);
-        let b = build(&[
-            ("", b"r", 2),
-            ("/b", b"2", 0),
-            ("/a", b"1", 1),
-            ("/a/x", b"3", 0),
-        ]);
+        let a = build(&[("", b"r", 2), ("/a", b"1", 1), ("/b", b"2", 0), ("/a/x", b"3", 0)]);
+        let b = build(&[("", b"r", 2), ("/b", b"2", 0), ("/a", b"1", 1), ("/a/x", b"3", 0)]);
         assert_eq!(a, b);
     }
 
     #[test]
     fn any_change_changes_the_root() {
         let base = build(&[("", b"r", 2), ("/a", b"1", 0), ("/b", b"2", 0)]);
-        assert_ne!(
-            base,
-            build(&[("", b"r", 2), ("/a", b"1", 0), ("/b", b"3", 0)])
-        );
-        assert_ne!(
-            base,
-            build(&[("", b"r", 2), ("/a", b"1", 0), ("/c", b"2", 0)])
-        );
+        assert_ne!(base, build(&[("", b"r", 2), ("/a", b"1", 0), ("/b", b"3", 0)]));
+        assert_ne!(base, build(&[("", b"r", 2), ("/a", b"1", 0), ("/c", b"2", 0)]));
         assert_ne!(base, build(&[("", b"r", 1), ("/a", b"1", 0)]));
         // Moving data between a name and its data is not a collision.
-        assert_ne!(
-            build(&[("", b"", 1), ("/ab", b"", 0)]),
-            build(&[("", b"", 1), ("/a", b"b", 0)])
-        );
+        assert_ne!(build(&[("", b"", 1), ("/ab", b"", 0)]), build(&[("", b"", 1), ("/a", b"b", 0)]));
     }
 
     #[test]

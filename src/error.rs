@@ -46,39 +46,21 @@ pub enum Error {
     Usage(String),
 
     #[error("cannot reach {side} ZooKeeper at {hosts} within {timeout:?}: {reason}")]
-    Unreachable {
-        side: Side,
-        hosts: String,
-        timeout: Duration,
-        reason: String,
-    },
+    Unreachable { side: Side, hosts: String, timeout: Duration, reason: String },
 
     #[error("{side} root {path} does not exist")]
     NoRoot { side: Side, path: String },
 
     #[error("not authorized to {op} {path} on the {side} (pass credentials with {flag}, e.g. {flag} digest:user:password)", flag = side.auth_flag())]
-    NoAuth {
-        side: Side,
-        op: &'static str,
-        path: String,
-    },
+    NoAuth { side: Side, op: &'static str, path: String },
 
     #[error("{op} {path} on the {side} failed: {source}")]
-    Zk {
-        side: Side,
-        op: &'static str,
-        path: String,
-        source: zk::Error,
-    },
+    Zk { side: Side, op: &'static str, path: String, source: zk::Error },
 
     #[error(
         "node {path} needs a {size}-byte request, more than the destination accepts ({limit} bytes, its jute.maxbuffer); raise jute.maxbuffer on the destination servers and pass --max-request-bytes"
     )]
-    NodeTooLarge {
-        path: String,
-        size: usize,
-        limit: usize,
-    },
+    NodeTooLarge { path: String, size: usize, limit: usize },
 
     #[error(
         "the destination refused TTL node {path}: TTL nodes need zookeeper.extendedTypesEnabled=true on the destination servers"
@@ -113,17 +95,8 @@ impl Error {
     /// actionable variant.
     pub fn zk(side: Side, op: &'static str, path: &str, source: zk::Error) -> Error {
         match source {
-            zk::Error::NoAuth => Error::NoAuth {
-                side,
-                op,
-                path: path.to_string(),
-            },
-            source => Error::Zk {
-                side,
-                op,
-                path: path.to_string(),
-                source,
-            },
+            zk::Error::NoAuth => Error::NoAuth { side, op, path: path.to_string() },
+            source => Error::Zk { side, op, path: path.to_string(), source },
         }
     }
 }
@@ -131,22 +104,10 @@ impl Error {
 /// Errors after which the outcome of a request is unknown but the session is
 /// alive: retry reads, reconcile writes.
 pub fn is_transient(err: &zk::Error) -> bool {
-    matches!(
-        err,
-        zk::Error::ConnectionLoss
-            | zk::Error::Timeout
-            | zk::Error::Throttled
-            | zk::Error::Custom(_)
-    )
+    matches!(err, zk::Error::ConnectionLoss | zk::Error::Timeout | zk::Error::Throttled | zk::Error::Custom(_))
 }
 
 /// Errors after which the session is gone for good: a new one is needed.
 pub fn is_session_lost(err: &zk::Error) -> bool {
-    matches!(
-        err,
-        zk::Error::SessionExpired
-            | zk::Error::ClientClosed
-            | zk::Error::NoHosts
-            | zk::Error::SessionMoved
-    )
+    matches!(err, zk::Error::SessionExpired | zk::Error::ClientClosed | zk::Error::NoHosts | zk::Error::SessionMoved)
 }

@@ -5,6 +5,7 @@
 //! [`write`] (the writer), with [`digest`] computing Merkle digests along the
 //! walk. [`copy`] and [`verify`] are built from them; see ARCHITECTURE.md.
 
+pub mod bench;
 pub mod copy;
 pub mod digest;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod local;
 pub mod node;
 pub mod progress;
 pub mod read;
+pub mod snapshot;
 pub mod treegen;
 pub mod verify;
 pub mod write;

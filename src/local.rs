@@ -97,9 +97,7 @@ pub fn classpath() -> Result<String> {
             jars.sort();
             return Ok(jars.join(":"));
         }
-        return Err(Error::Usage(format!(
-            "ZK_HOME={home} holds no ZooKeeper jars"
-        )));
+        return Err(Error::Usage(format!("ZK_HOME={home} holds no ZooKeeper jars")));
     }
     let debian = Path::new("/usr/share/java/zookeeper.jar");
     if debian.exists() {
@@ -173,34 +171,18 @@ impl Process {
     fn spawn(args: &[String], log: &Path, clean: Option<&Path>) -> Result<Process> {
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(LEASH).arg("sh").arg(java()).args(args);
-        cmd.env("ZKREPL_LOG", log).env(
-            "ZKREPL_CLEAN",
-            clean.map(|p| p.display().to_string()).unwrap_or_default(),
-        );
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+        cmd.env("ZKREPL_LOG", log).env("ZKREPL_CLEAN", clean.map(|p| p.display().to_string()).unwrap_or_default());
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
         let mut shell = cmd.spawn()?;
         let stdout = shell.stdout.take().expect("piped");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
-        let pid = line
-            .trim()
-            .parse()
-            .map_err(|_| Error::Usage(format!("could not start java: {line:?}")))?;
-        Ok(Process {
-            stdin: shell.stdin.take(),
-            shell,
-            pid,
-            done: false,
-        })
+        let pid = line.trim().parse().map_err(|_| Error::Usage(format!("could not start java: {line:?}")))?;
+        Ok(Process { stdin: shell.stdin.take(), shell, pid, done: false })
     }
 
     fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid.to_string())
-            .status();
+        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid.to_string()).status();
     }
 
     /// Stops the JVM; the leash then removes the directory it was told to.
@@ -256,23 +238,12 @@ impl LocalServer {
                 "tickTime={}\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\n4lw.commands.whitelist=*\nadmin.enableServer=false\n{}",
                 opts.tick_ms,
                 dir.join("data").display(),
-                opts.snap_count
-                    .map(|n| format!("snapCount={n}\n"))
-                    .unwrap_or_default()
+                opts.snap_count.map(|n| format!("snapCount={n}\n")).unwrap_or_default()
             );
             std::fs::create_dir_all(dir.join("data"))?;
             std::fs::write(dir.join("zoo.cfg"), cfg)?;
-            let mut server = LocalServer {
-                port,
-                args: server_args(opts, &dir)?,
-                dir,
-                process: None,
-                owns_dir: true,
-            };
-            match server
-                .launch()
-                .and_then(|_| server.wait_serving(Duration::from_secs(60)))
-            {
+            let mut server = LocalServer { port, args: server_args(opts, &dir)?, dir, process: None, owns_dir: true };
+            match server.launch().and_then(|_| server.wait_serving(Duration::from_secs(60))) {
                 Ok(()) => return Ok(server),
                 Err(e) => last = Some(e),
             }
@@ -282,34 +253,21 @@ impl LocalServer {
 
     fn launch(&mut self) -> Result<()> {
         let clean = self.owns_dir.then_some(self.dir.as_path());
-        self.process = Some(Process::spawn(
-            &self.args,
-            &self.dir.join("server.log"),
-            clean,
-        )?);
+        self.process = Some(Process::spawn(&self.args, &self.dir.join("server.log"), clean)?);
         Ok(())
     }
 
     fn wait_serving(&self, limit: Duration) -> Result<()> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if four_letter(self.port, "ruok") == "imok"
-                && four_letter(self.port, "srvr").contains("Mode:")
-            {
+            if four_letter(self.port, "ruok") == "imok" && four_letter(self.port, "srvr").contains("Mode:") {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
-        let tail: String = log
-            .lines()
-            .rev()
-            .take(20)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n");
+        let tail: String =
+            log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
         Err(Error::Usage(format!(
             "ZooKeeper on 127.0.0.1:{} did not start within {limit:?}; log tail:\n{tail}",
             self.port
@@ -364,12 +322,7 @@ impl LocalServer {
     /// The snapshot files in the data directory, newest last.
     pub fn snapshots(&self) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(self.dir.join("data").join("version-2"))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| is_snapshot(p))
-                    .collect()
-            })
+            .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| is_snapshot(p)).collect())
             .unwrap_or_default();
         v.sort_by_key(|p| snapshot_zxid(p));
         v
@@ -377,18 +330,12 @@ impl LocalServer {
 }
 
 fn is_snapshot(p: &Path) -> bool {
-    p.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("snapshot."))
+    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("snapshot."))
 }
 
 fn snapshot_zxid(p: &Path) -> u64 {
     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let hex = name
-        .trim_start_matches("snapshot.")
-        .split('.')
-        .next()
-        .unwrap_or("0");
+    let hex = name.trim_start_matches("snapshot.").split('.').next().unwrap_or("0");
     u64::from_str_radix(hex, 16).unwrap_or(0)
 }
 
@@ -430,9 +377,8 @@ impl LocalEnsemble {
     }
 
     fn try_start(n: usize, opts: &ServerOptions) -> Result<LocalEnsemble> {
-        let ports: Vec<(u16, u16, u16)> = (0..n)
-            .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
-            .collect::<Result<_>>()?;
+        let ports: Vec<(u16, u16, u16)> =
+            (0..n).map(|_| Ok((free_port()?, free_port()?, free_port()?))).collect::<Result<_>>()?;
         let members: String = ports
             .iter()
             .enumerate()
@@ -448,18 +394,11 @@ impl LocalEnsemble {
                 "tickTime={}\ninitLimit=20\nsyncLimit=5\ndataDir={}\nclientPort={client}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\n4lw.commands.whitelist=*\nadmin.enableServer=false\nstandaloneEnabled=false\n{}{members}",
                 opts.tick_ms,
                 data.display(),
-                opts.snap_count
-                    .map(|n| format!("snapCount={n}\n"))
-                    .unwrap_or_default()
+                opts.snap_count.map(|n| format!("snapCount={n}\n")).unwrap_or_default()
             );
             std::fs::write(dir.join("zoo.cfg"), cfg)?;
-            let mut s = LocalServer {
-                port: *client,
-                args: server_args(opts, &dir)?,
-                dir,
-                process: None,
-                owns_dir: true,
-            };
+            let mut s =
+                LocalServer { port: *client, args: server_args(opts, &dir)?, dir, process: None, owns_dir: true };
             s.launch()?;
             servers.push(s);
         }
@@ -472,44 +411,27 @@ impl LocalEnsemble {
     pub fn wait_quorum(&self, limit: Duration) -> Result<()> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            let modes: Vec<String> = self
-                .servers
-                .iter()
-                .filter(|s| s.is_running())
-                .map(|s| s.mode())
-                .collect();
-            if modes.iter().all(|m| m == "leader" || m == "follower")
-                && modes.iter().any(|m| m == "leader")
-            {
+            let modes: Vec<String> = self.servers.iter().filter(|s| s.is_running()).map(|s| s.mode()).collect();
+            if modes.iter().all(|m| m == "leader" || m == "follower") && modes.iter().any(|m| m == "leader") {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Err(Error::Usage(format!(
-            "the local ensemble formed no quorum within {limit:?}"
-        )))
+        Err(Error::Usage(format!("the local ensemble formed no quorum within {limit:?}")))
     }
 
     /// All members' client addresses.
     pub fn connect_string(&self) -> String {
-        self.servers
-            .iter()
-            .map(|s| s.connect_string())
-            .collect::<Vec<_>>()
-            .join(",")
+        self.servers.iter().map(|s| s.connect_string()).collect::<Vec<_>>().join(",")
     }
 
     /// Index of the current leader.
     pub fn leader(&self) -> Option<usize> {
-        self.servers
-            .iter()
-            .position(|s| s.is_running() && s.mode() == "leader")
+        self.servers.iter().position(|s| s.is_running() && s.mode() == "leader")
     }
 
     /// Index of a running follower.
     pub fn follower(&self) -> Option<usize> {
-        self.servers
-            .iter()
-            .position(|s| s.is_running() && s.mode() == "follower")
+        self.servers.iter().position(|s| s.is_running() && s.mode() == "follower")
     }
 }

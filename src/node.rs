@@ -42,8 +42,7 @@ impl Slot {
 
     /// The node unless it is ephemeral (and ephemerals are to be ignored).
     pub fn persistent(&self, include_ephemeral: bool) -> Option<&NodeInfo> {
-        self.node()
-            .filter(|n| include_ephemeral || !n.is_ephemeral())
+        self.node().filter(|n| include_ephemeral || !n.is_ephemeral())
     }
 }
 
@@ -57,25 +56,16 @@ const PERMS: [(zk::Permission, i32); 5] = [
 
 /// The raw permission bits of an ACL entry.
 pub fn perm_bits(p: zk::Permission) -> i32 {
-    PERMS
-        .iter()
-        .filter(|(perm, _)| p.has(*perm))
-        .map(|(_, bit)| bit)
-        .sum()
+    PERMS.iter().filter(|(perm, _)| p.has(*perm)).map(|(_, bit)| bit).sum()
 }
 
 /// A permission from raw bits.
 pub fn perm_from_bits(bits: i32) -> zk::Permission {
-    PERMS
-        .iter()
-        .filter(|(_, bit)| bits & bit != 0)
-        .fold(zk::Permission::NONE, |acc, (p, _)| acc | *p)
+    PERMS.iter().filter(|(_, bit)| bits & bit != 0).fold(zk::Permission::NONE, |acc, (p, _)| acc | *p)
 }
 
 /// An ACL entry as plain data, for reports, hashing and ordering.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct AclEntry {
     pub scheme: String,
     pub id: String,
@@ -92,10 +82,7 @@ impl AclEntry {
     }
 
     pub fn to_zk(&self) -> zk::Acl {
-        zk::Acl::new(
-            perm_from_bits(self.perms),
-            zk::AuthId::new(&self.scheme, &self.id),
-        )
+        zk::Acl::new(perm_from_bits(self.perms), zk::AuthId::new(&self.scheme, &self.id))
     }
 }
 
@@ -135,9 +122,7 @@ pub fn grants(acl: &[zk::Acl], ids: &[(String, String)], perm: zk::Permission) -
     acl.iter().any(|a| {
         a.permission().has(perm)
             && ((a.auth_id().scheme() == "world" && a.auth_id().id() == "anyone")
-                || ids
-                    .iter()
-                    .any(|(s, i)| a.auth_id().scheme() == s && a.auth_id().id() == i))
+                || ids.iter().any(|(s, i)| a.auth_id().scheme() == s && a.auth_id().id() == i))
     })
 }
 
@@ -152,11 +137,7 @@ pub fn preview(data: &[u8], max: usize) -> String {
             format!("{out:?}")
         }
         _ => {
-            let mut out: String = data
-                .iter()
-                .take(max / 2)
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let mut out: String = data.iter().take(max / 2).map(|b| format!("{b:02x}")).collect();
             if data.len() > max / 2 {
                 out.push('…');
             }
@@ -189,15 +170,8 @@ mod tests {
     fn grants_checks_world_and_ids() {
         let read_only = vec![zk::Acl::new(zk::Permission::READ, zk::AuthId::anyone())];
         assert!(!grants(&read_only, &[], zk::Permission::CREATE));
-        let mine = vec![zk::Acl::new(
-            zk::Permission::ALL,
-            zk::AuthId::new("digest", "me:h"),
-        )];
-        assert!(grants(
-            &mine,
-            &[("digest".into(), "me:h".into())],
-            zk::Permission::CREATE
-        ));
+        let mine = vec![zk::Acl::new(zk::Permission::ALL, zk::AuthId::new("digest", "me:h"))];
+        assert!(grants(&mine, &[("digest".into(), "me:h".into())], zk::Permission::CREATE));
         assert!(!grants(&mine, &[], zk::Permission::CREATE));
         assert!(grants(&open_acl(), &[], zk::Permission::CREATE));
     }

@@ -46,3 +46,11 @@ impl Progress {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 }
+
+/// This process's peak resident set size, in bytes (Linux).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

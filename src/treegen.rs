@@ -69,14 +69,7 @@ impl GenOptions {
                 // root, apps, apps/<id>, apps/<id>/<p>, duplication for every
                 // tenth app (dir, one dup, its partitions), backup (+1 policy),
                 // bulk_load, ranger_policy_meta_root, lock path (3 levels).
-                1 + 1
-                    + apps
-                    + apps * self.partitions as u64
-                    + dup_apps * (2 + self.partitions as u64)
-                    + 2
-                    + 1
-                    + 1
-                    + 3
+                1 + 1 + apps + apps * self.partitions as u64 + dup_apps * (2 + self.partitions as u64) + 2 + 1 + 1 + 3
             }
             Shape::Wide | Shape::Large => 1 + self.nodes,
             Shape::Deep => 1 + self.nodes,
@@ -116,12 +109,7 @@ impl Rng {
 }
 
 fn host(rng: &mut Rng) -> String {
-    format!(
-        "10.{}.{}.{}:34801",
-        rng.below(256),
-        rng.below(256),
-        1 + rng.below(254)
-    )
+    format!("10.{}.{}.{}:34801", rng.below(256), rng.below(256), 1 + rng.below(254))
 }
 
 fn app_info(id: u32, partitions: u32, rng: &mut Rng) -> String {
@@ -180,145 +168,128 @@ pub struct GenSummary {
     pub nodes_per_sec: f64,
 }
 
-/// Generates a tree under `root` (which must not exist yet; its ancestors
-/// are created). Ephemerals live as long as `session`.
-pub async fn generate(session: &Session, root: &str, opts: &GenOptions) -> Result<GenSummary> {
-    path::validate(root)?;
-    if root == "/" {
-        return Err(Error::Usage(
-            "generate under a new root path, not /".to_string(),
-        ));
-    }
-    let (_, c) = session.client();
-    if c.check_stat(root)
-        .await
-        .map_err(|e| Error::zk(Side::Destination, "stat", root, e))?
-        .is_some()
-    {
-        return Err(Error::Usage(format!(
-            "{root} already exists: choose a new root (or delete it first)"
-        )));
-    }
-    let started = Instant::now();
-    for dir in path::ancestors(root) {
-        match c
-            .create(
-                dir,
-                &[],
-                &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
-            )
-            .await
-        {
-            Ok(_) | Err(zk::Error::NodeExists) => {}
-            Err(e) => return Err(Error::zk(Side::Destination, "create", dir, e)),
-        }
-    }
-    let mut w = Writer::new(session, opts.writer);
-    let mut rng = Rng::new(opts.seed);
-    let mut nodes = 0u64;
-    let mut bytes = 0u64;
-    let acl = open_acl();
-    let mut put = async |w: &mut Writer<'_>, p: String, data: Vec<u8>| -> Result<()> {
-        nodes += 1;
-        bytes += data.len() as u64;
-        w.push(Op::Create {
-            path: p,
-            data,
-            acl: acl.clone(),
-            kind: NodeKind::Persistent,
-        })
-        .await
-    };
-    let j = |rel: &str| path::join(root, rel);
+/// The nodes of a tree, parents first, as (path relative to the root, data),
+/// generated lazily: memory stays at one app's worth of nodes.
+pub fn nodes(opts: &GenOptions) -> Box<dyn Iterator<Item = (String, Vec<u8>)>> {
+    let rng = std::rc::Rc::new(std::cell::RefCell::new(Rng::new(opts.seed)));
+    let root = std::iter::once((String::new(), Vec::new()));
     match opts.shape {
         Shape::Pegasus => {
-            put(&mut w, j(""), Vec::new()).await?;
-            put(&mut w, j("/apps"), b"unlock".to_vec()).await?;
-            for app in 1..=opts.apps {
+            let (apps, partitions, min_bytes) = (opts.apps, opts.partitions, opts.data_bytes);
+            let r = rng.clone();
+            let per_app = (1..=apps).flat_map(move |app| {
+                let mut rng = r.borrow_mut();
+                let rng = &mut *rng;
                 let app_path = format!("/apps/{app}");
-                put(
-                    &mut w,
-                    j(&app_path),
-                    app_info(app, opts.partitions, &mut rng).into_bytes(),
-                )
-                .await?;
-                for p in 0..opts.partitions {
-                    let data = partition_config(app, p, &mut rng, opts.data_bytes);
-                    put(&mut w, j(&format!("{app_path}/{p}")), data).await?;
+                let mut v = Vec::with_capacity(partitions as usize * 2 + 3);
+                v.push((app_path.clone(), app_info(app, partitions, rng).into_bytes()));
+                for p in 0..partitions {
+                    v.push((format!("{app_path}/{p}"), partition_config(app, p, rng, min_bytes)));
                 }
                 if app % 10 == 1 {
-                    put(&mut w, j(&format!("{app_path}/duplication")), Vec::new()).await?;
+                    v.push((format!("{app_path}/duplication"), Vec::new()));
                     let dup = format!("{app_path}/duplication/{}", 1_600_000_000 + app);
                     let info = format!(
                         r#"{{"remote":"target_cluster","status":"DS_LOG","create_timestamp_ms":{}}}"#,
                         1_600_000_000_000u64 + rng.below(1 << 30)
                     );
-                    put(&mut w, j(&dup), info.into_bytes()).await?;
-                    for p in 0..opts.partitions {
-                        put(
-                            &mut w,
-                            j(&format!("{dup}/{p}")),
-                            rng.below(10_000_000).to_string().into_bytes(),
-                        )
-                        .await?;
+                    v.push((dup.clone(), info.into_bytes()));
+                    for p in 0..partitions {
+                        v.push((format!("{dup}/{p}"), rng.below(10_000_000).to_string().into_bytes()));
                     }
                 }
-            }
-            put(&mut w, j("/backup"), Vec::new()).await?;
-            put(&mut w, j("/backup/daily"), br#"{"policy_name":"daily","backup_provider_type":"hdfs","backup_interval_seconds":86400,"app_ids":[1],"backup_history_count_to_keep":3,"start_time":"02:00"}"#.to_vec()).await?;
-            put(&mut w, j("/bulk_load"), Vec::new()).await?;
-            put(&mut w, j("/ranger_policy_meta_root"), Vec::new()).await?;
-            put(&mut w, j("/lock"), Vec::new()).await?;
-            put(&mut w, j("/lock/meta"), Vec::new()).await?;
-            put(&mut w, j("/lock/meta/dsn.meta.server.leader"), Vec::new()).await?;
+                v
+            });
+            let backup = br#"{"policy_name":"daily","backup_provider_type":"hdfs","backup_interval_seconds":86400,"app_ids":[1],"backup_history_count_to_keep":3,"start_time":"02:00"}"#;
+            let tail = vec![
+                ("/backup".to_string(), Vec::new()),
+                ("/backup/daily".to_string(), backup.to_vec()),
+                ("/bulk_load".to_string(), Vec::new()),
+                ("/ranger_policy_meta_root".to_string(), Vec::new()),
+                ("/lock".to_string(), Vec::new()),
+                ("/lock/meta".to_string(), Vec::new()),
+                (LEADER_PARENT.to_string(), Vec::new()),
+            ];
+            Box::new(root.chain(std::iter::once(("/apps".to_string(), b"unlock".to_vec()))).chain(per_app).chain(tail))
         }
-        Shape::Wide => {
-            put(&mut w, j(""), Vec::new()).await?;
-            let n = opts.data_bytes.unwrap_or(100);
-            for i in 0..opts.nodes {
-                put(&mut w, j(&format!("/n{i:08}")), rng.bytes(n)).await?;
-            }
+        Shape::Wide | Shape::Large => {
+            let (prefix, n) = if opts.shape == Shape::Wide {
+                ("/n", opts.data_bytes.unwrap_or(100))
+            } else {
+                ("/big", opts.data_bytes.unwrap_or(1_000_000))
+            };
+            let r = rng.clone();
+            Box::new(root.chain((0..opts.nodes).map(move |i| (format!("{prefix}{i:08}"), r.borrow_mut().bytes(n)))))
         }
         Shape::Deep => {
-            put(&mut w, j(""), Vec::new()).await?;
             let n = opts.data_bytes.unwrap_or(100);
+            let r = rng.clone();
             let mut rel = String::new();
-            for i in 0..opts.nodes {
+            Box::new(root.chain((0..opts.nodes).map(move |i| {
                 rel.push_str(&format!("/d{i}"));
-                put(&mut w, j(&rel), rng.bytes(n)).await?;
-            }
+                (rel.clone(), r.borrow_mut().bytes(n))
+            })))
         }
-        Shape::Large => {
-            put(&mut w, j(""), Vec::new()).await?;
-            let n = opts.data_bytes.unwrap_or(1_000_000);
-            for i in 0..opts.nodes {
-                put(&mut w, j(&format!("/big{i:06}")), rng.bytes(n)).await?;
-            }
+    }
+}
+
+/// Where the Pegasus shape's ephemeral leader lock lives, relative to the root.
+pub const LEADER_PARENT: &str = "/lock/meta/dsn.meta.server.leader";
+
+/// Generates a tree under `root` (which must not exist yet; its ancestors
+/// are created). Ephemerals live as long as `session`.
+pub async fn generate(session: &Session, root: &str, opts: &GenOptions) -> Result<GenSummary> {
+    path::validate(root)?;
+    if root == "/" {
+        return Err(Error::Usage("generate under a new root path, not /".to_string()));
+    }
+    let (_, c) = session.client();
+    if c.check_stat(root).await.map_err(|e| Error::zk(Side::Destination, "stat", root, e))?.is_some() {
+        return Err(Error::Usage(format!("{root} already exists: choose a new root (or delete it first)")));
+    }
+    let started = Instant::now();
+    for dir in path::ancestors(root) {
+        match c.create(dir, &[], &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())).await {
+            Ok(_) | Err(zk::Error::NodeExists) => {}
+            Err(e) => return Err(Error::zk(Side::Destination, "create", dir, e)),
+        }
+    }
+    let mut w = Writer::new(session, opts.writer);
+    let (mut count, mut bytes) = (0u64, 0u64);
+    let acl = open_acl();
+    // The iterator is not Send (it shares its generator): take it in chunks.
+    let mut it = nodes(opts);
+    loop {
+        let chunk: Vec<(String, Vec<u8>)> = it.by_ref().take(1000).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        for (rel, data) in chunk {
+            count += 1;
+            bytes += data.len() as u64;
+            w.push(Op::Create { path: path::join(root, &rel), data, acl: acl.clone(), kind: NodeKind::Persistent })
+                .await?;
         }
     }
     w.flush().await?;
     let mut ephemerals = 0;
     if opts.shape == Shape::Pegasus && opts.leader_lock {
-        let lock = j("/lock/meta/dsn.meta.server.leader/LOCKNODE");
+        let lock = format!("{}/LOCKNODE", path::join(root, LEADER_PARENT));
         let (_, c) = session.client();
-        c.create(
-            &lock,
-            b"10.0.0.1:34601",
-            &zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all()),
-        )
-        .await
-        .map_err(|e| Error::zk(Side::Destination, "create", &lock, e))?;
+        c.create(&lock, b"10.0.0.1:34601", &zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all()))
+            .await
+            .map_err(|e| Error::zk(Side::Destination, "create", &lock, e))?;
         ephemerals = 1;
     }
     let seconds = started.elapsed().as_secs_f64();
     Ok(GenSummary {
         shape: opts.shape,
         root: root.to_string(),
-        nodes,
+        nodes: count,
         bytes,
         ephemerals,
         seconds,
-        nodes_per_sec: nodes as f64 / seconds.max(1e-9),
+        nodes_per_sec: count as f64 / seconds.max(1e-9),
     })
 }
 
@@ -334,12 +305,30 @@ mod tests {
     }
 
     #[test]
+    fn node_lists_match_their_counts_and_put_parents_first() {
+        for shape in [Shape::Pegasus, Shape::Wide, Shape::Deep, Shape::Large] {
+            let o =
+                GenOptions { shape, apps: 12, partitions: 7, nodes: 30, data_bytes: Some(10), ..GenOptions::default() };
+            let list: Vec<(String, Vec<u8>)> = nodes(&o).collect();
+            assert_eq!(list.len() as u64, o.node_count(), "{shape:?}");
+            let mut seen = std::collections::HashSet::new();
+            for (rel, _) in &list {
+                if let Some(parent) = crate::zk::path::rel_parent(rel) {
+                    assert!(seen.contains(parent), "{shape:?}: {rel} before its parent");
+                }
+                seen.insert(rel.clone());
+            }
+            let again: Vec<(String, Vec<u8>)> = nodes(&o).collect();
+            assert_eq!(list, again, "deterministic");
+        }
+    }
+
+    #[test]
     fn pegasus_json_is_valid() {
         let mut r = Rng::new(1);
         let a: serde_json::Value = serde_json::from_str(&app_info(3, 8, &mut r)).unwrap();
         assert_eq!(a["app_id"], 3);
-        let p: serde_json::Value =
-            serde_json::from_slice(&partition_config(3, 5, &mut r, Some(400))).unwrap();
+        let p: serde_json::Value = serde_json::from_slice(&partition_config(3, 5, &mut r, Some(400))).unwrap();
         assert_eq!(p["pid"], "3.5");
         assert!(partition_config(1, 1, &mut r, Some(400)).len() >= 400);
     }

@@ -2,99 +2,486 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::*;
+use zkrepl::local::{LocalServer, ServerOptions};
 use zookeeper_client as zk;
 
-fn copy_args(src: &str, dst: &str, root: &str, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = ["copy", "--src", src, "--dst", dst, "--root", root, "-q"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
+fn args(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// `zkrepl copy --src <src> --dst <dst> --root <root> -q <extra...>`
+async fn copy(src: &str, dst: &str, root: &str, extra: &[&str]) -> std::process::Output {
+    let mut a = args(&["copy", "--src", src, "--dst", dst, "--root", root, "-q"]);
+    a.extend(args(extra));
+    zkrepl_async(a).await
+}
+
+async fn pair_clients() -> (&'static Pair, zk::Client, zk::Client) {
+    let p = pair();
+    (p, connect(&p.src.connect_string()).await, connect(&p.dst.connect_string()).await)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn copies_a_pegasus_shaped_tree_without_the_leader_lock() {
-    let p = pair();
+    let (p, src, dst) = pair_clients().await;
     let root = unique_root("pegasus");
-    let src = connect(&p.src.connect_string()).await;
     let mut nodes: Vec<(String, Vec<u8>)> = vec![("/apps".into(), b"unlock".to_vec())];
     for app in 1..=3 {
-        nodes.push((
-            format!("/apps/{app}"),
-            format!(r#"{{"app_id":{app},"partition_count":4}}"#).into_bytes(),
-        ));
+        nodes.push((format!("/apps/{app}"), format!(r#"{{"app_id":{app},"partition_count":4}}"#).into_bytes()));
         for pidx in 0..4 {
-            nodes.push((
-                format!("/apps/{app}/{pidx}"),
-                format!(r#"{{"pid":"{app}.{pidx}","ballot":3}}"#).into_bytes(),
-            ));
+            nodes.push((format!("/apps/{app}/{pidx}"), format!(r#"{{"pid":"{app}.{pidx}","ballot":3}}"#).into_bytes()));
         }
     }
     for rel in ["/lock", "/lock/dsn.meta.server.leader"] {
         nodes.push((rel.into(), Vec::new()));
     }
-    let refs: Vec<(&str, &[u8])> = nodes
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_slice()))
-        .collect();
+    let refs: Vec<(&str, &[u8])> = nodes.iter().map(|(a, b)| (a.as_str(), b.as_slice())).collect();
     create_tree(&src, &root, &refs).await;
     let lock = format!("{root}/lock/dsn.meta.server.leader/LOCKNODE");
-    src.create(
-        &lock,
-        b"127.0.0.1:34601",
-        &zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all()),
-    )
-    .await
-    .unwrap();
+    src.create(&lock, b"127.0.0.1:34601", &zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all()))
+        .await
+        .unwrap();
 
-    let out = zkrepl_async(copy_args(
-        &p.src.connect_string(),
-        &p.dst.connect_string(),
-        &root,
-        &["--json"],
-    ))
-    .await;
+    let out = copy(&p.src.connect_string(), &p.dst.connect_string(), &root, &["--json"]).await;
     assert_exit(&out, 0);
     let s = json(&out);
     assert_eq!(s["created"], nodes.len() as u64 + 1, "root + nodes");
     assert_eq!(s["skipped_ephemerals"], 1);
-
-    let dst = connect(&p.dst.connect_string()).await;
+    assert_eq!(s["nodes_read"], nodes.len() as u64 + 1);
     assert_eq!(dump(&src, &root).await, dump(&dst, &root).await);
-    let leader = dst
-        .list_children(&format!("{root}/lock/dsn.meta.server.leader"))
-        .await
-        .unwrap();
-    assert!(
-        leader.is_empty(),
-        "the ephemeral lock node must not be copied: {leader:?}"
-    );
+    let leader = dst.list_children(&format!("{root}/lock/dsn.meta.server.leader")).await.unwrap();
+    assert!(leader.is_empty(), "the ephemeral lock node must not be copied: {leader:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn refuses_a_non_empty_destination_without_update() {
-    let p = pair();
-    let root = unique_root("nonempty");
-    let src = connect(&p.src.connect_string()).await;
-    let dst = connect(&p.dst.connect_string()).await;
-    create_tree(&src, &root, &[("/a", b"1")]).await;
-    create_tree(&dst, &root, &[("/other", b"x")]).await;
-    let out = zkrepl_async(copy_args(
+async fn copies_odd_names_binary_empty_and_near_limit_data() {
+    let (p, src, dst) = pair_clients().await;
+    let root = unique_root("odd");
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let binary: Vec<u8> = vec![0, 0, 255, 1, 0, 128, 0];
+    create_tree(
+        &src,
+        &root,
+        &[
+            ("/with space", b"s"),
+            ("/with space/ünïcødé 日本語 ☃", b"u"),
+            ("/punct !\"#$%&'()*+,-.:;<=>?@[\\]^_`{|}~", b"p"),
+            ("/.dot", b""),
+            ("/..dots", b""),
+            ("/zookeeper", b"not the system node: only /zookeeper at the server root is special"),
+            ("/empty", b""),
+            ("/binary", &binary),
+            ("/big", &big),
+        ],
+    )
+    .await;
+    let out = copy(&p.src.connect_string(), &p.dst.connect_string(), &root, &["--json"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["created"], 10);
+    let (a, b) = (dump(&src, &root).await, dump(&dst, &root).await);
+    assert_eq!(a.len(), 10);
+    assert_eq!(a, b);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copies_a_parent_with_ten_thousand_children() {
+    let (p, src, dst) = pair_clients().await;
+    let root = unique_root("fanout");
+    src.mkdir(&root, &open()).await.unwrap();
+    let mut w = src.new_multi_writer();
+    for i in 0..12_000 {
+        w.add_create(&format!("{root}/child-{i:05}"), format!("{i}").as_bytes(), &open()).unwrap();
+        if i % 1000 == 999 {
+            w.commit().await.unwrap();
+        }
+    }
+    let out = copy(&p.src.connect_string(), &p.dst.connect_string(), &root, &["--json"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["created"], 12_001);
+    assert_eq!(dst.list_children(&root).await.unwrap().len(), 12_000);
+    assert_eq!(dst.get_data(&format!("{root}/child-11999")).await.unwrap().0, b"11999");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preserves_acls_and_still_copies_under_restrictive_ones() {
+    let (p, src, dst) = pair_clients().await;
+    let root = unique_root("acl");
+    let admin = connect_auth(&p.src.connect_string(), "admin:secret").await;
+    let admin_id = zkrepl::zk::target::digest_id("admin:secret");
+    create_tree(&admin, &root, &[]).await;
+    let read_only = [zk::Acl::new(zk::Permission::READ, zk::AuthId::anyone())];
+    let mixed = [
+        zk::Acl::new(zk::Permission::READ, zk::AuthId::anyone()),
+        zk::Acl::new(zk::Permission::ALL, zk::AuthId::new("digest", &admin_id)),
+    ];
+    // A read-only parent with children: a naive copy could not create them.
+    admin
+        .create(&format!("{root}/ro"), b"r", &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()))
+        .await
+        .unwrap();
+    admin.create(&format!("{root}/ro/child"), b"c", &open()).await.unwrap();
+    admin.set_acl(&format!("{root}/ro"), &read_only, None).await.unwrap();
+    admin
+        .create(&format!("{root}/mixed"), b"m", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&mixed)))
+        .await
+        .unwrap();
+
+    let out =
+        copy(&p.src.connect_string(), &p.dst.connect_string(), &root, &["--dst-auth", "digest:admin:secret"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(dump(&src, &root).await, dump(&dst, &root).await, "data and ACLs equal");
+    let (acl, _) = dst.get_acl(&format!("{root}/ro")).await.unwrap();
+    assert_eq!(acl, read_only.to_vec(), "the restrictive ACL is set once the children are in");
+
+    // --acl open writes OPEN_ACL_UNSAFE everywhere.
+    let out = copy(
         &p.src.connect_string(),
         &p.dst.connect_string(),
         &root,
-        &[],
-    ))
+        &["--acl", "open", "--dst-root", &format!("{root}-open")],
+    )
+    .await;
+    assert_exit(&out, 0);
+    for rel in ["", "/ro", "/ro/child", "/mixed"] {
+        let (acl, _) = dst.get_acl(&format!("{root}-open{rel}")).await.unwrap();
+        assert_eq!(acl, vec![zk::Acl::new(zk::Permission::ALL, zk::AuthId::anyone())], "{rel}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn names_the_path_it_may_not_read() {
+    let (p, src, _) = pair_clients().await;
+    let root = unique_root("noauth");
+    let admin = connect_auth(&p.src.connect_string(), "owner:pw").await;
+    create_tree(&admin, &root, &[("/open", b"x")]).await;
+    let id = zkrepl::zk::target::digest_id("owner:pw");
+    let secret = [zk::Acl::new(zk::Permission::ALL, zk::AuthId::new("digest", &id))];
+    admin
+        .create(&format!("{root}/secret"), b"s", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&secret)))
+        .await
+        .unwrap();
+    let _ = src;
+
+    let out =
+        copy(&p.src.connect_string(), &p.dst.connect_string(), &root, &["--dst-root", &format!("{root}-a")]).await;
+    assert_exit(&out, 2);
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{root}/secret")) && err.contains("--src-auth"), "{err}");
+
+    // With the right credentials it copies.
+    let out = copy(
+        &p.src.connect_string(),
+        &p.dst.connect_string(),
+        &root,
+        &["--dst-root", &format!("{root}-b"), "--src-auth", "digest:owner:pw", "--dst-auth", "digest:owner:pw"],
+    )
+    .await;
+    assert_exit(&out, 0);
+    // A wrong password is accepted at connect time by ZooKeeper and shows as NoAuth.
+    let out = copy(
+        &p.src.connect_string(),
+        &p.dst.connect_string(),
+        &root,
+        &["--dst-root", &format!("{root}-c"), "--src-auth", "digest:owner:wrong"],
+    )
     .await;
     assert_exit(&out, 2);
+    assert!(stderr(&out).contains(&format!("{root}/secret")), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn creates_containers_and_ttl_nodes_from_globs() {
+    let (p, src, dst) = pair_clients().await;
+    let root = unique_root("kinds");
+    create_tree(
+        &src,
+        &root,
+        &[
+            ("/locks", b""),
+            ("/locks/a", b""),
+            ("/locks/a/held", b"x"),
+            ("/cache", b""),
+            ("/cache/item", b"v"),
+            ("/keep", b"k"),
+        ],
+    )
+    .await;
+    let out = copy(
+        &p.src.connect_string(),
+        &p.dst.connect_string(),
+        &root,
+        &["--container", &format!("{root}/locks/*"), "--ttl", &format!("{root}/cache/*=1s"), "--json"],
+    )
+    .await;
+    assert_exit(&out, 0);
+    let s = json(&out);
+    assert_eq!(s["kinds"]["containers"], 1);
+    assert_eq!(s["kinds"]["ttl"], 1);
+    // A container goes once its last child goes; a TTL node once its TTL
+    // passes unchanged; persistent nodes stay. The test servers check every 500 ms.
+    dst.delete(&format!("{root}/locks/a/held"), None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let container_gone = dst.check_stat(&format!("{root}/locks/a")).await.unwrap().is_none();
+        let ttl_gone = dst.check_stat(&format!("{root}/cache/item")).await.unwrap().is_none();
+        if container_gone && ttl_gone {
+            break;
+        }
+        assert!(Instant::now() < deadline, "container gone: {container_gone}, ttl gone: {ttl_gone}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(dst.check_stat(&format!("{root}/keep")).await.unwrap().is_some());
+    assert!(dst.check_stat(&format!("{root}/locks")).await.unwrap().is_some(), "persistent parent stays");
+    assert!(src.check_stat(&format!("{root}/cache/item")).await.unwrap().is_some(), "source untouched");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_destination_without_ttl_support_is_a_clear_error() {
+    let (p, src, _) = pair_clients().await;
+    let plain = tokio::task::spawn_blocking(|| LocalServer::start(&ServerOptions::default())).await.unwrap().unwrap();
+    let root = unique_root("nottl");
+    create_tree(&src, &root, &[("/t", b"x")]).await;
+    let out = copy(&p.src.connect_string(), &plain.connect_string(), &root, &["--ttl", &format!("{root}/t=1h")]).await;
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("extendedTypesEnabled"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("{root}/t")), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn update_and_mirror_converge_and_dry_run_writes_nothing() {
+    let (p, src, dst) = pair_clients().await;
+    let root = unique_root("modes");
+    let (s, d) = (p.src.connect_string(), p.dst.connect_string());
+    create_tree(&src, &root, &[("/same", b"1"), ("/changed", b"new"), ("/new", b"n"), ("/new/deep", b"d")]).await;
+    create_tree(&dst, &root, &[("/same", b"1"), ("/changed", b"old"), ("/extra", b"e"), ("/extra/x", b"x")]).await;
+    let before = dump(&dst, &root).await;
+
+    // Not empty: refused without a mode.
+    let out = copy(&s, &d, &root, &[]).await;
+    assert_exit(&out, 2);
     assert!(stderr(&out).contains("--update"), "{}", stderr(&out));
-    assert!(
-        dst.check_stat(&format!("{root}/a"))
+
+    // Dry runs plan and write nothing.
+    let out = copy(&s, &d, &root, &["--mirror", "--dry-run", "--json"]).await;
+    assert_exit(&out, 0);
+    let plan = &json(&out)["plan"];
+    assert_eq!(plan["creates"], 2);
+    assert_eq!(plan["data_updates"], 1);
+    assert_eq!(plan["deletes"], 2);
+    assert_eq!(plan["first_deletes"].as_array().unwrap().len(), 2);
+    assert_eq!(dump(&dst, &root).await, before, "dry run wrote nothing");
+
+    // --update: creates and sets, keeps extras.
+    let out = copy(&s, &d, &root, &["--update", "--json"]).await;
+    assert_exit(&out, 0);
+    let j = json(&out);
+    assert_eq!((j["created"].as_u64(), j["data_updated"].as_u64(), j["deleted"].as_u64()), (Some(2), Some(1), Some(0)));
+    assert_eq!(dst.get_data(&format!("{root}/changed")).await.unwrap().0, b"new");
+    assert!(dst.check_stat(&format!("{root}/extra/x")).await.unwrap().is_some());
+
+    // --mirror with a too-small --max-delete refuses to delete.
+    let out = copy(&s, &d, &root, &["--mirror", "--max-delete", "1"]).await;
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("--max-delete"), "{}", stderr(&out));
+    assert!(dst.check_stat(&format!("{root}/extra/x")).await.unwrap().is_some());
+
+    // --mirror deletes what the source lacks (children first), and a re-run does nothing.
+    let out = copy(&s, &d, &root, &["--mirror", "--json"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["deleted"], 2);
+    assert_eq!(dump(&src, &root).await, dump(&dst, &root).await);
+    let out = copy(&s, &d, &root, &["--mirror", "--json"]).await;
+    assert_exit(&out, 0);
+    let j = json(&out);
+    assert_eq!((j["created"].as_u64(), j["data_updated"].as_u64(), j["deleted"].as_u64()), (Some(0), Some(0), Some(0)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copies_to_another_root_creating_ancestors_and_with_zkcopy_syntax() {
+    let (p, src, dst) = pair_clients().await;
+    let root = unique_root("ancestors");
+    create_tree(&src, &root, &[("/a", b"1")]).await;
+    let target = format!("{root}-new/deeper/still");
+    let out = copy(&p.src.connect_string(), &p.dst.connect_string(), &root, &["--dst-root", &target]).await;
+    assert_exit(&out, 0);
+    assert_eq!(dst.get_data(&format!("{target}/a")).await.unwrap().0, b"1");
+
+    let target2 = format!("{root}-zkcopy");
+    let out = zkrepl_async(args(&[
+        "copy",
+        "--source",
+        &format!("{}{root}", p.src.connect_string()),
+        "--target",
+        &format!("{}{target2}", p.dst.connect_string()),
+        "-q",
+    ]))
+    .await;
+    assert_exit(&out, 0);
+    assert_eq!(dump(&src, &root).await, dump(&dst, &target2).await);
+
+    // A chroot on either side.
+    let out = copy(
+        &format!("{}{root}", p.src.connect_string()),
+        &format!("{}{target2}", p.dst.connect_string()),
+        "/a",
+        &["--dst-root", "/a-again"],
+    )
+    .await;
+    assert_exit(&out, 0);
+    assert_eq!(dst.get_data(&format!("{target2}/a-again")).await.unwrap().0, b"1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copy_with_verify_reports_equality() {
+    let (p, src, _) = pair_clients().await;
+    let root = unique_root("withverify");
+    create_tree(&src, &root, &[("/a", b"1"), ("/a/b", b"2")]).await;
+    let out = copy(&p.src.connect_string(), &p.dst.connect_string(), &root, &["--verify", "--json"]).await;
+    assert_exit(&out, 0);
+    let j = json(&out);
+    assert_eq!(j["verify"]["compared"], 3);
+    assert_eq!(j["verify"]["src_digest"], j["verify"]["dst_digest"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_fails_clearly_and_writes_nothing() {
+    let (p, src, dst) = pair_clients().await;
+    let root = unique_root("bad");
+    create_tree(&src, &root, &[("/a", b"1")]).await;
+    let (s, d) = (p.src.connect_string(), p.dst.connect_string());
+    let dead = format!("127.0.0.1:{}", zkrepl::local::free_port().unwrap());
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (args(&["copy", "--src", &dead, "--dst", &d, "--root", &root, "--timeout", "2s"]), "cannot reach source"),
+        (args(&["copy", "--src", &s, "--dst", &dead, "--root", &root, "--timeout", "2s"]), "cannot reach destination"),
+        (args(&["copy", "--src", &s, "--dst", &d, "--root", &format!("{root}/missing")]), "does not exist"),
+        (args(&["copy", "--src", &s, "--dst", &d, "--root", "relative/path"]), "must start with '/'"),
+        (args(&["copy", "--src", &s, "--dst", &d, "--root", "/a//b"]), "invalid path"),
+        (args(&["copy", "--src", "host:notaport", "--dst", &d, "--root", &root]), "bad port"),
+        (args(&["copy", "--src", &s, "--dst", &d, "--root", &root, "--src-auth", "nocolon"]), "scheme:credential"),
+        (args(&["copy", "--src", &s, "--dst", &s, "--root", &root]), "is the source root"),
+        (
+            args(&["copy", "--src", &s, "--dst", &s, "--root", &root, "--dst-root", &format!("{root}/a/inside")]),
+            "inside the source root",
+        ),
+        (
+            args(&[
+                "copy",
+                "--src",
+                &s,
+                "--dst",
+                &s.replace("127.0.0.1", "localhost"),
+                "--root",
+                &root,
+                "--dst-root",
+                "/",
+            ]),
+            "contains the source root",
+        ),
+    ];
+    for (a, expect) in cases {
+        let started = Instant::now();
+        let out = zkrepl_async(a.clone()).await;
+        assert_exit(&out, 2);
+        let err = stderr(&out);
+        assert!(err.contains(expect), "{a:?}: expected {expect:?} in {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(started.elapsed() < Duration::from_secs(15), "{a:?} took {:?}", started.elapsed());
+    }
+    assert!(dst.check_stat(&root).await.unwrap().is_none(), "nothing written");
+    assert!(src.check_stat(&format!("{root}/a/inside")).await.unwrap().is_none(), "nothing written to the source");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_larger_than_the_destination_accepts_is_named() {
+    let (p, src, _) = pair_clients().await;
+    let small = tokio::task::spawn_blocking(|| {
+        LocalServer::start(&ServerOptions { jute_maxbuffer: Some(100_000), ..ServerOptions::default() })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let root = unique_root("toolarge");
+    let big = vec![7u8; 200_000];
+    create_tree(&src, &root, &[("/ok", b"small"), ("/huge", &big)]).await;
+    let out = copy(&p.src.connect_string(), &small.connect_string(), &root, &["--max-request-bytes", "100000"]).await;
+    assert_exit(&out, 2);
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{root}/huge")) && err.contains("jute.maxbuffer"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn root_slash_skips_only_the_system_zookeeper_node() {
+    // A dedicated pair: the whole tree is copied.
+    let opts = test_server_options();
+    let (a, b) =
+        tokio::task::spawn_blocking(move || (LocalServer::start(&opts).unwrap(), LocalServer::start(&opts).unwrap()))
             .await
-            .unwrap()
-            .is_none(),
-        "nothing written"
-    );
+            .unwrap();
+    let src = connect(&a.connect_string()).await;
+    create_tree(&src, "/app", &[("/zookeeper", b"a child named zookeeper is copied"), ("/x", b"1")]).await;
+    let out = zkrepl_async(args(&[
+        "copy",
+        "--src",
+        &a.connect_string(),
+        "--dst",
+        &b.connect_string(),
+        "--root",
+        "/",
+        "--json",
+        "-q",
+        "--update",
+    ]))
+    .await;
+    assert_exit(&out, 0);
+    let j = json(&out);
+    assert!(j["skipped_system"].as_u64().unwrap() >= 1);
+    let dst = connect(&b.connect_string()).await;
+    assert_eq!(dst.get_data("/app/zookeeper").await.unwrap().0, b"a child named zookeeper is copied");
+    assert_eq!(dump(&src, "/").await, dump(&dst, "/").await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn never_writes_to_the_source_or_outside_the_destination_root() {
+    let opts = test_server_options();
+    let (a, b) =
+        tokio::task::spawn_blocking(move || (LocalServer::start(&opts).unwrap(), LocalServer::start(&opts).unwrap()))
+            .await
+            .unwrap();
+    let src = connect(&a.connect_string()).await;
+    let dst = connect(&b.connect_string()).await;
+    create_tree(&src, "/data", &[("/a", b"1"), ("/a/b", b"2"), ("/c", b"3")]).await;
+    create_tree(&dst, "/other", &[("/keep", b"k")]).await;
+    create_tree(&dst, "/target", &[("/stale", b"s")]).await;
+    // Sessions opening and closing are transactions too: compare what a
+    // write would change, every node's stat.
+    let src_before = stats(&src).await;
+    let other_before = dump(&dst, "/other").await;
+    let root_children_before = dst.list_children("/").await.unwrap();
+    let out = zkrepl_async(args(&[
+        "copy",
+        "--src",
+        &a.connect_string(),
+        "--dst",
+        &b.connect_string(),
+        "--root",
+        "/data",
+        "--dst-root",
+        "/target",
+        "--mirror",
+        "--verify",
+        "-q",
+    ]))
+    .await;
+    assert_exit(&out, 0);
+    assert_eq!(stats(&src).await, src_before, "no node of the source changed in any way");
+    assert_eq!(dump(&dst, "/other").await, other_before);
+    let mut after = dst.list_children("/").await.unwrap();
+    let mut before = root_children_before;
+    after.sort();
+    before.sort();
+    assert_eq!(after, before, "nothing created beside the destination root");
+    assert!(dst.check_stat("/target/stale").await.unwrap().is_none(), "mirror deleted inside the root");
 }

@@ -59,44 +59,22 @@ impl Endpoints {
     pub fn resolve(&self) -> zkrepl::Result<(Location, Location)> {
         let (src_hosts, src_root) = match (&self.source, &self.src) {
             (Some(s), _) => parse_zkcopy_location(s)?,
-            (None, Some(h)) => (
-                Hosts::parse(h)?,
-                self.root
-                    .clone()
-                    .ok_or_else(|| usage("--root is required"))?,
-            ),
+            (None, Some(h)) => (Hosts::parse(h)?, self.root.clone().ok_or_else(|| usage("--root is required"))?),
             (None, None) => {
-                return Err(usage(
-                    "give --src HOSTS --root PATH (or --source HOST:PORT/PATH)",
-                ));
+                return Err(usage("give --src HOSTS --root PATH (or --source HOST:PORT/PATH)"));
             }
         };
         let (dst_hosts, dst_root) = match (&self.target, &self.dst) {
             (Some(t), _) => parse_zkcopy_location(t)?,
-            (None, Some(h)) => (
-                Hosts::parse(h)?,
-                self.dst_root.clone().unwrap_or_else(|| src_root.clone()),
-            ),
+            (None, Some(h)) => (Hosts::parse(h)?, self.dst_root.clone().unwrap_or_else(|| src_root.clone())),
             (None, None) => return Err(usage("give --dst HOSTS (or --target HOST:PORT/PATH)")),
         };
         zkrepl::zk::path::validate(&src_root)?;
         zkrepl::zk::path::validate(&dst_root)?;
-        let auth = |v: &[String]| {
-            v.iter()
-                .map(|a| Auth::parse(a))
-                .collect::<zkrepl::Result<Vec<_>>>()
-        };
+        let auth = |v: &[String]| v.iter().map(|a| Auth::parse(a)).collect::<zkrepl::Result<Vec<_>>>();
         Ok((
-            Location {
-                hosts: src_hosts,
-                root: src_root,
-                auth: auth(&self.src_auth)?,
-            },
-            Location {
-                hosts: dst_hosts,
-                root: dst_root,
-                auth: auth(&self.dst_auth)?,
-            },
+            Location { hosts: src_hosts, root: src_root, auth: auth(&self.src_auth)? },
+            Location { hosts: dst_hosts, root: dst_root, auth: auth(&self.dst_auth)? },
         ))
     }
 }
@@ -127,11 +105,7 @@ impl OneTree {
         Ok(Location {
             hosts: Hosts::parse(&self.zk)?,
             root: self.root.clone(),
-            auth: self
-                .auth
-                .iter()
-                .map(|a| Auth::parse(a))
-                .collect::<zkrepl::Result<Vec<_>>>()?,
+            auth: self.auth.iter().map(|a| Auth::parse(a)).collect::<zkrepl::Result<Vec<_>>>()?,
         })
     }
 }

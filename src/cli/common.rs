@@ -33,22 +33,14 @@ pub async fn open_reader(
     let pool = SessionPool::connect(connect_options(side, loc, conn), sessions).await?;
     let opts = ReadOptions {
         acl,
-        multi_read: if tuning.no_multi_read {
-            MultiRead::Off
-        } else {
-            MultiRead::Auto
-        },
+        multi_read: if tuning.no_multi_read { MultiRead::Off } else { MultiRead::Auto },
         ..ReadOptions::default()
     };
     TreeReader::open(pool, &loc.root, opts).await
 }
 
 /// Opens one session (the writer's).
-pub async fn open_session(
-    side: Side,
-    loc: &Location,
-    conn: &Connection,
-) -> zkrepl::Result<Session> {
+pub async fn open_session(side: Side, loc: &Location, conn: &Connection) -> zkrepl::Result<Session> {
     Session::connect(Arc::new(connect_options(side, loc, conn))).await
 }
 
@@ -62,15 +54,10 @@ impl ProgressView {
     /// Draws only when stderr is a terminal and not quiet.
     pub fn start(progress: Arc<Progress>, quiet: bool) -> ProgressView {
         if quiet || !std::io::stderr().is_terminal() {
-            return ProgressView {
-                bar: None,
-                task: None,
-            };
+            return ProgressView { bar: None, task: None };
         }
         let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}").expect("template"),
-        );
+        bar.set_style(ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}").expect("template"));
         let b = bar.clone();
         let task = tokio::spawn(async move {
             let started = std::time::Instant::now();
@@ -89,10 +76,7 @@ impl ProgressView {
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
         });
-        ProgressView {
-            bar: Some(bar),
-            task: Some(task),
-        }
+        ProgressView { bar: Some(bar), task: Some(task) }
     }
 
     pub fn finish(self) {
@@ -109,11 +93,10 @@ impl ProgressView {
 /// flight lands, the summary says what was done). Second: exit now.
 pub fn watch_signals(progress: Arc<Progress>) {
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
         let mut count = 0;
         loop {
             tokio::select! {
@@ -122,9 +105,7 @@ pub fn watch_signals(progress: Arc<Progress>) {
             }
             count += 1;
             if count == 1 {
-                eprintln!(
-                    "zkrepl: stopping after the writes in flight land (interrupt again to quit now)"
-                );
+                eprintln!("zkrepl: stopping after the writes in flight land (interrupt again to quit now)");
                 progress.request_stop();
             } else {
                 eprintln!("zkrepl: quitting now");
@@ -142,11 +123,7 @@ pub fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
 /// Prints a value as pretty JSON on stdout.

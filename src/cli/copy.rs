@@ -11,9 +11,7 @@ use zkrepl::read::walk::WalkOptions;
 use zkrepl::write::{BatchLimits, WriterOptions};
 
 use super::args::{Connection, Endpoints, Location, Output, ReadTuning, WriteTuning};
-use super::common::{
-    ProgressView, human_bytes, open_reader, open_session, print_json, watch_signals,
-};
+use super::common::{ProgressView, human_bytes, open_reader, open_session, print_json, watch_signals};
 use super::verify::{VerifyTuning, run_verify_after_copy};
 use super::{Exit, Outcome};
 
@@ -113,16 +111,9 @@ impl CopyArgs {
                 AclArg::Open => AclMode::Open,
             },
             kinds,
-            walk: WalkOptions {
-                batch: self.read.read_batch,
-                window: self.read.read_window,
-                ..WalkOptions::default()
-            },
+            walk: WalkOptions { batch: self.read.read_batch, window: self.read.read_window, ..WalkOptions::default() },
             writer: WriterOptions {
-                limits: BatchLimits {
-                    max_ops: self.write.batch_ops.max(1),
-                    max_bytes: self.write.batch_bytes,
-                },
+                limits: BatchLimits { max_ops: self.write.batch_ops.max(1), max_bytes: self.write.batch_bytes },
                 window: self.write.window,
                 max_request_bytes: self.write.max_request_bytes,
             },
@@ -144,11 +135,7 @@ pub async fn copy_between(
     progress: &Progress,
 ) -> zkrepl::Result<CopySummary> {
     let src_acl = opts.acl == AclMode::Preserve;
-    let dst_sessions = if opts.mode == Mode::Fresh {
-        1
-    } else {
-        read.read_sessions
-    };
+    let dst_sessions = if opts.mode == Mode::Fresh { 1 } else { read.read_sessions };
     let (src_reader, dst_reader, writer) = futures::try_join!(
         open_reader(Side::Source, src, conn, read, src_acl, read.read_sessions),
         open_reader(Side::Destination, dst, conn, read, true, dst_sessions),
@@ -175,17 +162,14 @@ pub async fn run(args: CopyArgs) -> zkrepl::Result<Outcome> {
                 progress.read.load(std::sync::atomic::Ordering::Relaxed),
                 progress.written.load(std::sync::atomic::Ordering::Relaxed)
             );
-            return Ok(Outcome {
-                exit: Exit::Interrupted,
-            });
+            return Ok(Outcome { exit: Exit::Interrupted });
         }
         Err(e) => return Err(e),
     };
     let mut verify_report = None;
     if args.verify && !args.dry_run {
         let tuning = VerifyTuning::from_read(&args.read);
-        verify_report =
-            Some(run_verify_after_copy(&src, &dst, &args.connection, &tuning, args.acl).await?);
+        verify_report = Some(run_verify_after_copy(&src, &dst, &args.connection, &tuning, args.acl).await?);
     }
     if args.output.json {
         match &verify_report {
@@ -215,11 +199,7 @@ pub fn print_summary(src: &Location, dst: &Location, s: &CopySummary) {
         dst.root,
         s.mode
     );
-    println!(
-        "  nodes read      {:>10}   ({})",
-        s.nodes_read,
-        human_bytes(s.bytes_read)
-    );
+    println!("  nodes read      {:>10}   ({})", s.nodes_read, human_bytes(s.bytes_read));
     println!("  created         {:>10}", s.created);
     println!("  data updated    {:>10}", s.data_updated);
     println!("  ACL updated     {:>10}", s.acl_updated);
@@ -229,16 +209,10 @@ pub fn print_summary(src: &Location, dst: &Location, s: &CopySummary) {
     }
     println!("  ephemerals      {:>10}   (skipped)", s.skipped_ephemerals);
     if s.skipped_system > 0 {
-        println!(
-            "  /zookeeper      {:>10}   (skipped: the server's own)",
-            s.skipped_system
-        );
+        println!("  /zookeeper      {:>10}   (skipped: the server's own)", s.skipped_system);
     }
     if s.vanished > 0 {
-        println!(
-            "  vanished        {:>10}   (deleted on the source during the copy)",
-            s.vanished
-        );
+        println!("  vanished        {:>10}   (deleted on the source during the copy)", s.vanished);
     }
     if s.kinds.containers + s.kinds.ttl > 0 {
         println!(
@@ -260,10 +234,7 @@ pub fn print_summary(src: &Location, dst: &Location, s: &CopySummary) {
             s.transactions, s.reconciled_transactions, s.latency_p50_ms, s.latency_p99_ms
         );
     }
-    println!(
-        "  time            {:>10.2} s ({:.0} nodes/s)",
-        s.seconds, s.nodes_per_sec
-    );
+    println!("  time            {:>10.2} s ({:.0} nodes/s)", s.seconds, s.nodes_per_sec);
     if let Some(p) = &s.plan {
         for (label, list, n) in [
             ("create", &p.first_creates, p.creates),

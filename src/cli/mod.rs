@@ -1,8 +1,10 @@
 //! The command line: one module per command, arguments shared in `args`.
 
 pub mod args;
+pub mod bench;
 pub mod common;
 pub mod copy;
+pub mod snapshot;
 pub mod treegen;
 pub mod verify;
 
@@ -48,6 +50,12 @@ pub enum Command {
     Digest(verify::DigestArgs),
     /// Generate a test tree (pegasus, wide, deep or large shape), deterministically
     Gen(treegen::GenArgs),
+    /// Summarise a ZooKeeper snapshot file: node counts by kind, last zxid, containers and TTL nodes
+    SnapshotInfo(snapshot::SnapshotInfoArgs),
+    /// Measure copy and verify throughput against the raw ceilings of the same servers
+    Bench(bench::BenchArgs),
+    /// Start two local ZooKeeper servers, generate a 100k-node Pegasus tree, copy and verify it
+    Demo(bench::DemoArgs),
 }
 
 pub async fn run(cli: Cli) -> zkrepl::Result<Outcome> {
@@ -56,5 +64,8 @@ pub async fn run(cli: Cli) -> zkrepl::Result<Outcome> {
         Command::Verify(a) => verify::run(a).await,
         Command::Digest(a) => verify::run_digest(a).await,
         Command::Gen(a) => treegen::run(a).await,
+        Command::SnapshotInfo(a) => snapshot::run(a).await,
+        Command::Bench(a) => bench::run(a).await,
+        Command::Demo(a) => bench::demo(a).await,
     }
 }

@@ -90,10 +90,7 @@ pub async fn run(args: GenArgs) -> zkrepl::Result<Outcome> {
         seed: args.seed,
         leader_lock: true,
         writer: WriterOptions {
-            limits: BatchLimits {
-                max_ops: args.write.batch_ops.max(1),
-                max_bytes: args.write.batch_bytes,
-            },
+            limits: BatchLimits { max_ops: args.write.batch_ops.max(1), max_bytes: args.write.batch_bytes },
             window: args.write.window,
             max_request_bytes: args.write.max_request_bytes,
         },

@@ -67,21 +67,12 @@ pub struct VerifyTuning {
 
 impl VerifyTuning {
     pub fn from_read(read: &ReadTuning) -> VerifyTuning {
-        VerifyTuning {
-            read: read.clone(),
-            include_ephemeral: false,
-            max_listed: 20,
-            strict_counters: false,
-        }
+        VerifyTuning { read: read.clone(), include_ephemeral: false, max_listed: 20, strict_counters: false }
     }
 
     fn options(&self) -> VerifyOptions {
         VerifyOptions {
-            walk: WalkOptions {
-                batch: self.read.read_batch,
-                window: self.read.read_window,
-                ..WalkOptions::default()
-            },
+            walk: WalkOptions { batch: self.read.read_batch, window: self.read.read_window, ..WalkOptions::default() },
             include_ephemeral: self.include_ephemeral,
             max_listed: self.max_listed,
             strict_counters: self.strict_counters,
@@ -120,24 +111,14 @@ pub async fn run(args: VerifyArgs) -> zkrepl::Result<Outcome> {
     let tuning = VerifyTuning {
         read: args.read.clone(),
         include_ephemeral: args.include_ephemeral,
-        max_listed: if args.all || args.output.json {
-            usize::MAX
-        } else {
-            args.limit
-        },
+        max_listed: if args.all || args.output.json { usize::MAX } else { args.limit },
         strict_counters: args.strict_counters,
     };
     let report = verify_between(&src, &dst, &args.connection, &tuning, !args.no_acl).await?;
     if args.output.json {
         print_json(&report);
     } else if !args.output.quiet {
-        println!(
-            "verify {}{} against {}{}",
-            src.hosts.host_list(),
-            src.root,
-            dst.hosts.host_list(),
-            dst.root
-        );
+        println!("verify {}{} against {}{}", src.hosts.host_list(), src.root, dst.hosts.host_list(), dst.root);
         print_report(&report, if args.all { usize::MAX } else { args.limit });
     }
     Ok(Outcome {
@@ -156,21 +137,9 @@ pub fn print_report(r: &VerifyReport, limit: usize) {
         Verdict::Incomplete => "NOT VERIFIED (unreadable nodes)",
     };
     println!("  result          {verdict}");
-    println!(
-        "  source          {:>10} nodes ({})",
-        r.src_nodes,
-        human_bytes(r.src_bytes)
-    );
-    println!(
-        "  destination     {:>10} nodes ({})",
-        r.dst_nodes,
-        human_bytes(r.dst_bytes)
-    );
-    println!(
-        "  compared        {:>10}   (data{})",
-        r.compared,
-        if r.acl_compared { " and ACL" } else { " only" }
-    );
+    println!("  source          {:>10} nodes ({})", r.src_nodes, human_bytes(r.src_bytes));
+    println!("  destination     {:>10} nodes ({})", r.dst_nodes, human_bytes(r.dst_bytes));
+    println!("  compared        {:>10}   (data{})", r.compared, if r.acl_compared { " and ACL" } else { " only" });
     let c = &r.counts;
     for (label, n) in [
         ("- missing on dst", c.missing_on_dst),
@@ -188,18 +157,9 @@ pub fn print_report(r: &VerifyReport, limit: usize) {
     if r.ephemerals_ignored > 0 {
         println!("  ephemerals      {:>10}   (ignored)", r.ephemerals_ignored);
     }
-    println!(
-        "  source digest   {}",
-        r.src_digest.as_deref().unwrap_or("(incomplete)")
-    );
-    println!(
-        "  dest. digest    {}",
-        r.dst_digest.as_deref().unwrap_or("(incomplete)")
-    );
-    println!(
-        "  time            {:>10.2} s ({:.0} nodes/s per side)",
-        r.seconds, r.nodes_per_sec_per_side
-    );
+    println!("  source digest   {}", r.src_digest.as_deref().unwrap_or("(incomplete)"));
+    println!("  dest. digest    {}", r.dst_digest.as_deref().unwrap_or("(incomplete)"));
+    println!("  time            {:>10.2} s ({:.0} nodes/s per side)", r.seconds, r.nodes_per_sec_per_side);
     for d in r.differences.iter().take(limit) {
         if d.detail.is_empty() {
             println!("{} {}", d.class.symbol(), d.path);
@@ -241,15 +201,8 @@ pub struct DigestArgs {
 
 pub async fn run_digest(args: DigestArgs) -> zkrepl::Result<Outcome> {
     let loc = args.tree.resolve()?;
-    let reader = open_reader(
-        Side::Source,
-        &loc,
-        &args.connection,
-        &args.read,
-        !args.no_acl,
-        args.read.read_sessions,
-    )
-    .await?;
+    let reader =
+        open_reader(Side::Source, &loc, &args.connection, &args.read, !args.no_acl, args.read.read_sessions).await?;
     let walk = WalkOptions {
         batch: args.read.read_batch,
         window: args.read.read_window,
@@ -260,22 +213,13 @@ pub async fn run_digest(args: DigestArgs) -> zkrepl::Result<Outcome> {
     if args.output.json {
         print_json(&d);
     } else if !args.output.quiet {
-        println!(
-            "digest   {}",
-            d.digest
-                .as_deref()
-                .unwrap_or("(incomplete: unreadable nodes)")
-        );
+        println!("digest   {}", d.digest.as_deref().unwrap_or("(incomplete: unreadable nodes)"));
         println!("root     {}{}", loc.hosts.host_list(), d.root);
         println!(
             "nodes    {} ({}), ACL {}",
             d.nodes,
             human_bytes(d.bytes),
-            if d.acl_included {
-                "included"
-            } else {
-                "not included"
-            }
+            if d.acl_included { "included" } else { "not included" }
         );
         println!("mzxid    0x{:x} (largest)", d.max_mzxid);
         println!("pzxid    0x{:x} (largest)", d.max_pzxid);
@@ -283,11 +227,5 @@ pub async fn run_digest(args: DigestArgs) -> zkrepl::Result<Outcome> {
             println!("changed  {} nodes vanished while being read", d.vanished);
         }
     }
-    Ok(Outcome {
-        exit: if d.digest.is_some() {
-            Exit::Ok
-        } else {
-            Exit::Error
-        },
-    })
+    Ok(Outcome { exit: if d.digest.is_some() { Exit::Ok } else { Exit::Error } })
 }

@@ -36,11 +36,7 @@ fn glob(pattern: &str) -> Result<GlobMatcher> {
 /// Parses `5s`, `1500ms`, `10m`, `2h`, `7d`, or plain milliseconds.
 pub fn parse_duration(s: &str) -> Result<Duration> {
     let s = s.trim();
-    let bad = || {
-        Error::Usage(format!(
-            "bad duration {s:?}: use e.g. 500ms, 30s, 10m, 2h, 7d"
-        ))
-    };
+    let bad = || Error::Usage(format!("bad duration {s:?}: use e.g. 500ms, 30s, 10m, 2h, 7d"));
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().map_err(|_| bad())?;
@@ -53,9 +49,7 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         _ => return Err(bad()),
     };
     if ms == 0 || ms > 0xFF_FFFF_FFFF {
-        return Err(Error::Usage(format!(
-            "TTL {s:?} must be between 1 ms and 2^40 - 1 ms"
-        )));
+        return Err(Error::Usage(format!("TTL {s:?} must be between 1 ms and 2^40 - 1 ms")));
     }
     Ok(Duration::from_millis(ms))
 }
@@ -69,13 +63,10 @@ impl KindRules {
 
     /// Adds a `--ttl GLOB=DURATION`.
     pub fn add_ttl(&mut self, spec: &str) -> Result<()> {
-        let (pattern, dur) = spec.rsplit_once('=').ok_or_else(|| {
-            Error::Usage(format!(
-                "--ttl {spec:?} must be GLOB=DURATION, e.g. '/app/cache/*=1h'"
-            ))
-        })?;
-        self.ttls
-            .push((pattern.to_string(), glob(pattern)?, parse_duration(dur)?));
+        let (pattern, dur) = spec
+            .rsplit_once('=')
+            .ok_or_else(|| Error::Usage(format!("--ttl {spec:?} must be GLOB=DURATION, e.g. '/app/cache/*=1h'")))?;
+        self.ttls.push((pattern.to_string(), glob(pattern)?, parse_duration(dur)?));
         Ok(())
     }
 
@@ -113,15 +104,8 @@ mod tests {
         k.add_container("/app/locks/*").unwrap();
         k.add_ttl("/app/**/cache-*=90s").unwrap();
         assert_eq!(k.kind_for("/app/locks/a").0, NodeKind::Container);
-        assert_eq!(
-            k.kind_for("/app/locks/a/b").0,
-            NodeKind::Persistent,
-            "* stays within one name"
-        );
-        assert_eq!(
-            k.kind_for("/app/x/y/cache-1").0,
-            NodeKind::Ttl(Duration::from_secs(90))
-        );
+        assert_eq!(k.kind_for("/app/locks/a/b").0, NodeKind::Persistent, "* stays within one name");
+        assert_eq!(k.kind_for("/app/x/y/cache-1").0, NodeKind::Ttl(Duration::from_secs(90)));
         assert_eq!(k.kind_for("/other").0, NodeKind::Persistent);
         assert!(k.add_container("relative/*").is_err());
         assert!(k.add_ttl("/a/*").is_err());
@@ -137,10 +121,7 @@ mod tests {
         ]));
         k.add_ttl("/b=1s").unwrap();
         assert_eq!(k.kind_for("/a"), (NodeKind::Container, true));
-        assert_eq!(
-            k.kind_for("/b"),
-            (NodeKind::Ttl(Duration::from_secs(1)), false)
-        );
+        assert_eq!(k.kind_for("/b"), (NodeKind::Ttl(Duration::from_secs(1)), false));
         assert_eq!(k.kind_for("/c"), (NodeKind::Persistent, false));
     }
 

@@ -129,6 +129,8 @@ pub struct CopySummary {
     pub latency_p99_ms: f64,
     pub max_source_mzxid: i64,
     pub max_source_pzxid: i64,
+    /// Peak resident memory of this process so far.
+    pub peak_rss_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
 }
@@ -190,37 +192,24 @@ pub async fn run(
     let started = Instant::now();
     progress.set_phase("checking");
     let Some(src_root) = src.root_stat().await? else {
-        return Err(Error::NoRoot {
-            side: Side::Source,
-            path: src.root().to_string(),
-        });
+        return Err(Error::NoRoot { side: Side::Source, path: src.root().to_string() });
     };
     let dst_root = dst.root_stat().await?;
     if let Some(stat) = &dst_root
         && opts.mode == Mode::Fresh
         && stat.num_children > 0
     {
-        return Err(Error::DestinationNotEmpty {
-            path: dst.root().to_string(),
-            children: stat.num_children,
-        });
+        return Err(Error::DestinationNotEmpty { path: dst.root().to_string(), children: stat.num_children });
     }
     if src_root.ephemeral_owner != 0 {
-        return Err(Error::Usage(format!(
-            "source root {} is an ephemeral node: nothing to copy",
-            src.root()
-        )));
+        return Err(Error::Usage(format!("source root {} is an ephemeral node: nothing to copy", src.root())));
     }
     if dst_root.is_none() && !opts.dry_run {
         create_ancestors(writer_session, dst.root()).await?;
     }
 
     let mut walk_opts = opts.walk.clone();
-    walk_opts.dst_only = if opts.mode == Mode::Mirror {
-        DstOnly::Descend
-    } else {
-        DstOnly::Skip
-    };
+    walk_opts.dst_only = if opts.mode == Mode::Mirror { DstOnly::Descend } else { DstOnly::Skip };
     let src_abs = src.pool().options().hosts.absolute(src.root());
     let dst_abs = dst.pool().options().hosts.absolute(dst.root());
     walk_opts.skip_system = src_abs == "/" || dst_abs == "/";
@@ -249,11 +238,7 @@ pub async fn run(
     let walked = walked?;
     planner.finish(src, dst).await?;
 
-    let w = planner
-        .writer
-        .as_ref()
-        .map(|w| w.counters().clone())
-        .unwrap_or_default();
+    let w = planner.writer.as_ref().map(|w| w.counters().clone()).unwrap_or_default();
     let seconds = started.elapsed().as_secs_f64();
     let nodes_read = walked.src.nodes;
     Ok(CopySummary {
@@ -261,18 +246,10 @@ pub async fn run(
         dry_run: opts.dry_run,
         nodes_read,
         bytes_read: walked.src.bytes,
-        created: if opts.dry_run {
-            planner.plan.creates
-        } else {
-            w.created + w.existed
-        },
+        created: if opts.dry_run { planner.plan.creates } else { w.created + w.existed },
         data_updated: planner.data_updates,
         acl_updated: planner.acl_updates,
-        deleted: if opts.dry_run {
-            planner.plan.deletes
-        } else {
-            w.deleted
-        },
+        deleted: if opts.dry_run { planner.plan.deletes } else { w.deleted },
         unchanged: planner.unchanged,
         skipped_ephemerals: walked.src.ephemerals,
         skipped_system: walked.skipped_system,
@@ -284,15 +261,12 @@ pub async fn run(
         reconciled_transactions: w.reconciled,
         bytes_written: w.bytes,
         seconds,
-        nodes_per_sec: if seconds > 0.0 {
-            nodes_read as f64 / seconds
-        } else {
-            0.0
-        },
+        nodes_per_sec: if seconds > 0.0 { nodes_read as f64 / seconds } else { 0.0 },
         latency_p50_ms: w.latency_ms(50.0),
         latency_p99_ms: w.latency_ms(99.0),
         max_source_mzxid: walked.src.max_mzxid,
         max_source_pzxid: walked.src.max_pzxid,
+        peak_rss_bytes: crate::progress::peak_rss_bytes(),
         plan: opts.dry_run.then(|| planner.plan.clone()),
     })
 }
@@ -302,13 +276,7 @@ async fn create_ancestors(session: &Session, root: &str) -> Result<()> {
     for dir in path::ancestors(root) {
         let r = session
             .retry(|c| async move {
-                c.create(
-                    dir,
-                    &[],
-                    &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
-                )
-                .await
-                .map(drop)
+                c.create(dir, &[], &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())).await.map(drop)
             })
             .await?;
         match r {
@@ -352,8 +320,7 @@ impl<'a> Planner<'a> {
             opts,
             src_root: src_root.to_string(),
             dst_root: dst_root.to_string(),
-            writer: (!opts.dry_run)
-                .then(|| Writer::new(session, opts.writer).with_progress(progress)),
+            writer: (!opts.dry_run).then(|| Writer::new(session, opts.writer).with_progress(progress)),
             progress,
             plan: Plan::default(),
             unchanged: 0,
@@ -402,12 +369,7 @@ impl<'a> Planner<'a> {
 
     async fn batch(&mut self, batch: Batch) -> Result<()> {
         if let Some(f) = batch.list_failures.into_iter().next() {
-            return Err(Error::zk(
-                f.side,
-                "list children of",
-                &path::join(self.root(f.side), &f.rel),
-                f.error,
-            ));
+            return Err(Error::zk(f.side, "list children of", &path::join(self.root(f.side), &f.rel), f.error));
         }
         self.progress.add_read(batch.entries.len() as u64);
         for e in batch.entries {
@@ -443,10 +405,7 @@ impl<'a> Planner<'a> {
             out.push(zk::Acl::new(zk::Permission::ALL, zk::AuthId::anyone()));
         } else {
             for (scheme, id) in &self.opts.dst_ids {
-                out.push(zk::Acl::new(
-                    zk::Permission::ALL,
-                    zk::AuthId::new(scheme, id),
-                ));
+                out.push(zk::Acl::new(zk::Permission::ALL, zk::AuthId::new(scheme, id)));
             }
         }
         out
@@ -457,9 +416,7 @@ impl<'a> Planner<'a> {
         let src_path = path::join(&self.src_root, &e.rel);
         match (&e.src, &e.dst) {
             (Slot::Failed(err), _) => Err(Error::zk(Side::Source, "read", &src_path, err.clone())),
-            (_, Slot::Failed(err)) => {
-                Err(Error::zk(Side::Destination, "read", &dst_path, err.clone()))
-            }
+            (_, Slot::Failed(err)) => Err(Error::zk(Side::Destination, "read", &dst_path, err.clone())),
             (Slot::Node(s), dst) if !s.is_ephemeral() => {
                 let s = s.as_ref();
                 match dst {
@@ -490,13 +447,7 @@ impl<'a> Planner<'a> {
         }
     }
 
-    async fn create(
-        &mut self,
-        rel: &str,
-        dst_path: String,
-        src_path: String,
-        s: &NodeInfo,
-    ) -> Result<()> {
+    async fn create(&mut self, rel: &str, dst_path: String, src_path: String, s: &NodeInfo) -> Result<()> {
         let (kind, from_snapshot) = self.opts.kinds.kind_for(&src_path);
         match kind {
             NodeKind::Container => self.kinds.containers += 1,
@@ -508,30 +459,16 @@ impl<'a> Planner<'a> {
             self.counter_candidates.insert(rel.to_string());
         }
         let acl = self.final_acl(s);
-        let acl = if s.stat.num_children > 0
-            && !grants(&acl, &self.opts.dst_ids, zk::Permission::CREATE)
-        {
+        let acl = if s.stat.num_children > 0 && !grants(&acl, &self.opts.dst_ids, zk::Permission::CREATE) {
             self.deferred_acl.push((dst_path.clone(), acl.clone()));
             self.writable(&acl)
         } else {
             acl
         };
-        self.emit(Op::Create {
-            path: dst_path,
-            data: s.data.clone(),
-            acl,
-            kind,
-        })
-        .await
+        self.emit(Op::Create { path: dst_path, data: s.data.clone(), acl, kind }).await
     }
 
-    async fn update(
-        &mut self,
-        rel: &str,
-        dst_path: String,
-        s: &NodeInfo,
-        d: &NodeInfo,
-    ) -> Result<()> {
+    async fn update(&mut self, rel: &str, dst_path: String, s: &NodeInfo, d: &NodeInfo) -> Result<()> {
         if s.stat.cversion > d.stat.cversion {
             self.counter_candidates.insert(rel.to_string());
         }
@@ -539,11 +476,7 @@ impl<'a> Planner<'a> {
         if s.data != d.data {
             changed = true;
             self.data_updates += 1;
-            self.emit(Op::SetData {
-                path: dst_path.clone(),
-                data: s.data.clone(),
-            })
-            .await?;
+            self.emit(Op::SetData { path: dst_path.clone(), data: s.data.clone() }).await?;
         }
         let acl = self.final_acl(s);
         let differs = !acl_equal(&acl, &d.acl);
@@ -553,11 +486,7 @@ impl<'a> Planner<'a> {
             // now and set its ACL at the end.
             if !grants(&d.acl, ids, zk::Permission::CREATE) {
                 let writable = self.writable(&acl);
-                self.emit(Op::SetAcl {
-                    path: dst_path.clone(),
-                    acl: writable,
-                })
-                .await?;
+                self.emit(Op::SetAcl { path: dst_path.clone(), acl: writable }).await?;
             }
             if differs || !grants(&d.acl, ids, zk::Permission::CREATE) {
                 changed |= differs;
@@ -567,11 +496,7 @@ impl<'a> Planner<'a> {
         } else if differs {
             changed = true;
             self.acl_updates += 1;
-            self.emit(Op::SetAcl {
-                path: dst_path,
-                acl,
-            })
-            .await?;
+            self.emit(Op::SetAcl { path: dst_path, acl }).await?;
         }
         if !changed {
             self.unchanged += 1;
@@ -617,9 +542,7 @@ impl<'a> Planner<'a> {
     /// Raises destination child versions to the source's, so sequential
     /// children created later get numbers the source never handed out.
     async fn pad_counters(&mut self, src: &TreeReader, dst: &TreeReader) -> Result<()> {
-        let mut rels: Vec<String> = std::mem::take(&mut self.counter_candidates)
-            .into_iter()
-            .collect();
+        let mut rels: Vec<String> = std::mem::take(&mut self.counter_candidates).into_iter().collect();
         rels.sort();
         let name = format!("zkrepl-cversion-pad-{:016x}", rand_u64());
         for chunk in rels.chunks(500) {
@@ -640,11 +563,7 @@ impl<'a> Planner<'a> {
                 self.padded_parents += 1;
                 let parent = path::join(&self.dst_root, rel);
                 for _ in 0..(deficit + 1) / 2 {
-                    self.emit(Op::Pad {
-                        parent: parent.clone(),
-                        name: name.clone(),
-                    })
-                    .await?;
+                    self.emit(Op::Pad { parent: parent.clone(), name: name.clone() }).await?;
                 }
             }
         }
@@ -655,11 +574,6 @@ impl<'a> Planner<'a> {
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
     h.finish()
 }

@@ -44,12 +44,7 @@ pub struct ReadOptions {
 
 impl Default for ReadOptions {
     fn default() -> Self {
-        ReadOptions {
-            acl: true,
-            multi_read: MultiRead::Auto,
-            max_ops: 1000,
-            max_reply_bytes: 2 << 20,
-        }
+        ReadOptions { acl: true, multi_read: MultiRead::Auto, max_ops: 1000, max_reply_bytes: 2 << 20 }
     }
 }
 
@@ -176,36 +171,19 @@ impl TreeReader {
             return Ok(Vec::new());
         }
         let what = path::join(&self.root, rels[0]);
-        let slots = self
-            .with_retries(&what, |clients| async move {
-                self.read_once(&clients, rels).await
-            })
-            .await?;
-        self.counters
-            .nodes
-            .fetch_add(slots.len() as u64, Ordering::Relaxed);
+        let slots = self.with_retries(&what, |clients| async move { self.read_once(&clients, rels).await }).await?;
+        self.counters.nodes.fetch_add(slots.len() as u64, Ordering::Relaxed);
         Ok(slots)
     }
 
-    async fn read_once(
-        &self,
-        clients: &[zk::Client],
-        rels: &[&str],
-    ) -> Result<Vec<Slot>, zk::Error> {
+    async fn read_once(&self, clients: &[zk::Client], rels: &[&str]) -> Result<Vec<Slot>, zk::Error> {
         let paths: Vec<String> = rels.iter().map(|r| path::join(&self.root, r)).collect();
         let mut slots: Vec<Result<NodeInfo, Slot>> = Vec::with_capacity(paths.len());
         if self.opts.acl {
             let base = self.rotate.fetch_add(paths.len(), Ordering::Relaxed);
-            self.counters
-                .requests
-                .fetch_add(paths.len() as u64, Ordering::Relaxed);
-            let answers = join_all(
-                paths
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| clients[(base + i) % clients.len()].get_acl(p)),
-            )
-            .await;
+            self.counters.requests.fetch_add(paths.len() as u64, Ordering::Relaxed);
+            let answers =
+                join_all(paths.iter().enumerate().map(|(i, p)| clients[(base + i) % clients.len()].get_acl(p))).await;
             let mut ops = Vec::new();
             for (i, answer) in answers.into_iter().enumerate() {
                 match answer {
@@ -213,20 +191,14 @@ impl TreeReader {
                         if stat.data_length > 0 {
                             ops.push(ReadOp::Data(i));
                         }
-                        slots.push(Ok(NodeInfo {
-                            stat,
-                            data: Vec::new(),
-                            acl,
-                        }));
+                        slots.push(Ok(NodeInfo { stat, data: Vec::new(), acl }));
                     }
                     Err(e) => slots.push(Err(per_node_error(e)?)),
                 }
             }
             if !ops.is_empty() {
                 let expected = |op: &ReadOp| match op {
-                    ReadOp::Data(i) => slots[*i]
-                        .as_ref()
-                        .map_or(0, |n| n.stat.data_length as usize),
+                    ReadOp::Data(i) => slots[*i].as_ref().map_or(0, |n| n.stat.data_length as usize),
                     ReadOp::Children(_) => 0,
                 };
                 let answers = self.fetch(clients, &paths, &ops, expected).await?;
@@ -253,19 +225,14 @@ impl TreeReader {
                 match answer {
                     Answer::Data(data, stat) => {
                         largest = largest.max(data.len());
-                        slots.push(Ok(NodeInfo {
-                            stat,
-                            data,
-                            acl: Vec::new(),
-                        }));
+                        slots.push(Ok(NodeInfo { stat, data, acl: Vec::new() }));
                     }
                     Answer::Failed(e) => slots.push(Err(per_node_error(e)?)),
                     Answer::Children(_) => unreachable!("getData answered with children"),
                 }
             }
             // Later batches are sized by what this one held, decaying slowly.
-            self.est_node_bytes
-                .store(largest.max(est / 2).max(256), Ordering::Relaxed);
+            self.est_node_bytes.store(largest.max(est / 2).max(256), Ordering::Relaxed);
         }
         let mut bytes = 0u64;
         let out = slots
@@ -326,14 +293,8 @@ impl TreeReader {
         self.with_retries(&paths[0], |clients| {
             let paths = &paths;
             async move {
-                let futs = paths
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| clients[i % clients.len()].check_stat(p));
-                join_all(futs)
-                    .await
-                    .into_iter()
-                    .collect::<Result<Vec<_>, _>>()
+                let futs = paths.iter().enumerate().map(|(i, p)| clients[i % clients.len()].check_stat(p));
+                join_all(futs).await.into_iter().collect::<Result<Vec<_>, _>>()
             }
         })
         .await
@@ -361,10 +322,7 @@ impl TreeReader {
                     if started.elapsed() > self.pool.options().retry_timeout {
                         return Err(Error::SessionLost {
                             side: self.side(),
-                            reason: format!(
-                                "reads kept failing for {:?}: {e}",
-                                self.pool.options().retry_timeout
-                            ),
+                            reason: format!("reads kept failing for {:?}: {e}", self.pool.options().retry_timeout),
                         });
                     }
                     tracing::debug!(side = %self.side(), error = %e, "read failed; retrying");
@@ -391,9 +349,7 @@ impl TreeReader {
     ) -> Result<Vec<Answer>, zk::Error> {
         let base = self.rotate.fetch_add(1, Ordering::Relaxed);
         if !self.uses_multi_read() {
-            self.counters
-                .requests
-                .fetch_add(ops.len() as u64, Ordering::Relaxed);
+            self.counters.requests.fetch_add(ops.len() as u64, Ordering::Relaxed);
             let futs = ops.iter().enumerate().map(|(k, op)| {
                 let c = &clients[(base + k) % clients.len()];
                 async move {
@@ -416,9 +372,7 @@ impl TreeReader {
         let (mut start, mut bytes) = (0, 0usize);
         for (k, op) in ops.iter().enumerate() {
             let b = expected(op) + 64;
-            if k > start
-                && (k - start >= self.opts.max_ops || bytes + b > self.opts.max_reply_bytes)
-            {
+            if k > start && (k - start >= self.opts.max_ops || bytes + b > self.opts.max_reply_bytes) {
                 chunks.push((start, k));
                 start = k;
                 bytes = 0;
@@ -426,9 +380,7 @@ impl TreeReader {
             bytes += b;
         }
         chunks.push((start, ops.len()));
-        self.counters
-            .requests
-            .fetch_add(chunks.len() as u64, Ordering::Relaxed);
+        self.counters.requests.fetch_add(chunks.len() as u64, Ordering::Relaxed);
         let futs = chunks.iter().enumerate().map(|(n, (a, b))| {
             let c = &clients[(base + n) % clients.len()];
             let mut reader = c.new_multi_reader();
@@ -453,9 +405,7 @@ impl TreeReader {
                     zk::MultiReadResult::Data { data, stat } => Answer::Data(data, stat),
                     zk::MultiReadResult::Children { children } => Answer::Children(children),
                     zk::MultiReadResult::Error { err } => connection_error(err)?,
-                    _ => Answer::Failed(zk::Error::UnexpectedError(
-                        "unknown multiRead result".into(),
-                    )),
+                    _ => Answer::Failed(zk::Error::UnexpectedError("unknown multiRead result".into())),
                 });
             }
         }
@@ -466,11 +416,7 @@ impl TreeReader {
 /// Connection problems fail the whole batch (to be retried); anything else
 /// is the node's own answer.
 fn connection_error(e: zk::Error) -> Result<Answer, zk::Error> {
-    if is_transient(&e) || is_session_lost(&e) {
-        Err(e)
-    } else {
-        Ok(Answer::Failed(e))
-    }
+    if is_transient(&e) || is_session_lost(&e) { Err(e) } else { Ok(Answer::Failed(e)) }
 }
 
 fn per_node_error(e: zk::Error) -> Result<Slot, zk::Error> {

@@ -117,11 +117,7 @@ enum Task {
     /// Paths to read, with the sides that list them.
     Read(Vec<(String, u8)>),
     /// A node whose children are to be listed on `sides`.
-    Expand {
-        rel: String,
-        sides: u8,
-        expect: usize,
-    },
+    Expand { rel: String, sides: u8, expect: usize },
 }
 
 enum Done {
@@ -144,10 +140,7 @@ pub async fn walk(
         src,
         dst,
         opts,
-        stack: vec![Task::Read(vec![(
-            String::new(),
-            root_sides & sides_of(src, dst),
-        )])],
+        stack: vec![Task::Read(vec![(String::new(), root_sides & sides_of(src, dst))])],
         summary: WalkSummary::default(),
         merkle: [MerkleBuilder::new(), MerkleBuilder::new()],
     };
@@ -163,9 +156,7 @@ pub async fn walk(
             break;
         };
         let batch = w.complete(done?);
-        if (!batch.entries.is_empty() || !batch.list_failures.is_empty())
-            && tx.send(batch).await.is_err()
-        {
+        if (!batch.entries.is_empty() || !batch.list_failures.is_empty()) && tx.send(batch).await.is_err() {
             // The consumer stopped; its own result tells why.
             return Ok(w.summary);
         }
@@ -202,9 +193,7 @@ impl<'a> Walker<'a> {
                     if !nodes.is_empty() && names + expect > budget {
                         break;
                     }
-                    let Some(Task::Expand { rel, sides, expect }) = self.stack.pop() else {
-                        unreachable!()
-                    };
+                    let Some(Task::Expand { rel, sides, expect }) = self.stack.pop() else { unreachable!() };
                     names += expect;
                     nodes.push((rel, sides, expect));
                 }
@@ -241,11 +230,8 @@ impl<'a> Walker<'a> {
             let mut expect = 0usize;
             let src_present = matches!(s, Slot::Node(_));
             for (side, slot) in [(SRC, &s), (DST, &d)] {
-                let walk_children =
-                    side == SRC || src_present || self.opts.dst_only == DstOnly::Descend;
-                let children = slot
-                    .node()
-                    .map_or(0, |n| n.stat.num_children.max(0) as usize);
+                let walk_children = side == SRC || src_present || self.opts.dst_only == DstOnly::Descend;
+                let children = slot.node().map_or(0, |n| n.stat.num_children.max(0) as usize);
                 let lists = walk_children && children > 0;
                 if lists {
                     sides |= side;
@@ -254,22 +240,11 @@ impl<'a> Walker<'a> {
                 self.account(side, &rel, slot, lists);
             }
             if sides != 0 {
-                self.stack.push(Task::Expand {
-                    rel: rel.clone(),
-                    sides,
-                    expect,
-                });
+                self.stack.push(Task::Expand { rel: rel.clone(), sides, expect });
             }
-            entries.push(Entry {
-                rel,
-                src: s,
-                dst: d,
-            });
+            entries.push(Entry { rel, src: s, dst: d });
         }
-        Batch {
-            entries,
-            list_failures: Vec::new(),
-        }
+        Batch { entries, list_failures: Vec::new() }
     }
 
     fn account(&mut self, side: u8, rel: &str, slot: &Slot, lists: bool) {
@@ -296,8 +271,7 @@ impl<'a> Walker<'a> {
                 summary.max_mzxid = summary.max_mzxid.max(n.stat.mzxid);
                 summary.max_pzxid = summary.max_pzxid.max(n.stat.pzxid);
                 if digest {
-                    let with_acl = if side == SRC { self.src } else { self.dst }
-                        .is_some_and(|r| r.reads_acl());
+                    let with_acl = if side == SRC { self.src } else { self.dst }.is_some_and(|r| r.reads_acl());
                     merkle.node(rel, &n.data, with_acl.then_some(n.acl.as_slice()), lists);
                 }
             }
@@ -316,12 +290,7 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn complete_expand(
-        &mut self,
-        nodes: Vec<(String, u8)>,
-        src: Vec<Listing>,
-        dst: Vec<Listing>,
-    ) -> Batch {
+    fn complete_expand(&mut self, nodes: Vec<(String, u8)>, src: Vec<Listing>, dst: Vec<Listing>) -> Batch {
         let mut list_failures = Vec::new();
         for ((rel, sides), (s, d)) in nodes.into_iter().zip(src.into_iter().zip(dst)) {
             let mut names = [Vec::new(), Vec::new()];
@@ -343,16 +312,8 @@ impl<'a> Walker<'a> {
                         if self.opts.digest {
                             self.merkle[k].fail(&rel);
                         }
-                        let side = if side == SRC {
-                            Side::Source
-                        } else {
-                            Side::Destination
-                        };
-                        list_failures.push(ListFailure {
-                            rel: rel.clone(),
-                            side,
-                            error,
-                        });
+                        let side = if side == SRC { Side::Source } else { Side::Destination };
+                        list_failures.push(ListFailure { rel: rel.clone(), side, error });
                     }
                 }
             }
@@ -370,10 +331,7 @@ impl<'a> Walker<'a> {
                 self.stack.push(Task::Read(items));
             }
         }
-        Batch {
-            entries: Vec::new(),
-            list_failures,
-        }
+        Batch { entries: Vec::new(), list_failures }
     }
 }
 
@@ -388,10 +346,7 @@ fn merge(parent: &str, src: Vec<String>, dst: Vec<String>, dst_only: DstOnly) ->
             }
         }
         let both = d.next_if(|x| *x == name).is_some();
-        out.push((
-            path::child(parent, &name),
-            if both { SRC | DST } else { SRC },
-        ));
+        out.push((path::child(parent, &name), if both { SRC | DST } else { SRC }));
     }
     if dst_only == DstOnly::Descend {
         out.extend(d.map(|x| (path::child(parent, &x), DST)));
@@ -401,34 +356,17 @@ fn merge(parent: &str, src: Vec<String>, dst: Vec<String>, dst_only: DstOnly) ->
     out
 }
 
-async fn read(
-    src: Option<&TreeReader>,
-    dst: Option<&TreeReader>,
-    items: Vec<(String, u8)>,
-) -> Result<Done> {
-    let pick = |side: u8| -> Vec<&str> {
-        items
-            .iter()
-            .filter(|(_, s)| s & side != 0)
-            .map(|(r, _)| r.as_str())
-            .collect()
-    };
+async fn read(src: Option<&TreeReader>, dst: Option<&TreeReader>, items: Vec<(String, u8)>) -> Result<Done> {
+    let pick =
+        |side: u8| -> Vec<&str> { items.iter().filter(|(_, s)| s & side != 0).map(|(r, _)| r.as_str()).collect() };
     let (src_rels, dst_rels) = (pick(SRC), pick(DST));
     let (s, d) = futures::try_join!(read_side(src, &src_rels), read_side(dst, &dst_rels))?;
     let (mut s, mut d) = (s.into_iter(), d.into_iter());
     let mut src_slots = Vec::with_capacity(items.len());
     let mut dst_slots = Vec::with_capacity(items.len());
     for (_, sides) in &items {
-        src_slots.push(if sides & SRC != 0 {
-            s.next().unwrap_or(Slot::Vanished)
-        } else {
-            Slot::Absent
-        });
-        dst_slots.push(if sides & DST != 0 {
-            d.next().unwrap_or(Slot::Vanished)
-        } else {
-            Slot::Absent
-        });
+        src_slots.push(if sides & SRC != 0 { s.next().unwrap_or(Slot::Vanished) } else { Slot::Absent });
+        dst_slots.push(if sides & DST != 0 { d.next().unwrap_or(Slot::Vanished) } else { Slot::Absent });
     }
     Ok(Done::Read(items, src_slots, dst_slots))
 }
@@ -440,50 +378,23 @@ async fn read_side(reader: Option<&TreeReader>, rels: &[&str]) -> Result<Vec<Slo
     }
 }
 
-async fn expand(
-    src: Option<&TreeReader>,
-    dst: Option<&TreeReader>,
-    nodes: Vec<(String, u8, usize)>,
-) -> Result<Done> {
+async fn expand(src: Option<&TreeReader>, dst: Option<&TreeReader>, nodes: Vec<(String, u8, usize)>) -> Result<Done> {
     let pick = |side: u8| -> (Vec<&str>, Vec<usize>) {
-        nodes
-            .iter()
-            .filter(|(_, s, _)| s & side != 0)
-            .map(|(r, _, e)| (r.as_str(), *e))
-            .unzip()
+        nodes.iter().filter(|(_, s, _)| s & side != 0).map(|(r, _, e)| (r.as_str(), *e)).unzip()
     };
     let ((src_rels, src_expect), (dst_rels, dst_expect)) = (pick(SRC), pick(DST));
-    let (s, d) = futures::try_join!(
-        list_side(src, &src_rels, &src_expect),
-        list_side(dst, &dst_rels, &dst_expect)
-    )?;
+    let (s, d) = futures::try_join!(list_side(src, &src_rels, &src_expect), list_side(dst, &dst_rels, &dst_expect))?;
     let (mut s, mut d) = (s.into_iter(), d.into_iter());
     let mut src_l = Vec::with_capacity(nodes.len());
     let mut dst_l = Vec::with_capacity(nodes.len());
     for (_, sides, _) in &nodes {
-        src_l.push(if sides & SRC != 0 {
-            s.next().unwrap_or(Listing::Vanished)
-        } else {
-            Listing::Vanished
-        });
-        dst_l.push(if sides & DST != 0 {
-            d.next().unwrap_or(Listing::Vanished)
-        } else {
-            Listing::Vanished
-        });
+        src_l.push(if sides & SRC != 0 { s.next().unwrap_or(Listing::Vanished) } else { Listing::Vanished });
+        dst_l.push(if sides & DST != 0 { d.next().unwrap_or(Listing::Vanished) } else { Listing::Vanished });
     }
-    Ok(Done::Expand(
-        nodes.into_iter().map(|(r, s, _)| (r, s)).collect(),
-        src_l,
-        dst_l,
-    ))
+    Ok(Done::Expand(nodes.into_iter().map(|(r, s, _)| (r, s)).collect(), src_l, dst_l))
 }
 
-async fn list_side(
-    reader: Option<&TreeReader>,
-    rels: &[&str],
-    expect: &[usize],
-) -> Result<Vec<Listing>> {
+async fn list_side(reader: Option<&TreeReader>, rels: &[&str], expect: &[usize]) -> Result<Vec<Listing>> {
     match reader {
         Some(r) if !rels.is_empty() => r.list(rels, expect).await,
         _ => Ok(Vec::new()),
@@ -512,13 +423,6 @@ mod tests {
         );
         let mut got = merge("", s, d, DstOnly::Skip);
         got.reverse();
-        assert_eq!(
-            got,
-            vec![
-                ("/a".to_string(), SRC),
-                ("/c".to_string(), SRC | DST),
-                ("/d".to_string(), SRC)
-            ]
-        );
+        assert_eq!(got, vec![("/a".to_string(), SRC), ("/c".to_string(), SRC | DST), ("/d".to_string(), SRC)]);
     }
 }

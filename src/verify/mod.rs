@@ -114,6 +114,8 @@ pub struct VerifyReport {
     pub seconds: f64,
     /// Nodes read per second on each side.
     pub nodes_per_sec_per_side: f64,
+    /// Peak resident memory of this process so far.
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// What a verify concluded, as an exit status.
@@ -136,16 +138,8 @@ impl VerifyReport {
             + c.data_differs
             + c.acl_differs
             + c.changed
-            + if self.strict_counters {
-                c.counter_behind
-            } else {
-                0
-            };
-        if diffs > 0 {
-            Verdict::Different
-        } else {
-            Verdict::Equal
-        }
+            + if self.strict_counters { c.counter_behind } else { 0 };
+        if diffs > 0 { Verdict::Different } else { Verdict::Equal }
     }
 
     pub fn equal(&self) -> bool {
@@ -175,16 +169,8 @@ impl Comparer {
             DiffClass::Changed => c.changed += 1,
         }
         if self.differences.len() < self.opts.max_listed {
-            let path = if rel.is_empty() {
-                "/".to_string()
-            } else {
-                rel.to_string()
-            };
-            self.differences.push(Difference {
-                class,
-                path,
-                detail,
-            });
+            let path = if rel.is_empty() { "/".to_string() } else { rel.to_string() };
+            self.differences.push(Difference { class, path, detail });
         } else {
             self.unlisted += 1;
         }
@@ -197,52 +183,30 @@ impl Comparer {
     fn entry(&mut self, e: &Entry) {
         for (slot, side) in [(&e.src, "source"), (&e.dst, "destination")] {
             match slot {
-                Slot::Failed(err) => self.note(
-                    DiffClass::Unreadable,
-                    &e.rel,
-                    format!("on the {side}: {err}"),
-                ),
-                Slot::Vanished => self.note(
-                    DiffClass::Changed,
-                    &e.rel,
-                    format!("deleted on the {side} during verify"),
-                ),
+                Slot::Failed(err) => self.note(DiffClass::Unreadable, &e.rel, format!("on the {side}: {err}")),
+                Slot::Vanished => self.note(DiffClass::Changed, &e.rel, format!("deleted on the {side} during verify")),
                 _ => {}
             }
         }
-        if matches!(e.src, Slot::Failed(_) | Slot::Vanished)
-            || matches!(e.dst, Slot::Failed(_) | Slot::Vanished)
-        {
+        if matches!(e.src, Slot::Failed(_) | Slot::Vanished) || matches!(e.dst, Slot::Failed(_) | Slot::Vanished) {
             return;
         }
         match (self.visible(&e.src), self.visible(&e.dst)) {
             (Some(s), Some(d)) => {
                 self.compared += 1;
                 if s.data != d.data {
-                    let detail = format!(
-                        "source {} / destination {}",
-                        preview(&s.data, 40),
-                        preview(&d.data, 40)
-                    );
+                    let detail = format!("source {} / destination {}", preview(&s.data, 40), preview(&d.data, 40));
                     self.note(DiffClass::DataDiffers, &e.rel, detail);
                 }
                 if self.acl && !acl_equal(&s.acl, &d.acl) {
                     let show = |a: &[zookeeper_client::Acl]| {
-                        canonical_acl(a)
-                            .iter()
-                            .map(|x| x.to_string())
-                            .collect::<Vec<_>>()
-                            .join(",")
+                        canonical_acl(a).iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
                     };
-                    let detail =
-                        format!("source [{}] / destination [{}]", show(&s.acl), show(&d.acl));
+                    let detail = format!("source [{}] / destination [{}]", show(&s.acl), show(&d.acl));
                     self.note(DiffClass::AclDiffers, &e.rel, detail);
                 }
                 if d.stat.cversion < s.stat.cversion {
-                    let detail = format!(
-                        "child version: source {} / destination {}",
-                        s.stat.cversion, d.stat.cversion
-                    );
+                    let detail = format!("child version: source {} / destination {}", s.stat.cversion, d.stat.cversion);
                     self.note(DiffClass::CounterBehind, &e.rel, detail);
                 }
             }
@@ -258,10 +222,7 @@ pub async fn run(src: &TreeReader, dst: &TreeReader, opts: &VerifyOptions) -> Re
     let started = Instant::now();
     let (src_root, dst_root) = futures::try_join!(src.root_stat(), dst.root_stat())?;
     let Some(_) = src_root else {
-        return Err(crate::Error::NoRoot {
-            side: crate::Side::Source,
-            path: src.root().to_string(),
-        });
+        return Err(crate::Error::NoRoot { side: crate::Side::Source, path: src.root().to_string() });
     };
     let mut walk_opts = opts.walk.clone();
     walk_opts.dst_only = DstOnly::Descend;
@@ -286,11 +247,7 @@ pub async fn run(src: &TreeReader, dst: &TreeReader, opts: &VerifyOptions) -> Re
         while let Some(batch) = rx.recv().await {
             for f in &batch.list_failures {
                 let side = f.side;
-                cmp.note(
-                    DiffClass::Unreadable,
-                    &f.rel,
-                    format!("children on the {side}: {}", f.error),
-                );
+                cmp.note(DiffClass::Unreadable, &f.rel, format!("children on the {side}: {}", f.error));
             }
             for e in &batch.entries {
                 cmp.entry(e);
@@ -307,11 +264,7 @@ pub async fn run(src: &TreeReader, dst: &TreeReader, opts: &VerifyOptions) -> Re
         src_bytes: walked.src.bytes,
         dst_bytes: walked.dst.bytes,
         compared: cmp.compared,
-        ephemerals_ignored: if opts.include_ephemeral {
-            0
-        } else {
-            walked.src.ephemerals + walked.dst.ephemerals
-        },
+        ephemerals_ignored: if opts.include_ephemeral { 0 } else { walked.src.ephemerals + walked.dst.ephemerals },
         acl_compared: cmp.acl,
         counts: cmp.counts,
         differences: cmp.differences,
@@ -320,11 +273,8 @@ pub async fn run(src: &TreeReader, dst: &TreeReader, opts: &VerifyOptions) -> Re
         dst_digest: walked.dst.digest.as_ref().map(hex),
         strict_counters: opts.strict_counters,
         seconds,
-        nodes_per_sec_per_side: if seconds > 0.0 {
-            most as f64 / seconds
-        } else {
-            0.0
-        },
+        nodes_per_sec_per_side: if seconds > 0.0 { most as f64 / seconds } else { 0.0 },
+        peak_rss_bytes: crate::progress::peak_rss_bytes(),
     })
 }
 
@@ -350,10 +300,7 @@ pub struct TreeDigest {
 pub async fn digest(tree: &TreeReader, walk_opts: &WalkOptions) -> Result<TreeDigest> {
     let started = Instant::now();
     if tree.root_stat().await?.is_none() {
-        return Err(crate::Error::NoRoot {
-            side: tree.side(),
-            path: tree.root().to_string(),
-        });
+        return Err(crate::Error::NoRoot { side: tree.side(), path: tree.root().to_string() });
     }
     let mut o = walk_opts.clone();
     o.digest = true;
@@ -366,8 +313,7 @@ pub async fn digest(tree: &TreeReader, walk_opts: &WalkOptions) -> Result<TreeDi
         }
         unreadable
     };
-    let (walked, list_failures) =
-        tokio::join!(walk::walk(Some(tree), None, walk::SRC, &o, tx), draining);
+    let (walked, list_failures) = tokio::join!(walk::walk(Some(tree), None, walk::SRC, &o, tx), draining);
     let walked = walked?;
     let s = walked.src;
     Ok(TreeDigest {

@@ -19,10 +19,7 @@ pub enum NodeKind {
 }
 
 mod millis {
-    pub fn serialize<S: serde::Serializer>(
-        d: &std::time::Duration,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(d.as_millis() as u64)
     }
 }
@@ -60,10 +57,7 @@ pub enum Op {
 impl Op {
     pub fn path(&self) -> &str {
         match self {
-            Op::Create { path, .. }
-            | Op::SetData { path, .. }
-            | Op::SetAcl { path, .. }
-            | Op::Delete { path } => path,
+            Op::Create { path, .. } | Op::SetData { path, .. } | Op::SetAcl { path, .. } | Op::Delete { path } => path,
             Op::Pad { parent, .. } => parent,
         }
     }
@@ -112,17 +106,8 @@ impl Op {
 
     fn body_bytes(&self) -> usize {
         match self {
-            Op::Create {
-                path,
-                data,
-                acl,
-                kind,
-            } => {
-                let ttl = if matches!(kind, NodeKind::Ttl(_)) {
-                    8
-                } else {
-                    0
-                };
+            Op::Create { path, data, acl, kind } => {
+                let ttl = if matches!(kind, NodeKind::Ttl(_)) { 8 } else { 0 };
                 string(path.len()) + 4 + data.len() + acl_bytes(acl) + 4 + ttl
             }
             Op::SetData { path, data } => string(path.len()) + 4 + data.len() + 4,
@@ -143,10 +128,7 @@ fn string(len: usize) -> usize {
 }
 
 fn acl_bytes(acl: &[zk::Acl]) -> usize {
-    4 + acl
-        .iter()
-        .map(|a| 4 + string(a.auth_id().scheme().len()) + string(a.auth_id().id().len()))
-        .sum::<usize>()
+    4 + acl.iter().map(|a| 4 + string(a.auth_id().scheme().len()) + string(a.auth_id().id().len())).sum::<usize>()
 }
 
 /// A group of operations sent together: a multi() when it has several or
@@ -179,10 +161,7 @@ pub struct BatchLimits {
 
 impl Default for BatchLimits {
     fn default() -> Self {
-        BatchLimits {
-            max_ops: 1000,
-            max_bytes: 512 << 10,
-        }
+        BatchLimits { max_ops: 1000, max_bytes: 512 << 10 }
     }
 }
 
@@ -194,10 +173,7 @@ pub struct Batcher {
 
 impl Batcher {
     pub fn new(limits: BatchLimits) -> Batcher {
-        Batcher {
-            limits,
-            cur: Batch::default(),
-        }
+        Batcher { limits, cur: Batch::default() }
     }
 
     /// Adds an op; returns the batches it completed, in order (at most two:
@@ -207,18 +183,14 @@ impl Batcher {
         if !op.multi_allowed() {
             out.extend(self.finish());
             let bytes = op.single_bytes();
-            out.push(Batch {
-                ops: vec![op],
-                bytes,
-            });
+            out.push(Batch { ops: vec![op], bytes });
             return out;
         }
         let bytes = op.multi_bytes();
         let count = op.op_count();
         let empty = REQUEST_HEADER + MULTI_HEADER;
         if !self.cur.ops.is_empty()
-            && (self.cur.op_count() + count > self.limits.max_ops
-                || self.cur.bytes + bytes > self.limits.max_bytes)
+            && (self.cur.op_count() + count > self.limits.max_ops || self.cur.bytes + bytes > self.limits.max_bytes)
         {
             out.extend(self.finish());
         }
@@ -276,10 +248,7 @@ mod tests {
 
     #[test]
     fn splits_by_count_and_bytes_in_order() {
-        let mut b = Batcher::new(BatchLimits {
-            max_ops: 3,
-            max_bytes: 1 << 20,
-        });
+        let mut b = Batcher::new(BatchLimits { max_ops: 3, max_bytes: 1 << 20 });
         let mut out = Vec::new();
         for i in 0..7 {
             out.extend(b.push(create(&format!("/n{i}"), 10)));
@@ -287,16 +256,10 @@ mod tests {
         out.extend(b.finish());
         let sizes: Vec<usize> = out.iter().map(|b| b.ops.len()).collect();
         assert_eq!(sizes, vec![3, 3, 1]);
-        let paths: Vec<&str> = out
-            .iter()
-            .flat_map(|b| b.ops.iter().map(|o| o.path()))
-            .collect();
+        let paths: Vec<&str> = out.iter().flat_map(|b| b.ops.iter().map(|o| o.path())).collect();
         assert_eq!(paths, vec!["/n0", "/n1", "/n2", "/n3", "/n4", "/n5", "/n6"]);
 
-        let mut b = Batcher::new(BatchLimits {
-            max_ops: 1000,
-            max_bytes: 1000,
-        });
+        let mut b = Batcher::new(BatchLimits { max_ops: 1000, max_bytes: 1000 });
         let mut out = Vec::new();
         for i in 0..10 {
             out.extend(b.push(create(&format!("/n{i}"), 300)));
@@ -308,16 +271,10 @@ mod tests {
 
     #[test]
     fn a_large_op_travels_alone_and_set_acl_breaks_batches() {
-        let mut b = Batcher::new(BatchLimits {
-            max_ops: 100,
-            max_bytes: 1000,
-        });
+        let mut b = Batcher::new(BatchLimits { max_ops: 100, max_bytes: 1000 });
         let mut out = b.push(create("/small", 1));
         out.extend(b.push(create("/big", 5000)));
-        out.extend(b.push(Op::SetAcl {
-            path: "/small".into(),
-            acl: crate::node::open_acl(),
-        }));
+        out.extend(b.push(Op::SetAcl { path: "/small".into(), acl: crate::node::open_acl() }));
         out.extend(b.finish());
         assert_eq!(out.len(), 3);
         assert!(out[1].is_single() && out[1].bytes == create("/big", 5000).single_bytes());
@@ -326,23 +283,14 @@ mod tests {
 
     #[test]
     fn pads_count_two_ops_and_are_never_single() {
-        let mut b = Batcher::new(BatchLimits {
-            max_ops: 4,
-            max_bytes: 1 << 20,
-        });
-        let pad = || Op::Pad {
-            parent: "/p".into(),
-            name: "x".into(),
-        };
+        let mut b = Batcher::new(BatchLimits { max_ops: 4, max_bytes: 1 << 20 });
+        let pad = || Op::Pad { parent: "/p".into(), name: "x".into() };
         let mut out = Vec::new();
         for _ in 0..5 {
             out.extend(b.push(pad()));
         }
         out.extend(b.finish());
-        assert_eq!(
-            out.iter().map(|b| b.ops.len()).collect::<Vec<_>>(),
-            vec![2, 2, 1]
-        );
+        assert_eq!(out.iter().map(|b| b.ops.len()).collect::<Vec<_>>(), vec![2, 2, 1]);
         assert!(!out[2].is_single());
     }
 }

@@ -39,11 +39,7 @@ pub struct WriterOptions {
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions {
-            limits: BatchLimits::default(),
-            window: 8,
-            max_request_bytes: 0xfffff,
-        }
+        WriterOptions { limits: BatchLimits::default(), window: 8, max_request_bytes: 0xfffff }
     }
 }
 
@@ -116,7 +112,10 @@ pub struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
-    pub fn new(session: &'a Session, opts: WriterOptions) -> Writer<'a> {
+    pub fn new(session: &'a Session, mut opts: WriterOptions) -> Writer<'a> {
+        // A transaction never exceeds what the destination accepts, so an op
+        // too large for it travels alone and is refused by name.
+        opts.limits.max_bytes = opts.limits.max_bytes.min(opts.max_request_bytes);
         Writer {
             session,
             batcher: Batcher::new(opts.limits),
@@ -181,9 +180,7 @@ impl<'a> Writer<'a> {
         let (_, client) = self.session.client();
         let mut fut: InFlight = Box::pin(send(client, batch));
         match futures::poll!(fut.as_mut()) {
-            Poll::Ready(outcome) => self
-                .inflight
-                .push_back(Box::pin(std::future::ready(outcome))),
+            Poll::Ready(outcome) => self.inflight.push_back(Box::pin(std::future::ready(outcome))),
             Poll::Pending => self.inflight.push_back(fut),
         }
         Ok(())
@@ -193,9 +190,7 @@ impl<'a> Writer<'a> {
         let Some(outcome) = self.inflight.next().await else {
             return;
         };
-        self.counters
-            .latencies_us
-            .push(outcome.elapsed.as_micros().min(u32::MAX as u128) as u32);
+        self.counters.latencies_us.push(outcome.elapsed.as_micros().min(u32::MAX as u128) as u32);
         self.counters.transactions += 1;
         match outcome.result {
             Ok(()) => {
@@ -237,47 +232,26 @@ impl<'a> Writer<'a> {
 /// Sends one batch; the request leaves on the first poll.
 async fn send(client: zk::Client, batch: Batch) -> Outcome {
     let started = Instant::now();
-    let result = if batch.is_single() {
-        single(&client, &batch.ops[0]).await
-    } else {
-        multi(&client, &batch.ops).await
-    };
-    Outcome {
-        batch,
-        result,
-        elapsed: started.elapsed(),
-    }
+    let result =
+        if batch.is_single() { single(&client, &batch.ops[0]).await } else { multi(&client, &batch.ops).await };
+    Outcome { batch, result, elapsed: started.elapsed() }
 }
 
 fn create_options<'x>(acl: &'x [zk::Acl], kind: NodeKind) -> zk::CreateOptions<'x> {
     match kind {
         NodeKind::Persistent => zk::CreateMode::Persistent.with_acls(zk::Acls::new(acl)),
         NodeKind::Container => zk::CreateMode::Container.with_acls(zk::Acls::new(acl)),
-        NodeKind::Ttl(ttl) => zk::CreateMode::Persistent
-            .with_acls(zk::Acls::new(acl))
-            .with_ttl(ttl),
+        NodeKind::Ttl(ttl) => zk::CreateMode::Persistent.with_acls(zk::Acls::new(acl)).with_ttl(ttl),
     }
 }
 
 fn unknown_or_refused(e: zk::Error) -> Failure {
-    if is_transient(&e) || is_session_lost(&e) {
-        Failure::Unknown(e)
-    } else {
-        Failure::Refused { index: 0, error: e }
-    }
+    if is_transient(&e) || is_session_lost(&e) { Failure::Unknown(e) } else { Failure::Refused { index: 0, error: e } }
 }
 
 async fn single(client: &zk::Client, op: &Op) -> Result<(), Failure> {
     let r = match op {
-        Op::Create {
-            path,
-            data,
-            acl,
-            kind,
-        } => client
-            .create(path, data, &create_options(acl, *kind))
-            .await
-            .map(drop),
+        Op::Create { path, data, acl, kind } => client.create(path, data, &create_options(acl, *kind)).await.map(drop),
         Op::SetData { path, data } => client.set_data(path, data, None).await.map(drop),
         Op::SetAcl { path, acl } => client.set_acl(path, acl, None).await.map(drop),
         Op::Delete { path } => client.delete(path, None).await,
@@ -291,12 +265,7 @@ async fn multi(client: &zk::Client, ops: &[Op]) -> Result<(), Failure> {
     let mut w = client.new_multi_writer();
     for op in ops {
         let added = match op {
-            Op::Create {
-                path,
-                data,
-                acl,
-                kind,
-            } => w.add_create(path, data, &create_options(acl, *kind)),
+            Op::Create { path, data, acl, kind } => w.add_create(path, data, &create_options(acl, *kind)),
             Op::SetData { path, data } => w.add_set_data(path, data, None),
             Op::Delete { path } => w.add_delete(path, None),
             Op::Pad { parent, name } => {
@@ -312,10 +281,7 @@ async fn multi(client: &zk::Client, ops: &[Op]) -> Result<(), Failure> {
     }
     match w.commit().await {
         Ok(_) => Ok(()),
-        Err(zk::MultiWriteError::OperationFailed { index, source }) => Err(Failure::Refused {
-            index,
-            error: source,
-        }),
+        Err(zk::MultiWriteError::OperationFailed { index, source }) => Err(Failure::Refused { index, error: source }),
         Err(zk::MultiWriteError::RequestFailed { source }) => Err(unknown_or_refused(source)),
     }
 }
@@ -325,29 +291,15 @@ async fn multi(client: &zk::Client, ops: &[Op]) -> Result<(), Failure> {
 async fn reconcile(session: &Session, op: &Op, counters: &mut WriteCounters) -> Result<()> {
     let side = Side::Destination;
     let fail = |what: &'static str, e: zk::Error| match (op, &e) {
-        (
-            Op::Create {
-                kind: NodeKind::Ttl(_),
-                path,
-                ..
-            },
-            zk::Error::Unimplemented,
-        ) => Error::TtlUnsupported { path: path.clone() },
+        (Op::Create { kind: NodeKind::Ttl(_), path, .. }, zk::Error::Unimplemented) => {
+            Error::TtlUnsupported { path: path.clone() }
+        }
         _ => Error::zk(side, what, op.path(), e),
     };
     match op {
-        Op::Create {
-            path,
-            data,
-            acl,
-            kind,
-        } => {
+        Op::Create { path, data, acl, kind } => {
             let created = session
-                .retry(|c| async move {
-                    c.create(path, data, &create_options(acl, *kind))
-                        .await
-                        .map(drop)
-                })
+                .retry(|c| async move { c.create(path, data, &create_options(acl, *kind)).await.map(drop) })
                 .await?;
             match created {
                 Ok(()) => counters.created += 1,
@@ -362,15 +314,11 @@ async fn reconcile(session: &Session, op: &Op, counters: &mut WriteCounters) -> 
                         .await?
                         .map_err(|e| fail("read", e))?;
                     if current.0 != *data {
-                        set_data(session, path, data)
-                            .await?
-                            .map_err(|e| fail("setData", e))?;
+                        set_data(session, path, data).await?.map_err(|e| fail("setData", e))?;
                         counters.data_set += 1;
                     }
                     if !acl_equal(&current.1, acl) {
-                        set_acl(session, path, acl)
-                            .await?
-                            .map_err(|e| fail("setACL", e))?;
+                        set_acl(session, path, acl).await?.map_err(|e| fail("setACL", e))?;
                         counters.acl_set += 1;
                     }
                 }
@@ -378,21 +326,14 @@ async fn reconcile(session: &Session, op: &Op, counters: &mut WriteCounters) -> 
             }
         }
         Op::SetData { path, data } => {
-            set_data(session, path, data)
-                .await?
-                .map_err(|e| fail("setData", e))?;
+            set_data(session, path, data).await?.map_err(|e| fail("setData", e))?;
             counters.data_set += 1;
         }
         Op::SetAcl { path, acl } => {
-            set_acl(session, path, acl)
-                .await?
-                .map_err(|e| fail("setACL", e))?;
+            set_acl(session, path, acl).await?.map_err(|e| fail("setACL", e))?;
             counters.acl_set += 1;
         }
-        Op::Delete { path } => match session
-            .retry(|c| async move { c.delete(path, None).await })
-            .await?
-        {
+        Op::Delete { path } => match session.retry(|c| async move { c.delete(path, None).await }).await? {
             Ok(()) => counters.deleted += 1,
             Err(zk::Error::NoNode) => {}
             Err(e) => return Err(fail("delete", e)),
@@ -402,21 +343,14 @@ async fn reconcile(session: &Session, op: &Op, counters: &mut WriteCounters) -> 
                 .retry(|c| async move {
                     match multi(&c, std::slice::from_ref(op)).await {
                         Ok(()) => Ok(()),
-                        Err(Failure::Refused { error, .. }) | Err(Failure::Unknown(error)) => {
-                            Err(error)
-                        }
+                        Err(Failure::Refused { error, .. }) | Err(Failure::Unknown(error)) => Err(error),
                     }
                 })
                 .await?;
             match r {
                 Ok(()) => counters.padded += 1,
                 Err(e) => {
-                    return Err(Error::zk(
-                        side,
-                        "pad the sequence counter of",
-                        &format!("{parent} (child {name})"),
-                        e,
-                    ));
+                    return Err(Error::zk(side, "pad the sequence counter of", &format!("{parent} (child {name})"), e));
                 }
             }
         }
@@ -425,13 +359,9 @@ async fn reconcile(session: &Session, op: &Op, counters: &mut WriteCounters) -> 
 }
 
 async fn set_data(session: &Session, path: &str, data: &[u8]) -> Result<Result<(), zk::Error>> {
-    session
-        .retry(|c| async move { c.set_data(path, data, None).await.map(drop) })
-        .await
+    session.retry(|c| async move { c.set_data(path, data, None).await.map(drop) }).await
 }
 
 async fn set_acl(session: &Session, path: &str, acl: &[zk::Acl]) -> Result<Result<(), zk::Error>> {
-    session
-        .retry(|c| async move { c.set_acl(path, acl, None).await.map(drop) })
-        .await
+    session.retry(|c| async move { c.set_acl(path, acl, None).await.map(drop) }).await
 }

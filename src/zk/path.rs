@@ -5,12 +5,7 @@ use crate::error::{Error, Result};
 
 /// Checks a path the way the ZooKeeper server does (PathUtils.validatePath).
 pub fn validate(path: &str) -> Result<()> {
-    let bad = |reason: &str| {
-        Err(Error::InvalidPath {
-            path: path.to_string(),
-            reason: reason.to_string(),
-        })
-    };
+    let bad = |reason: &str| Err(Error::InvalidPath { path: path.to_string(), reason: reason.to_string() });
     if path.is_empty() {
         return bad("empty path");
     }
@@ -31,10 +26,7 @@ pub fn validate(path: &str) -> Result<()> {
             return bad("relative names '.' and '..' are not allowed");
         }
         if let Some(c) = name.chars().find(|c| invalid_char(*c)) {
-            return bad(&format!(
-                "character U+{:04X} is not allowed in ZooKeeper paths",
-                c as u32
-            ));
+            return bad(&format!("character U+{:04X} is not allowed in ZooKeeper paths", c as u32));
         }
     }
     Ok(())
@@ -159,18 +151,7 @@ mod tests {
         assert!(validate("/").is_ok());
         assert!(validate("/a b/ü/日本").is_ok());
         assert!(validate("/.a/..b/a.").is_ok());
-        for bad in [
-            "",
-            "a",
-            "/a/",
-            "//a",
-            "/a//b",
-            "/a/./b",
-            "/a/..",
-            "/a\u{1}",
-            "/\u{7f}",
-            "/\u{fff5}",
-        ] {
+        for bad in ["", "a", "/a/", "//a", "/a//b", "/a/./b", "/a/..", "/a\u{1}", "/\u{7f}", "/\u{fff5}"] {
             assert!(validate(bad).is_err(), "{bad:?} should be invalid");
         }
     }

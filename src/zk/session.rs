@@ -44,9 +44,7 @@ impl ConnectOptions {
 }
 
 async fn connect_once(opts: &ConnectOptions) -> Result<zk::Client> {
-    let mut connector = zk::Client::connector()
-        .with_session_timeout(opts.session_timeout)
-        .with_fail_eagerly();
+    let mut connector = zk::Client::connector().with_session_timeout(opts.session_timeout).with_fail_eagerly();
     for a in &opts.auth {
         connector = connector.with_auth(&a.scheme, a.credential.as_bytes());
     }
@@ -73,10 +71,7 @@ async fn connect_once(opts: &ConnectOptions) -> Result<zk::Client> {
             Ok(Err(e)) => last = e.to_string(),
             Err(_) => last = "timed out".to_string(),
         }
-        tokio::time::sleep(
-            Duration::from_millis(200).min(deadline.saturating_duration_since(Instant::now())),
-        )
-        .await;
+        tokio::time::sleep(Duration::from_millis(200).min(deadline.saturating_duration_since(Instant::now()))).await;
     }
     Err(Error::Unreachable {
         side: opts.side,
@@ -96,11 +91,7 @@ pub struct Session {
 impl Session {
     pub async fn connect(opts: Arc<ConnectOptions>) -> Result<Session> {
         let client = connect_once(&opts).await?;
-        Ok(Session {
-            opts,
-            current: Mutex::new((0, client)),
-            renewals: AtomicUsize::new(0),
-        })
+        Ok(Session { opts, current: Mutex::new((0, client)), renewals: AtomicUsize::new(0) })
     }
 
     pub fn options(&self) -> &ConnectOptions {
@@ -121,10 +112,7 @@ impl Session {
         }
         let client = connect_once(&self.opts)
             .await
-            .map_err(|e| Error::SessionLost {
-                side: self.opts.side,
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| Error::SessionLost { side: self.opts.side, reason: e.to_string() })?;
         let mut guard = self.current.lock().unwrap();
         if guard.0 == generation {
             tracing::warn!(side = %self.opts.side, "session lost; continuing on a new session");
@@ -157,10 +145,7 @@ impl Session {
                     if started.elapsed() > self.opts.retry_timeout {
                         return Err(Error::SessionLost {
                             side: self.opts.side,
-                            reason: format!(
-                                "requests kept failing for {:?}: {e}",
-                                self.opts.retry_timeout
-                            ),
+                            reason: format!("requests kept failing for {:?}: {e}", self.opts.retry_timeout),
                         });
                     }
                     tracing::debug!(side = %self.opts.side, error = %e, "retrying after a connection problem");
@@ -184,15 +169,10 @@ impl SessionPool {
     pub async fn connect(opts: ConnectOptions, size: usize) -> Result<SessionPool> {
         let opts = Arc::new(opts);
         let first = Session::connect(opts.clone()).await?;
-        let rest =
-            futures::future::try_join_all((1..size.max(1)).map(|_| Session::connect(opts.clone())))
-                .await?;
+        let rest = futures::future::try_join_all((1..size.max(1)).map(|_| Session::connect(opts.clone()))).await?;
         let mut sessions = vec![first];
         sessions.extend(rest);
-        Ok(SessionPool {
-            sessions,
-            next: AtomicUsize::new(0),
-        })
+        Ok(SessionPool { sessions, next: AtomicUsize::new(0) })
     }
 
     pub fn len(&self) -> usize {

@@ -21,12 +21,7 @@ pub struct Hosts {
 impl Hosts {
     /// Parses `h1:2181,h2:2181[/chroot]`.
     pub fn parse(input: &str) -> Result<Hosts> {
-        let bad = |reason: &str| {
-            Err(Error::InvalidHosts {
-                input: input.to_string(),
-                reason: reason.to_string(),
-            })
-        };
+        let bad = |reason: &str| Err(Error::InvalidHosts { input: input.to_string(), reason: reason.to_string() });
         let input_trim = input.trim();
         if input_trim.is_empty() {
             return bad("empty");
@@ -36,10 +31,8 @@ impl Hosts {
             None => (input_trim, "/"),
         };
         if chroot != "/" {
-            path::validate(chroot).map_err(|e| Error::InvalidHosts {
-                input: input.to_string(),
-                reason: format!("chroot: {e}"),
-            })?;
+            path::validate(chroot)
+                .map_err(|e| Error::InvalidHosts { input: input.to_string(), reason: format!("chroot: {e}") })?;
         }
         let mut hosts = Vec::new();
         for entry in list.split(',') {
@@ -60,16 +53,9 @@ impl Hosts {
                     _ => return bad(&format!("bad port {p:?} in {entry:?}")),
                 },
             };
-            hosts.push(if host.contains(':') {
-                format!("[{host}]:{port}")
-            } else {
-                format!("{host}:{port}")
-            });
+            hosts.push(if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") });
         }
-        Ok(Hosts {
-            hosts,
-            chroot: chroot.to_string(),
-        })
+        Ok(Hosts { hosts, chroot: chroot.to_string() })
     }
 
     /// The connect string for the client, chroot included.
@@ -124,13 +110,7 @@ fn split_host_port(entry: &str) -> Option<(&str, Option<&str>)> {
 pub fn parse_zkcopy_location(input: &str) -> Result<(Hosts, String)> {
     let hosts = Hosts::parse(input)?;
     let root = hosts.chroot.clone();
-    Ok((
-        Hosts {
-            hosts: hosts.hosts,
-            chroot: "/".to_string(),
-        },
-        root,
-    ))
+    Ok((Hosts { hosts: hosts.hosts, chroot: "/".to_string() }, root))
 }
 
 /// Credentials presented on every (re)connect: `scheme:credential`.
@@ -156,14 +136,9 @@ impl Auth {
                         "auth {scheme}:... must be digest:user:password (no ':' between user and password)"
                     )));
                 }
-                Ok(Auth {
-                    scheme: scheme.to_string(),
-                    credential: credential.to_string(),
-                })
+                Ok(Auth { scheme: scheme.to_string(), credential: credential.to_string() })
             }
-            _ => Err(Error::Usage(format!(
-                "auth {input:?} must be scheme:credential, e.g. digest:user:password"
-            ))),
+            _ => Err(Error::Usage(format!("auth {input:?} must be scheme:credential, e.g. digest:user:password"))),
         }
     }
 
@@ -182,10 +157,7 @@ impl Auth {
 pub fn digest_id(credential: &str) -> String {
     let user = credential.split(':').next().unwrap_or("");
     let hash = sha1::Sha1::digest(credential.as_bytes());
-    format!(
-        "{user}:{}",
-        base64::engine::general_purpose::STANDARD.encode(hash)
-    )
+    format!("{user}:{}", base64::engine::general_purpose::STANDARD.encode(hash))
 }
 
 #[cfg(test)]
@@ -225,9 +197,6 @@ mod tests {
         assert!(Auth::parse("digest").is_err());
         assert!(Auth::parse("digest:nopassword").is_err());
         // Reference value from ZooKeeper's DigestAuthenticationProvider.generateDigest("super:test").
-        assert_eq!(
-            digest_id("super:test"),
-            "super:D/InIHSb7yEEbrWz8b9l71RjZJU="
-        );
+        assert_eq!(digest_id("super:test"), "super:D/InIHSb7yEEbrWz8b9l71RjZJU=");
     }
 }

@@ -5,6 +5,7 @@
 //! Servers are killed when the test process exits, however it exits.
 #![allow(dead_code)]
 
+pub mod proxy;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,12 +22,7 @@ pub struct Pair {
 }
 
 pub fn test_server_options() -> ServerOptions {
-    ServerOptions {
-        extended_types: true,
-        container_check_ms: Some(500),
-        heap_mb: 512,
-        ..ServerOptions::default()
-    }
+    ServerOptions { extended_types: true, container_check_ms: Some(500), heap_mb: 512, ..ServerOptions::default() }
 }
 
 /// The pair shared by the tests of this binary.
@@ -39,21 +35,14 @@ pub fn pair() -> &'static Pair {
             let b = s.spawn(|| LocalServer::start(&opts));
             (a.join().unwrap(), b.join().unwrap())
         });
-        Pair {
-            src: src.expect("source server"),
-            dst: dst.expect("destination server"),
-        }
+        Pair { src: src.expect("source server"), dst: dst.expect("destination server") }
     })
 }
 
 /// A root no other test uses.
 pub fn unique_root(tag: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "/t-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("/t-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 pub async fn connect(hosts: &str) -> zk::Client {
@@ -79,23 +68,16 @@ pub fn open() -> zk::CreateOptions<'static> {
 
 /// Creates `root` and the given relative nodes (parents first) with data.
 pub async fn create_tree(c: &zk::Client, root: &str, nodes: &[(&str, &[u8])]) {
-    c.mkdir(root, &open())
-        .await
-        .unwrap_or_else(|e| panic!("mkdir {root}: {e}"));
+    c.mkdir(root, &open()).await.unwrap_or_else(|e| panic!("mkdir {root}: {e}"));
     for (rel, data) in nodes {
         let p = format!("{root}{rel}");
-        c.create(&p, data, &open())
-            .await
-            .unwrap_or_else(|e| panic!("create {p}: {e}"));
+        c.create(&p, data, &open()).await.unwrap_or_else(|e| panic!("create {p}: {e}"));
     }
 }
 
 /// Runs the zkrepl binary.
 pub fn zkrepl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zkrepl"))
-        .args(args)
-        .output()
-        .expect("run zkrepl")
+    Command::new(env!("CARGO_BIN_EXE_zkrepl")).args(args).output().expect("run zkrepl")
 }
 
 /// Runs zkrepl off the async runtime's threads.
@@ -119,13 +101,7 @@ pub fn stderr(o: &Output) -> String {
 /// The exit code, with both streams in the panic message when asserted.
 #[track_caller]
 pub fn assert_exit(o: &Output, code: i32) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "exit status\n--- stdout\n{}\n--- stderr\n{}",
-        stdout(o),
-        stderr(o)
-    );
+    assert_eq!(o.status.code(), Some(code), "exit status\n--- stdout\n{}\n--- stderr\n{}", stdout(o), stderr(o));
 }
 
 /// Parses stdout as JSON.
@@ -141,28 +117,13 @@ pub async fn dump(c: &zk::Client, root: &str) -> Vec<(String, Vec<u8>, Vec<Strin
     let mut out = Vec::new();
     let mut stack = vec![root.to_string()];
     while let Some(p) = stack.pop() {
-        let (data, stat) = c
-            .get_data(&p)
-            .await
-            .unwrap_or_else(|e| panic!("get {p}: {e}"));
+        let (data, stat) = c.get_data(&p).await.unwrap_or_else(|e| panic!("get {p}: {e}"));
         if stat.ephemeral_owner != 0 {
             continue;
         }
-        let (acl, _) = c
-            .get_acl(&p)
-            .await
-            .unwrap_or_else(|e| panic!("getACL {p}: {e}"));
-        let mut acl: Vec<String> = acl
-            .iter()
-            .map(|a| {
-                format!(
-                    "{}:{}:{}",
-                    a.auth_id().scheme(),
-                    a.auth_id().id(),
-                    a.permission()
-                )
-            })
-            .collect();
+        let (acl, _) = c.get_acl(&p).await.unwrap_or_else(|e| panic!("getACL {p}: {e}"));
+        let mut acl: Vec<String> =
+            acl.iter().map(|a| format!("{}:{}:{}", a.auth_id().scheme(), a.auth_id().id(), a.permission())).collect();
         acl.sort();
         let rel = p.strip_prefix(root).unwrap_or("").to_string();
         out.push((rel, data, acl));
@@ -170,13 +131,25 @@ pub async fn dump(c: &zk::Client, root: &str) -> Vec<(String, Vec<u8>, Vec<Strin
             if p == "/" && child == "zookeeper" {
                 continue;
             }
-            stack.push(if p == "/" {
-                format!("/{child}")
-            } else {
-                format!("{p}/{child}")
-            });
+            stack.push(if p == "/" { format!("/{child}") } else { format!("{p}/{child}") });
         }
     }
     out.sort();
+    out
+}
+
+/// Every node of the server with its full stat: changes whenever anything
+/// is written (data, children, ACL), and only then.
+pub async fn stats(c: &zk::Client) -> Vec<(String, zk::Stat)> {
+    let mut out = Vec::new();
+    let mut stack = vec!["/".to_string()];
+    while let Some(p) = stack.pop() {
+        let Some(stat) = c.check_stat(&p).await.unwrap() else { continue };
+        out.push((p.clone(), stat));
+        for child in c.list_children(&p).await.unwrap_or_default() {
+            stack.push(if p == "/" { format!("/{child}") } else { format!("{p}/{child}") });
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }

@@ -1,0 +1,130 @@
+//! Raw ceilings of a server, measured with the bare client and ideal
+//! batching, so that zkrepl's own figures can be given as ratios to what the
+//! same servers do in the same run: multi-create of precomputed nodes,
+//! multiRead getData, and pipelined getACL over several sessions.
+
+use std::time::Instant;
+
+use futures::StreamExt;
+use zookeeper_client as zk;
+
+use crate::error::{Error, Result, Side};
+use crate::zk::path;
+
+/// Operations done and how fast.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Rate {
+    pub ops: u64,
+    pub seconds: f64,
+    pub per_sec: f64,
+}
+
+impl Rate {
+    fn new(ops: u64, started: Instant) -> Rate {
+        let seconds = started.elapsed().as_secs_f64();
+        Rate { ops, seconds, per_sec: ops as f64 / seconds.max(1e-9) }
+    }
+}
+
+fn zk_err(op: &'static str, path: &str, e: impl Into<zk::Error>) -> Error {
+    Error::zk(Side::Destination, op, path, e.into())
+}
+
+/// Creates `nodes` (relative paths, parents first) under `root` with
+/// multi() batches of `batch` ops, `window` in flight on one session.
+pub async fn multi_create(
+    client: &zk::Client,
+    root: &str,
+    nodes: &[(String, Vec<u8>)],
+    batch: usize,
+    window: usize,
+) -> Result<Rate> {
+    for dir in path::ancestors(root) {
+        match client.create(dir, &[], &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())).await {
+            Ok(_) | Err(zk::Error::NodeExists) => {}
+            Err(e) => return Err(zk_err("create", dir, e)),
+        }
+    }
+    let paths: Vec<String> = nodes.iter().map(|(rel, _)| path::join(root, rel)).collect();
+    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let started = Instant::now();
+    // Each request is sent when the map closure runs, in order.
+    let mut results = futures::stream::iter((0..nodes.len()).step_by(batch.max(1)))
+        .map(|start| {
+            let mut w = client.new_multi_writer();
+            for i in start..(start + batch).min(nodes.len()) {
+                w.add_create(&paths[i], &nodes[i].1, &opts).expect("valid path");
+            }
+            let f = w.commit();
+            let first = &paths[start];
+            async move { f.await.map_err(|e| zk_err("multi create", first, e)) }
+        })
+        .buffered(window.max(1));
+    while let Some(r) = results.next().await {
+        r?;
+    }
+    Ok(Rate::new(nodes.len() as u64, started))
+}
+
+/// Reads `paths` with multiRead getData batches of `batch`, `window` in
+/// flight on one session.
+pub async fn multi_read(client: &zk::Client, paths: &[String], batch: usize, window: usize) -> Result<Rate> {
+    let started = Instant::now();
+    let mut results = futures::stream::iter(paths.chunks(batch.max(1)))
+        .map(|chunk| {
+            let mut r = client.new_multi_reader();
+            for p in chunk {
+                r.add_get_data(p).expect("valid path");
+            }
+            r.commit()
+        })
+        .buffer_unordered(window.max(1));
+    while let Some(r) = results.next().await {
+        r.map_err(|e| zk_err("multiRead", &paths[0], e))?;
+    }
+    Ok(Rate::new(paths.len() as u64, started))
+}
+
+/// getACL of every path, spread over `clients` (one session each), up to
+/// `window` requests in flight per session.
+pub async fn get_acl(clients: &[zk::Client], paths: &[String], window: usize) -> Result<Rate> {
+    let started = Instant::now();
+    let n = clients.len().max(1);
+    let per_session = clients.iter().enumerate().map(|(k, c)| async move {
+        let mut s = futures::stream::iter(paths.iter().skip(k).step_by(n))
+            .map(|p| c.get_acl(p))
+            .buffer_unordered(window.max(1));
+        while let Some(r) = s.next().await {
+            r.map_err(|e| zk_err("getACL", "(bench)", e))?;
+        }
+        Ok::<(), Error>(())
+    });
+    futures::future::try_join_all(per_session).await?;
+    Ok(Rate::new(paths.len() as u64, started))
+}
+
+/// Deletes `rels` under `root`, children first (the reverse of a
+/// parent-first list), in multi() batches.
+pub async fn multi_delete(
+    client: &zk::Client,
+    root: &str,
+    rels: &[String],
+    batch: usize,
+    window: usize,
+) -> Result<Rate> {
+    let paths: Vec<String> = rels.iter().rev().map(|rel| path::join(root, rel)).collect();
+    let started = Instant::now();
+    let mut results = futures::stream::iter(paths.chunks(batch.max(1)))
+        .map(|chunk| {
+            let mut w = client.new_multi_writer();
+            for p in chunk {
+                w.add_delete(p, None).expect("valid path");
+            }
+            w.commit()
+        })
+        .buffered(window.max(1));
+    while let Some(r) = results.next().await {
+        r.map_err(|e| zk_err("multi delete", root, e))?;
+    }
+    Ok(Rate::new(paths.len() as u64, started))
+}
