@@ -114,6 +114,11 @@ impl MerkleBuilder {
         self.complete(rel, None);
     }
 
+    /// Something could not be read completely: no root digest.
+    pub fn taint(&mut self) {
+        self.incomplete = true;
+    }
+
     fn complete(&mut self, rel: &str, digest: Option<Digest>) {
         let Some(parent) = path::rel_parent(rel) else {
             self.root = digest;

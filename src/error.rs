@@ -63,6 +63,13 @@ pub enum Error {
     NodeTooLarge { path: String, size: usize, limit: usize },
 
     #[error(
+        "the {side} hides the digest ACL of {path}: ZooKeeper shows digest ids only to sessions with ADMIN permission on the node; pass {flag} digest:USER:PASSWORD for an id with ADMIN there (or a super user){alt}",
+        flag = side.auth_flag(),
+        alt = if *side == Side::Source { ", or --acl open to write OPEN ACLs instead" } else { "" }
+    )]
+    AclMasked { side: Side, path: String },
+
+    #[error(
         "the destination refused TTL node {path}: TTL nodes need zookeeper.extendedTypesEnabled=true on the destination servers"
     )]
     TtlUnsupported { path: String },

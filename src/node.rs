@@ -112,6 +112,21 @@ pub fn acl_equal(a: &[zk::Acl], b: &[zk::Acl]) -> bool {
     a == b || canonical_acl(a) == canonical_acl(b)
 }
 
+/// Whether the server hid digest hashes from this session: getACL shows a
+/// digest id as `user:x` to a session without ADMIN permission on the node
+/// (ZooKeeper >= 3.6). Such an ACL cannot be copied or compared.
+pub fn acl_masked(acl: &[zk::Acl]) -> bool {
+    acl.iter()
+        .any(|a| a.auth_id().scheme() == "digest" && a.auth_id().id().split_once(':').is_some_and(|(_, h)| h == "x"))
+}
+
+/// The number the next sequential child of a node with this stat gets. The
+/// server stores a count of child creations and shows clients
+/// `cversion = 2 * creations - children`; sequential names use the count.
+pub fn next_sequence(stat: &zk::Stat) -> i64 {
+    (stat.cversion as i64 + stat.num_children as i64) / 2
+}
+
 /// The OPEN_ACL_UNSAFE list.
 pub fn open_acl() -> Vec<zk::Acl> {
     vec![zk::Acl::new(zk::Permission::ALL, zk::AuthId::anyone())]
@@ -162,7 +177,7 @@ mod tests {
         let a = zk::Acl::new(zk::Permission::READ, zk::AuthId::anyone());
         let b = zk::Acl::new(zk::Permission::ALL, zk::AuthId::new("digest", "u:x"));
         assert!(acl_equal(&[a.clone(), b.clone()], &[b.clone(), a.clone()]));
-        assert!(!acl_equal(&[a.clone()], &[b.clone()]));
+        assert!(!acl_equal(std::slice::from_ref(&a), std::slice::from_ref(&b)));
         assert_eq!(AclEntry::from_zk(&b).to_string(), "digest:u:x:cdrwa");
     }
 
@@ -174,6 +189,16 @@ mod tests {
         assert!(grants(&mine, &[("digest".into(), "me:h".into())], zk::Permission::CREATE));
         assert!(!grants(&mine, &[], zk::Permission::CREATE));
         assert!(grants(&open_acl(), &[], zk::Permission::CREATE));
+    }
+
+    #[test]
+    fn masked_digest_ids_are_recognised() {
+        let masked = vec![zk::Acl::new(zk::Permission::ALL, zk::AuthId::new("digest", "user:x"))];
+        let real =
+            vec![zk::Acl::new(zk::Permission::ALL, zk::AuthId::new("digest", "user:D/InIHSb7yEEbrWz8b9l71RjZJU="))];
+        assert!(acl_masked(&masked));
+        assert!(!acl_masked(&real));
+        assert!(!acl_masked(&open_acl()));
     }
 
     #[test]

@@ -129,10 +129,17 @@ async fn preserves_acls_and_still_copies_under_restrictive_ones() {
         .await
         .unwrap();
 
-    let out =
-        copy(&p.src.connect_string(), &p.dst.connect_string(), &root, &["--dst-auth", "digest:admin:secret"]).await;
+    // Digest ids are shown only to sessions with ADMIN: without the
+    // source's credentials the copy refuses rather than write `admin:x`.
+    let out = copy(&p.src.connect_string(), &p.dst.connect_string(), &root, &[]).await;
+    assert_exit(&out, 2);
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{root}/mixed")) && err.contains("--src-auth"), "{err}");
+    let auth = ["--src-auth", "digest:admin:secret", "--dst-auth", "digest:admin:secret"];
+    let out = copy(&p.src.connect_string(), &p.dst.connect_string(), &root, &[&["--update"], &auth[..]].concat()).await;
     assert_exit(&out, 0);
-    assert_eq!(dump(&src, &root).await, dump(&dst, &root).await, "data and ACLs equal");
+    let admin_dst = connect_auth(&p.dst.connect_string(), "admin:secret").await;
+    assert_eq!(dump(&admin, &root).await, dump(&admin_dst, &root).await, "data and ACLs equal");
     let (acl, _) = dst.get_acl(&format!("{root}/ro")).await.unwrap();
     assert_eq!(acl, read_only.to_vec(), "the restrictive ACL is set once the children are in");
 

@@ -57,6 +57,11 @@ pub struct CopyArgs {
     #[arg(long, value_name = "GLOB=DURATION")]
     pub ttl: Vec<String>,
 
+    /// Take node kinds (containers, TTL nodes) from a snapshot file of the source ensemble
+    /// (dataDir/version-2/snapshot.*, plain, .gz or .snappy); --container/--ttl globs win over it
+    #[arg(long, value_name = "PATH")]
+    pub kinds_from_snapshot: Option<std::path::PathBuf>,
+
     /// Do not raise destination parents' sequence counters (child versions) to the source's
     #[arg(long)]
     pub no_sequence_counters: bool,
@@ -146,9 +151,40 @@ pub async fn copy_between(
     copy::run(&src_reader, &dst_reader, &writer, &opts, progress).await
 }
 
+/// Kinds of the source's containers and TTL nodes from a snapshot file, by
+/// path inside the source chroot.
+async fn snapshot_kinds(
+    file: &std::path::Path,
+    src: &Location,
+) -> zkrepl::Result<std::collections::HashMap<String, zkrepl::write::NodeKind>> {
+    let file = file.to_path_buf();
+    let abs_root = src.hosts.absolute(&src.root);
+    let chroot = src.hosts.chroot.clone();
+    let kinds = tokio::task::spawn_blocking(move || zkrepl::snapshot::read_kinds(&file, &abs_root))
+        .await
+        .map_err(|e| zkrepl::Error::Usage(format!("reading the snapshot: {e}")))??;
+    Ok(kinds
+        .into_iter()
+        .filter_map(|(p, k)| {
+            if chroot == "/" {
+                return Some((p, k));
+            }
+            let inner = p.strip_prefix(chroot.as_str())?;
+            match inner {
+                "" => Some(("/".to_string(), k)),
+                i if i.starts_with('/') => Some((i.to_string(), k)),
+                _ => None,
+            }
+        })
+        .collect())
+}
+
 pub async fn run(args: CopyArgs) -> zkrepl::Result<Outcome> {
     let (src, dst) = args.endpoints.resolve()?;
-    let opts = args.options()?;
+    let mut opts = args.options()?;
+    if let Some(file) = &args.kinds_from_snapshot {
+        opts.kinds.set_snapshot_kinds(snapshot_kinds(file, &src).await?);
+    }
     let progress = Arc::new(Progress::new());
     watch_signals(progress.clone());
     let view = ProgressView::start(progress.clone(), args.output.quiet);
@@ -164,7 +200,15 @@ pub async fn run(args: CopyArgs) -> zkrepl::Result<Outcome> {
             );
             return Ok(Outcome { exit: Exit::Interrupted });
         }
-        Err(e) => return Err(e),
+        Err(e) => {
+            let written = progress.written.load(std::sync::atomic::Ordering::Relaxed);
+            if written > 0 {
+                eprintln!(
+                    "zkrepl: {written} writes had been applied to the destination; once the cause is fixed, the same command with --update completes the copy"
+                );
+            }
+            return Err(e);
+        }
     };
     let mut verify_report = None;
     if args.verify && !args.dry_run {

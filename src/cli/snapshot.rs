@@ -60,7 +60,11 @@ fn print_summary(i: &SnapshotInfo) {
         if i.checksums == 1 { "" } else { "s" }
     );
     let named = i.file_zxid.map(|z| format!("file name {z:#x}, ")).unwrap_or_default();
-    println!("last zxid    {:#x} ({named}largest mzxid {:#x}, pzxid {:#x})", i.last_zxid, i.max_mzxid, i.max_pzxid);
+    let processed = i.last_processed_zxid.map(|z| format!(", last processed {z:#x}")).unwrap_or_default();
+    println!(
+        "last zxid    {:#x} ({named}largest mzxid {:#x}, pzxid {:#x}{processed})",
+        i.last_zxid, i.max_mzxid, i.max_pzxid
+    );
     println!("sessions     {}", i.sessions);
     println!("ACLs         {} distinct", i.acl_lists);
     if i.root == "/" {

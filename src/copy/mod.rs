@@ -17,7 +17,7 @@ use zookeeper_client as zk;
 
 use self::kinds::KindRules;
 use crate::error::{Error, Result, Side};
-use crate::node::{NodeInfo, Slot, acl_equal, grants, open_acl};
+use crate::node::{NodeInfo, Slot, acl_equal, acl_masked, grants, next_sequence, open_acl};
 use crate::progress::Progress;
 use crate::read::TreeReader;
 use crate::read::walk::{self, Batch, DstOnly, Entry, WalkOptions};
@@ -419,6 +419,9 @@ impl<'a> Planner<'a> {
             (_, Slot::Failed(err)) => Err(Error::zk(Side::Destination, "read", &dst_path, err.clone())),
             (Slot::Node(s), dst) if !s.is_ephemeral() => {
                 let s = s.as_ref();
+                if self.opts.acl == AclMode::Preserve && acl_masked(&s.acl) {
+                    return Err(Error::AclMasked { side: Side::Source, path: src_path });
+                }
                 match dst {
                     Slot::Node(d) if d.is_ephemeral() => Err(Error::Usage(format!(
                         "destination {dst_path} is an ephemeral node of a live session; the persistent source node cannot replace it"
@@ -447,6 +450,12 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Whether this copy may create nodes beneath it: children to copy, or
+    /// a sequence counter to pad.
+    fn writes_beneath(&self, s: &NodeInfo) -> bool {
+        s.stat.num_children > 0 || (self.opts.sequence_counters && next_sequence(&s.stat) > s.stat.num_children as i64)
+    }
+
     async fn create(&mut self, rel: &str, dst_path: String, src_path: String, s: &NodeInfo) -> Result<()> {
         let (kind, from_snapshot) = self.opts.kinds.kind_for(&src_path);
         match kind {
@@ -455,11 +464,13 @@ impl<'a> Planner<'a> {
             NodeKind::Persistent => {}
         }
         self.kinds.from_snapshot += from_snapshot as u64;
-        if s.stat.cversion > s.stat.num_children {
+        // Children were deleted on the source: the copy alone would leave
+        // the destination's counter behind.
+        if next_sequence(&s.stat) > s.stat.num_children as i64 {
             self.counter_candidates.insert(rel.to_string());
         }
         let acl = self.final_acl(s);
-        let acl = if s.stat.num_children > 0 && !grants(&acl, &self.opts.dst_ids, zk::Permission::CREATE) {
+        let acl = if self.writes_beneath(s) && !grants(&acl, &self.opts.dst_ids, zk::Permission::CREATE) {
             self.deferred_acl.push((dst_path.clone(), acl.clone()));
             self.writable(&acl)
         } else {
@@ -469,7 +480,7 @@ impl<'a> Planner<'a> {
     }
 
     async fn update(&mut self, rel: &str, dst_path: String, s: &NodeInfo, d: &NodeInfo) -> Result<()> {
-        if s.stat.cversion > d.stat.cversion {
+        if next_sequence(&s.stat) > next_sequence(&d.stat) {
             self.counter_candidates.insert(rel.to_string());
         }
         let mut changed = false;
@@ -479,9 +490,10 @@ impl<'a> Planner<'a> {
             self.emit(Op::SetData { path: dst_path.clone(), data: s.data.clone() }).await?;
         }
         let acl = self.final_acl(s);
-        let differs = !acl_equal(&acl, &d.acl);
+        // A hidden destination ACL cannot be compared: set it.
+        let differs = acl_masked(&d.acl) || !acl_equal(&acl, &d.acl);
         let ids = &self.opts.dst_ids;
-        if s.stat.num_children > 0 && !grants(&acl, ids, zk::Permission::CREATE) {
+        if self.writes_beneath(s) && !grants(&acl, ids, zk::Permission::CREATE) {
             // Children may still be created under it: keep it writable for
             // now and set its ACL at the end.
             if !grants(&d.acl, ids, zk::Permission::CREATE) {
@@ -550,19 +562,18 @@ impl<'a> Planner<'a> {
             let (s, d) = futures::try_join!(src.stats(&refs), dst.stats(&refs))?;
             for ((rel, s), d) in chunk.iter().zip(s).zip(d) {
                 let (Some(s), Some(d)) = (s, d) else { continue };
+                // Each pad is one more child creation on the destination.
+                let deficit = next_sequence(&s) - next_sequence(&d);
                 if self.opts.dry_run {
-                    if s.cversion > d.cversion {
-                        self.padded_parents += 1;
-                    }
+                    self.padded_parents += (deficit > 0) as u64;
                     continue;
                 }
-                let deficit = s.cversion as i64 - d.cversion as i64;
                 if deficit <= 0 {
                     continue;
                 }
                 self.padded_parents += 1;
                 let parent = path::join(&self.dst_root, rel);
-                for _ in 0..(deficit + 1) / 2 {
+                for _ in 0..deficit {
                     self.emit(Op::Pad { parent: parent.clone(), name: name.clone() }).await?;
                 }
             }

@@ -272,6 +272,11 @@ impl<'a> Walker<'a> {
                 summary.max_pzxid = summary.max_pzxid.max(n.stat.pzxid);
                 if digest {
                     let with_acl = if side == SRC { self.src } else { self.dst }.is_some_and(|r| r.reads_acl());
+                    if with_acl && crate::node::acl_masked(&n.acl) {
+                        // A hidden ACL proves nothing: no digest for this tree.
+                        merkle.taint();
+                        summary.unreadable += 1;
+                    }
                     merkle.node(rel, &n.data, with_acl.then_some(n.acl.as_slice()), lists);
                 }
             }

@@ -17,14 +17,17 @@
 //! 5. the seal: `long` Adler-32 of every byte before it, then the string "/";
 //! 6. from 3.6 on (when `zookeeper.digest.enabled`, the default), the tree
 //!    digest (`long` zxid, `int` digest version, then a `long` digest, or a
-//!    hex `string` for versions below 2), followed by a second seal whose
-//!    Adler-32 covers everything before it, the first seal included. Older
-//!    files simply end after the first seal.
+//!    hex `string` for versions below 2), followed by another seal whose
+//!    Adler-32 covers everything before it, earlier seals included;
+//! 7. from 3.9 on (when `zookeeper.serializeLastProcessedZxid.enabled`, the
+//!    default), the `long` last processed zxid, followed by another seal.
 //!
-//! ZooKeeper itself refuses a file without the first seal, so a missing
-//! checksum is reported as truncation. The tree digest is reported, not
-//! verified: a snapshot is fuzzy (taken while transactions apply), so its
-//! nodes need not match the digest of the zxid it records.
+//! Older files (or files written with those settings off) simply end
+//! earlier. ZooKeeper itself refuses a file without the first seal, so a
+//! missing checksum is reported as truncation; a file cut right after one of
+//! the later seals cannot be told from a complete older one. The tree digest
+//! is reported, not verified: a snapshot is fuzzy (taken while transactions
+//! apply), so its nodes need not match the digest of the zxid it records.
 //!
 //! Nothing here holds node data: it is skipped as it streams by, so a
 //! snapshot of any size is read in constant memory (apart from what the
@@ -141,9 +144,13 @@ pub struct SnapshotHeader {
     pub nodes: u64,
     /// The checksum that was verified last (Adler-32).
     pub checksum: u32,
-    /// How many seals were verified: 1, or 2 when a digest is present.
+    /// How many seals were verified: 1, plus one for the digest and one for
+    /// the last processed zxid when present.
     pub checksums_verified: u32,
     pub digest: Option<TreeDigest>,
+    /// The server's last processed zxid when it wrote the snapshot
+    /// (ZooKeeper 3.9 and later, `zookeeper.serializeLastProcessedZxid.enabled`).
+    pub last_processed_zxid: Option<i64>,
     /// Uncompressed bytes read.
     pub stream_bytes: u64,
     /// Bytes after the last seal (ZooKeeper ignores them; none expected).
@@ -288,11 +295,24 @@ fn parse<R: std::io::Read>(
     let mut checksum = seal(r, "checksum")?;
     let mut checksums_verified = 1;
 
-    // 6. The digest and its seal, when present.
-    let digest = match r.read_long_or_eof("the tree digest (zxid)")? {
-        None => None,
-        Some(zxid) => {
-            let version = r.read_int("the tree digest (version)")?;
+    // 6. The digest (3.6+) and 7. the last processed zxid (3.9+), each with
+    // its seal, when present. Either may be disabled, so what follows the
+    // first seal is told apart by its second field: a digest version is at
+    // least 1, while the high half of a seal's checksum (an Adler-32 in a
+    // `long`) is always 0.
+    let mut digest = None;
+    let mut last_processed_zxid = None;
+    if let Some(first) = r.read_long_or_eof("the tree digest (zxid)")? {
+        let (computed, at) = (r.checksum(), r.offset());
+        let second = r.read_int("the tree digest (version)")?;
+        if second == 0 {
+            let low = r.read_int("the checksum after the last processed zxid")?;
+            let stored = low as u32 as i64;
+            checksum = check_seal(r, "checksum after the last processed zxid", computed, at, stored)?;
+            checksums_verified += 1;
+            last_processed_zxid = Some(first);
+        } else {
+            let version = second;
             let value = if version < 2 {
                 let at = r.offset();
                 let s = r.read_string("the tree digest (hex)")?.unwrap_or_default();
@@ -303,10 +323,15 @@ fn parse<R: std::io::Read>(
                 r.read_long("the tree digest")?
             };
             checksum = seal(r, "checksum after the digest")?;
-            checksums_verified = 2;
-            Some(TreeDigest { zxid, version, value })
+            checksums_verified += 1;
+            digest = Some(TreeDigest { zxid: first, version, value });
+            if let Some(z) = r.read_long_or_eof("the last processed zxid")? {
+                checksum = seal(r, "checksum after the last processed zxid")?;
+                checksums_verified += 1;
+                last_processed_zxid = Some(z);
+            }
         }
-    };
+    }
     let stream_bytes = r.offset();
     let trailing_bytes = r.drain("the end of the stream")?;
     Ok(SnapshotHeader {
@@ -319,6 +344,7 @@ fn parse<R: std::io::Read>(
         checksum,
         checksums_verified,
         digest,
+        last_processed_zxid,
         stream_bytes,
         trailing_bytes,
     })
@@ -336,9 +362,21 @@ fn count<R: std::io::Read>(r: &mut JuteReader<R>, what: &str) -> std::result::Re
 /// Reads a seal (`long` checksum, string "/") and checks it against the
 /// Adler-32 of everything before it.
 fn seal<R: std::io::Read>(r: &mut JuteReader<R>, what: &str) -> std::result::Result<u32, Stop> {
-    let computed = r.checksum();
-    let at = r.offset();
+    let (computed, at) = (r.checksum(), r.offset());
     let stored = r.read_long(&format!("the {what}"))?;
+    check_seal(r, what, computed, at, stored)
+}
+
+/// The rest of a seal whose checksum (`stored`, read at `at`) was read:
+/// reads the "/" marker and compares `stored` with `computed`, the Adler-32
+/// of every byte before `at`.
+fn check_seal<R: std::io::Read>(
+    r: &mut JuteReader<R>,
+    what: &str,
+    computed: u32,
+    at: u64,
+    stored: i64,
+) -> std::result::Result<u32, Stop> {
     let slash_at = r.offset();
     let slash = r.read_string(&format!("the {what}'s \"/\" marker"))?;
     if slash.as_deref() != Some("/") {
@@ -434,12 +472,17 @@ pub struct SnapshotInfo {
     /// Largest mzxid and pzxid of any node in the file.
     pub max_mzxid: i64,
     pub max_pzxid: i64,
-    /// The largest of the three above (as ZooKeeper's SnapshotFormatter
-    /// reports it): transactions up to it are in the snapshot.
+    /// The server's last processed zxid, recorded by ZooKeeper 3.9 and later.
+    pub last_processed_zxid: Option<i64>,
+    /// The largest of the zxids above (ZooKeeper's SnapshotFormatter reports
+    /// the largest of the first three). Every transaction up to the file
+    /// name's zxid is in the snapshot; a snapshot is fuzzy (written while
+    /// transactions apply), so some later ones may be too.
     pub last_zxid: i64,
     /// Always true in a returned summary: a mismatch is an error.
     pub checksum_verified: bool,
-    /// 1, or 2 when the file has a tree digest (with its own seal).
+    /// Seals verified: 1, plus one each for the tree digest and the last
+    /// processed zxid when present.
     pub checksums: u32,
     pub digest: Option<TreeDigest>,
     /// Containers at or under `root`, sorted.
@@ -501,7 +544,8 @@ pub fn info(file: &Path, root: &str) -> Result<SnapshotInfo> {
         file_zxid,
         max_mzxid,
         max_pzxid,
-        last_zxid: file_zxid.unwrap_or(0).max(max_mzxid).max(max_pzxid),
+        last_processed_zxid: header.last_processed_zxid,
+        last_zxid: file_zxid.unwrap_or(0).max(max_mzxid).max(max_pzxid).max(header.last_processed_zxid.unwrap_or(0)),
         checksum_verified: true,
         checksums: header.checksums_verified,
         digest: header.digest,

@@ -234,10 +234,8 @@ impl<R: Read> Read for SnappyJavaReader<R> {
         if buf.is_empty() {
             return Ok(0);
         }
-        if self.pos >= self.block.len() {
-            if self.done || !self.next_block()? {
-                return Ok(0);
-            }
+        if self.pos >= self.block.len() && (self.done || !self.next_block()?) {
+            return Ok(0);
         }
         let n = buf.len().min(self.block.len() - self.pos);
         buf[..n].copy_from_slice(&self.block[self.pos..self.pos + n]);

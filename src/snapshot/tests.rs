@@ -60,8 +60,13 @@ fn sample_nodes() -> Vec<Node> {
     ]
 }
 
-/// A complete snapshot; `digest` adds the 3.6+ digest and second seal.
+/// A complete snapshot; `digest` adds the 3.6+ digest and its seal.
 fn snapshot(nodes: &[Node], digest: bool) -> Vec<u8> {
+    snapshot_with(nodes, digest, None)
+}
+
+/// `last` adds 3.9's last processed zxid and its seal.
+fn snapshot_with(nodes: &[Node], digest: bool, last: Option<i64>) -> Vec<u8> {
     let mut o = Out::default();
     o.0.extend_from_slice(b"ZKSN");
     o.int(2).long(-1);
@@ -79,7 +84,39 @@ fn snapshot(nodes: &[Node], digest: bool) -> Vec<u8> {
     if digest {
         o.long(0x99).int(2).long(0x1234_5678).seal();
     }
+    if let Some(z) = last {
+        o.long(z).seal();
+    }
     o.0
+}
+
+/// Bytes of a seal, of the digest with its seal, of the last zxid with its.
+const SEAL: usize = 8 + 4 + 1;
+const DIGEST: usize = 8 + 4 + 8 + SEAL;
+const LAST: usize = 8 + SEAL;
+
+#[test]
+fn digest_and_last_zxid_in_any_combination() {
+    let dir = tempfile::tempdir().unwrap();
+    for digest in [false, true] {
+        for last in [None, Some(0x77)] {
+            let f = write_file(&dir, "snapshot.3", &snapshot_with(&sample_nodes(), digest, last));
+            let h = for_each_node(&f, |_| Ok(())).unwrap();
+            assert_eq!(h.digest.is_some(), digest);
+            assert_eq!(h.last_processed_zxid, last);
+            assert_eq!(h.checksums_verified, 1 + digest as u32 + last.is_some() as u32);
+            assert_eq!(h.trailing_bytes, 0);
+            let i = info(&f, "/").unwrap();
+            assert_eq!(i.last_zxid, if last.is_some() { 0x77 } else { 10 });
+            assert_eq!(i.last_processed_zxid, last);
+            // A flipped byte after the first seal is caught too.
+            let mut b = std::fs::read(&f).unwrap();
+            let n = b.len();
+            b[n - SEAL - 2] ^= 4;
+            std::fs::write(&f, &b).unwrap();
+            snapshot_err(info(&f, "/").unwrap_err());
+        }
+    }
 }
 
 fn write_file(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> std::path::PathBuf {
@@ -226,13 +263,13 @@ fn snapshot_err(e: Error) -> String {
 #[test]
 fn every_truncation_is_an_error_naming_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let full = snapshot(&sample_nodes(), true);
+    let full = snapshot_with(&sample_nodes(), true, Some(0x77));
     let f = dir.path().join("snapshot.7");
-    // Cut right after the first seal, a file is complete as ZooKeeper < 3.6
-    // (or one with zookeeper.digest.enabled=false) writes it: valid.
-    let first_seal_end = full.len() - (8 + 4 + 8) - (8 + 5);
+    // Cut right after the first or second seal, a file is complete as an
+    // older ZooKeeper (or one with the digest or last zxid off) writes it.
+    let complete = [full.len() - LAST - DIGEST, full.len() - LAST];
     for len in
-        (0..full.len()).filter(|l| *l < 200 || l % 97 == 0 || full.len() - l < 100).filter(|l| *l != first_seal_end)
+        (0..full.len()).filter(|l| *l < 200 || l % 97 == 0 || full.len() - l < 100).filter(|l| !complete.contains(l))
     {
         std::fs::write(&f, &full[..len]).unwrap();
         let m = snapshot_err(info(&f, "/").unwrap_err());
@@ -243,12 +280,12 @@ fn every_truncation_is_an_error_naming_file_and_offset() {
         }
     }
     // Cut exactly after the last node: the checksum is missing.
-    let end_of_nodes = full.len() - (8 + 5) - (8 + 4 + 8) - (8 + 5);
+    let end_of_nodes = full.len() - LAST - DIGEST - SEAL;
     std::fs::write(&f, &full[..end_of_nodes]).unwrap();
     let m = snapshot_err(info(&f, "/").unwrap_err());
     assert_eq!(m, format!("snapshot {}: truncated at offset {end_of_nodes} while reading the checksum", f.display()));
     // Cut in the middle of the digest.
-    std::fs::write(&f, &full[..full.len() - 20]).unwrap();
+    std::fs::write(&f, &full[..full.len() - LAST - 20]).unwrap();
     let m = snapshot_err(info(&f, "/").unwrap_err());
     assert!(m.contains("tree digest"), "{m}");
 
@@ -270,7 +307,7 @@ fn every_flipped_byte_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = sample_nodes();
     nodes[4].data = vec![7u8; 300]; // keep the loop quick
-    let full = snapshot(&nodes, true);
+    let full = snapshot_with(&nodes, true, Some(0x77));
     let f = dir.path().join("snapshot.8");
     for i in 0..full.len() {
         let mut b = full.clone();
@@ -286,7 +323,7 @@ fn every_flipped_byte_is_detected() {
     b[at] ^= 1;
     std::fs::write(&f, &b).unwrap();
     let m = snapshot_err(info(&f, "/").unwrap_err());
-    let seal_at = full.len() - (8 + 5) - (8 + 4 + 8) - (8 + 5);
+    let seal_at = full.len() - LAST - DIGEST - SEAL;
     assert!(m.contains(&format!("invalid checksum at offset {seal_at}: the file records")), "{m}");
     assert!(m.contains("corrupted"), "{m}");
     // In a compressed file too (gzip's own CRC may speak first).
@@ -369,7 +406,7 @@ fn structural_nonsense_is_refused() {
     let m = snapshot_err(info(&f, "/").unwrap_err());
     assert!(m.contains("before the root"), "{m}");
     // Trailing bytes after the last seal are tolerated (as ZooKeeper does).
-    let mut b = snapshot(&sample_nodes(), true);
+    let mut b = snapshot_with(&sample_nodes(), true, Some(0x77));
     b.extend_from_slice(b"junk");
     std::fs::write(&f, &b).unwrap();
     let h = for_each_node(&f, |_| Ok(())).unwrap();

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::digest::hex;
 use crate::error::Result;
-use crate::node::{NodeInfo, Slot, acl_equal, canonical_acl, preview};
+use crate::node::{NodeInfo, Slot, acl_equal, acl_masked, canonical_acl, next_sequence, preview};
 use crate::read::TreeReader;
 use crate::read::walk::{self, Batch, DstOnly, Entry, WalkOptions};
 use crate::zk::path;
@@ -198,15 +198,24 @@ impl Comparer {
                     let detail = format!("source {} / destination {}", preview(&s.data, 40), preview(&d.data, 40));
                     self.note(DiffClass::DataDiffers, &e.rel, detail);
                 }
-                if self.acl && !acl_equal(&s.acl, &d.acl) {
+                let masked = [(&s.acl, "source", "--src-auth"), (&d.acl, "destination", "--dst-auth")]
+                    .into_iter()
+                    .find(|(acl, _, _)| self.acl && acl_masked(acl));
+                if let Some((_, side, flag)) = masked {
+                    let detail = format!(
+                        "ACL hidden on the {side}: digest ids show only with ADMIN permission (pass {flag}, or --no-acl)"
+                    );
+                    self.note(DiffClass::Unreadable, &e.rel, detail);
+                } else if self.acl && !acl_equal(&s.acl, &d.acl) {
                     let show = |a: &[zookeeper_client::Acl]| {
                         canonical_acl(a).iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
                     };
                     let detail = format!("source [{}] / destination [{}]", show(&s.acl), show(&d.acl));
                     self.note(DiffClass::AclDiffers, &e.rel, detail);
                 }
-                if d.stat.cversion < s.stat.cversion {
-                    let detail = format!("child version: source {} / destination {}", s.stat.cversion, d.stat.cversion);
+                let (next_s, next_d) = (next_sequence(&s.stat), next_sequence(&d.stat));
+                if next_d < next_s {
+                    let detail = format!("next sequential number: source {next_s} / destination {next_d}");
                     self.note(DiffClass::CounterBehind, &e.rel, detail);
                 }
             }

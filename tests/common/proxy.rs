@@ -104,7 +104,8 @@ impl FaultProxy {
     }
 
     /// Stops forwarding bytes both ways while set; connections stay open
-    /// (and new ones are accepted, then stall too).
+    /// (and new ones are accepted, then stall too). A chunk already being
+    /// written when this is called still goes through.
     pub fn set_stall(&self, stall: bool) {
         self.shared.stall.send_replace(stall);
     }

@@ -1,0 +1,174 @@
+//! Sequence counters: a copied parent hands out sequential numbers at least
+//! as high as the source would.
+
+mod common;
+
+use common::*;
+use zookeeper_client as zk;
+
+fn args(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+async fn copy(root: &str, extra: &[&str]) -> std::process::Output {
+    let p = pair();
+    let mut a = args(&[
+        "copy",
+        "--src",
+        &p.src.connect_string(),
+        "--dst",
+        &p.dst.connect_string(),
+        "--root",
+        root,
+        "--json",
+        "-q",
+    ]);
+    a.extend(args(extra));
+    zkrepl_async(a).await
+}
+
+/// A queue whose parent handed out 60 numbers, 10 of them still there.
+async fn queue(c: &zk::Client, root: &str) -> String {
+    create_tree(c, root, &[("/queue", b"")]).await;
+    let q = format!("{root}/queue");
+    let seq = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all());
+    let mut made = Vec::new();
+    for _ in 0..60 {
+        let (_, n) = c.create(&format!("{q}/item-"), b"x", &seq).await.unwrap();
+        made.push(format!("{q}/item-{n}"));
+    }
+    for p in &made[..50] {
+        c.delete(p, None).await.unwrap();
+    }
+    q
+}
+
+async fn next_number(c: &zk::Client, parent: &str) -> i64 {
+    let seq = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+    let (_, n) = c.create(&format!("{parent}/probe-"), b"", &seq).await.unwrap();
+    n.into_i64()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sequential_numbers_continue_after_the_copy_and_a_rerun_pads_nothing() {
+    let p = pair();
+    let root = unique_root("seq");
+    let src = connect(&p.src.connect_string()).await;
+    let dst = connect(&p.dst.connect_string()).await;
+    let q = queue(&src, &root).await;
+    let src_stat = src.check_stat(&q).await.unwrap().unwrap();
+    // 60 creations, 10 children left: clients see 2 * 60 - 10.
+    assert_eq!((src_stat.cversion, zkrepl::node::next_sequence(&src_stat)), (110, 60));
+
+    let out = copy(&root, &[]).await;
+    assert_exit(&out, 0);
+    let s = json(&out);
+    assert_eq!(s["padded_parents"], 1);
+    // 10 children copied, 50 more creations (each a create and a delete).
+    assert_eq!(s["padding_ops"], 100);
+    let dst_stat = dst.check_stat(&q).await.unwrap().unwrap();
+    assert_eq!(dst_stat, zk::Stat { ..dst_stat });
+    assert_eq!((dst_stat.cversion, dst_stat.num_children), (110, 10));
+    assert_eq!(dst.list_children(&q).await.unwrap().len(), 10, "padding leaves nothing behind");
+
+    // The verify is clean, counters included.
+    let out = zkrepl_async(args(&[
+        "verify",
+        "--src",
+        &p.src.connect_string(),
+        "--dst",
+        &p.dst.connect_string(),
+        "--root",
+        &root,
+        "--json",
+        "--strict-counters",
+    ]))
+    .await;
+    assert_exit(&out, 0);
+
+    // A re-run pads nothing more.
+    let out = copy(&root, &["--update"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["padding_ops"], 0);
+
+    // New sequential nodes on the destination get numbers the source never gave.
+    let got = next_number(&dst, &q).await;
+    let from_source = next_number(&src, &q).await;
+    assert_eq!(from_source, 60);
+    assert!(got >= from_source, "destination handed out {got}, the source's next is {from_source}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn counters_can_be_left_alone_and_verify_reports_them() {
+    let p = pair();
+    let root = unique_root("noseq");
+    let src = connect(&p.src.connect_string()).await;
+    let dst = connect(&p.dst.connect_string()).await;
+    let q = queue(&src, &root).await;
+    let out = copy(&root, &["--no-sequence-counters"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["padding_ops"], 0);
+    let behind = dst.check_stat(&q).await.unwrap().unwrap();
+    assert_eq!(zkrepl::node::next_sequence(&behind), 10, "10 creations only");
+
+    let verify = |strict: bool| {
+        let mut a = args(&[
+            "verify",
+            "--src",
+            &p.src.connect_string(),
+            "--dst",
+            &p.dst.connect_string(),
+            "--root",
+            &root,
+            "--json",
+        ]);
+        if strict {
+            a.push("--strict-counters".to_string());
+        }
+        zkrepl_async(a)
+    };
+    let out = verify(false).await;
+    assert_exit(&out, 0);
+    let r = json(&out);
+    assert_eq!(r["counts"]["counter_behind"], 1);
+    assert_eq!(r["differences"][0]["path"], "/queue");
+    let out = verify(true).await;
+    assert_exit(&out, 1);
+
+    // --update raises it later.
+    let out = copy(&root, &["--update"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["padded_parents"], 1);
+    assert_eq!(zkrepl::node::next_sequence(&dst.check_stat(&q).await.unwrap().unwrap()), 60);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restrictive_parent_is_padded_before_its_acl_is_set() {
+    let p = pair();
+    let root = unique_root("seqacl");
+    let owner = connect_auth(&p.src.connect_string(), "q:pw").await;
+    let q = queue(&owner, &root).await;
+    // Everyone may read; only the owner may create or delete.
+    let id = zkrepl::zk::target::digest_id("q:pw");
+    let acl = [
+        zk::Acl::new(zk::Permission::READ, zk::AuthId::anyone()),
+        zk::Acl::new(zk::Permission::ALL, zk::AuthId::new("digest", &id)),
+    ];
+    owner.set_acl(&q, &acl, None).await.unwrap();
+    for item in owner.list_children(&q).await.unwrap() {
+        owner.delete(&format!("{q}/{item}"), None).await.unwrap();
+    }
+    // No children left, but a counter of 60 creations to carry. Reading a
+    // digest ACL needs ADMIN: the source credentials are required.
+    let out = copy(&root, &[]).await;
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("hides the digest ACL") && stderr(&out).contains(&q), "{}", stderr(&out));
+    let out = copy(&root, &["--src-auth", "digest:q:pw"]).await;
+    assert_exit(&out, 0);
+    let dst = connect(&p.dst.connect_string()).await;
+    let stat = dst.check_stat(&q).await.unwrap().unwrap();
+    assert_eq!((stat.num_children, zkrepl::node::next_sequence(&stat)), (0, 60));
+    // Read with ADMIN, or the server masks the digest id.
+    let owner_dst = connect_auth(&p.dst.connect_string(), "q:pw").await;
+    assert_eq!(owner_dst.get_acl(&q).await.unwrap().0, acl.to_vec(), "the ACL is the source's in the end");
+}
