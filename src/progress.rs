@@ -29,6 +29,13 @@ impl Progress {
         self.stop.load(Ordering::SeqCst)
     }
 
+    /// Resolves once a stop is requested.
+    pub async fn stopped(&self) {
+        while !self.stop_requested() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn set_phase(&self, phase: &str) {
         *self.phase.lock().unwrap() = phase.to_string();
     }

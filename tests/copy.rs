@@ -107,7 +107,7 @@ async fn copies_a_parent_with_ten_thousand_children() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn preserves_acls_and_still_copies_under_restrictive_ones() {
-    let (p, src, dst) = pair_clients().await;
+    let (p, _, dst) = pair_clients().await;
     let root = unique_root("acl");
     let admin = connect_auth(&p.src.connect_string(), "admin:secret").await;
     let admin_id = zkrepl::zk::target::digest_id("admin:secret");

@@ -129,6 +129,8 @@ pub struct CopySummary {
     pub latency_p99_ms: f64,
     pub max_source_mzxid: i64,
     pub max_source_pzxid: i64,
+    /// Sessions replaced after expiring (the copy went on).
+    pub session_renewals: usize,
     /// Peak resident memory of this process so far.
     pub peak_rss_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -217,15 +219,25 @@ pub async fn run(
 
     let mut planner = Planner::new(src.root(), dst.root(), opts, writer_session, progress);
     progress.set_phase("copying");
-    let (tx, mut rx) = mpsc::channel::<Batch>(8);
+    let (tx, rx) = mpsc::channel::<Batch>(8);
     let walking = walk::walk(Some(src), Some(dst), root_sides, &walk_opts, tx);
     let planning = async {
-        while let Some(batch) = rx.recv().await {
+        // Owned here: when planning stops early, the receiver goes and the
+        // walker stops too instead of waiting on a full channel.
+        let mut rx = rx;
+        loop {
+            let batch = tokio::select! {
+                b = rx.recv() => b,
+                _ = progress.stopped() => None,
+            };
             if progress.stop_requested() {
                 planner.finish_inflight().await?;
                 return Err(Error::Interrupted);
             }
-            planner.batch(batch).await?;
+            match batch {
+                Some(batch) => planner.batch(batch).await?,
+                None => break,
+            }
         }
         Ok::<(), Error>(())
     };
@@ -235,7 +247,13 @@ pub async fn run(
         let _ = planner.finish_inflight().await;
         return Err(e);
     }
-    let walked = walked?;
+    let walked = match walked {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = planner.finish_inflight().await;
+            return Err(e);
+        }
+    };
     planner.finish(src, dst).await?;
 
     let w = planner.writer.as_ref().map(|w| w.counters().clone()).unwrap_or_default();
@@ -266,6 +284,7 @@ pub async fn run(
         latency_p99_ms: w.latency_ms(99.0),
         max_source_mzxid: walked.src.max_mzxid,
         max_source_pzxid: walked.src.max_pzxid,
+        session_renewals: src.pool().renewals() + dst.pool().renewals() + writer_session.renewals(),
         peak_rss_bytes: crate::progress::peak_rss_bytes(),
         plan: opts.dry_run.then(|| planner.plan.clone()),
     })
@@ -302,6 +321,9 @@ struct Planner<'a> {
     deletes: Vec<String>,
     /// Final ACLs of nodes created or kept writable during the copy.
     deferred_acl: Vec<(String, Vec<zk::Acl>)>,
+    /// Existing destination nodes whose ACL denies this copy CREATE, with
+    /// their final ACL: opened only if something is created beneath them.
+    closed: std::collections::HashMap<String, Vec<zk::Acl>>,
     /// Relative paths of parents whose sequence counter may lag.
     counter_candidates: HashSet<String>,
     padded_parents: u64,
@@ -329,13 +351,44 @@ impl<'a> Planner<'a> {
             kinds: KindCounts::default(),
             deletes: Vec::new(),
             deferred_acl: Vec::new(),
+            closed: std::collections::HashMap::new(),
             counter_candidates: HashSet::new(),
             padded_parents: 0,
             warned_open: false,
         }
     }
 
+    /// Makes room for a create beneath `parent` when its ACL would refuse it.
+    async fn open_parent(&mut self, parent: &str) -> Result<()> {
+        if let Some(final_acl) = self.closed.remove(parent) {
+            let writable = self.writable(&final_acl);
+            self.push(Op::SetAcl { path: parent.to_string(), acl: writable }).await?;
+            if !self.deferred_acl.iter().any(|(p, _)| p == parent) {
+                self.deferred_acl.push((parent.to_string(), final_acl));
+            }
+        }
+        Ok(())
+    }
+
+    async fn push(&mut self, op: Op) -> Result<()> {
+        match self.writer.as_mut() {
+            Some(w) => w.push(op).await,
+            None => Ok(()),
+        }
+    }
+
     async fn emit(&mut self, op: Op) -> Result<()> {
+        if !self.closed.is_empty() {
+            match &op {
+                Op::Create { path, .. } => {
+                    if let Some(parent) = path::parent(path) {
+                        self.open_parent(parent).await?;
+                    }
+                }
+                Op::Pad { parent, .. } => self.open_parent(&parent.clone()).await?,
+                _ => {}
+            }
+        }
         let sample = self.opts.plan_sample;
         let note = |v: &mut Vec<String>, p: &str| {
             if v.len() < sample {
@@ -494,15 +547,14 @@ impl<'a> Planner<'a> {
         let differs = acl_masked(&d.acl) || !acl_equal(&acl, &d.acl);
         let ids = &self.opts.dst_ids;
         if self.writes_beneath(s) && !grants(&acl, ids, zk::Permission::CREATE) {
-            // Children may still be created under it: keep it writable for
-            // now and set its ACL at the end.
+            // Children may still be created under it: its final ACL waits
+            // until they are in; it is opened only if one is created.
             if !grants(&d.acl, ids, zk::Permission::CREATE) {
-                let writable = self.writable(&acl);
-                self.emit(Op::SetAcl { path: dst_path.clone(), acl: writable }).await?;
+                self.closed.insert(dst_path.clone(), acl.clone());
             }
-            if differs || !grants(&d.acl, ids, zk::Permission::CREATE) {
-                changed |= differs;
-                self.acl_updates += differs as u64;
+            if differs {
+                changed = true;
+                self.acl_updates += 1;
                 self.deferred_acl.push((dst_path, acl));
             }
         } else if differs {

@@ -114,6 +114,8 @@ pub struct VerifyReport {
     pub seconds: f64,
     /// Nodes read per second on each side.
     pub nodes_per_sec_per_side: f64,
+    /// Sessions replaced after expiring (the walk went on).
+    pub session_renewals: usize,
     /// Peak resident memory of this process so far.
     pub peak_rss_bytes: Option<u64>,
 }
@@ -283,6 +285,7 @@ pub async fn run(src: &TreeReader, dst: &TreeReader, opts: &VerifyOptions) -> Re
         strict_counters: opts.strict_counters,
         seconds,
         nodes_per_sec_per_side: if seconds > 0.0 { most as f64 / seconds } else { 0.0 },
+        session_renewals: src.pool().renewals() + dst.pool().renewals(),
         peak_rss_bytes: crate::progress::peak_rss_bytes(),
     })
 }

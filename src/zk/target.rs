@@ -22,14 +22,15 @@ impl Hosts {
     /// Parses `h1:2181,h2:2181[/chroot]`.
     pub fn parse(input: &str) -> Result<Hosts> {
         let bad = |reason: &str| Err(Error::InvalidHosts { input: input.to_string(), reason: reason.to_string() });
-        let input_trim = input.trim();
-        if input_trim.is_empty() {
-            return bad("empty");
-        }
-        let (list, chroot) = match input_trim.find('/') {
-            Some(i) => (&input_trim[..i], &input_trim[i..]),
-            None => (input_trim, "/"),
+        // Whitespace around the host list is dropped; the chroot is taken
+        // verbatim (a name may end with a space).
+        let (list, chroot) = match input.find('/') {
+            Some(i) => (input[..i].trim(), &input[i..]),
+            None => (input.trim(), "/"),
         };
+        if list.is_empty() {
+            return bad("no host");
+        }
         if chroot != "/" {
             path::validate(chroot)
                 .map_err(|e| Error::InvalidHosts { input: input.to_string(), reason: format!("chroot: {e}") })?;
@@ -177,7 +178,9 @@ mod tests {
         assert_eq!(h.absolute("/r"), "/r");
         let h = Hosts::parse("[::1]:2182").unwrap();
         assert_eq!(h.hosts, vec!["[::1]:2182"]);
-        for bad in ["", "a:0", "a:99999", "a:x", "a,,b", "a:1/x/", "a b:1"] {
+        let h = Hosts::parse(" a:1/x /y ").unwrap();
+        assert_eq!(h.chroot, "/x /y ", "the chroot is verbatim");
+        for bad in ["", "a:0", "a:99999", "a:x", "a,,b", "a:1/x/", "a b:1", "/chroot"] {
             assert!(Hosts::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -253,8 +253,8 @@ async fn connection(client: TcpStream, shared: Arc<Shared>, generation: u64, mut
 /// Forwards one direction until EOF, an error, or a cut.
 async fn pump<R, W>(r: &mut R, w: &mut W, shared: &Shared, client_to_server: bool) -> Pumped
 where
-    R: AsyncReadExt + Unpin,
-    W: AsyncWriteExt + Unpin,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; CHUNK];
     let mut stall = shared.stall.subscribe();
