@@ -47,12 +47,26 @@ pub async fn multi_create(
     }
     let paths: Vec<String> = nodes.iter().map(|(rel, _)| path::join(root, rel)).collect();
     let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    // Batches of `batch` ops, or fewer when their bytes would pass half of
+    // jute.maxbuffer (long paths, large data).
+    let mut starts = vec![0];
+    let mut bytes = 0;
+    for (i, (p, (_, data))) in paths.iter().zip(nodes).enumerate() {
+        let b = 60 + p.len() + data.len();
+        let last = *starts.last().unwrap();
+        if i > last && (i - last >= batch.max(1) || bytes + b > 512 << 10) {
+            starts.push(i);
+            bytes = 0;
+        }
+        bytes += b;
+    }
+    starts.push(nodes.len());
     let started = Instant::now();
     // Each request is sent when the map closure runs, in order.
-    let mut results = futures::stream::iter((0..nodes.len()).step_by(batch.max(1)))
-        .map(|start| {
+    let mut results = futures::stream::iter(starts.windows(2).map(|w| (w[0], w[1])))
+        .map(|(start, end)| {
             let mut w = client.new_multi_writer();
-            for i in start..(start + batch).min(nodes.len()) {
+            for i in start..end {
                 w.add_create(&paths[i], &nodes[i].1, &opts).expect("valid path");
             }
             let f = w.commit();
@@ -69,8 +83,20 @@ pub async fn multi_create(
 /// Reads `paths` with multiRead getData batches of `batch`, `window` in
 /// flight on one session.
 pub async fn multi_read(client: &zk::Client, paths: &[String], batch: usize, window: usize) -> Result<Rate> {
+    // Batches of `batch` paths, fewer when the paths are long.
+    let mut chunks: Vec<&[String]> = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, p) in paths.iter().enumerate() {
+        if i > start && (i - start >= batch.max(1) || bytes + p.len() + 14 > 512 << 10) {
+            chunks.push(&paths[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += p.len() + 14;
+    }
+    chunks.push(&paths[start..]);
     let started = Instant::now();
-    let mut results = futures::stream::iter(paths.chunks(batch.max(1)))
+    let mut results = futures::stream::iter(chunks)
         .map(|chunk| {
             let mut r = client.new_multi_reader();
             for p in chunk {
@@ -127,4 +153,29 @@ pub async fn multi_delete(
         r.map_err(|e| zk_err("multi delete", root, e))?;
     }
     Ok(Rate::new(paths.len() as u64, started))
+}
+
+/// Creates and deletes child `name` of `parent` `count` times, `pairs` pairs
+/// to a multi(), `window` in flight: the raw cost of raising a sequence
+/// counter by `count`.
+pub async fn multi_pad(client: &zk::Client, parent: &str, count: u64, pairs: usize, window: usize) -> Result<Rate> {
+    let child = path::child(parent, "raw-pad");
+    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let started = Instant::now();
+    let batches = count.div_ceil(pairs.max(1) as u64);
+    let mut results = futures::stream::iter(0..batches)
+        .map(|b| {
+            let n = (count - b * pairs as u64).min(pairs as u64);
+            let mut w = client.new_multi_writer();
+            for _ in 0..n {
+                w.add_create(&child, &[], &opts).expect("valid path");
+                w.add_delete(&child, None).expect("valid path");
+            }
+            w.commit()
+        })
+        .buffered(window.max(1));
+    while let Some(r) = results.next().await {
+        r.map_err(|e| zk_err("multi pad", parent, e))?;
+    }
+    Ok(Rate::new(count, started))
 }

@@ -1,5 +1,5 @@
-//! What zkrepl knows of one node: its stat, data, ACL and children, plus the
-//! ACL helpers that copy and verify share.
+//! What zkrepl knows of one node (its stat, data and ACL), plus the ACL and
+//! sequence-counter rules that copy and verify share.
 
 use zookeeper_client as zk;
 

@@ -24,7 +24,13 @@ pub enum Shape {
     Wide,
     Deep,
     Large,
+    /// A queue: `/queue` whose children were created `nodes` times (its
+    /// sequence counter), the last 10 still there.
+    Counter,
 }
+
+/// Children left under the counter shape's queue.
+pub const COUNTER_KEPT: u64 = 10;
 
 #[derive(Clone, Debug)]
 pub struct GenOptions {
@@ -73,6 +79,7 @@ impl GenOptions {
             }
             Shape::Wide | Shape::Large => 1 + self.nodes,
             Shape::Deep => 1 + self.nodes,
+            Shape::Counter => 2 + COUNTER_KEPT.min(self.nodes),
         }
     }
 }
@@ -221,6 +228,12 @@ pub fn nodes(opts: &GenOptions) -> Box<dyn Iterator<Item = (String, Vec<u8>)>> {
             let r = rng.clone();
             Box::new(root.chain((0..opts.nodes).map(move |i| (format!("{prefix}{i:08}"), r.borrow_mut().bytes(n)))))
         }
+        Shape::Counter => {
+            let n = opts.nodes;
+            let kept = COUNTER_KEPT.min(n);
+            let items = (n - kept..n).map(|i| (format!("/queue/item-{i:010}"), b"x".to_vec()));
+            Box::new(root.chain(std::iter::once(("/queue".to_string(), Vec::new()))).chain(items))
+        },
         Shape::Deep => {
             let n = opts.data_bytes.unwrap_or(100);
             let r = rng.clone();
@@ -259,6 +272,18 @@ pub async fn generate(session: &Session, root: &str, opts: &GenOptions) -> Resul
     let acl = open_acl();
     // The iterator is not Send (it shares its generator): take it in chunks.
     let mut it = nodes(opts);
+    if opts.shape == Shape::Counter {
+        // The queue first, then all but the last children created and
+        // deleted again (one transaction each pair), then the last ones.
+        for (rel, data) in it.by_ref().take(2) {
+            count += 1;
+            w.push(Op::Create { path: path::join(root, &rel), data, acl: acl.clone(), kind: NodeKind::Persistent }).await?;
+        }
+        let parent = path::join(root, "/queue");
+        for _ in 0..opts.nodes.saturating_sub(COUNTER_KEPT) {
+            w.push(Op::Pad { parent: parent.clone(), name: "gone".to_string() }).await?;
+        }
+    }
     loop {
         let chunk: Vec<(String, Vec<u8>)> = it.by_ref().take(1000).collect();
         if chunk.is_empty() {
@@ -306,7 +331,7 @@ mod tests {
 
     #[test]
     fn node_lists_match_their_counts_and_put_parents_first() {
-        for shape in [Shape::Pegasus, Shape::Wide, Shape::Deep, Shape::Large] {
+        for shape in [Shape::Pegasus, Shape::Wide, Shape::Deep, Shape::Large, Shape::Counter] {
             let o =
                 GenOptions { shape, apps: 12, partitions: 7, nodes: 30, data_bytes: Some(10), ..GenOptions::default() };
             let list: Vec<(String, Vec<u8>)> = nodes(&o).collect();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use zkrepl::copy::kinds::parse_duration;
 use zkrepl::zk::target::{Auth, Hosts, parse_zkcopy_location};
@@ -176,4 +176,13 @@ pub struct Output {
     /// No progress bar and no summary (errors and --json still print)
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// ACLs a copy writes.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AclArg {
+    /// Write each node with the source's ACL
+    Preserve,
+    /// Write every node with OPEN_ACL_UNSAFE (world:anyone, all permissions)
+    Open,
 }

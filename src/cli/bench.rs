@@ -86,15 +86,16 @@ struct Servers {
     local: bool,
 }
 
-fn heap_for(nodes: u64, bytes_per_node: usize) -> u32 {
-    let mb = nodes as f64 * (bytes_per_node as f64 + 400.0) * 2.5 / (1 << 20) as f64;
-    (mb as u32).clamp(512, 8192)
+/// Heap for a server that holds `copies` copies of the tree, with room for
+/// the collector (a server short of heap stalls in GC and drops sessions).
+fn heap_for(nodes: u64, bytes_per_node: usize, copies: u64) -> u32 {
+    let mb = (copies * nodes) as f64 * (bytes_per_node as f64 + 600.0) * 2.0 / (1 << 20) as f64;
+    (mb as u32).clamp(768, 12 * 1024)
 }
 
-async fn start_local(count: usize, heap_mb: u32) -> zkrepl::Result<Vec<LocalServer>> {
-    let opts = ServerOptions { heap_mb, ..ServerOptions::default() };
-    let starts = (0..count).map(|_| {
-        let o = opts.clone();
+async fn start_local(heaps_mb: &[u32]) -> zkrepl::Result<Vec<LocalServer>> {
+    let starts = heaps_mb.iter().map(|&heap_mb| {
+        let o = ServerOptions { heap_mb, ..ServerOptions::default() };
         tokio::task::spawn_blocking(move || LocalServer::start(&o))
     });
     futures::future::join_all(starts).await.into_iter().map(|r| r.expect("server start task")).collect()
@@ -163,7 +164,10 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
         _ => {
             let per_node = args.data_bytes.unwrap_or(if shape == Shape::Large { 1_000_000 } else { 300 });
             say("starting 3 local ZooKeeper servers (source, raw-ceiling destination, copy destination)");
-            let mut v = start_local(3, heap_for(n, per_node)).await?;
+            // Source: the tree; raw destination: three raw copies; copy
+            // destination: three copies (sweep copies are removed again).
+            let heaps = [heap_for(n, per_node, 1), heap_for(n, per_node, 3), heap_for(n, per_node, 3)];
+            let mut v = start_local(&heaps).await?;
             let (c, r, s) = (v.pop().unwrap(), v.pop().unwrap(), v.pop().unwrap());
             Servers {
                 src: s.connect_string(),
@@ -174,6 +178,9 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
             }
         }
     };
+    if shape == Shape::Counter {
+        return bench_counter(&args, &servers, &spec).await;
+    }
     let tag = format!("{:?}-{}-s{}", shape, n, spec.seed).to_lowercase();
     let root = format!("/zkrepl-bench/{tag}");
 
@@ -218,6 +225,33 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
     let raw_warm = bench::multi_create(&raw_client, "/zkrepl-bench/raw-2", &nodes, 500, 8).await?;
     let open = copy("/zkrepl-bench/copy-3", &["--acl", "open"]).await?;
 
+    // The same raw work run the way zkrepl runs it: both servers at once
+    // (they share this machine's cores).
+    say("raw ceilings with both servers busy at once");
+    let copy_paths: Vec<String> =
+        nodes.iter().map(|(rel, _)| zkrepl::zk::path::join("/zkrepl-bench/copy-1", rel)).collect();
+    let copy_pool = pool(&servers.dst_copy, 8).await?;
+    let (_, copy_clients) = copy_pool.clients();
+    let both = |a: Rate, b: Rate| {
+        let seconds = a.seconds.max(b.seconds);
+        Rate { ops: a.ops, seconds, per_sec: a.ops as f64 / seconds.max(1e-9) }
+    };
+    let (a, b) = futures::try_join!(
+        bench::multi_read(&src_clients[0], &paths, 1000, 8),
+        bench::multi_read(&copy_clients[0], &copy_paths, 1000, 8)
+    )?;
+    let multi_read_both = both(a, b);
+    let (a, b) = futures::try_join!(
+        bench::get_acl(&src_clients, &paths, 1000),
+        bench::get_acl(&copy_clients, &copy_paths, 1000)
+    )?;
+    let get_acl_both = both(a, b);
+    let (a, b) = futures::try_join!(
+        bench::get_acl(&src_clients, &paths, 1000),
+        bench::multi_create(&raw_client, "/zkrepl-bench/raw-3", &nodes, 500, 8)
+    )?;
+    let acl_and_create = both(a, b);
+
     let mut sweep = Vec::new();
     if args.sweep {
         let mut k = 4;
@@ -231,8 +265,14 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
                 let flag = format!("--{}", param.replace('_', "-"));
                 let flag = if param == "batch_ops" { "--batch-ops".to_string() } else { flag };
                 say(&format!("sweep: {flag} {v}"));
-                let r = copy(&format!("/zkrepl-bench/copy-{k}"), &[&flag, v]).await?;
+                let dst_root = format!("/zkrepl-bench/copy-{k}");
+                let r = copy(&dst_root, &[&flag, v]).await?;
                 k += 1;
+                // Keep the server's heap flat: each sweep copy goes again.
+                let rels: Vec<String> = nodes.iter().map(|(r, _)| r.clone()).collect();
+                let sweep_pool = pool(&servers.dst_copy, 1).await?;
+                let (_, sc) = sweep_pool.get(0).client();
+                bench::multi_delete(&sc, &dst_root, &rels, 1000, 8).await?;
                 sweep.push(json!({ "param": param, "value": v, "nodes_per_sec": r["nodes_per_sec"], "latency_p99_ms": r["latency_p99_ms"] }));
             }
         }
@@ -283,39 +323,98 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
         "tree": { "shape": shape, "nodes": n, "bytes": bytes, "root": root },
         "servers": if servers.local { "3 local standalone servers, started fresh for this run" } else { "given by --src/--dst (raw ceiling and copies share the destination)" },
         "gen": gen_rate,
-        "raw": { "multi_create_cold": raw_cold, "multi_create_warm": raw_warm, "multi_read": multi_read, "get_acl_8_sessions": get_acl },
+        "raw": {
+            "multi_create_cold": raw_cold, "multi_create_warm": raw_warm, "multi_read": multi_read, "get_acl_8_sessions": get_acl,
+            "multi_read_both_servers": multi_read_both, "get_acl_both_servers": get_acl_both,
+            "get_acl_source_with_multi_create_destination": acl_and_create,
+        },
         "copy": {
             "cold": cold, "warm": warm, "acl_open_warm": open,
             "cold_ratio_to_raw_create_cold": ratio(rate_of(&cold, "nodes_per_sec"), raw_cold.per_sec),
             "warm_ratio_to_raw_create_warm": ratio(rate_of(&warm, "nodes_per_sec"), raw_warm.per_sec),
             "acl_open_ratio_to_raw_create_warm": ratio(rate_of(&open, "nodes_per_sec"), raw_warm.per_sec),
             "warm_ratio_to_get_acl": ratio(rate_of(&warm, "nodes_per_sec"), get_acl.per_sec),
+            "warm_ratio_to_get_acl_with_create": ratio(rate_of(&warm, "nodes_per_sec"), acl_and_create.per_sec),
         },
         "verify": {
             "acl": verify_acl, "no_acl": verify_noacl,
             "acl_ratio_to_get_acl": ratio(rate_of(&verify_acl, "nodes_per_sec_per_side"), get_acl.per_sec),
             "no_acl_ratio_to_multi_read": ratio(rate_of(&verify_noacl, "nodes_per_sec_per_side"), multi_read.per_sec),
+            "acl_ratio_to_get_acl_both": ratio(rate_of(&verify_acl, "nodes_per_sec_per_side"), get_acl_both.per_sec),
+            "no_acl_ratio_to_multi_read_both": ratio(rate_of(&verify_noacl, "nodes_per_sec_per_side"), multi_read_both.per_sec),
         },
         "sweep": sweep,
     });
     if args.json {
         print_json(&report);
     } else {
-        print_bench(&report, n, bytes, &raw_cold, &raw_warm, &multi_read, &get_acl);
+        print_bench(&report, n, bytes);
     }
     Ok(Outcome { exit: Exit::Ok })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn print_bench(r: &Value, n: u64, bytes: u64, raw_cold: &Rate, raw_warm: &Rate, mr: &Rate, acl: &Rate) {
+/// A parent whose sequence counter is `--nodes`: how long the copy takes to
+/// raise the destination's, against create-and-delete pairs sent raw.
+async fn bench_counter(args: &BenchArgs, servers: &Servers, spec: &GenOptions) -> zkrepl::Result<Outcome> {
+    let root = format!("/zkrepl-bench/counter-{}", spec.nodes);
+    let session =
+        Session::connect(std::sync::Arc::new(ConnectOptions::new(Side::Source, Hosts::parse(&servers.src)?))).await?;
+    let (_, c) = session.client();
+    if c.check_stat(&root).await.ok().flatten().is_none() {
+        treegen::generate(&session, &root, spec).await?;
+    }
+    let copy = child(s(&[
+        "copy", "--src", &servers.src, "--dst", &servers.dst_copy, "--root", &root, "--json", "-q",
+    ]))
+    .await?;
+    let raw_pool = pool(&servers.dst_raw, 1).await?;
+    let (_, rc) = raw_pool.get(0).client();
+    let parent = "/zkrepl-bench/raw-counter";
+    for dir in zkrepl::zk::path::ancestors(parent).into_iter().chain([parent]) {
+        let _ = rc.create(dir, &[], &zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all())).await;
+    }
+    let pads = spec.nodes.saturating_sub(treegen::COUNTER_KEPT);
+    let raw = bench::multi_pad(&rc, parent, pads, 500, 8).await?;
+    let copy_secs = rate_of(&copy, "seconds");
+    let report = json!({
+        "counter": spec.nodes, "padding_ops": copy["padding_ops"], "copy_seconds": copy_secs,
+        "padded_parents": copy["padded_parents"],
+        "raw_pairs": raw, "copy_pads_per_sec": pads as f64 / copy_secs.max(1e-9),
+        "ratio_to_raw": ratio(pads as f64 / copy_secs.max(1e-9), raw.per_sec),
+    });
+    if args.json {
+        print_json(&report);
+    } else {
+        println!("sequence counter of {} creations (10 children left) copied in {:.2} s:", spec.nodes, copy_secs);
+        println!(
+            "  {} padding ops = {:.0} create+delete pairs/s; raw pairs (500 per multi, 8 in flight) {:.0}/s: {:.0}%",
+            copy["padding_ops"],
+            pads as f64 / copy_secs.max(1e-9),
+            raw.per_sec,
+            100.0 * ratio(pads as f64 / copy_secs.max(1e-9), raw.per_sec)
+        );
+    }
+    Ok(Outcome { exit: Exit::Ok })
+}
+
+fn print_bench(r: &Value, n: u64, bytes: u64) {
     let c = &r["copy"];
+    let raw = &r["raw"];
+    let per = |k: &str| rate_of(&raw[k], "per_sec");
     let rss = |v: &Value| v["peak_rss_bytes"].as_u64().map(human_bytes).unwrap_or_else(|| "?".into());
     println!("tree: {n} nodes, {} ({})", human_bytes(bytes), r["servers"].as_str().unwrap_or(""));
-    println!("raw ceilings (same servers, this run):");
-    println!("  multi-create, fresh server   {:>9.0} nodes/s", raw_cold.per_sec);
-    println!("  multi-create, warm server    {:>9.0} nodes/s", raw_warm.per_sec);
-    println!("  multiRead getData            {:>9.0} reads/s", mr.per_sec);
-    println!("  getACL over 8 sessions       {:>9.0} reads/s", acl.per_sec);
+    println!("raw ceilings (bare client, ideal batching, same servers, this run):");
+    for (label, key, unit) in [
+        ("multi-create, fresh server", "multi_create_cold", "nodes/s"),
+        ("multi-create, warm server", "multi_create_warm", "nodes/s"),
+        ("multiRead getData, one server", "multi_read", "reads/s"),
+        ("multiRead getData, both servers at once", "multi_read_both_servers", "reads/s per server"),
+        ("getACL over 8 sessions, one server", "get_acl_8_sessions", "reads/s"),
+        ("getACL over 8 sessions, both servers at once", "get_acl_both_servers", "reads/s per server"),
+        ("getACL on source while multi-create on dest.", "get_acl_source_with_multi_create_destination", "nodes/s"),
+    ] {
+        println!("  {label:<46} {:>9.0} {unit}", per(key));
+    }
     println!("zkrepl copy:");
     for (label, key, ratio_key, base) in [
         ("cold (fresh server)", "cold", "cold_ratio_to_raw_create_cold", "fresh multi-create"),
@@ -324,7 +423,7 @@ fn print_bench(r: &Value, n: u64, bytes: u64, raw_cold: &Rate, raw_warm: &Rate, 
     ] {
         let v = &c[key];
         println!(
-            "  {label:<22} {:>9.0} nodes/s  {:>5.2} MB/s  = {:.0}% of {base}; p50 {:.0} ms p99 {:.0} ms; peak RSS {}",
+            "  {label:<20} {:>9.0} nodes/s {:>6.2} MB/s = {:>3.0}% of {base}; p50 {:.0} ms p99 {:.0} ms; peak RSS {}",
             rate_of(v, "nodes_per_sec"),
             rate_of(v, "bytes_read") / rate_of(v, "seconds").max(1e-9) / 1e6,
             100.0 * rate_of(c, ratio_key),
@@ -334,21 +433,23 @@ fn print_bench(r: &Value, n: u64, bytes: u64, raw_cold: &Rate, raw_warm: &Rate, 
         );
     }
     println!(
-        "  warm copy = {:.0}% of the getACL ceiling (one getACL per node: no batched form)",
-        100.0 * rate_of(c, "warm_ratio_to_get_acl")
+        "  warm copy = {:.0}% of getACL alone, {:.0}% of getACL with multi-create at once (one getACL per node: no batched form)",
+        100.0 * rate_of(c, "warm_ratio_to_get_acl"),
+        100.0 * rate_of(c, "warm_ratio_to_get_acl_with_create")
     );
     let v = &r["verify"];
     if !v["acl"].is_null() {
-        println!("zkrepl verify:");
+        println!("zkrepl verify (both trees read at once):");
         println!(
-            "  with ACLs      {:>9.0} nodes/s per side = {:.0}% of the getACL ceiling; peak RSS {}",
+            "  with ACLs      {:>9.0} nodes/s per side = {:.0}% of getACL on both servers at once; peak RSS {}",
             rate_of(&v["acl"], "nodes_per_sec_per_side"),
-            100.0 * rate_of(v, "acl_ratio_to_get_acl"),
+            100.0 * rate_of(v, "acl_ratio_to_get_acl_both"),
             rss(&v["acl"])
         );
         println!(
-            "  without ACLs   {:>9.0} nodes/s per side = {:.0}% of the multiRead ceiling",
+            "  without ACLs   {:>9.0} nodes/s per side = {:.0}% of multiRead on both servers at once ({:.0}% of one server alone)",
             rate_of(&v["no_acl"], "nodes_per_sec_per_side"),
+            100.0 * rate_of(v, "no_acl_ratio_to_multi_read_both"),
             100.0 * rate_of(v, "no_acl_ratio_to_multi_read")
         );
     }
@@ -392,7 +493,7 @@ pub async fn demo(args: DemoArgs) -> zkrepl::Result<Outcome> {
         }
     };
     note("starting two local ZooKeeper servers");
-    let mut servers = start_local(2, heap_for(n, 300)).await?;
+    let mut servers = start_local(&[heap_for(n, 300, 1), heap_for(n, 300, 2)]).await?;
     let (dst, src) = (servers.pop().unwrap(), servers.pop().unwrap());
     let root = "/pegasus/demo";
     note(&format!("generating a Pegasus-shaped tree of {n} nodes under {root} on {}", src.connect_string()));

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use zkrepl::copy::kinds::KindRules;
 use zkrepl::copy::{self, AclMode, CopyOptions, CopySummary, Mode};
 use zkrepl::error::Side;
@@ -10,18 +10,11 @@ use zkrepl::progress::Progress;
 use zkrepl::read::walk::WalkOptions;
 use zkrepl::write::{BatchLimits, WriterOptions};
 
-use super::args::{Connection, Endpoints, Location, Output, ReadTuning, WriteTuning};
+use super::args::{AclArg, Connection, Endpoints, Location, Output, ReadTuning, WriteTuning};
 use super::common::{ProgressView, human_bytes, open_reader, open_session, print_json, watch_signals};
 use super::verify::{VerifyTuning, run_verify_after_copy};
 use super::{Exit, Outcome};
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum AclArg {
-    /// Write each node with the source's ACL
-    Preserve,
-    /// Write every node with OPEN_ACL_UNSAFE (world:anyone, all permissions)
-    Open,
-}
 
 #[derive(Args, Debug)]
 #[command(after_long_help = COPY_EXAMPLES)]

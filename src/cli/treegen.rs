@@ -19,6 +19,8 @@ pub enum ShapeArg {
     Deep,
     /// --nodes nodes near 1 MiB each
     Large,
+    /// A queue parent whose children were created --nodes times (its sequence counter), 10 left
+    Counter,
 }
 
 impl From<ShapeArg> for Shape {
@@ -28,6 +30,7 @@ impl From<ShapeArg> for Shape {
             ShapeArg::Wide => Shape::Wide,
             ShapeArg::Deep => Shape::Deep,
             ShapeArg::Large => Shape::Large,
+            ShapeArg::Counter => Shape::Counter,
         }
     }
 }
@@ -52,7 +55,7 @@ pub struct GenArgs {
     #[arg(long, default_value_t = 1000)]
     pub partitions: u32,
 
-    /// wide, deep, large: number of nodes
+    /// wide, deep, large: number of nodes; counter: child creations behind the queue
     #[arg(long, default_value_t = 10_000)]
     pub nodes: u64,
 

@@ -5,9 +5,8 @@ use zkrepl::error::Side;
 use zkrepl::read::walk::WalkOptions;
 use zkrepl::verify::{self, Verdict, VerifyOptions, VerifyReport};
 
-use super::args::{Connection, Endpoints, Location, OneTree, Output, ReadTuning};
+use super::args::{AclArg, Connection, Endpoints, Location, OneTree, Output, ReadTuning};
 use super::common::{human_bytes, open_reader, print_json};
-use super::copy::AclArg;
 use super::{Exit, Outcome};
 
 #[derive(Args, Debug)]

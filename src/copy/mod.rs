@@ -466,23 +466,29 @@ impl<'a> Planner<'a> {
 
     async fn entry(&mut self, e: Entry) -> Result<()> {
         let dst_path = path::join(&self.dst_root, &e.rel);
-        let src_path = path::join(&self.src_root, &e.rel);
-        match (&e.src, &e.dst) {
-            (Slot::Failed(err), _) => Err(Error::zk(Side::Source, "read", &src_path, err.clone())),
+        let src_path = || path::join(&self.src_root, &e.rel);
+        match (e.src, &e.dst) {
+            (Slot::Failed(err), _) => Err(Error::zk(Side::Source, "read", &src_path(), err)),
             (_, Slot::Failed(err)) => Err(Error::zk(Side::Destination, "read", &dst_path, err.clone())),
             (Slot::Node(s), dst) if !s.is_ephemeral() => {
-                let s = s.as_ref();
                 if self.opts.acl == AclMode::Preserve && acl_masked(&s.acl) {
-                    return Err(Error::AclMasked { side: Side::Source, path: src_path });
+                    return Err(Error::AclMasked { side: Side::Source, path: src_path() });
                 }
                 match dst {
                     Slot::Node(d) if d.is_ephemeral() => Err(Error::Usage(format!(
                         "destination {dst_path} is an ephemeral node of a live session; the persistent source node cannot replace it"
                     ))),
-                    Slot::Node(d) => self.update(&e.rel, dst_path, s, d).await,
-                    _ => self.create(&e.rel, dst_path, src_path, s).await,
+                    Slot::Node(d) => self.update(&e.rel, dst_path, *s, d).await,
+                    _ => {
+                        let kind = if self.opts.kinds.is_empty() {
+                            (NodeKind::Persistent, false)
+                        } else {
+                            self.opts.kinds.kind_for(&src_path())
+                        };
+                        self.create(&e.rel, dst_path, kind, *s).await
+                    },
                 }
-            }
+            },
             (src, dst) => {
                 // Nothing to copy here: absent, vanished, or ephemeral.
                 if let Slot::Node(s) = src
@@ -499,7 +505,7 @@ impl<'a> Planner<'a> {
                     self.deletes.push(dst_path);
                 }
                 Ok(())
-            }
+            },
         }
     }
 
@@ -509,12 +515,12 @@ impl<'a> Planner<'a> {
         s.stat.num_children > 0 || (self.opts.sequence_counters && next_sequence(&s.stat) > s.stat.num_children as i64)
     }
 
-    async fn create(&mut self, rel: &str, dst_path: String, src_path: String, s: &NodeInfo) -> Result<()> {
-        let (kind, from_snapshot) = self.opts.kinds.kind_for(&src_path);
+    async fn create(&mut self, rel: &str, dst_path: String, kind: (NodeKind, bool), s: NodeInfo) -> Result<()> {
+        let (kind, from_snapshot) = kind;
         match kind {
             NodeKind::Container => self.kinds.containers += 1,
             NodeKind::Ttl(_) => self.kinds.ttl += 1,
-            NodeKind::Persistent => {}
+            NodeKind::Persistent => {},
         }
         self.kinds.from_snapshot += from_snapshot as u64;
         // Children were deleted on the source: the copy alone would leave
@@ -522,17 +528,21 @@ impl<'a> Planner<'a> {
         if next_sequence(&s.stat) > s.stat.num_children as i64 {
             self.counter_candidates.insert(rel.to_string());
         }
-        let acl = self.final_acl(s);
-        let acl = if self.writes_beneath(s) && !grants(&acl, &self.opts.dst_ids, zk::Permission::CREATE) {
+        let writes_beneath = self.writes_beneath(&s);
+        let acl = match self.opts.acl {
+            AclMode::Preserve => s.acl,
+            AclMode::Open => open_acl(),
+        };
+        let acl = if writes_beneath && !grants(&acl, &self.opts.dst_ids, zk::Permission::CREATE) {
             self.deferred_acl.push((dst_path.clone(), acl.clone()));
             self.writable(&acl)
         } else {
             acl
         };
-        self.emit(Op::Create { path: dst_path, data: s.data.clone(), acl, kind }).await
+        self.emit(Op::Create { path: dst_path, data: s.data, acl, kind }).await
     }
 
-    async fn update(&mut self, rel: &str, dst_path: String, s: &NodeInfo, d: &NodeInfo) -> Result<()> {
+    async fn update(&mut self, rel: &str, dst_path: String, s: NodeInfo, d: &NodeInfo) -> Result<()> {
         if next_sequence(&s.stat) > next_sequence(&d.stat) {
             self.counter_candidates.insert(rel.to_string());
         }
@@ -542,11 +552,11 @@ impl<'a> Planner<'a> {
             self.data_updates += 1;
             self.emit(Op::SetData { path: dst_path.clone(), data: s.data.clone() }).await?;
         }
-        let acl = self.final_acl(s);
+        let acl = self.final_acl(&s);
         // A hidden destination ACL cannot be compared: set it.
         let differs = acl_masked(&d.acl) || !acl_equal(&acl, &d.acl);
         let ids = &self.opts.dst_ids;
-        if self.writes_beneath(s) && !grants(&acl, ids, zk::Permission::CREATE) {
+        if self.writes_beneath(&s) && !grants(&acl, ids, zk::Permission::CREATE) {
             // Children may still be created under it: its final ACL waits
             // until they are in; it is opened only if one is created.
             if !grants(&d.acl, ids, zk::Permission::CREATE) {

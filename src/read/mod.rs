@@ -40,11 +40,20 @@ pub struct ReadOptions {
     pub max_ops: usize,
     /// Most reply bytes one multiRead is expected to produce.
     pub max_reply_bytes: usize,
+    /// Most bytes of one multiRead request (paths add up: keep well under
+    /// the server's jute.maxbuffer).
+    pub max_request_bytes: usize,
 }
 
 impl Default for ReadOptions {
     fn default() -> Self {
-        ReadOptions { acl: true, multi_read: MultiRead::Auto, max_ops: 1000, max_reply_bytes: 2 << 20 }
+        ReadOptions {
+            acl: true,
+            multi_read: MultiRead::Auto,
+            max_ops: 1000,
+            max_reply_bytes: 2 << 20,
+            max_request_bytes: 512 << 10,
+        }
     }
 }
 
@@ -367,17 +376,29 @@ impl TreeReader {
             });
             return join_all(futs).await.into_iter().collect();
         }
-        // Pack into chunks.
+        // Pack into chunks: by count, by the reply they will produce, and by
+        // their own size (long paths), which must stay under jute.maxbuffer.
         let mut chunks: Vec<(usize, usize)> = Vec::new();
-        let (mut start, mut bytes) = (0, 0usize);
+        let (mut start, mut bytes, mut request) = (0, 0usize, 0usize);
         for (k, op) in ops.iter().enumerate() {
             let b = expected(op) + 64;
-            if k > start && (k - start >= self.opts.max_ops || bytes + b > self.opts.max_reply_bytes) {
+            let path = match op {
+                ReadOp::Data(i) | ReadOp::Children(i) => &paths[*i],
+            };
+            // multi header (9) + path (4 + len) + watch flag (1)
+            let r = 14 + path.len();
+            if k > start
+                && (k - start >= self.opts.max_ops
+                    || bytes + b > self.opts.max_reply_bytes
+                    || request + r > self.opts.max_request_bytes)
+            {
                 chunks.push((start, k));
                 start = k;
                 bytes = 0;
+                request = 0;
             }
             bytes += b;
+            request += r;
         }
         chunks.push((start, ops.len()));
         self.counters.requests.fetch_add(chunks.len() as u64, Ordering::Relaxed);

@@ -169,11 +169,13 @@ impl Default for BatchLimits {
 pub struct Batcher {
     limits: BatchLimits,
     cur: Batch,
+    /// `cur.op_count()`, kept as ops arrive.
+    cur_ops: usize,
 }
 
 impl Batcher {
     pub fn new(limits: BatchLimits) -> Batcher {
-        Batcher { limits, cur: Batch::default() }
+        Batcher { limits, cur: Batch::default(), cur_ops: 0 }
     }
 
     /// Adds an op; returns the batches it completed, in order (at most two:
@@ -190,7 +192,7 @@ impl Batcher {
         let count = op.op_count();
         let empty = REQUEST_HEADER + MULTI_HEADER;
         if !self.cur.ops.is_empty()
-            && (self.cur.op_count() + count > self.limits.max_ops || self.cur.bytes + bytes > self.limits.max_bytes)
+            && (self.cur_ops + count > self.limits.max_ops || self.cur.bytes + bytes > self.limits.max_bytes)
         {
             out.extend(self.finish());
         }
@@ -198,6 +200,7 @@ impl Batcher {
             self.cur.bytes = empty;
         }
         self.cur.bytes += bytes;
+        self.cur_ops += count;
         self.cur.ops.push(op);
         out
     }
@@ -208,6 +211,7 @@ impl Batcher {
             return None;
         }
         let mut b = std::mem::take(&mut self.cur);
+        self.cur_ops = 0;
         if b.is_single() {
             b.bytes = b.ops[0].single_bytes();
         }
