@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use zkrepl::digest::MerkleBuilder;
+use zkrepl::treegen::{self, GenOptions, Shape};
 use zkrepl::write::{Batch, BatchLimits, Batcher, NodeKind, Op};
 use zookeeper_client as zk;
 
@@ -31,48 +32,37 @@ const PARTITIONS: u32 = 1000;
 /// Partition config size, about what Pegasus stores.
 const DATA_BYTES: usize = 300;
 
-/// A fake but plausible host:port, deterministic.
-fn host(seed: u32) -> String {
-    let h = seed.wrapping_mul(2_654_435_761);
-    format!("10.{}.{}.{}:34801", h >> 24, (h >> 16) & 0xff, 1 + (h >> 8) % 254)
-}
-
-/// A Pegasus partition config (JSON), padded to at least `DATA_BYTES`.
-fn partition_json(app: u32, pidx: u32) -> Vec<u8> {
-    let seed = app * 100_003 + pidx;
-    let (p, s1, s2) = (host(seed), host(seed + 1), host(seed + 2));
-    let mut s = format!(
-        concat!(
-            r#"{{"pid":"{}.{}","ballot":{},"max_replica_count":3,"primary":"{}","secondaries":["{}","{}"],"#,
-            r#""last_drops":[],"last_committed_decree":{},"partition_flags":0,"hp_primary":"{}","#,
-            r#""hp_secondaries":["{}","{}"],"hp_last_drops":[]}}"#
-        ),
-        app,
-        pidx,
-        1 + seed % 40,
-        p,
-        s1,
-        s2,
-        seed.wrapping_mul(7919) % 10_000_000,
-        p,
-        s1,
-        s2
-    );
-    while s.len() < DATA_BYTES {
-        s.push(' ');
+/// Partition configs as `zkrepl gen` makes them (deterministic, padded to
+/// `DATA_BYTES`): `configs[app - 1][pidx]`.
+fn partition_configs() -> Vec<Vec<Vec<u8>>> {
+    let opts = GenOptions {
+        shape: Shape::Pegasus,
+        apps: APPS,
+        partitions: PARTITIONS,
+        data_bytes: Some(DATA_BYTES),
+        ..GenOptions::default()
+    };
+    let mut configs = vec![Vec::with_capacity(PARTITIONS as usize); APPS as usize];
+    for (rel, data) in treegen::nodes(&opts) {
+        let mut names = rel.strip_prefix("/apps/").unwrap_or("").split('/');
+        if let (Some(app), Some(pidx), None) = (names.next(), names.next(), names.next())
+            && let (Ok(app), Ok(_)) = (app.parse::<usize>(), pidx.parse::<u32>())
+        {
+            configs[app - 1].push(data);
+        }
     }
-    s.into_bytes()
+    configs
 }
 
 /// 100k creates: `/pegasus/c1/apps/<id>/<pidx>`, OPEN ACL.
 fn pegasus_creates() -> Vec<Op> {
     let acl = zkrepl::node::open_acl();
     let mut ops = Vec::with_capacity((APPS * PARTITIONS) as usize);
-    for app in 1..=APPS {
-        for pidx in 0..PARTITIONS {
+    for (app, configs) in partition_configs().into_iter().enumerate() {
+        for (pidx, data) in configs.into_iter().enumerate() {
             ops.push(Op::Create {
-                path: format!("/pegasus/c1/apps/{app}/{pidx}"),
-                data: partition_json(app, pidx),
+                path: format!("/pegasus/c1/apps/{}/{pidx}", app + 1),
+                data,
                 acl: acl.clone(),
                 kind: NodeKind::Persistent,
             });
@@ -120,8 +110,11 @@ fn two_level_tree() -> Tree {
     let apps = (1..=APPS)
         .map(|a| (format!("/{a}"), format!(r#"{{"app_id":{a},"partition_count":{PARTITIONS}}}"#).into_bytes()))
         .collect();
-    let partitions =
-        (1..=APPS).map(|a| (0..PARTITIONS).map(|p| (format!("/{a}/{p}"), partition_json(a, p))).collect()).collect();
+    let partitions = partition_configs()
+        .into_iter()
+        .enumerate()
+        .map(|(a, configs)| configs.into_iter().enumerate().map(|(p, d)| (format!("/{}/{p}", a + 1), d)).collect())
+        .collect();
     Tree { root_data: b"unlock".to_vec(), apps, partitions }
 }
 

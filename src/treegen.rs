@@ -233,7 +233,7 @@ pub fn nodes(opts: &GenOptions) -> Box<dyn Iterator<Item = (String, Vec<u8>)>> {
             let kept = COUNTER_KEPT.min(n);
             let items = (n - kept..n).map(|i| (format!("/queue/item-{i:010}"), b"x".to_vec()));
             Box::new(root.chain(std::iter::once(("/queue".to_string(), Vec::new()))).chain(items))
-        },
+        }
         Shape::Deep => {
             let n = opts.data_bytes.unwrap_or(100);
             let r = rng.clone();
@@ -277,7 +277,8 @@ pub async fn generate(session: &Session, root: &str, opts: &GenOptions) -> Resul
         // deleted again (one transaction each pair), then the last ones.
         for (rel, data) in it.by_ref().take(2) {
             count += 1;
-            w.push(Op::Create { path: path::join(root, &rel), data, acl: acl.clone(), kind: NodeKind::Persistent }).await?;
+            w.push(Op::Create { path: path::join(root, &rel), data, acl: acl.clone(), kind: NodeKind::Persistent })
+                .await?;
         }
         let parent = path::join(root, "/queue");
         for _ in 0..opts.nodes.saturating_sub(COUNTER_KEPT) {

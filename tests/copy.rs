@@ -541,20 +541,7 @@ async fn without_multi_read_the_same_copy_and_verify() {
         assert_eq!(json(&out)["created"], 621);
         assert_eq!(dump(&src, &root).await, dump(&dst, &target).await);
     }
-    let out = zkrepl_async(args(&[
-        "verify",
-        "--src",
-        &p.src.connect_string(),
-        "--dst",
-        &p.dst.connect_string(),
-        "--root",
-        &root,
-        "--dst-root",
-        &format!("{root}-preserve"),
-        "--no-multi-read",
-        "--json",
-    ]))
-    .await;
+    let out = on_pair("verify", &root, &["--dst-root", &format!("{root}-preserve"), "--no-multi-read", "--json"]).await;
     assert_exit(&out, 0);
     assert_eq!(json(&out)["compared"], 621);
 }

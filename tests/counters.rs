@@ -11,20 +11,7 @@ fn args(v: &[&str]) -> Vec<String> {
 }
 
 async fn copy(root: &str, extra: &[&str]) -> std::process::Output {
-    let p = pair();
-    let mut a = args(&[
-        "copy",
-        "--src",
-        &p.src.connect_string(),
-        "--dst",
-        &p.dst.connect_string(),
-        "--root",
-        root,
-        "--json",
-        "-q",
-    ]);
-    a.extend(args(extra));
-    zkrepl_async(a).await
+    on_pair("copy", root, &[&["--json", "-q"], extra].concat()).await
 }
 
 /// A queue whose parent handed out 60 numbers, 10 of them still there.
@@ -72,18 +59,7 @@ async fn sequential_numbers_continue_after_the_copy_and_a_rerun_pads_nothing() {
     assert_eq!(dst.list_children(&q).await.unwrap().len(), 10, "padding leaves nothing behind");
 
     // The verify is clean, counters included.
-    let out = zkrepl_async(args(&[
-        "verify",
-        "--src",
-        &p.src.connect_string(),
-        "--dst",
-        &p.dst.connect_string(),
-        "--root",
-        &root,
-        "--json",
-        "--strict-counters",
-    ]))
-    .await;
+    let out = on_pair("verify", &root, &["--json", "--strict-counters"]).await;
     assert_exit(&out, 0);
 
     // A re-run pads nothing more.

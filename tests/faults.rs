@@ -246,17 +246,7 @@ async fn verify_goes_on_through_a_session_expiry() {
     let p = pair();
     let root = unique_root("vstall");
     generate(&p.src.connect_string(), &root, 16).await;
-    let out = zkrepl_async(args(&[
-        "copy",
-        "--src",
-        &p.src.connect_string(),
-        "--dst",
-        &p.dst.connect_string(),
-        "--root",
-        &root,
-        "-q",
-    ]))
-    .await;
+    let out = on_pair("copy", &root, &["-q"]).await;
     assert_exit(&out, 0);
     let proxy = FaultProxy::to_port(p.src.port).await;
     let a = args(&[
@@ -313,18 +303,7 @@ async fn signal_mid_copy(signal: &str) {
     assert!(err.contains("interrupted after") && err.contains("--update"), "says what was done: {err}");
     let partial = watcher.count_descendants_number(&root).await.unwrap();
     assert!(partial < 24 * 251, "stopped before the end ({partial} nodes)");
-    let again = zkrepl_async(args(&[
-        "copy",
-        "--src",
-        &p.src.connect_string(),
-        "--dst",
-        &p.dst.connect_string(),
-        "--root",
-        &root,
-        "--update",
-        "-q",
-    ]))
-    .await;
+    let again = on_pair("copy", &root, &["--update", "-q"]).await;
     assert_exit(&again, 0);
     verify_equal(&p.src.connect_string(), &p.dst.connect_string(), &root, &[]).await;
 }

@@ -11,26 +11,11 @@ fn args(v: &[&str]) -> Vec<String> {
 }
 
 async fn verify(root: &str, extra: &[&str]) -> std::process::Output {
-    let p = pair();
-    let mut a =
-        args(&["verify", "--src", &p.src.connect_string(), "--dst", &p.dst.connect_string(), "--root", root, "--json"]);
-    a.extend(args(extra));
-    zkrepl_async(a).await
+    on_pair("verify", root, &[&["--json"], extra].concat()).await
 }
 
 async fn copy_fresh(root: &str) {
-    let p = pair();
-    let out = zkrepl_async(args(&[
-        "copy",
-        "--src",
-        &p.src.connect_string(),
-        "--dst",
-        &p.dst.connect_string(),
-        "--root",
-        root,
-        "-q",
-    ]))
-    .await;
+    let out = on_pair("copy", root, &["-q"]).await;
     assert_exit(&out, 0);
 }
 
@@ -62,16 +47,7 @@ async fn equal_trees_exit_zero_with_equal_digests() {
     assert_eq!(r["differences"].as_array().unwrap().len(), 0);
 
     // The human report says so too.
-    let human = zkrepl_async(args(&[
-        "verify",
-        "--src",
-        &p.src.connect_string(),
-        "--dst",
-        &p.dst.connect_string(),
-        "--root",
-        &root,
-    ]))
-    .await;
+    let human = on_pair("verify", &root, &[]).await;
     assert_exit(&human, 0);
     assert!(stdout(&human).contains("EQUAL"), "{}", stdout(&human));
 }
@@ -117,18 +93,7 @@ async fn each_planted_difference_is_reported_with_its_path_and_class() {
     assert_ne!(r["src_digest"], r["dst_digest"]);
 
     // The human report: one path per line, with its symbol.
-    let human = zkrepl_async(args(&[
-        "verify",
-        "--src",
-        &p.src.connect_string(),
-        "--dst",
-        &p.dst.connect_string(),
-        "--root",
-        &root,
-        "--limit",
-        "3",
-    ]))
-    .await;
+    let human = on_pair("verify", &root, &["--limit", "3"]).await;
     assert_exit(&human, 1);
     let text = stdout(&human);
     assert!(text.contains("DIFFERENT"), "{text}");
@@ -261,21 +226,7 @@ async fn unreadable_nodes_mean_not_verified() {
         .create(&format!("{root}/secret"), b"s", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl)))
         .await
         .unwrap();
-    let out = zkrepl_async(args(&[
-        "copy",
-        "--src",
-        &p.src.connect_string(),
-        "--dst",
-        &p.dst.connect_string(),
-        "--root",
-        &root,
-        "--src-auth",
-        "digest:o:pw",
-        "--dst-auth",
-        "digest:o:pw",
-        "-q",
-    ]))
-    .await;
+    let out = on_pair("copy", &root, &["--src-auth", "digest:o:pw", "--dst-auth", "digest:o:pw", "-q"]).await;
     assert_exit(&out, 0);
     let out = verify(&root, &[]).await;
     assert_exit(&out, 2);

@@ -166,6 +166,16 @@ pub struct WriteTuning {
     pub max_request_bytes: usize,
 }
 
+impl WriteTuning {
+    pub fn writer_options(&self) -> zkrepl::write::WriterOptions {
+        zkrepl::write::WriterOptions {
+            limits: zkrepl::write::BatchLimits { max_ops: self.batch_ops.max(1), max_bytes: self.batch_bytes },
+            window: self.window,
+            max_request_bytes: self.max_request_bytes,
+        }
+    }
+}
+
 /// Output.
 #[derive(Args, Debug, Clone)]
 pub struct Output {

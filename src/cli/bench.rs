@@ -363,15 +363,15 @@ async fn bench_counter(args: &BenchArgs, servers: &Servers, spec: &GenOptions) -
     if c.check_stat(&root).await.ok().flatten().is_none() {
         treegen::generate(&session, &root, spec).await?;
     }
-    let copy = child(s(&[
-        "copy", "--src", &servers.src, "--dst", &servers.dst_copy, "--root", &root, "--json", "-q",
-    ]))
-    .await?;
+    let copy =
+        child(s(&["copy", "--src", &servers.src, "--dst", &servers.dst_copy, "--root", &root, "--json", "-q"])).await?;
     let raw_pool = pool(&servers.dst_raw, 1).await?;
     let (_, rc) = raw_pool.get(0).client();
     let parent = "/zkrepl-bench/raw-counter";
     for dir in zkrepl::zk::path::ancestors(parent).into_iter().chain([parent]) {
-        let _ = rc.create(dir, &[], &zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all())).await;
+        let _ = rc
+            .create(dir, &[], &zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all()))
+            .await;
     }
     let pads = spec.nodes.saturating_sub(treegen::COUNTER_KEPT);
     let raw = bench::multi_pad(&rc, parent, pads, 500, 8).await?;

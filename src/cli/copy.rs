@@ -8,13 +8,11 @@ use zkrepl::copy::{self, AclMode, CopyOptions, CopySummary, Mode};
 use zkrepl::error::Side;
 use zkrepl::progress::Progress;
 use zkrepl::read::walk::WalkOptions;
-use zkrepl::write::{BatchLimits, WriterOptions};
 
 use super::args::{AclArg, Connection, Endpoints, Location, Output, ReadTuning, WriteTuning};
 use super::common::{ProgressView, human_bytes, open_reader, open_session, print_json, watch_signals};
 use super::verify::{VerifyTuning, run_verify_after_copy};
 use super::{Exit, Outcome};
-
 
 #[derive(Args, Debug)]
 #[command(after_long_help = COPY_EXAMPLES)]
@@ -110,11 +108,7 @@ impl CopyArgs {
             },
             kinds,
             walk: WalkOptions { batch: self.read.read_batch, window: self.read.read_window, ..WalkOptions::default() },
-            writer: WriterOptions {
-                limits: BatchLimits { max_ops: self.write.batch_ops.max(1), max_bytes: self.write.batch_bytes },
-                window: self.write.window,
-                max_request_bytes: self.write.max_request_bytes,
-            },
+            writer: self.write.writer_options(),
             max_delete: self.max_delete,
             sequence_counters: !self.no_sequence_counters,
             dst_ids: Vec::new(),

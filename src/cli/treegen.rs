@@ -3,7 +3,6 @@
 use clap::{Args, ValueEnum};
 use zkrepl::error::Side;
 use zkrepl::treegen::{self, GenOptions, Shape};
-use zkrepl::write::{BatchLimits, WriterOptions};
 
 use super::args::{Connection, OneTree, Output, WriteTuning};
 use super::common::{human_bytes, open_session, print_json};
@@ -92,11 +91,7 @@ pub async fn run(args: GenArgs) -> zkrepl::Result<Outcome> {
         data_bytes: args.data_bytes,
         seed: args.seed,
         leader_lock: true,
-        writer: WriterOptions {
-            limits: BatchLimits { max_ops: args.write.batch_ops.max(1), max_bytes: args.write.batch_bytes },
-            window: args.write.window,
-            max_request_bytes: args.write.max_request_bytes,
-        },
+        writer: args.write.writer_options(),
     };
     let s = treegen::generate(&session, &loc.root, &opts).await?;
     if args.output.json {

@@ -486,9 +486,9 @@ impl<'a> Planner<'a> {
                             self.opts.kinds.kind_for(&src_path())
                         };
                         self.create(&e.rel, dst_path, kind, *s).await
-                    },
+                    }
                 }
-            },
+            }
             (src, dst) => {
                 // Nothing to copy here: absent, vanished, or ephemeral.
                 if let Slot::Node(s) = src
@@ -505,7 +505,7 @@ impl<'a> Planner<'a> {
                     self.deletes.push(dst_path);
                 }
                 Ok(())
-            },
+            }
         }
     }
 
@@ -520,7 +520,7 @@ impl<'a> Planner<'a> {
         match kind {
             NodeKind::Container => self.kinds.containers += 1,
             NodeKind::Ttl(_) => self.kinds.ttl += 1,
-            NodeKind::Persistent => {},
+            NodeKind::Persistent => {}
         }
         self.kinds.from_snapshot += from_snapshot as u64;
         // Children were deleted on the source: the copy alone would leave

@@ -94,12 +94,7 @@ impl<R: Read> JuteReader<R> {
                     self.offset += n as u64;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
-                    return Err(JuteError::Truncated { offset: self.offset, what: format!("{what} ({e})") });
-                }
-                Err(error) => {
-                    return Err(JuteError::Io { offset: self.offset, what: what.to_string(), error });
-                }
+                Err(e) => return Err(self.read_error(e, what)),
             }
         }
         Ok(true)
@@ -201,6 +196,15 @@ impl<R: Read> JuteReader<R> {
         Ok(self.read_len(what)?.map(|n| n as u32))
     }
 
+    /// A failed read at the current offset: an early end is a truncation.
+    fn read_error(&self, e: std::io::Error, what: &str) -> JuteError {
+        if e.kind() == ErrorKind::UnexpectedEof {
+            JuteError::Truncated { offset: self.offset, what: format!("{what} ({e})") }
+        } else {
+            JuteError::Io { offset: self.offset, what: what.to_string(), error: e }
+        }
+    }
+
     /// Reads and discards the rest of the stream (so a decompressor checks
     /// its own trailer); returns how many bytes there were.
     pub fn drain(&mut self, what: &str) -> JuteResult<u64> {
@@ -215,12 +219,7 @@ impl<R: Read> JuteReader<R> {
                     self.offset += n as u64;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
-                    return Err(JuteError::Truncated { offset: self.offset, what: format!("{what} ({e})") });
-                }
-                Err(error) => {
-                    return Err(JuteError::Io { offset: self.offset, what: what.to_string(), error });
-                }
+                Err(e) => return Err(self.read_error(e, what)),
             }
         }
     }

@@ -153,3 +153,14 @@ pub async fn stats(c: &zk::Client) -> Vec<(String, zk::Stat)> {
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
+
+/// `zkrepl <cmd> --src <pair source> --dst <pair destination> --root <root> <extra...>`
+pub async fn on_pair(cmd: &str, root: &str, extra: &[&str]) -> Output {
+    let p = pair();
+    let mut a: Vec<String> = [cmd, "--src", &p.src.connect_string(), "--dst", &p.dst.connect_string(), "--root", root]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    a.extend(extra.iter().map(|s| s.to_string()));
+    zkrepl_async(a).await
+}
