@@ -372,3 +372,34 @@ async fn a_source_changing_during_copy_and_verify_is_reported_not_a_crash() {
     assert_exit(&out, 0);
     verify_equal(&s, &d, &root, &["--strict-counters"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_link_on_both_sides_delays_but_does_not_break_the_copy() {
+    let p = pair();
+    let root = unique_root("slowlink");
+    generate(&p.src.connect_string(), &root, 8).await;
+    let src_proxy = FaultProxy::to_port(p.src.port).await;
+    let dst_proxy = FaultProxy::to_port(p.dst.port).await;
+    // Every chunk each way waits: round trips of tens of milliseconds.
+    src_proxy.set_delay(Duration::from_millis(15));
+    dst_proxy.set_delay(Duration::from_millis(15));
+    let out = zkrepl_async(args(&[
+        "copy",
+        "--src",
+        &src_proxy.connect_string(),
+        "--dst",
+        &dst_proxy.connect_string(),
+        "--root",
+        &root,
+        "--json",
+        "-q",
+        "--timeout",
+        "30s",
+    ]))
+    .await;
+    assert_exit(&out, 0);
+    let s = json(&out);
+    assert_eq!(s["created"].as_u64().unwrap(), s["nodes_read"].as_u64().unwrap());
+    assert!(s["seconds"].as_f64().unwrap() > 0.1, "the delay was felt: {s}");
+    verify_equal(&p.src.connect_string(), &p.dst.connect_string(), &root, &[]).await;
+}
