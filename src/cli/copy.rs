@@ -173,6 +173,7 @@ pub async fn run(args: CopyArgs) -> zkrepl::Result<Outcome> {
         opts.kinds.set_snapshot_kinds(snapshot_kinds(file, &src).await?);
     }
     let progress = Arc::new(Progress::new());
+    progress.set_phase("connecting");
     watch_signals(progress.clone());
     let view = ProgressView::start(progress.clone(), args.output.quiet);
     let result = copy_between(&src, &dst, &args.connection, &args.read, opts, &progress).await;
@@ -200,7 +201,8 @@ pub async fn run(args: CopyArgs) -> zkrepl::Result<Outcome> {
     let mut verify_report = None;
     if args.verify && !args.dry_run {
         let tuning = VerifyTuning::from_read(&args.read);
-        verify_report = Some(run_verify_after_copy(&src, &dst, &args.connection, &tuning, args.acl).await?);
+        verify_report =
+            Some(run_verify_after_copy(&src, &dst, &args.connection, &tuning, args.acl, args.output.quiet).await?);
     }
     if args.output.json {
         match &verify_report {

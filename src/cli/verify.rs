@@ -6,7 +6,9 @@ use zkrepl::read::walk::WalkOptions;
 use zkrepl::verify::{self, Verdict, VerifyOptions, VerifyReport};
 
 use super::args::{AclArg, Connection, Endpoints, Location, OneTree, Output, ReadTuning};
-use super::common::{human_bytes, open_reader, print_json};
+use zkrepl::progress::Progress;
+
+use super::common::{ProgressView, human_bytes, open_reader, print_json};
 use super::{Exit, Outcome};
 
 #[derive(Args, Debug)]
@@ -85,13 +87,22 @@ pub async fn verify_between(
     conn: &Connection,
     tuning: &VerifyTuning,
     acl: bool,
+    quiet: bool,
 ) -> zkrepl::Result<VerifyReport> {
+    let progress = std::sync::Arc::new(Progress::new());
+    progress.set_phase("connecting");
+    let view = ProgressView::start(progress.clone(), quiet);
     let n = tuning.read.read_sessions;
-    let (s, d) = futures::try_join!(
-        open_reader(Side::Source, src, conn, &tuning.read, acl, n),
-        open_reader(Side::Destination, dst, conn, &tuning.read, acl, n),
-    )?;
-    verify::run(&s, &d, &tuning.options()).await
+    let result = async {
+        let (s, d) = futures::try_join!(
+            open_reader(Side::Source, src, conn, &tuning.read, acl, n),
+            open_reader(Side::Destination, dst, conn, &tuning.read, acl, n),
+        )?;
+        verify::run(&s, &d, &tuning.options(), &progress).await
+    }
+    .await;
+    view.finish();
+    result
 }
 
 /// Verify right after a copy: ACLs are compared unless the copy replaced them.
@@ -101,8 +112,9 @@ pub async fn run_verify_after_copy(
     conn: &Connection,
     tuning: &VerifyTuning,
     acl: AclArg,
+    quiet: bool,
 ) -> zkrepl::Result<VerifyReport> {
-    verify_between(src, dst, conn, tuning, matches!(acl, AclArg::Preserve)).await
+    verify_between(src, dst, conn, tuning, matches!(acl, AclArg::Preserve), quiet).await
 }
 
 pub async fn run(args: VerifyArgs) -> zkrepl::Result<Outcome> {
@@ -113,7 +125,7 @@ pub async fn run(args: VerifyArgs) -> zkrepl::Result<Outcome> {
         max_listed: if args.all || args.output.json { usize::MAX } else { args.limit },
         strict_counters: args.strict_counters,
     };
-    let report = verify_between(&src, &dst, &args.connection, &tuning, !args.no_acl).await?;
+    let report = verify_between(&src, &dst, &args.connection, &tuning, !args.no_acl, args.output.quiet).await?;
     if args.output.json {
         print_json(&report);
     } else if !args.output.quiet {
@@ -208,7 +220,11 @@ pub async fn run_digest(args: DigestArgs) -> zkrepl::Result<Outcome> {
         include_ephemeral: args.include_ephemeral,
         ..WalkOptions::default()
     };
-    let d = verify::digest(&reader, &walk).await?;
+    let progress = std::sync::Arc::new(Progress::new());
+    let view = ProgressView::start(progress.clone(), args.output.quiet);
+    let d = verify::digest(&reader, &walk, &progress).await;
+    view.finish();
+    let d = d?;
     if args.output.json {
         print_json(&d);
     } else if !args.output.quiet {

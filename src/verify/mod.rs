@@ -229,7 +229,13 @@ impl Comparer {
 }
 
 /// Compares the trees under `src` and `dst`.
-pub async fn run(src: &TreeReader, dst: &TreeReader, opts: &VerifyOptions) -> Result<VerifyReport> {
+pub async fn run(
+    src: &TreeReader,
+    dst: &TreeReader,
+    opts: &VerifyOptions,
+    progress: &crate::progress::Progress,
+) -> Result<VerifyReport> {
+    progress.set_phase("verifying");
     let started = Instant::now();
     let (src_root, dst_root) = futures::try_join!(src.root_stat(), dst.root_stat())?;
     let Some(_) = src_root else {
@@ -260,6 +266,7 @@ pub async fn run(src: &TreeReader, dst: &TreeReader, opts: &VerifyOptions) -> Re
                 let side = f.side;
                 cmp.note(DiffClass::Unreadable, &f.rel, format!("children on the {side}: {}", f.error));
             }
+            progress.add_read(batch.entries.len() as u64);
             for e in &batch.entries {
                 cmp.entry(e);
             }
@@ -309,7 +316,12 @@ pub struct TreeDigest {
 }
 
 /// Digests one tree.
-pub async fn digest(tree: &TreeReader, walk_opts: &WalkOptions) -> Result<TreeDigest> {
+pub async fn digest(
+    tree: &TreeReader,
+    walk_opts: &WalkOptions,
+    progress: &crate::progress::Progress,
+) -> Result<TreeDigest> {
+    progress.set_phase("digesting");
     let started = Instant::now();
     if tree.root_stat().await?.is_none() {
         return Err(crate::Error::NoRoot { side: tree.side(), path: tree.root().to_string() });
@@ -321,6 +333,7 @@ pub async fn digest(tree: &TreeReader, walk_opts: &WalkOptions) -> Result<TreeDi
     let draining = async {
         let mut unreadable = 0u64;
         while let Some(b) = rx.recv().await {
+            progress.add_read(b.entries.len() as u64);
             unreadable += b.list_failures.len() as u64;
         }
         unreadable
