@@ -237,7 +237,7 @@ fn encode<'c>(client: &'c zk::Client, batch: &Batch) -> zk::MultiWriter<'c> {
             }
             Op::SetData { path, data } => w.add_set_data(path, data, None).unwrap(),
             Op::Delete { path } => w.add_delete(path, None).unwrap(),
-            Op::Pad { parent, name } => {
+            Op::Pad { parent, name, .. } => {
                 let child = format!("{parent}/{name}");
                 w.add_create(&child, &[], &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&open))).unwrap();
                 w.add_delete(&child, None).unwrap();
@@ -287,5 +287,10 @@ fn bench_encode(c: &mut Criterion) {
     rt.shutdown_timeout(Duration::from_secs(1));
 }
 
-criterion_group!(benches, bench_batcher, bench_merkle, bench_encode);
+criterion_group! {
+    name = benches;
+    // Text reports only: no plotting back end is looked for.
+    config = Criterion::default().without_plots();
+    targets = bench_batcher, bench_merkle, bench_encode
+}
 criterion_main!(benches);

@@ -42,7 +42,7 @@ pub enum Error {
     #[error("invalid path {path:?}: {reason}")]
     InvalidPath { path: String, reason: String },
 
-    #[error("invalid argument: {0}")]
+    #[error("{0}")]
     Usage(String),
 
     #[error("cannot reach {side} ZooKeeper at {hosts} within {timeout:?}: {reason}")]

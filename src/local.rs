@@ -101,8 +101,15 @@ pub fn classpath() -> Result<String> {
     }
     let debian = Path::new("/usr/share/java/zookeeper.jar");
     if debian.exists() {
-        // Its manifest lists the dependencies.
-        return Ok(debian.display().to_string());
+        // Its manifest lists the dependencies; a logging binding, when
+        // installed, gives the server a log (server.log in its directory).
+        let mut cp = debian.display().to_string();
+        let simple = Path::new("/usr/share/java/slf4j-simple.jar");
+        if simple.exists() {
+            cp.push(':');
+            cp.push_str(&simple.display().to_string());
+        }
+        return Ok(cp);
     }
     Err(Error::Usage(
         "no ZooKeeper server found: install it (apt-get install -y zookeeper) or set ZK_HOME to a ZooKeeper release"

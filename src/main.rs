@@ -20,13 +20,25 @@ fn main() {
         default_hook(info);
     }));
     let cli = cli::Cli::parse();
+    // zkrepl reports connection trouble itself; the client's own warnings
+    // show with RUST_LOG.
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,zookeeper_client=error")),
+        )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-    let code = match runtime.block_on(cli::run(cli)) {
+    let code = match runtime.block_on(async {
+        let result = cli::run(cli).await;
+        // Every client is dropped by now: give their sessions a moment to
+        // close on the servers (ephemerals go at once, not after a timeout).
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        result
+    }) {
         Ok(outcome) => outcome.exit as i32,
         Err(e) => {
             eprintln!("zkrepl: error: {e}");

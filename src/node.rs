@@ -30,6 +30,8 @@ pub enum Slot {
     Vanished,
     /// Could not be read (NoAuth and the like).
     Failed(zk::Error),
+    /// Not read this time (the read was full): to be read again.
+    Deferred,
 }
 
 impl Slot {
@@ -139,6 +141,12 @@ pub fn grants(acl: &[zk::Acl], ids: &[(String, String)], perm: zk::Permission) -
             && ((a.auth_id().scheme() == "world" && a.auth_id().id() == "anyone")
                 || ids.iter().any(|(s, i)| a.auth_id().scheme() == s && a.auth_id().id() == i))
     })
+}
+
+/// Whether every one of `perms` is granted to `ids` (or world:anyone) by
+/// some entry of `acl`.
+pub fn grants_all(acl: &[zk::Acl], ids: &[(String, String)], perms: &[zk::Permission]) -> bool {
+    perms.iter().all(|p| grants(acl, ids, *p))
 }
 
 /// Renders bytes for humans: UTF-8 text as is (shortened), otherwise hex.

@@ -11,6 +11,9 @@ pub struct Progress {
     pub bytes: AtomicU64,
     /// Total expected, when known (0 = unknown).
     pub total: AtomicU64,
+    /// Set when a copy ends early: nodes that still carry the copy's
+    /// temporary grant, their final ACL not set yet.
+    pub temporary_acls: AtomicU64,
     stop: AtomicBool,
     phase: Mutex<String>,
 }

@@ -281,8 +281,8 @@ pub async fn generate(session: &Session, root: &str, opts: &GenOptions) -> Resul
                 .await?;
         }
         let parent = path::join(root, "/queue");
-        for _ in 0..opts.nodes.saturating_sub(COUNTER_KEPT) {
-            w.push(Op::Pad { parent: parent.clone(), name: "gone".to_string() }).await?;
+        for k in 1..=opts.nodes.saturating_sub(COUNTER_KEPT) {
+            w.push(Op::Pad { parent: parent.clone(), name: "gone".to_string(), target: k as i64 }).await?;
         }
     }
     loop {

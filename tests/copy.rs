@@ -135,7 +135,14 @@ async fn preserves_acls_and_still_copies_under_restrictive_ones() {
     assert_exit(&out, 2);
     let err = stderr(&out);
     assert!(err.contains(&format!("{root}/mixed")) && err.contains("--src-auth"), "{err}");
-    let auth = ["--src-auth", "digest:admin:secret", "--dst-auth", "digest:admin:secret"];
+    // Nodes created before the error that wait for their final ACL hold a
+    // grant to that run's one-time identity, which the error line gives.
+    let mut auth = vec!["--src-auth", "digest:admin:secret", "--dst-auth", "digest:admin:secret"];
+    let run_auth = err.split("--dst-auth ").nth(1).and_then(|r| r.split([',', ' ']).next()).map(str::to_string);
+    if let Some(run_auth) = &run_auth {
+        assert!(run_auth.starts_with("digest:zkrepl-"), "{err}");
+        auth.extend(["--dst-auth", run_auth]);
+    }
     let out = copy(&p.src.connect_string(), &p.dst.connect_string(), &root, &[&["--update"], &auth[..]].concat()).await;
     assert_exit(&out, 0);
     let admin_dst = connect_auth(&p.dst.connect_string(), "admin:secret").await;
@@ -281,6 +288,20 @@ async fn update_and_mirror_converge_and_dry_run_writes_nothing() {
     assert_eq!(plan["first_deletes"].as_array().unwrap().len(), 2);
     assert_eq!(dump(&dst, &root).await, before, "dry run wrote nothing");
 
+    // --max-delete is a safety net: over the limit, nothing at all is
+    // written (the deletions are counted before any write); a dry run shows
+    // the plan and says the real run would refuse.
+    let dst_stats = stats(&dst).await;
+    let out = copy(&s, &d, &root, &["--mirror", "--max-delete", "1"]).await;
+    assert_exit(&out, 2);
+    let err = stderr(&out);
+    assert!(err.contains("--max-delete") && err.contains("nothing was written"), "{err}");
+    assert_eq!(stats(&dst).await, dst_stats, "nothing written");
+    let out = copy(&s, &d, &root, &["--mirror", "--max-delete", "1", "--dry-run", "--json"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["plan"]["deletes"], 2);
+    assert!(stderr(&out).contains("would refuse"), "{}", stderr(&out));
+
     // --update: creates and sets, keeps extras.
     let out = copy(&s, &d, &root, &["--update", "--json"]).await;
     assert_exit(&out, 0);
@@ -289,11 +310,9 @@ async fn update_and_mirror_converge_and_dry_run_writes_nothing() {
     assert_eq!(dst.get_data(&format!("{root}/changed")).await.unwrap().0, b"new");
     assert!(dst.check_stat(&format!("{root}/extra/x")).await.unwrap().is_some());
 
-    // --mirror with a too-small --max-delete refuses to delete.
-    let out = copy(&s, &d, &root, &["--mirror", "--max-delete", "1"]).await;
-    assert_exit(&out, 2);
-    assert!(stderr(&out).contains("--max-delete"), "{}", stderr(&out));
-    assert!(dst.check_stat(&format!("{root}/extra/x")).await.unwrap().is_some());
+    // With a limit that allows it, the mirror goes ahead.
+    let out = copy(&s, &d, &root, &["--mirror", "--max-delete", "2", "--dry-run"]).await;
+    assert_exit(&out, 0);
 
     // --mirror deletes what the source lacks (children first), and a re-run does nothing.
     let out = copy(&s, &d, &root, &["--mirror", "--json"]).await;
@@ -544,4 +563,74 @@ async fn without_multi_read_the_same_copy_and_verify() {
     let out = on_pair("verify", &root, &["--dst-root", &format!("{root}-preserve"), "--no-multi-read", "--json"]).await;
     assert_exit(&out, 0);
     assert_eq!(json(&out)["compared"], 621);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_ensemble_under_another_address_is_recognised() {
+    // A proxy (as a VIP, an alias or another member would) hides that the
+    // destination is the source itself.
+    let (p, src, _) = pair_clients().await;
+    let root = unique_root("alias");
+    create_tree(&src, &root, &[("/a", b"1"), ("/b", b"2")]).await;
+    let alias = common::proxy::FaultProxy::to_port(p.src.port).await;
+    let own = |v: Vec<(String, zk::Stat)>| v.into_iter().filter(|(p, _)| p.starts_with(&root)).collect::<Vec<_>>();
+    let before = own(stats(&src).await);
+    for (dst_root, extra) in
+        [(format!("{root}/b/copy"), vec![]), (root.clone(), vec!["--update"]), ("/".to_string(), vec!["--mirror"])]
+    {
+        let mut a = vec!["--dst-root", dst_root.as_str()];
+        a.extend(extra);
+        let out = copy(&p.src.connect_string(), &alias.connect_string(), &root, &a).await;
+        assert_exit(&out, 2);
+        assert!(stderr(&out).contains("same ensemble"), "{dst_root}: {}", stderr(&out));
+    }
+    assert_eq!(own(stats(&src).await), before, "nothing written to the source");
+    // The whole tree copied onto itself from the server root, too.
+    let out = copy(&p.src.connect_string(), &alias.connect_string(), "/", &["--dst-root", "/", "--update"]).await;
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("same ensemble"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_nodes_are_read_within_a_byte_budget() {
+    // 60 nodes of 1 MB after 3000 small ones: reads are bounded in bytes,
+    // not only in count, with ACL reads (sizes known first) and without.
+    let (p, src, dst) = pair_clients().await;
+    let root = unique_root("large");
+    src.mkdir(&root, &open()).await.unwrap();
+    let mut w = src.new_multi_writer();
+    for i in 0..3000 {
+        w.add_create(&format!("{root}/a{i:05}"), b"small", &open()).unwrap();
+        if i % 1000 == 999 {
+            w.commit().await.unwrap();
+        }
+    }
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+    for i in 0..60 {
+        src.create(&format!("{root}/b{i:03}"), &big, &open()).await.unwrap();
+    }
+    for (acl, target) in [("preserve", format!("{root}-a")), ("open", format!("{root}-b"))] {
+        let out = copy(
+            &p.src.connect_string(),
+            &p.dst.connect_string(),
+            &root,
+            &["--acl", acl, "--dst-root", &target, "--json"],
+        )
+        .await;
+        assert_exit(&out, 0);
+        let s = json(&out);
+        assert_eq!(s["created"], 3061);
+        let rss = s["peak_rss_bytes"].as_u64().unwrap();
+        assert!(rss < 200 << 20, "--acl {acl}: peak RSS {} MiB for a 63 MB tree", rss >> 20);
+    }
+    let out = on_pair("verify", &root, &["--dst-root", &format!("{root}-b"), "--no-acl", "--json"]).await;
+    assert_exit(&out, 0);
+    assert!(json(&out)["peak_rss_bytes"].as_u64().unwrap() < 300 << 20);
+    let out =
+        zkrepl_async(args(&["digest", "--zk", &p.src.connect_string(), "--root", &root, "--no-acl", "--json"])).await;
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["nodes"], 3061);
+    // The server is still serving.
+    assert!(dst.check_stat(&format!("{root}-b/b059")).await.unwrap().is_some());
+    assert_eq!(zkrepl::local::four_letter(p.src.port, "ruok"), "imok");
 }

@@ -105,7 +105,7 @@ pub fn watch_signals(progress: Arc<Progress>) {
             }
             count += 1;
             if count == 1 {
-                eprintln!("zkrepl: stopping after the writes in flight land (interrupt again to quit now)");
+                eprintln!("zkrepl: stopping at a safe point (interrupt again to quit now)");
                 progress.request_stop();
             } else {
                 eprintln!("zkrepl: quitting now");

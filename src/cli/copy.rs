@@ -112,6 +112,7 @@ impl CopyArgs {
             max_delete: self.max_delete,
             sequence_counters: !self.no_sequence_counters,
             dst_ids: Vec::new(),
+            copy_id: None,
             plan_sample: 10,
         })
     }
@@ -125,16 +126,22 @@ pub async fn copy_between(
     read: &ReadTuning,
     mut opts: CopyOptions,
     progress: &Progress,
+    run_identity: (zkrepl::zk::target::Auth, (String, String)),
 ) -> zkrepl::Result<CopySummary> {
     let src_acl = opts.acl == AclMode::Preserve;
     let dst_sessions = if opts.mode == Mode::Fresh { 1 } else { read.read_sessions };
+    // The writer also holds a one-time identity for temporary grants.
+    let (run_auth, run_id) = run_identity;
+    let mut writer_loc = dst.clone();
+    writer_loc.auth.push(run_auth);
     let (src_reader, dst_reader, writer) = futures::try_join!(
         open_reader(Side::Source, src, conn, read, src_acl, read.read_sessions),
         open_reader(Side::Destination, dst, conn, read, true, dst_sessions),
-        open_session(Side::Destination, dst, conn),
+        open_session(Side::Destination, &writer_loc, conn),
     )?;
     copy::check_distinct(&src_reader, &dst_reader).await?;
     opts.dst_ids = dst.auth.iter().filter_map(|a| a.acl_id()).collect();
+    opts.copy_id = Some(run_id);
     copy::run(&src_reader, &dst_reader, &writer, &opts, progress).await
 }
 
@@ -176,26 +183,41 @@ pub async fn run(args: CopyArgs) -> zkrepl::Result<Outcome> {
     progress.set_phase("connecting");
     watch_signals(progress.clone());
     let view = ProgressView::start(progress.clone(), args.output.quiet);
-    let result = copy_between(&src, &dst, &args.connection, &args.read, opts, &progress).await;
+    let identity = copy::run_identity();
+    let credential = identity.0.credential.clone();
+    let result = copy_between(&src, &dst, &args.connection, &args.read, opts, &progress, identity).await;
     view.finish();
     let summary = match result {
         Ok(s) => s,
-        Err(zkrepl::Error::Interrupted) => {
-            eprintln!(
-                "zkrepl: interrupted after {} nodes read and {} operations applied; run the same command with --update to finish",
-                progress.read.load(std::sync::atomic::Ordering::Relaxed),
-                progress.written.load(std::sync::atomic::Ordering::Relaxed)
-            );
-            return Ok(Outcome { exit: Exit::Interrupted });
-        }
         Err(e) => {
-            let written = progress.written.load(std::sync::atomic::Ordering::Relaxed);
-            if written > 0 {
+            let interrupted = matches!(e, zkrepl::Error::Interrupted);
+            let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            let (read, written, pending) =
+                (load(&progress.read), load(&progress.written), load(&progress.temporary_acls));
+            let again = match args.options().map(|o| o.mode) {
+                Ok(Mode::Fresh) => "the same command with --update",
+                _ => "the same command",
+            };
+            if interrupted {
+                eprintln!("zkrepl: interrupted after {read} nodes read and {written} writes applied");
+            } else {
+                eprintln!("zkrepl: error: {e}");
+            }
+            if written > 0 || interrupted {
+                eprintln!("zkrepl: {written} writes had been applied to the destination; {again} completes the copy");
+            }
+            if pending > 0 {
                 eprintln!(
-                    "zkrepl: {written} writes had been applied to the destination; once the cause is fixed, the same command with --update completes the copy"
+                    "zkrepl: {pending} nodes still carry this run's temporary grant instead of their final ACL (a one-time identity nobody else holds); {again}, adding --dst-auth digest:{credential}, sets them"
                 );
             }
-            return Err(e);
+            if args.output.json {
+                let run_auth = (pending > 0).then(|| format!("digest:{credential}"));
+                print_json(&serde_json::json!({
+                    "error": e.to_string(), "writes_applied": written, "temporary_acls": pending, "run_auth": run_auth,
+                }));
+            }
+            return Ok(Outcome { exit: if interrupted { Exit::Interrupted } else { Exit::Error } });
         }
     };
     let mut verify_report = None;
@@ -203,6 +225,13 @@ pub async fn run(args: CopyArgs) -> zkrepl::Result<Outcome> {
         let tuning = VerifyTuning::from_read(&args.read);
         verify_report =
             Some(run_verify_after_copy(&src, &dst, &args.connection, &tuning, args.acl, args.output.quiet).await?);
+    }
+    if summary.delete_limit_exceeded {
+        eprintln!(
+            "zkrepl: warning: the mirror would delete {} nodes, more than --max-delete {}: the real run would refuse and write nothing",
+            summary.plan.as_ref().map_or(0, |p| p.deletes),
+            args.max_delete.unwrap_or_default()
+        );
     }
     if args.output.json {
         match &verify_report {
@@ -212,11 +241,13 @@ pub async fn run(args: CopyArgs) -> zkrepl::Result<Outcome> {
     } else if !args.output.quiet {
         print_summary(&src, &dst, &summary);
         if let Some(v) = &verify_report {
+            println!("verify");
             super::verify::print_report(v, 20);
         }
     }
-    let exit = match &verify_report {
-        Some(v) if !v.equal() => Exit::Differences,
+    let exit = match verify_report.as_ref().map(|v| v.verdict()) {
+        Some(zkrepl::verify::Verdict::Different) => Exit::Differences,
+        Some(zkrepl::verify::Verdict::Incomplete) => Exit::Error,
         _ => Exit::Ok,
     };
     Ok(Outcome { exit })
@@ -225,12 +256,16 @@ pub async fn run(args: CopyArgs) -> zkrepl::Result<Outcome> {
 pub fn print_summary(src: &Location, dst: &Location, s: &CopySummary) {
     let what = if s.dry_run { "would copy" } else { "copied" };
     println!(
-        "{what} {}{} -> {}{} ({:?} mode)",
+        "{what} {}{} -> {}{} ({})",
         src.hosts.host_list(),
         src.root,
         dst.hosts.host_list(),
         dst.root,
-        s.mode
+        match s.mode {
+            Mode::Fresh => "into an empty root",
+            Mode::Update => "--update",
+            Mode::Mirror => "--mirror",
+        }
     );
     println!("  nodes read      {:>10}   ({})", s.nodes_read, human_bytes(s.bytes_read));
     println!("  created         {:>10}", s.created);
@@ -255,8 +290,9 @@ pub fn print_summary(src: &Location, dst: &Location, s: &CopySummary) {
     }
     if s.padded_parents > 0 {
         println!(
-            "  seq. counters   {:>10} parents {} ({} padding ops)",
+            "  seq. counters   {:>10} {} {} ({} padding ops)",
             s.padded_parents,
+            if s.padded_parents == 1 { "parent" } else { "parents" },
             if s.dry_run { "behind" } else { "raised" },
             s.padding_ops
         );

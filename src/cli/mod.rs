@@ -59,6 +59,15 @@ pub enum Command {
 }
 
 pub async fn run(cli: Cli) -> zkrepl::Result<Outcome> {
+    let result = dispatch(cli).await;
+    if let Err(zkrepl::Error::Interrupted) = result {
+        eprintln!("zkrepl: interrupted");
+        return Ok(Outcome { exit: Exit::Interrupted });
+    }
+    result
+}
+
+async fn dispatch(cli: Cli) -> zkrepl::Result<Outcome> {
     match cli.command {
         Command::Copy(a) => copy::run(a).await,
         Command::Verify(a) => verify::run(a).await,

@@ -8,7 +8,7 @@ use zkrepl::verify::{self, Verdict, VerifyOptions, VerifyReport};
 use super::args::{AclArg, Connection, Endpoints, Location, OneTree, Output, ReadTuning};
 use zkrepl::progress::Progress;
 
-use super::common::{ProgressView, human_bytes, open_reader, print_json};
+use super::common::{ProgressView, human_bytes, open_reader, print_json, watch_signals};
 use super::{Exit, Outcome};
 
 #[derive(Args, Debug)]
@@ -88,9 +88,13 @@ pub async fn verify_between(
     tuning: &VerifyTuning,
     acl: bool,
     quiet: bool,
+    signals: bool,
 ) -> zkrepl::Result<VerifyReport> {
     let progress = std::sync::Arc::new(Progress::new());
     progress.set_phase("connecting");
+    if signals {
+        watch_signals(progress.clone());
+    }
     let view = ProgressView::start(progress.clone(), quiet);
     let n = tuning.read.read_sessions;
     let result = async {
@@ -114,7 +118,7 @@ pub async fn run_verify_after_copy(
     acl: AclArg,
     quiet: bool,
 ) -> zkrepl::Result<VerifyReport> {
-    verify_between(src, dst, conn, tuning, matches!(acl, AclArg::Preserve), quiet).await
+    verify_between(src, dst, conn, tuning, matches!(acl, AclArg::Preserve), quiet, false).await
 }
 
 pub async fn run(args: VerifyArgs) -> zkrepl::Result<Outcome> {
@@ -125,7 +129,7 @@ pub async fn run(args: VerifyArgs) -> zkrepl::Result<Outcome> {
         max_listed: if args.all || args.output.json { usize::MAX } else { args.limit },
         strict_counters: args.strict_counters,
     };
-    let report = verify_between(&src, &dst, &args.connection, &tuning, !args.no_acl, args.output.quiet).await?;
+    let report = verify_between(&src, &dst, &args.connection, &tuning, !args.no_acl, args.output.quiet, true).await?;
     if args.output.json {
         print_json(&report);
     } else if !args.output.quiet {
@@ -221,6 +225,7 @@ pub async fn run_digest(args: DigestArgs) -> zkrepl::Result<Outcome> {
         ..WalkOptions::default()
     };
     let progress = std::sync::Arc::new(Progress::new());
+    watch_signals(progress.clone());
     let view = ProgressView::start(progress.clone(), args.output.quiet);
     let d = verify::digest(&reader, &walk, &progress).await;
     view.finish();
@@ -240,6 +245,12 @@ pub async fn run_digest(args: DigestArgs) -> zkrepl::Result<Outcome> {
         println!("pzxid    0x{:x} (largest)", d.max_pzxid);
         if d.vanished > 0 {
             println!("changed  {} nodes vanished while being read", d.vanished);
+        }
+        for (p, why) in &d.unreadable_paths {
+            println!("! {p}  ({why})");
+        }
+        if !d.unreadable_paths.is_empty() {
+            println!("(pass --auth digest:user:password of an id allowed to read them, or --no-acl for hidden ACLs)");
         }
     }
     Ok(Outcome { exit: if d.digest.is_some() { Exit::Ok } else { Exit::Error } })

@@ -36,12 +36,12 @@ fn glob(pattern: &str) -> Result<GlobMatcher> {
 /// Parses `5s`, `1500ms`, `10m`, `2h`, `7d`, or plain milliseconds.
 pub fn parse_duration(s: &str) -> Result<Duration> {
     let s = s.trim();
-    let bad = || Error::Usage(format!("bad duration {s:?}: use e.g. 500ms, 30s, 10m, 2h, 7d"));
+    let bad = || Error::Usage(format!("bad duration {s:?}: give a number and a unit, e.g. 500ms, 30s, 10m, 2h, 7d"));
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().map_err(|_| bad())?;
     let ms = match unit {
-        "" | "ms" => n,
+        "ms" => n,
         "s" => n * 1000,
         "m" => n * 60_000,
         "h" => n * 3_600_000,
@@ -127,7 +127,8 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("1500").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("5").is_err(), "a bare number is ambiguous");
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
         assert!(parse_duration("2y").is_err());
         assert!(parse_duration("").is_err());

@@ -17,7 +17,7 @@ use zookeeper_client as zk;
 
 use self::kinds::KindRules;
 use crate::error::{Error, Result, Side};
-use crate::node::{NodeInfo, Slot, acl_equal, acl_masked, grants, next_sequence, open_acl};
+use crate::node::{NodeInfo, Slot, acl_equal, acl_masked, grants_all, next_sequence, open_acl};
 use crate::progress::Progress;
 use crate::read::TreeReader;
 use crate::read::walk::{self, Batch, DstOnly, Entry, WalkOptions};
@@ -61,6 +61,11 @@ pub struct CopyOptions {
     pub sequence_counters: bool,
     /// ACL ids the destination session authenticates as.
     pub dst_ids: Vec<(String, String)>,
+    /// This run's own identity, held by the writer session only (see
+    /// [`run_identity`]): the temporary grant on nodes whose ACL would stop
+    /// the copy from writing beneath them. Without one, the grant goes to
+    /// `world:anyone`.
+    pub copy_id: Option<(String, String)>,
     /// Paths listed per class in a dry-run plan.
     pub plan_sample: usize,
 }
@@ -77,9 +82,25 @@ impl Default for CopyOptions {
             max_delete: None,
             sequence_counters: true,
             dst_ids: Vec::new(),
+            copy_id: None,
             plan_sample: 10,
         }
     }
+}
+
+/// A one-time digest identity for a copy: give the credential to the writer
+/// session and the id to [`CopyOptions::copy_id`]. No one else holds it, so
+/// the temporary grants made with it open nothing to anyone else.
+pub fn run_identity() -> (crate::zk::target::Auth, (String, String)) {
+    use std::hash::{BuildHasher, Hasher};
+    let word = || {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+        format!("{:016x}", h.finish())
+    };
+    let credential = format!("zkrepl-{}:{}{}{}", word(), word(), word(), word());
+    let id = ("digest".to_string(), crate::zk::target::digest_id(&credential));
+    (crate::zk::target::Auth { scheme: "digest".to_string(), credential }, id)
 }
 
 /// What a dry run would do.
@@ -131,6 +152,8 @@ pub struct CopySummary {
     pub max_source_pzxid: i64,
     /// Sessions replaced after expiring (the copy went on).
     pub session_renewals: usize,
+    /// A dry run found more deletions than --max-delete allows.
+    pub delete_limit_exceeded: bool,
     /// Peak resident memory of this process so far.
     pub peak_rss_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -138,7 +161,9 @@ pub struct CopySummary {
 }
 
 /// Refuses a copy whose source and destination are the same tree or nest in
-/// each other on the same ensemble.
+/// each other on the same ensemble, however the two are addressed (another
+/// member, an alias, a proxy): a node seen through both sessions with the
+/// same creation zxid and time is one node.
 pub async fn check_distinct(src: &TreeReader, dst: &TreeReader) -> Result<()> {
     let (so, do_) = (src.pool().options(), dst.pool().options());
     let src_abs = so.hosts.absolute(src.root());
@@ -151,12 +176,8 @@ pub async fn check_distinct(src: &TreeReader, dst: &TreeReader) -> Result<()> {
         let b = resolve(&do_.hosts.hosts).await;
         a.iter().any(|x| b.contains(x))
     };
-    let same_node = src_abs == dst_abs
-        && match (src.root_stat().await?, dst.root_stat().await?) {
-            (Some(a), Some(b)) => a == b && a.czxid != 0,
-            _ => false,
-        };
-    if same_hosts || same_node {
+    let same = same_hosts || same_ensemble(src, dst, &src_abs, &dst_abs).await?;
+    if same {
         let how = if src_abs == dst_abs {
             "is the source root".to_string()
         } else if path::is_within(&src_abs, &dst_abs) {
@@ -169,6 +190,41 @@ pub async fn check_distinct(src: &TreeReader, dst: &TreeReader) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Whether the two readers see the same ensemble: the deepest existing
+/// ancestor of the inner root (visible to both, being inside both chroots)
+/// or, when that is a node without a creation zxid (the server root), a few
+/// of its children, have the same identity through both sessions.
+async fn same_ensemble(src: &TreeReader, dst: &TreeReader, src_abs: &str, dst_abs: &str) -> Result<bool> {
+    let identity = |s: &zk::Stat| (s.czxid, s.ctime);
+    let inner = if src_abs.len() >= dst_abs.len() { src_abs } else { dst_abs };
+    let (sc, dc) = (&src.pool().options().hosts.chroot, &dst.pool().options().hosts.chroot);
+    let deeper = if sc.len() >= dc.len() { sc } else { dc };
+    let mut candidates = vec![inner];
+    candidates.extend(path::ancestors(inner).into_iter().rev());
+    if inner != "/" {
+        candidates.push("/");
+    }
+    // Only nodes inside both chroots are seen through both sessions.
+    candidates.retain(|c| path::is_within(deeper, c));
+    for c in candidates {
+        let Some((s, children)) = src.probe_abs(c, true).await? else { continue };
+        if s.czxid != 0 {
+            return Ok(dst.probe_abs(c, false).await?.is_some_and(|(d, _)| identity(&d) == identity(&s)));
+        }
+        // The server root: look at its children instead.
+        for name in children.iter().filter(|n| c != "/" || *n != "zookeeper").take(5) {
+            let child = if c == "/" { format!("/{name}") } else { format!("{c}/{name}") };
+            if let Some((cs, _)) = src.probe_abs(&child, false).await?
+                && cs.czxid != 0
+            {
+                return Ok(dst.probe_abs(&child, false).await?.is_some_and(|(d, _)| identity(&d) == identity(&cs)));
+            }
+        }
+        return Ok(false);
+    }
+    Ok(false)
 }
 
 async fn resolve(hosts: &[String]) -> Vec<std::net::SocketAddr> {
@@ -185,6 +241,29 @@ async fn resolve(hosts: &[String]) -> Vec<std::net::SocketAddr> {
 /// `dst` reads the destination (its root, and everything in update and
 /// mirror modes).
 pub async fn run(
+    src: &TreeReader,
+    dst: &TreeReader,
+    writer_session: &Session,
+    opts: &CopyOptions,
+    progress: &Progress,
+) -> Result<CopySummary> {
+    // A limit on deletions is a safety net: know the count before writing.
+    if let (Mode::Mirror, false, Some(max)) = (opts.mode, opts.dry_run, opts.max_delete) {
+        progress.set_phase("counting deletions");
+        let probe = CopyOptions { dry_run: true, ..opts.clone() };
+        let planned = run_pass(src, dst, writer_session, &probe, progress).await?;
+        let deletes = planned.plan.map_or(0, |p| p.deletes);
+        if deletes > max {
+            return Err(Error::Usage(format!(
+                "the mirror would delete {deletes} destination nodes, more than --max-delete {max}; nothing was written"
+            )));
+        }
+        progress.read.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+    run_pass(src, dst, writer_session, opts, progress).await
+}
+
+async fn run_pass(
     src: &TreeReader,
     dst: &TreeReader,
     writer_session: &Session,
@@ -214,7 +293,9 @@ pub async fn run(
     walk_opts.dst_only = if opts.mode == Mode::Mirror { DstOnly::Descend } else { DstOnly::Skip };
     let src_abs = src.pool().options().hosts.absolute(src.root());
     let dst_abs = dst.pool().options().hosts.absolute(dst.root());
-    walk_opts.skip_system = src_abs == "/" || dst_abs == "/";
+    // The source's own /zookeeper, or a child of that name that would land on
+    // the destination's; the destination's own.
+    walk_opts.skip_system = [src_abs == "/" || dst_abs == "/", dst_abs == "/"];
     let root_sides = walk::SRC | if dst_root.is_some() { walk::DST } else { 0 };
 
     let mut planner = Planner::new(src.root(), dst.root(), opts, writer_session, progress);
@@ -231,7 +312,6 @@ pub async fn run(
                 _ = progress.stopped() => None,
             };
             if progress.stop_requested() {
-                planner.finish_inflight().await?;
                 return Err(Error::Interrupted);
             }
             match batch {
@@ -242,19 +322,20 @@ pub async fn run(
         Ok::<(), Error>(())
     };
     let (walked, planned) = tokio::join!(walking, planning);
-    if let Err(e) = planned {
-        // Land what is in flight so the report is true, then fail.
-        let _ = planner.finish_inflight().await;
-        return Err(e);
-    }
-    let walked = match walked {
+    let outcome = match (walked, planned) {
+        (_, Err(e)) | (Err(e), _) => Err(e),
+        (Ok(walked), Ok(())) => planner.finish(src, dst).await.map(|_| walked),
+    };
+    let walked = match outcome {
         Ok(w) => w,
         Err(e) => {
-            let _ = planner.finish_inflight().await;
+            // Land what is in flight so the report is true, then fail; nodes
+            // still waiting for their final ACL keep this run's grant.
+            let _ = planner.land().await;
+            progress.temporary_acls.store(planner.pending_acls() as u64, std::sync::atomic::Ordering::Relaxed);
             return Err(e);
         }
     };
-    planner.finish(src, dst).await?;
 
     let w = planner.writer.as_ref().map(|w| w.counters().clone()).unwrap_or_default();
     let seconds = started.elapsed().as_secs_f64();
@@ -285,6 +366,7 @@ pub async fn run(
         max_source_mzxid: walked.src.max_mzxid,
         max_source_pzxid: walked.src.max_pzxid,
         session_renewals: src.pool().renewals() + dst.pool().renewals() + writer_session.renewals(),
+        delete_limit_exceeded: planner.delete_limit_exceeded,
         peak_rss_bytes: crate::progress::peak_rss_bytes(),
         plan: opts.dry_run.then(|| planner.plan.clone()),
     })
@@ -327,6 +409,7 @@ struct Planner<'a> {
     /// Relative paths of parents whose sequence counter may lag.
     counter_candidates: HashSet<String>,
     padded_parents: u64,
+    delete_limit_exceeded: bool,
     warned_open: bool,
 }
 
@@ -354,6 +437,7 @@ impl<'a> Planner<'a> {
             closed: std::collections::HashMap::new(),
             counter_candidates: HashSet::new(),
             padded_parents: 0,
+            delete_limit_exceeded: false,
             warned_open: false,
         }
     }
@@ -380,7 +464,7 @@ impl<'a> Planner<'a> {
     async fn emit(&mut self, op: Op) -> Result<()> {
         if !self.closed.is_empty() {
             match &op {
-                Op::Create { path, .. } => {
+                Op::Create { path, .. } | Op::Delete { path } => {
                     if let Some(parent) = path::parent(path) {
                         self.open_parent(parent).await?;
                     }
@@ -448,17 +532,23 @@ impl<'a> Planner<'a> {
     /// `acl` plus a grant that lets this copy create and read beneath it.
     fn writable(&mut self, acl: &[zk::Acl]) -> Vec<zk::Acl> {
         let mut out = acl.to_vec();
-        if self.opts.dst_ids.is_empty() {
-            if !self.warned_open {
-                tracing::warn!(
-                    "some nodes have ACLs that deny this copy CREATE; they are open to anyone until their children are copied (pass --dst-auth to use your own id instead)"
-                );
-                self.warned_open = true;
-            }
-            out.push(zk::Acl::new(zk::Permission::ALL, zk::AuthId::anyone()));
-        } else {
-            for (scheme, id) in &self.opts.dst_ids {
+        match &self.opts.copy_id {
+            Some((scheme, id)) => {
+                // This run's identity, and the user's own, so that a later
+                // run with the same credentials can finish the job.
                 out.push(zk::Acl::new(zk::Permission::ALL, zk::AuthId::new(scheme, id)));
+                for (scheme, id) in &self.opts.dst_ids {
+                    out.push(zk::Acl::new(zk::Permission::ALL, zk::AuthId::new(scheme, id)));
+                }
+            }
+            None => {
+                if !self.warned_open {
+                    tracing::warn!(
+                        "some nodes have ACLs that deny this copy writing beneath them; they are open to anyone until their subtree is copied"
+                    );
+                    self.warned_open = true;
+                }
+                out.push(zk::Acl::new(zk::Permission::ALL, zk::AuthId::anyone()));
             }
         }
         out
@@ -511,8 +601,19 @@ impl<'a> Planner<'a> {
 
     /// Whether this copy may create nodes beneath it: children to copy, or
     /// a sequence counter to pad.
-    fn writes_beneath(&self, s: &NodeInfo) -> bool {
-        s.stat.num_children > 0 || (self.opts.sequence_counters && next_sequence(&s.stat) > s.stat.num_children as i64)
+    fn writes_beneath(&self, s: &NodeInfo, d: Option<&NodeInfo>) -> bool {
+        s.stat.num_children > 0
+            || (self.opts.sequence_counters && next_sequence(&s.stat) > s.stat.num_children as i64)
+            || (self.opts.mode == Mode::Mirror && d.is_some_and(|d| d.stat.num_children > 0))
+    }
+
+    /// Whether `acl` lets this copy do all it may do beneath a node: create
+    /// (children, pads), delete (pads, mirror) and read (reconcile).
+    fn open_beneath(&self, acl: &[zk::Acl]) -> bool {
+        const BENEATH: [zk::Permission; 3] = [zk::Permission::CREATE, zk::Permission::DELETE, zk::Permission::READ];
+        let mut ids = self.opts.dst_ids.clone();
+        ids.extend(self.opts.copy_id.clone());
+        grants_all(acl, &ids, &BENEATH)
     }
 
     async fn create(&mut self, rel: &str, dst_path: String, kind: (NodeKind, bool), s: NodeInfo) -> Result<()> {
@@ -528,12 +629,12 @@ impl<'a> Planner<'a> {
         if next_sequence(&s.stat) > s.stat.num_children as i64 {
             self.counter_candidates.insert(rel.to_string());
         }
-        let writes_beneath = self.writes_beneath(&s);
+        let writes_beneath = self.writes_beneath(&s, None);
         let acl = match self.opts.acl {
             AclMode::Preserve => s.acl,
             AclMode::Open => open_acl(),
         };
-        let acl = if writes_beneath && !grants(&acl, &self.opts.dst_ids, zk::Permission::CREATE) {
+        let acl = if writes_beneath && !self.open_beneath(&acl) {
             self.deferred_acl.push((dst_path.clone(), acl.clone()));
             self.writable(&acl)
         } else {
@@ -555,11 +656,10 @@ impl<'a> Planner<'a> {
         let acl = self.final_acl(&s);
         // A hidden destination ACL cannot be compared: set it.
         let differs = acl_masked(&d.acl) || !acl_equal(&acl, &d.acl);
-        let ids = &self.opts.dst_ids;
-        if self.writes_beneath(&s) && !grants(&acl, ids, zk::Permission::CREATE) {
+        if self.writes_beneath(&s, Some(d)) && !self.open_beneath(&acl) {
             // Children may still be created under it: its final ACL waits
             // until they are in; it is opened only if one is created.
-            if !grants(&d.acl, ids, zk::Permission::CREATE) {
+            if !self.open_beneath(&d.acl) {
                 self.closed.insert(dst_path.clone(), acl.clone());
             }
             if differs {
@@ -578,7 +678,7 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    /// Lands what is in flight (after an error or a stop request).
+    /// Sends what is queued and waits until all of it has landed.
     async fn finish_inflight(&mut self) -> Result<()> {
         match self.writer.as_mut() {
             Some(w) => w.flush().await,
@@ -586,31 +686,66 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// After an error or a stop: lands what is in flight, sends nothing more.
+    async fn land(&mut self) -> Result<()> {
+        match self.writer.as_mut() {
+            Some(w) => w.land().await,
+            None => Ok(()),
+        }
+    }
+
     /// Deletes (mirror), sequence counters, deferred ACLs, in that order.
     async fn finish(&mut self, src: &TreeReader, dst: &TreeReader) -> Result<()> {
-        if let Some(max) = self.opts.max_delete
-            && self.deletes.len() as u64 > max
-        {
-            self.finish_inflight().await?;
-            return Err(Error::Usage(format!(
-                "the mirror would delete {} destination nodes, more than --max-delete {max}; nothing was deleted (everything else was copied)",
-                self.deletes.len()
-            )));
+        self.delete_limit_exceeded = self.opts.max_delete.is_some_and(|max| self.deletes.len() as u64 > max);
+        // A dry run shows every deletion; a real run over the limit (the
+        // source grew since it was counted) deletes none.
+        let refused = self.delete_limit_exceeded && !self.opts.dry_run;
+        self.check_stop()?;
+        if !refused && !self.deletes.is_empty() {
+            self.progress.set_phase("deleting");
+            // Discovery order has parents first: reversed, children go first.
+            for p in std::mem::take(&mut self.deletes).into_iter().rev() {
+                self.emit(Op::Delete { path: p }).await?;
+            }
         }
-        self.progress.set_phase("deleting");
-        // Discovery order has parents first: reversed, children go first.
-        for p in std::mem::take(&mut self.deletes).into_iter().rev() {
-            self.emit(Op::Delete { path: p }).await?;
-        }
+        // Everything lands before counters are read and padded.
         self.finish_inflight().await?;
         if self.opts.sequence_counters && !self.counter_candidates.is_empty() {
+            self.check_stop()?;
             self.progress.set_phase("sequence counters");
             self.pad_counters(src, dst).await?;
+        }
+        self.final_acls().await?;
+        if refused {
+            return Err(Error::Usage(format!(
+                "the mirror would delete {} destination nodes, more than --max-delete {}; nothing was deleted (the other changes were applied)",
+                self.deletes.len(),
+                self.opts.max_delete.unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sets the ACLs that waited for their subtrees.
+    async fn final_acls(&mut self) -> Result<()> {
+        if !self.deferred_acl.is_empty() {
+            self.progress.set_phase("ACLs");
         }
         for (p, acl) in std::mem::take(&mut self.deferred_acl) {
             self.emit(Op::SetAcl { path: p, acl }).await?;
         }
+        // Always: whatever is still queued goes out and lands here.
         self.finish_inflight().await
+    }
+
+    fn check_stop(&self) -> Result<()> {
+        if self.progress.stop_requested() { Err(Error::Interrupted) } else { Ok(()) }
+    }
+
+    /// After a failure or a stop: how many nodes still carry the temporary
+    /// grant (their final ACL waits for a re-run).
+    fn pending_acls(&self) -> usize {
+        self.deferred_acl.len()
     }
 
     /// Raises destination child versions to the source's, so sequential
@@ -635,8 +770,9 @@ impl<'a> Planner<'a> {
                 }
                 self.padded_parents += 1;
                 let parent = path::join(&self.dst_root, rel);
-                for _ in 0..deficit {
-                    self.emit(Op::Pad { parent: parent.clone(), name: name.clone() }).await?;
+                let base = next_sequence(&d);
+                for k in 1..=deficit {
+                    self.emit(Op::Pad { parent: parent.clone(), name: name.clone(), target: base + k }).await?;
                 }
             }
         }

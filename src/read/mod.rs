@@ -43,6 +43,9 @@ pub struct ReadOptions {
     /// Most bytes of one multiRead request (paths add up: keep well under
     /// the server's jute.maxbuffer).
     pub max_request_bytes: usize,
+    /// Most data bytes one read returns; the nodes beyond come back
+    /// deferred (this bounds memory by bytes, not only by node count).
+    pub max_read_bytes: usize,
 }
 
 impl Default for ReadOptions {
@@ -53,6 +56,7 @@ impl Default for ReadOptions {
             max_ops: 1000,
             max_reply_bytes: 2 << 20,
             max_request_bytes: 512 << 10,
+            max_read_bytes: 4 << 20,
         }
     }
 }
@@ -72,9 +76,11 @@ pub struct TreeReader {
     root: String,
     opts: ReadOptions,
     multi_read: AtomicBool,
-    /// Largest data length seen lately: sizes getData batches when the
-    /// lengths are not known in advance (no ACL pass).
-    est_node_bytes: AtomicUsize,
+    /// Largest data length seen so far: sizes getData chunks when lengths
+    /// are not known in advance (no ACL pass).
+    largest_seen: AtomicUsize,
+    /// Large nodes seen without ACL reads: learn sizes first from now on.
+    sized: AtomicBool,
     rotate: AtomicUsize,
     pub counters: ReadCounters,
 }
@@ -107,7 +113,8 @@ impl TreeReader {
             root: root.to_string(),
             multi_read: AtomicBool::new(opts.multi_read == MultiRead::Auto),
             opts,
-            est_node_bytes: AtomicUsize::new(16 << 10),
+            largest_seen: AtomicUsize::new(0),
+            sized: AtomicBool::new(false),
             rotate: AtomicUsize::new(0),
             counters: ReadCounters::default(),
         };
@@ -187,61 +194,16 @@ impl TreeReader {
 
     async fn read_once(&self, clients: &[zk::Client], rels: &[&str]) -> Result<Vec<Slot>, zk::Error> {
         let paths: Vec<String> = rels.iter().map(|r| path::join(&self.root, r)).collect();
-        let mut slots: Vec<Result<NodeInfo, Slot>> = Vec::with_capacity(paths.len());
-        if self.opts.acl {
-            let base = self.rotate.fetch_add(paths.len(), Ordering::Relaxed);
-            self.counters.requests.fetch_add(paths.len() as u64, Ordering::Relaxed);
-            let answers =
-                join_all(paths.iter().enumerate().map(|(i, p)| clients[(base + i) % clients.len()].get_acl(p))).await;
-            let mut ops = Vec::new();
-            for (i, answer) in answers.into_iter().enumerate() {
-                match answer {
-                    Ok((acl, stat)) => {
-                        if stat.data_length > 0 {
-                            ops.push(ReadOp::Data(i));
-                        }
-                        slots.push(Ok(NodeInfo { stat, data: Vec::new(), acl }));
-                    }
-                    Err(e) => slots.push(Err(per_node_error(e)?)),
-                }
-            }
-            if !ops.is_empty() {
-                let expected = |op: &ReadOp| match op {
-                    ReadOp::Data(i) => slots[*i].as_ref().map_or(0, |n| n.stat.data_length as usize),
-                    ReadOp::Children(_) => 0,
-                };
-                let answers = self.fetch(clients, &paths, &ops, expected).await?;
-                for (op, answer) in ops.iter().zip(answers) {
-                    let ReadOp::Data(i) = op else { continue };
-                    match answer {
-                        Answer::Data(data, stat) => {
-                            if let Ok(node) = slots[*i].as_mut() {
-                                node.data = data;
-                                node.stat = stat;
-                            }
-                        }
-                        Answer::Failed(e) => slots[*i] = Err(per_node_error(e)?),
-                        Answer::Children(_) => unreachable!("getData answered with children"),
-                    }
-                }
-            }
+        let mut slots = if self.opts.acl || self.sized.load(Ordering::Relaxed) {
+            self.read_sized(clients, &paths).await?
         } else {
-            let ops: Vec<ReadOp> = (0..paths.len()).map(ReadOp::Data).collect();
-            let est = self.est_node_bytes.load(Ordering::Relaxed);
-            let answers = self.fetch(clients, &paths, &ops, |_| est).await?;
-            let mut largest = 0;
-            for answer in answers {
-                match answer {
-                    Answer::Data(data, stat) => {
-                        largest = largest.max(data.len());
-                        slots.push(Ok(NodeInfo { stat, data, acl: Vec::new() }));
-                    }
-                    Answer::Failed(e) => slots.push(Err(per_node_error(e)?)),
-                    Answer::Children(_) => unreachable!("getData answered with children"),
-                }
+            self.read_blind(clients, &paths).await?
+        };
+        if !self.opts.acl {
+            // Read only to learn sizes: not part of what was asked.
+            for s in slots.iter_mut().flatten() {
+                s.acl.clear();
             }
-            // Later batches are sized by what this one held, decaying slowly.
-            self.est_node_bytes.store(largest.max(est / 2).max(256), Ordering::Relaxed);
         }
         let mut bytes = 0u64;
         let out = slots
@@ -256,6 +218,102 @@ impl TreeReader {
             .collect();
         self.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
         Ok(out)
+    }
+
+    /// Stat first (getACL, one per node, spread over the sessions), then the
+    /// data of as many nodes as fit `max_read_bytes`; the others come back
+    /// [`Slot::Deferred`], to be read again later.
+    async fn read_sized(
+        &self,
+        clients: &[zk::Client],
+        paths: &[String],
+    ) -> Result<Vec<Result<NodeInfo, Slot>>, zk::Error> {
+        let mut slots: Vec<Result<NodeInfo, Slot>> = Vec::with_capacity(paths.len());
+        let base = self.rotate.fetch_add(paths.len(), Ordering::Relaxed);
+        self.counters.requests.fetch_add(paths.len() as u64, Ordering::Relaxed);
+        let answers =
+            join_all(paths.iter().enumerate().map(|(i, p)| clients[(base + i) % clients.len()].get_acl(p))).await;
+        let mut ops = Vec::new();
+        let mut budget = 0usize;
+        for (i, answer) in answers.into_iter().enumerate() {
+            match answer {
+                Ok((acl, stat)) => {
+                    let len = stat.data_length.max(0) as usize;
+                    if !ops.is_empty() && budget + len > self.opts.max_read_bytes {
+                        slots.push(Err(Slot::Deferred));
+                        continue;
+                    }
+                    budget += len;
+                    if len > 0 {
+                        ops.push(ReadOp::Data(i));
+                    }
+                    slots.push(Ok(NodeInfo { stat, data: Vec::new(), acl }));
+                }
+                Err(e) => slots.push(Err(per_node_error(e)?)),
+            }
+        }
+        if !ops.is_empty() {
+            let expected = |op: &ReadOp| match op {
+                ReadOp::Data(i) => slots[*i].as_ref().map_or(0, |n| n.stat.data_length as usize),
+                ReadOp::Children(_) => 0,
+            };
+            let answers = self.fetch(clients, paths, &ops, expected).await?;
+            for (op, answer) in ops.iter().zip(answers) {
+                let ReadOp::Data(i) = op else { continue };
+                match answer {
+                    Answer::Data(data, stat) => {
+                        if let Ok(node) = slots[*i].as_mut() {
+                            node.data = data;
+                            node.stat = stat;
+                        }
+                    }
+                    Answer::Failed(e) => slots[*i] = Err(per_node_error(e)?),
+                    Answer::Children(_) => unreachable!("getData answered with children"),
+                }
+            }
+        }
+        Ok(slots)
+    }
+
+    /// Sizes unknown (no getACL pass): getData in chunks sent one after the
+    /// other, each sized by the largest node seen so far (never less), the
+    /// rest deferred once `max_read_bytes` came back. A node over 256 KiB
+    /// switches this reader to [`TreeReader::read_sized`] for good.
+    async fn read_blind(
+        &self,
+        clients: &[zk::Client],
+        paths: &[String],
+    ) -> Result<Vec<Result<NodeInfo, Slot>>, zk::Error> {
+        let mut slots: Vec<Result<NodeInfo, Slot>> = Vec::with_capacity(paths.len());
+        let mut used = 0usize;
+        let mut i = 0;
+        while i < paths.len() {
+            if used > self.opts.max_read_bytes || self.sized.load(Ordering::Relaxed) {
+                slots.extend((i..paths.len()).map(|_| Err(Slot::Deferred)));
+                break;
+            }
+            let seen = self.largest_seen.load(Ordering::Relaxed);
+            let est = if seen == 0 { 16 << 10 } else { seen.max(8 << 10) };
+            let k = (self.opts.max_reply_bytes / est).clamp(16, self.opts.max_ops.max(16));
+            let ops: Vec<ReadOp> = (i..(i + k).min(paths.len())).map(ReadOp::Data).collect();
+            let answers = self.fetch(clients, paths, &ops, |_| est).await?;
+            for answer in answers {
+                match answer {
+                    Answer::Data(data, stat) => {
+                        used += data.len();
+                        self.largest_seen.fetch_max(data.len(), Ordering::Relaxed);
+                        slots.push(Ok(NodeInfo { stat, data, acl: Vec::new() }));
+                    }
+                    Answer::Failed(e) => slots.push(Err(per_node_error(e)?)),
+                    Answer::Children(_) => unreachable!("getData answered with children"),
+                }
+            }
+            i += ops.len();
+            if self.largest_seen.load(Ordering::Relaxed) > 256 << 10 {
+                self.sized.store(true, Ordering::Relaxed);
+            }
+        }
+        Ok(slots)
     }
 
     /// Lists the children of the nodes at `rels`, each sorted; `expected`
@@ -291,6 +349,44 @@ impl TreeReader {
                 Answer::Data(..) => unreachable!("getChildren answered with data"),
             })
             .collect())
+    }
+
+    /// The path inside this reader's chroot of a server-absolute path, if
+    /// the chroot contains it.
+    fn in_chroot(&self, abs: &str) -> Option<String> {
+        let chroot = &self.pool.options().hosts.chroot;
+        if chroot == "/" {
+            return Some(abs.to_string());
+        }
+        match abs.strip_prefix(chroot.as_str()) {
+            Some("") => Some("/".to_string()),
+            Some(rest) if rest.starts_with('/') => Some(rest.to_string()),
+            _ => None,
+        }
+    }
+
+    /// The stat of a server-absolute path (`None` when missing or outside
+    /// this reader's chroot), and its children when asked.
+    pub async fn probe_abs(&self, abs: &str, children: bool) -> Result<Option<(zk::Stat, Vec<String>)>> {
+        let Some(p) = self.in_chroot(abs) else { return Ok(None) };
+        self.pool
+            .get(0)
+            .retry(|c| {
+                let p = p.clone();
+                async move {
+                    if children {
+                        match c.get_children(&p).await {
+                            Ok((names, stat)) => Ok(Some((stat, names))),
+                            Err(zk::Error::NoNode) => Ok(None),
+                            Err(e) => Err(e),
+                        }
+                    } else {
+                        Ok(c.check_stat(&p).await?.map(|s| (s, Vec::new())))
+                    }
+                }
+            })
+            .await?
+            .map_err(|e| Error::zk(self.side(), "stat", abs, e))
     }
 
     /// The stats of the nodes at `rels` (`None` where missing).

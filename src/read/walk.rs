@@ -69,9 +69,10 @@ pub struct WalkOptions {
     /// Requests in flight.
     pub window: usize,
     pub dst_only: DstOnly,
-    /// Leave out `/zookeeper` directly under the walked root (set when a
-    /// root is the server's `/`).
-    pub skip_system: bool,
+    /// Leave out a `zookeeper` child of the walked root: on the source
+    /// side, and on the destination side (set when a root is the server's
+    /// `/`, whose `/zookeeper` is the server's own).
+    pub skip_system: [bool; 2],
     /// Compute each side's Merkle digest.
     pub digest: bool,
     /// Count ephemerals in digests (they are always streamed).
@@ -84,7 +85,7 @@ impl Default for WalkOptions {
             batch: 1000,
             window: 8,
             dst_only: DstOnly::Skip,
-            skip_system: false,
+            skip_system: [false, false],
             digest: false,
             include_ephemeral: false,
         }
@@ -225,7 +226,13 @@ impl<'a> Walker<'a> {
 
     fn complete_read(&mut self, items: Vec<(String, u8)>, src: Vec<Slot>, dst: Vec<Slot>) -> Batch {
         let mut entries = Vec::with_capacity(items.len());
-        for ((rel, _), (s, d)) in items.into_iter().zip(src.into_iter().zip(dst)) {
+        let mut again = Vec::new();
+        for ((rel, item_sides), (s, d)) in items.into_iter().zip(src.into_iter().zip(dst)) {
+            if matches!(s, Slot::Deferred) || matches!(d, Slot::Deferred) {
+                // The read was full: read this one (both sides) again.
+                again.push((rel, item_sides));
+                continue;
+            }
             let mut sides = 0;
             let mut expect = 0usize;
             let src_present = matches!(s, Slot::Node(_));
@@ -244,6 +251,9 @@ impl<'a> Walker<'a> {
             }
             entries.push(Entry { rel, src: s, dst: d });
         }
+        if !again.is_empty() {
+            self.stack.push(Task::Read(again));
+        }
         Batch { entries, list_failures: Vec::new() }
     }
 
@@ -255,7 +265,7 @@ impl<'a> Walker<'a> {
         };
         let digest = self.opts.digest;
         match slot {
-            Slot::Absent => {}
+            Slot::Absent | Slot::Deferred => {}
             Slot::Node(n) => {
                 if n.is_ephemeral() {
                     summary.ephemerals += 1;
@@ -305,10 +315,12 @@ impl<'a> Walker<'a> {
                 }
                 match listing {
                     Listing::Names(mut n) => {
-                        if self.opts.skip_system && rel.is_empty() {
+                        if self.opts.skip_system[k] && rel.is_empty() {
                             let before = n.len();
                             n.retain(|name| name != "zookeeper");
-                            self.summary.skipped_system += (before - n.len()) as u64;
+                            if k == 0 {
+                                self.summary.skipped_system += (before - n.len()) as u64;
+                            }
                         }
                         names[k] = n;
                     }

@@ -183,8 +183,11 @@ impl Comparer {
     }
 
     fn entry(&mut self, e: &Entry) {
-        for (slot, side) in [(&e.src, "source"), (&e.dst, "destination")] {
+        for (slot, side, flag) in [(&e.src, "source", "--src-auth"), (&e.dst, "destination", "--dst-auth")] {
             match slot {
+                Slot::Failed(err @ zookeeper_client::Error::NoAuth) => {
+                    self.note(DiffClass::Unreadable, &e.rel, format!("on the {side}: {err} (pass {flag})"))
+                }
                 Slot::Failed(err) => self.note(DiffClass::Unreadable, &e.rel, format!("on the {side}: {err}")),
                 Slot::Vanished => self.note(DiffClass::Changed, &e.rel, format!("deleted on the {side} during verify")),
                 _ => {}
@@ -247,7 +250,7 @@ pub async fn run(
     walk_opts.include_ephemeral = opts.include_ephemeral;
     let src_abs = src.pool().options().hosts.absolute(src.root());
     let dst_abs = dst.pool().options().hosts.absolute(dst.root());
-    walk_opts.skip_system = src_abs == "/" || dst_abs == "/";
+    walk_opts.skip_system = [src_abs == "/" || dst_abs == "/", dst_abs == "/"];
     let root_sides = walk::SRC | if dst_root.is_some() { walk::DST } else { 0 };
 
     let mut cmp = Comparer {
@@ -258,10 +261,16 @@ pub async fn run(
         unlisted: 0,
         compared: 0,
     };
-    let (tx, mut rx) = mpsc::channel::<Batch>(8);
+    let (tx, rx) = mpsc::channel::<Batch>(8);
     let walking = walk::walk(Some(src), Some(dst), root_sides, &walk_opts, tx);
     let comparing = async {
-        while let Some(batch) = rx.recv().await {
+        let mut rx = rx;
+        loop {
+            let batch = tokio::select! {
+                b = rx.recv() => b,
+                _ = progress.stopped() => None,
+            };
+            let Some(batch) = batch else { break };
             for f in &batch.list_failures {
                 let side = f.side;
                 cmp.note(DiffClass::Unreadable, &f.rel, format!("children on the {side}: {}", f.error));
@@ -273,6 +282,9 @@ pub async fn run(
         }
     };
     let (walked, ()) = tokio::join!(walking, comparing);
+    if progress.stop_requested() {
+        return Err(crate::Error::Interrupted);
+    }
     let walked = walked?;
     let seconds = started.elapsed().as_secs_f64();
     let most = walked.src.nodes.max(walked.dst.nodes);
@@ -312,6 +324,8 @@ pub struct TreeDigest {
     pub unreadable: u64,
     /// Nodes that vanished while being read (the tree was changing).
     pub vanished: u64,
+    /// The first nodes that could not be read, and why.
+    pub unreadable_paths: Vec<(String, String)>,
     pub seconds: f64,
 }
 
@@ -328,17 +342,46 @@ pub async fn digest(
     }
     let mut o = walk_opts.clone();
     o.digest = true;
-    o.skip_system = tree.pool().options().hosts.absolute(tree.root()) == "/";
-    let (tx, mut rx) = mpsc::channel::<Batch>(8);
+    o.skip_system = [tree.pool().options().hosts.absolute(tree.root()) == "/", false];
+    let (tx, rx) = mpsc::channel::<Batch>(8);
+    let with_acl = tree.reads_acl();
     let draining = async {
         let mut unreadable = 0u64;
-        while let Some(b) = rx.recv().await {
+        let mut paths = Vec::new();
+        let mut note = |rel: &str, why: String| {
+            if paths.len() < 20 {
+                paths.push((if rel.is_empty() { "/".to_string() } else { rel.to_string() }, why));
+            }
+        };
+        let mut rx = rx;
+        loop {
+            let b = tokio::select! {
+                b = rx.recv() => b,
+                _ = progress.stopped() => None,
+            };
+            let Some(b) = b else { break };
             progress.add_read(b.entries.len() as u64);
             unreadable += b.list_failures.len() as u64;
+            for f in &b.list_failures {
+                note(&f.rel, format!("children: {}", f.error));
+            }
+            for e in &b.entries {
+                match &e.src {
+                    Slot::Failed(err) => note(&e.rel, err.to_string()),
+                    Slot::Node(n) if with_acl && acl_masked(&n.acl) => {
+                        note(&e.rel, "digest ACL hidden: ZooKeeper shows it only with ADMIN permission".to_string())
+                    }
+                    _ => {}
+                }
+            }
         }
-        unreadable
+        (unreadable, paths)
     };
-    let (walked, list_failures) = tokio::join!(walk::walk(Some(tree), None, walk::SRC, &o, tx), draining);
+    let (walked, (list_failures, unreadable_paths)) =
+        tokio::join!(walk::walk(Some(tree), None, walk::SRC, &o, tx), draining);
+    if progress.stop_requested() {
+        return Err(crate::Error::Interrupted);
+    }
     let walked = walked?;
     let s = walked.src;
     Ok(TreeDigest {
@@ -352,6 +395,7 @@ pub async fn digest(
         acl_included: tree.reads_acl(),
         unreadable: s.unreadable + list_failures,
         vanished: s.vanished,
+        unreadable_paths,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

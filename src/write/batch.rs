@@ -46,11 +46,14 @@ pub enum Op {
         path: String,
     },
     /// Creates and deletes child `name` of `parent` in one transaction:
-    /// raises the parent's child version (sequence counter) by two and
-    /// leaves nothing behind.
+    /// one more child creation (the parent's sequence counter goes up by
+    /// one), nothing left behind. `target` is the counter (see
+    /// [`crate::node::next_sequence`]) this pad brings the parent to: a pad
+    /// whose outcome was unknown is redone only if the parent is still below.
     Pad {
         parent: String,
         name: String,
+        target: i64,
     },
 }
 
@@ -79,7 +82,7 @@ impl Op {
     /// 9-byte multi header (type, done, err).
     pub fn multi_bytes(&self) -> usize {
         match self {
-            Op::Pad { parent, name } => {
+            Op::Pad { parent, name, .. } => {
                 let child = parent.len() + 1 + name.len();
                 // create (empty data, OPEN acl, flags) + delete (path, version)
                 MULTI_HEADER
@@ -288,7 +291,7 @@ mod tests {
     #[test]
     fn pads_count_two_ops_and_are_never_single() {
         let mut b = Batcher::new(BatchLimits { max_ops: 4, max_bytes: 1 << 20 });
-        let pad = || Op::Pad { parent: "/p".into(), name: "x".into() };
+        let pad = || Op::Pad { parent: "/p".into(), name: "x".into(), target: 1 };
         let mut out = Vec::new();
         for _ in 0..5 {
             out.extend(b.push(pad()));

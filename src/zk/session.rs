@@ -61,11 +61,13 @@ async fn connect_once(opts: &ConnectOptions) -> Result<zk::Client> {
         match tokio::time::timeout(left, connector.clone().connect(&connect_string)).await {
             Ok(Ok(client)) => return Ok(client),
             Ok(Err(zk::Error::AuthFailed)) => {
+                let schemes: Vec<&str> = opts.auth.iter().map(|a| a.scheme.as_str()).collect();
                 return Err(Error::Usage(format!(
-                    "the {} ZooKeeper at {} rejected the credentials ({})",
+                    "the {} ZooKeeper at {} rejected the credentials of {} (scheme {}); the usual form is digest:user:password",
                     opts.side,
                     opts.hosts.host_list(),
-                    opts.side.auth_flag()
+                    opts.side.auth_flag(),
+                    schemes.join(", ")
                 )));
             }
             Ok(Err(e)) => last = e.to_string(),

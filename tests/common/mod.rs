@@ -22,7 +22,7 @@ pub struct Pair {
 }
 
 pub fn test_server_options() -> ServerOptions {
-    ServerOptions { extended_types: true, container_check_ms: Some(500), heap_mb: 512, ..ServerOptions::default() }
+    ServerOptions { extended_types: true, container_check_ms: Some(500), heap_mb: 768, ..ServerOptions::default() }
 }
 
 /// The pair shared by the tests of this binary.
