@@ -634,3 +634,46 @@ async fn large_nodes_are_read_within_a_byte_budget() {
     assert!(dst.check_stat(&format!("{root}-b/b059")).await.unwrap().is_some());
     assert_eq!(zkrepl::local::four_letter(p.src.port, "ruok"), "imok");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_copy_leaves_no_node_open_to_anyone() {
+    let (p, src, dst) = pair_clients().await;
+    let root = unique_root("nopen");
+    let read_only = vec![zk::Acl::new(zk::Permission::READ, zk::AuthId::anyone())];
+    create_tree(&src, &root, &[("/ro", b"secret"), ("/ro/child", b"c"), ("/a-big", &[7u8; 4000])]).await;
+    src.set_acl(&format!("{root}/ro"), &read_only, None).await.unwrap();
+    // /a-big is too large for the limit given: the copy fails after /ro was
+    // created writable for it (siblings are taken in reverse name order).
+    let out = copy(&p.src.connect_string(), &p.dst.connect_string(), &root, &["--max-request-bytes", "2000"]).await;
+    assert_exit(&out, 2);
+    let err = stderr(&out);
+    let (acl, _) = dst.get_acl(&format!("{root}/ro")).await.unwrap();
+    for a in &acl {
+        let world = a.auth_id().scheme() == "world";
+        assert!(!world || a.permission() == zk::Permission::READ, "nobody else may write: {acl:?}");
+    }
+    // The error says how to finish: the same command with the run's identity.
+    let run_auth = err.split("--dst-auth ").nth(1).and_then(|r| r.split([',', ' ']).next()).expect(&err).to_string();
+    src.set_data(&format!("{root}/a-big"), b"small now", None).await.unwrap();
+    let out =
+        copy(&p.src.connect_string(), &p.dst.connect_string(), &root, &["--update", "--dst-auth", &run_auth]).await;
+    assert_exit(&out, 0);
+    let (acl, _) = dst.get_acl(&format!("{root}/ro")).await.unwrap();
+    assert_eq!(acl, read_only, "the final ACL, and only it");
+    assert_eq!(dump(&src, &root).await, dump(&dst, &root).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mirror_deletes_beneath_a_node_before_making_it_read_only() {
+    let (p, src, dst) = pair_clients().await;
+    let root = unique_root("mirrorro");
+    let read_only = vec![zk::Acl::new(zk::Permission::READ, zk::AuthId::anyone())];
+    create_tree(&src, &root, &[("/x", b"x")]).await;
+    src.set_acl(&format!("{root}/x"), &read_only, None).await.unwrap();
+    create_tree(&dst, &root, &[("/x", b"x"), ("/x/extra", b"e")]).await;
+    let out = copy(&p.src.connect_string(), &p.dst.connect_string(), &root, &["--mirror", "--json"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["deleted"], 1);
+    assert!(dst.list_children(&format!("{root}/x")).await.unwrap().is_empty());
+    assert_eq!(dst.get_acl(&format!("{root}/x")).await.unwrap().0, read_only);
+}

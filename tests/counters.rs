@@ -148,3 +148,25 @@ async fn a_restrictive_parent_is_padded_before_its_acl_is_set() {
     let owner_dst = connect_auth(&p.dst.connect_string(), "q:pw").await;
     assert_eq!(owner_dst.get_acl(&q).await.unwrap().0, acl.to_vec(), "the ACL is the source's in the end");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn padding_needs_delete_too_and_gets_it_for_the_copy() {
+    // Everyone may create and read, only the owner may delete: padding
+    // (create and delete) still works, and the ACL ends as the source's.
+    let p = pair();
+    let root = unique_root("seqdel");
+    let owner = connect_auth(&p.src.connect_string(), "d:pw").await;
+    let q = queue(&owner, &root).await;
+    let id = zkrepl::zk::target::digest_id("d:pw");
+    let acl = [
+        zk::Acl::new(zk::Permission::READ | zk::Permission::CREATE, zk::AuthId::anyone()),
+        zk::Acl::new(zk::Permission::ALL, zk::AuthId::new("digest", &id)),
+    ];
+    owner.set_acl(&q, &acl, None).await.unwrap();
+    let out = copy(&root, &["--src-auth", "digest:d:pw"]).await;
+    assert_exit(&out, 0);
+    let dst = connect_auth(&p.dst.connect_string(), "d:pw").await;
+    let stat = dst.check_stat(&q).await.unwrap().unwrap();
+    assert_eq!(zkrepl::node::next_sequence(&stat), 60);
+    assert_eq!(dst.get_acl(&q).await.unwrap().0, acl.to_vec());
+}
