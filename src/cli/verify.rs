@@ -190,7 +190,7 @@ pub fn print_report(r: &VerifyReport, limit: usize) {
 
 #[derive(Args, Debug)]
 #[command(
-    after_long_help = "Two digests of the same tree taken at different times tell whether it changed.\n\nExit status: 0 digest computed, 2 error or unreadable nodes."
+    after_long_help = "A node's digest is BLAKE3 over its path relative to the root, its data, its ACL (canonical order)\nand its children's digests: equal root digests mean equal trees. Two digests of the same tree taken\nat different times tell whether it changed; the largest mzxid and pzxid say roughly when.\n\nExamples:\n  zkrepl digest --zk zk1:2181 --root /pegasus/c1\n  zkrepl digest --zk zk1:2181/chroot --root /app --auth digest:admin:secret --json\n\nExit status: 0 digest computed, 2 error or unreadable nodes (named, with what to do)."
 )]
 pub struct DigestArgs {
     #[command(flatten)]

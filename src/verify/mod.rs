@@ -200,7 +200,16 @@ impl Comparer {
             (Some(s), Some(d)) => {
                 self.compared += 1;
                 if s.data != d.data {
-                    let detail = format!("source {} / destination {}", preview(&s.data, 40), preview(&d.data, 40));
+                    let at =
+                        s.data.iter().zip(&d.data).position(|(a, b)| a != b).unwrap_or(s.data.len().min(d.data.len()));
+                    let from = at.saturating_sub(8);
+                    let detail = format!(
+                        "{} / {} bytes, first difference at byte {at}: source {} / destination {}",
+                        s.data.len(),
+                        d.data.len(),
+                        preview(&s.data[from.min(s.data.len())..], 40),
+                        preview(&d.data[from.min(d.data.len())..], 40)
+                    );
                     self.note(DiffClass::DataDiffers, &e.rel, detail);
                 }
                 let masked = [(&s.acl, "source", "--src-auth"), (&d.acl, "destination", "--dst-auth")]
