@@ -10,6 +10,7 @@ use zookeeper_client as zk;
 
 use crate::error::{Error, Result, Side};
 use crate::zk::path;
+use crate::zk::session::Session;
 
 /// Operations done and how fast.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
@@ -33,18 +34,15 @@ fn zk_err(op: &'static str, path: &str, e: impl Into<zk::Error>) -> Error {
 /// Creates `nodes` (relative paths, parents first) under `root` with
 /// multi() batches of `batch` ops, `window` in flight on one session.
 pub async fn multi_create(
-    client: &zk::Client,
+    session: &Session,
     root: &str,
     nodes: &[(String, Vec<u8>)],
     batch: usize,
     window: usize,
 ) -> Result<Rate> {
-    for dir in path::ancestors(root) {
-        match client.create(dir, &[], &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())).await {
-            Ok(_) | Err(zk::Error::NodeExists) => {}
-            Err(e) => return Err(zk_err("create", dir, e)),
-        }
-    }
+    crate::write::create_ancestors(session, root).await?;
+    let (_, client) = session.client();
+    let client = &client;
     let paths: Vec<String> = nodes.iter().map(|(rel, _)| path::join(root, rel)).collect();
     let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
     // Batches of `batch` ops, or fewer when their bytes would pass half of

@@ -68,7 +68,6 @@ struct Pending {
 pub struct MerkleBuilder {
     pending: HashMap<String, Pending>,
     root: Option<Digest>,
-    nodes: u64,
     incomplete: bool,
 }
 
@@ -80,7 +79,6 @@ impl MerkleBuilder {
     /// A node was read. `will_list` says whether its children will be
     /// listed ([`MerkleBuilder::listed`]); otherwise it is complete now.
     pub fn node(&mut self, rel: &str, data: &[u8], acl: Option<&[zk::Acl]>, will_list: bool) {
-        self.nodes += 1;
         let hasher = node_hasher(rel, data, acl);
         if will_list {
             self.pending.insert(rel.to_string(), Pending { hasher, remaining: None, children: Vec::new() });
@@ -149,16 +147,6 @@ impl MerkleBuilder {
     /// The root digest, once every node has arrived and all were readable.
     pub fn root(&self) -> Option<Digest> {
         if self.incomplete || !self.pending.is_empty() { None } else { self.root }
-    }
-
-    /// Nodes hashed so far.
-    pub fn nodes(&self) -> u64 {
-        self.nodes
-    }
-
-    /// Nodes still waiting for children (memory in use).
-    pub fn pending(&self) -> usize {
-        self.pending.len()
     }
 }
 

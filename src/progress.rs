@@ -9,8 +9,6 @@ pub struct Progress {
     pub read: AtomicU64,
     pub written: AtomicU64,
     pub bytes: AtomicU64,
-    /// Total expected, when known (0 = unknown).
-    pub total: AtomicU64,
     /// Set when a copy ends early: nodes that still carry the copy's
     /// temporary grant, their final ACL not set yet.
     pub temporary_acls: AtomicU64,

@@ -261,12 +261,7 @@ pub async fn generate(session: &Session, root: &str, opts: &GenOptions) -> Resul
         return Err(Error::Usage(format!("{root} already exists: choose a new root (or delete it first)")));
     }
     let started = Instant::now();
-    for dir in path::ancestors(root) {
-        match c.create(dir, &[], &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())).await {
-            Ok(_) | Err(zk::Error::NodeExists) => {}
-            Err(e) => return Err(Error::zk(Side::Destination, "create", dir, e)),
-        }
-    }
+    crate::write::create_ancestors(session, root).await?;
     let mut w = Writer::new(session, opts.writer);
     let (mut count, mut bytes) = (0u64, 0u64);
     let acl = open_acl();

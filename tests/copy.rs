@@ -8,10 +8,6 @@ use common::*;
 use zkrepl::local::{LocalServer, ServerOptions};
 use zookeeper_client as zk;
 
-fn args(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
-
 /// `zkrepl copy --src <src> --dst <dst> --root <root> -q <extra...>`
 async fn copy(src: &str, dst: &str, root: &str, extra: &[&str]) -> std::process::Output {
     let mut a = args(&["copy", "--src", src, "--dst", dst, "--root", root, "-q"]);
@@ -441,11 +437,7 @@ async fn a_node_larger_than_the_destination_accepts_is_named() {
 #[tokio::test(flavor = "multi_thread")]
 async fn root_slash_skips_only_the_system_zookeeper_node() {
     // A dedicated pair: the whole tree is copied.
-    let opts = test_server_options();
-    let (a, b) =
-        tokio::task::spawn_blocking(move || (LocalServer::start(&opts).unwrap(), LocalServer::start(&opts).unwrap()))
-            .await
-            .unwrap();
+    let Pair { src: a, dst: b } = own_pair().await;
     let src = connect(&a.connect_string()).await;
     create_tree(&src, "/app", &[("/zookeeper", b"a child named zookeeper is copied"), ("/x", b"1")]).await;
     let out = zkrepl_async(args(&[
@@ -471,11 +463,7 @@ async fn root_slash_skips_only_the_system_zookeeper_node() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn never_writes_to_the_source_or_outside_the_destination_root() {
-    let opts = test_server_options();
-    let (a, b) =
-        tokio::task::spawn_blocking(move || (LocalServer::start(&opts).unwrap(), LocalServer::start(&opts).unwrap()))
-            .await
-            .unwrap();
+    let Pair { src: a, dst: b } = own_pair().await;
     let src = connect(&a.connect_string()).await;
     let dst = connect(&b.connect_string()).await;
     create_tree(&src, "/data", &[("/a", b"1"), ("/a/b", b"2"), ("/c", b"3")]).await;

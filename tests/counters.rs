@@ -6,10 +6,6 @@ mod common;
 use common::*;
 use zookeeper_client as zk;
 
-fn args(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
-
 async fn copy(root: &str, extra: &[&str]) -> std::process::Output {
     on_pair("copy", root, &[&["--json", "-q"], extra].concat()).await
 }

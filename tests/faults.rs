@@ -14,10 +14,6 @@ use common::*;
 use zkrepl::local::LocalEnsemble;
 use zookeeper_client as zk;
 
-fn args(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
-
 /// Starts zkrepl without waiting for it.
 fn spawn(a: &[String]) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_zkrepl"))

@@ -14,12 +14,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::*;
-use zkrepl::local::LocalServer;
 use zookeeper_client as zk;
-
-fn args(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
 
 /// `zkrepl copy --src <src> --dst <dst> --root <root> --json -q <extra...>`
 async fn copy_on(src: &str, dst: &str, root: &str, extra: &[&str]) -> Output {
@@ -870,11 +865,7 @@ fn changed_nodes(before: &[(String, zk::Stat)], after: &[(String, zk::Stat)]) ->
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dry_runs_write_nothing_and_copies_never_touch_the_source() {
-    let opts = test_server_options();
-    let (a, b) =
-        tokio::task::spawn_blocking(move || (LocalServer::start(&opts).unwrap(), LocalServer::start(&opts).unwrap()))
-            .await
-            .unwrap();
+    let Pair { src: a, dst: b } = own_pair().await;
     let (s, d) = (a.connect_string(), b.connect_string());
     // The owner of the digest trees sees everything; its session owns the ephemerals.
     let src = connect_auth(&s, "u:p").await;

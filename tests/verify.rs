@@ -6,10 +6,6 @@ use common::*;
 use serde_json::Value;
 use zookeeper_client as zk;
 
-fn args(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
-
 async fn verify(root: &str, extra: &[&str]) -> std::process::Output {
     on_pair("verify", root, &[&["--json"], extra].concat()).await
 }

@@ -205,7 +205,7 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
     say("raw ceilings: multi-create (fresh server), multiRead, getACL");
     let raw_pool = pool(&servers.dst_raw, 1).await?;
     let (_, raw_client) = raw_pool.get(0).client();
-    let raw_cold = bench::multi_create(&raw_client, "/zkrepl-bench/raw-1", &nodes, 500, 8).await?;
+    let raw_cold = bench::multi_create(raw_pool.get(0), "/zkrepl-bench/raw-1", &nodes, 500, 8).await?;
     let src_pool = pool(&servers.src, 8).await?;
     let (_, src_clients) = src_pool.clients();
     let multi_read = bench::multi_read(&src_clients[0], &paths, 1000, 8).await?;
@@ -222,7 +222,7 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
     let cold = copy("/zkrepl-bench/copy-1", &[]).await?;
     say("copy again onto the same server (warm), and raw ceiling again (warm)");
     let warm = copy("/zkrepl-bench/copy-2", &[]).await?;
-    let raw_warm = bench::multi_create(&raw_client, "/zkrepl-bench/raw-2", &nodes, 500, 8).await?;
+    let raw_warm = bench::multi_create(raw_pool.get(0), "/zkrepl-bench/raw-2", &nodes, 500, 8).await?;
     let open = copy("/zkrepl-bench/copy-3", &["--acl", "open"]).await?;
 
     // The same raw work run the way zkrepl runs it: both servers at once
@@ -248,7 +248,7 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
     let get_acl_both = both(a, b);
     let (a, b) = futures::try_join!(
         bench::get_acl(&src_clients, &paths, 1000),
-        bench::multi_create(&raw_client, "/zkrepl-bench/raw-3", &nodes, 500, 8)
+        bench::multi_create(raw_pool.get(0), "/zkrepl-bench/raw-3", &nodes, 500, 8)
     )?;
     let acl_and_create = both(a, b);
 
@@ -368,11 +368,8 @@ async fn bench_counter(args: &BenchArgs, servers: &Servers, spec: &GenOptions) -
     let raw_pool = pool(&servers.dst_raw, 1).await?;
     let (_, rc) = raw_pool.get(0).client();
     let parent = "/zkrepl-bench/raw-counter";
-    for dir in zkrepl::zk::path::ancestors(parent).into_iter().chain([parent]) {
-        let _ = rc
-            .create(dir, &[], &zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all()))
-            .await;
-    }
+    // The parent and its ancestors: those of a path beneath it.
+    zkrepl::write::create_ancestors(raw_pool.get(0), &format!("{parent}/raw-pad")).await?;
     let pads = spec.nodes.saturating_sub(treegen::COUNTER_KEPT);
     let raw = bench::multi_pad(&rc, parent, pads, 500, 8).await?;
     let copy_secs = rate_of(&copy, "seconds");
@@ -527,16 +524,15 @@ pub async fn demo(args: DemoArgs) -> zkrepl::Result<Outcome> {
     let paths: Vec<String> = nodes.iter().map(|(rel, _)| zkrepl::zk::path::join(root, rel)).collect();
     let (dst_hosts, src_hosts) = (dst.connect_string(), src.connect_string());
     let (dst_pool, src_pool) = futures::try_join!(pool(&dst_hosts, 1), pool(&src_hosts, 8))?;
-    let (_, c) = dst_pool.get(0).client();
     let (_, src_clients) = src_pool.clients();
     // What binds a copy that keeps ACLs: one getACL per node on the source
     // while the destination creates; and the writes alone.
     let (acl, create) = futures::try_join!(
         bench::get_acl(&src_clients, &paths, 1000),
-        bench::multi_create(&c, "/zkrepl-demo/raw-1", &nodes, 500, 8)
+        bench::multi_create(dst_pool.get(0), "/zkrepl-demo/raw-1", &nodes, 500, 8)
     )?;
     let both = nodes.len() as f64 / acl.seconds.max(create.seconds).max(1e-9);
-    let raw = bench::multi_create(&c, "/zkrepl-demo/raw-2", &nodes, 500, 8).await?;
+    let raw = bench::multi_create(dst_pool.get(0), "/zkrepl-demo/raw-2", &nodes, 500, 8).await?;
     let copy = &result["copy"];
     let verify = &result["verify"];
     let equal = verify["counts"].as_object().is_some_and(|m| {

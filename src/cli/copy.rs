@@ -176,6 +176,7 @@ async fn snapshot_kinds(
 pub async fn run(args: CopyArgs) -> zkrepl::Result<Outcome> {
     let (src, dst) = args.endpoints.resolve()?;
     let mut opts = args.options()?;
+    let mode = opts.mode;
     if let Some(file) = &args.kinds_from_snapshot {
         opts.kinds.set_snapshot_kinds(snapshot_kinds(file, &src).await?);
     }
@@ -194,8 +195,8 @@ pub async fn run(args: CopyArgs) -> zkrepl::Result<Outcome> {
             let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
             let (read, written, pending) =
                 (load(&progress.read), load(&progress.written), load(&progress.temporary_acls));
-            let again = match args.options().map(|o| o.mode) {
-                Ok(Mode::Fresh) => "the same command with --update",
+            let again = match mode {
+                Mode::Fresh => "the same command with --update",
                 _ => "the same command",
             };
             if interrupted {

@@ -286,7 +286,7 @@ async fn run_pass(
         return Err(Error::Usage(format!("source root {} is an ephemeral node: nothing to copy", src.root())));
     }
     if dst_root.is_none() && !opts.dry_run {
-        create_ancestors(writer_session, dst.root()).await?;
+        crate::write::create_ancestors(writer_session, dst.root()).await?;
     }
 
     let mut walk_opts = opts.walk.clone();
@@ -370,22 +370,6 @@ async fn run_pass(
         peak_rss_bytes: crate::progress::peak_rss_bytes(),
         plan: opts.dry_run.then(|| planner.plan.clone()),
     })
-}
-
-/// Creates the missing ancestors of the destination root (empty, OPEN ACL).
-async fn create_ancestors(session: &Session, root: &str) -> Result<()> {
-    for dir in path::ancestors(root) {
-        let r = session
-            .retry(|c| async move {
-                c.create(dir, &[], &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())).await.map(drop)
-            })
-            .await?;
-        match r {
-            Ok(()) | Err(zk::Error::NodeExists) => {}
-            Err(e) => return Err(Error::zk(Side::Destination, "create ancestor", dir, e)),
-        }
-    }
-    Ok(())
 }
 
 struct Planner<'a> {
@@ -522,9 +506,10 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn final_acl(&self, src: &NodeInfo) -> Vec<zk::Acl> {
+    /// The ACL a node ends with: the source's, or OPEN with `--acl open`.
+    fn final_acl(&self, src_acl: Vec<zk::Acl>) -> Vec<zk::Acl> {
         match self.opts.acl {
-            AclMode::Preserve => src.acl.clone(),
+            AclMode::Preserve => src_acl,
             AclMode::Open => open_acl(),
         }
     }
@@ -630,10 +615,7 @@ impl<'a> Planner<'a> {
             self.counter_candidates.insert(rel.to_string());
         }
         let writes_beneath = self.writes_beneath(&s, None);
-        let acl = match self.opts.acl {
-            AclMode::Preserve => s.acl,
-            AclMode::Open => open_acl(),
-        };
+        let acl = self.final_acl(s.acl);
         let acl = if writes_beneath && !self.open_beneath(&acl) {
             self.deferred_acl.push((dst_path.clone(), acl.clone()));
             self.writable(&acl)
@@ -643,7 +625,7 @@ impl<'a> Planner<'a> {
         self.emit(Op::Create { path: dst_path, data: s.data, acl, kind }).await
     }
 
-    async fn update(&mut self, rel: &str, dst_path: String, s: NodeInfo, d: &NodeInfo) -> Result<()> {
+    async fn update(&mut self, rel: &str, dst_path: String, mut s: NodeInfo, d: &NodeInfo) -> Result<()> {
         if next_sequence(&s.stat) > next_sequence(&d.stat) {
             self.counter_candidates.insert(rel.to_string());
         }
@@ -651,9 +633,9 @@ impl<'a> Planner<'a> {
         if s.data != d.data {
             changed = true;
             self.data_updates += 1;
-            self.emit(Op::SetData { path: dst_path.clone(), data: s.data.clone() }).await?;
+            self.emit(Op::SetData { path: dst_path.clone(), data: std::mem::take(&mut s.data) }).await?;
         }
-        let acl = self.final_acl(&s);
+        let acl = self.final_acl(std::mem::take(&mut s.acl));
         // A hidden destination ACL cannot be compared: set it.
         let differs = acl_masked(&d.acl) || !acl_equal(&acl, &d.acl);
         if self.writes_beneath(&s, Some(d)) && !self.open_beneath(&acl) {

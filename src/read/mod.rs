@@ -11,8 +11,7 @@
 
 pub mod walk;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use futures::future::join_all;
 use zookeeper_client as zk;
@@ -20,7 +19,7 @@ use zookeeper_client as zk;
 use crate::error::{Error, Result, Side, is_session_lost, is_transient};
 use crate::node::{NodeInfo, Slot};
 use crate::zk::path;
-use crate::zk::session::SessionPool;
+use crate::zk::session::{Backoff, SessionPool};
 
 /// Whether to use multiRead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,15 +60,6 @@ impl Default for ReadOptions {
     }
 }
 
-/// Counters of one reader.
-#[derive(Debug, Default)]
-pub struct ReadCounters {
-    pub nodes: AtomicU64,
-    pub bytes: AtomicU64,
-    pub requests: AtomicU64,
-    pub retries: AtomicU64,
-}
-
 /// Reads one tree: a session pool, a root inside it, and options.
 pub struct TreeReader {
     pool: SessionPool,
@@ -82,7 +72,6 @@ pub struct TreeReader {
     /// Large nodes seen without ACL reads: learn sizes first from now on.
     sized: AtomicBool,
     rotate: AtomicUsize,
-    pub counters: ReadCounters,
 }
 
 enum ReadOp {
@@ -116,7 +105,6 @@ impl TreeReader {
             largest_seen: AtomicUsize::new(0),
             sized: AtomicBool::new(false),
             rotate: AtomicUsize::new(0),
-            counters: ReadCounters::default(),
         };
         if reader.multi_read.load(Ordering::Relaxed) {
             reader.probe_multi_read().await?;
@@ -188,7 +176,6 @@ impl TreeReader {
         }
         let what = path::join(&self.root, rels[0]);
         let slots = self.with_retries(&what, |clients| async move { self.read_once(&clients, rels).await }).await?;
-        self.counters.nodes.fetch_add(slots.len() as u64, Ordering::Relaxed);
         Ok(slots)
     }
 
@@ -205,19 +192,7 @@ impl TreeReader {
                 s.acl.clear();
             }
         }
-        let mut bytes = 0u64;
-        let out = slots
-            .into_iter()
-            .map(|slot| match slot {
-                Ok(node) => {
-                    bytes += node.data.len() as u64;
-                    Slot::Node(Box::new(node))
-                }
-                Err(slot) => slot,
-            })
-            .collect();
-        self.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
-        Ok(out)
+        Ok(slots.into_iter().map(|slot| slot.map_or_else(|slot| slot, |node| Slot::Node(Box::new(node)))).collect())
     }
 
     /// Stat first (getACL, one per node, spread over the sessions), then the
@@ -230,7 +205,6 @@ impl TreeReader {
     ) -> Result<Vec<Result<NodeInfo, Slot>>, zk::Error> {
         let mut slots: Vec<Result<NodeInfo, Slot>> = Vec::with_capacity(paths.len());
         let base = self.rotate.fetch_add(paths.len(), Ordering::Relaxed);
-        self.counters.requests.fetch_add(paths.len() as u64, Ordering::Relaxed);
         let answers =
             join_all(paths.iter().enumerate().map(|(i, p)| clients[(base + i) % clients.len()].get_acl(p))).await;
         let mut ops = Vec::new();
@@ -412,28 +386,13 @@ impl TreeReader {
         F: FnMut(Vec<zk::Client>) -> Fut,
         Fut: std::future::Future<Output = Result<T, zk::Error>>,
     {
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(20);
+        let mut backoff = Backoff::new(self.pool.options());
         loop {
             let (generations, clients) = self.pool.clients();
             match attempt(clients).await {
                 Ok(v) => return Ok(v),
-                Err(e) if is_session_lost(&e) => {
-                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
-                    self.pool.renew_all(&generations).await?;
-                }
-                Err(e) if is_transient(&e) => {
-                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
-                    if started.elapsed() > self.pool.options().retry_timeout {
-                        return Err(Error::SessionLost {
-                            side: self.side(),
-                            reason: format!("reads kept failing for {:?}: {e}", self.pool.options().retry_timeout),
-                        });
-                    }
-                    tracing::debug!(side = %self.side(), error = %e, "read failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
+                Err(e) if is_session_lost(&e) => self.pool.renew_all(&generations).await?,
+                Err(e) if is_transient(&e) => backoff.wait(&e).await?,
                 Err(zk::Error::Unimplemented) if self.uses_multi_read() => {
                     tracing::info!(side = %self.side(), "multiRead refused; using pipelined single reads");
                     self.multi_read.store(false, Ordering::Relaxed);
@@ -454,7 +413,6 @@ impl TreeReader {
     ) -> Result<Vec<Answer>, zk::Error> {
         let base = self.rotate.fetch_add(1, Ordering::Relaxed);
         if !self.uses_multi_read() {
-            self.counters.requests.fetch_add(ops.len() as u64, Ordering::Relaxed);
             let futs = ops.iter().enumerate().map(|(k, op)| {
                 let c = &clients[(base + k) % clients.len()];
                 async move {
@@ -497,7 +455,6 @@ impl TreeReader {
             request += r;
         }
         chunks.push((start, ops.len()));
-        self.counters.requests.fetch_add(chunks.len() as u64, Ordering::Relaxed);
         let futs = chunks.iter().enumerate().map(|(n, (a, b))| {
             let c = &clients[(base + n) % clients.len()];
             let mut reader = c.new_multi_reader();

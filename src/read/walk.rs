@@ -378,14 +378,23 @@ async fn read(src: Option<&TreeReader>, dst: Option<&TreeReader>, items: Vec<(St
         |side: u8| -> Vec<&str> { items.iter().filter(|(_, s)| s & side != 0).map(|(r, _)| r.as_str()).collect() };
     let (src_rels, dst_rels) = (pick(SRC), pick(DST));
     let (s, d) = futures::try_join!(read_side(src, &src_rels), read_side(dst, &dst_rels))?;
-    let (mut s, mut d) = (s.into_iter(), d.into_iter());
-    let mut src_slots = Vec::with_capacity(items.len());
-    let mut dst_slots = Vec::with_capacity(items.len());
-    for (_, sides) in &items {
-        src_slots.push(if sides & SRC != 0 { s.next().unwrap_or(Slot::Vanished) } else { Slot::Absent });
-        dst_slots.push(if sides & DST != 0 { d.next().unwrap_or(Slot::Vanished) } else { Slot::Absent });
-    }
+    let (src_slots, dst_slots) = spread(items.iter().map(|(_, s)| *s), s, d, || Slot::Absent, || Slot::Vanished);
     Ok(Done::Read(items, src_slots, dst_slots))
+}
+
+/// Gives each side's answers back to the items they were asked for: an item
+/// not on a side gets `absent()`, one whose answer is missing `missing()`.
+fn spread<T>(
+    sides: impl Iterator<Item = u8>,
+    src: Vec<T>,
+    dst: Vec<T>,
+    absent: impl Fn() -> T,
+    missing: impl Fn() -> T,
+) -> (Vec<T>, Vec<T>) {
+    let (mut s, mut d) = (src.into_iter(), dst.into_iter());
+    let next =
+        |it: &mut std::vec::IntoIter<T>, here: bool| if here { it.next().unwrap_or_else(&missing) } else { absent() };
+    sides.map(|side| (next(&mut s, side & SRC != 0), next(&mut d, side & DST != 0))).unzip()
 }
 
 async fn read_side(reader: Option<&TreeReader>, rels: &[&str]) -> Result<Vec<Slot>> {
@@ -401,13 +410,7 @@ async fn expand(src: Option<&TreeReader>, dst: Option<&TreeReader>, nodes: Vec<(
     };
     let ((src_rels, src_expect), (dst_rels, dst_expect)) = (pick(SRC), pick(DST));
     let (s, d) = futures::try_join!(list_side(src, &src_rels, &src_expect), list_side(dst, &dst_rels, &dst_expect))?;
-    let (mut s, mut d) = (s.into_iter(), d.into_iter());
-    let mut src_l = Vec::with_capacity(nodes.len());
-    let mut dst_l = Vec::with_capacity(nodes.len());
-    for (_, sides, _) in &nodes {
-        src_l.push(if sides & SRC != 0 { s.next().unwrap_or(Listing::Vanished) } else { Listing::Vanished });
-        dst_l.push(if sides & DST != 0 { d.next().unwrap_or(Listing::Vanished) } else { Listing::Vanished });
-    }
+    let (src_l, dst_l) = spread(nodes.iter().map(|(_, s, _)| *s), s, d, || Listing::Vanished, || Listing::Vanished);
     Ok(Done::Expand(nodes.into_iter().map(|(r, s, _)| (r, s)).collect(), src_l, dst_l))
 }
 

@@ -16,7 +16,6 @@ use crate::error::Result;
 use crate::node::{NodeInfo, Slot, acl_equal, acl_masked, canonical_acl, next_sequence, preview};
 use crate::read::TreeReader;
 use crate::read::walk::{self, Batch, DstOnly, Entry, WalkOptions};
-use crate::zk::path;
 
 #[derive(Clone, Debug)]
 pub struct VerifyOptions {
@@ -407,9 +406,4 @@ pub async fn digest(
         unreadable_paths,
         seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-/// The absolute path of a relative one under `root`, for messages.
-pub fn absolute(root: &str, rel: &str) -> String {
-    path::join(root, rel)
 }

@@ -249,6 +249,23 @@ impl<'a> Writer<'a> {
     }
 }
 
+/// Creates the missing ancestors of `path` (empty, OPEN ACL): the one
+/// write a copy makes outside its root.
+pub async fn create_ancestors(session: &Session, path: &str) -> Result<()> {
+    for dir in crate::zk::path::ancestors(path) {
+        let r = session
+            .retry(|c| async move {
+                c.create(dir, &[], &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())).await.map(drop)
+            })
+            .await?;
+        match r {
+            Ok(()) | Err(zk::Error::NodeExists) => {}
+            Err(e) => return Err(Error::zk(Side::Destination, "create ancestor", dir, e)),
+        }
+    }
+    Ok(())
+}
+
 /// Sends one batch; the request leaves on the first poll.
 async fn send(client: zk::Client, batch: Batch) -> Outcome {
     let started = Instant::now();

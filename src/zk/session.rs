@@ -137,33 +137,50 @@ impl Session {
         F: FnMut(zk::Client) -> Fut,
         Fut: Future<Output = Result<T, zk::Error>>,
     {
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(20);
+        let mut backoff = Backoff::new(&self.opts);
         loop {
             let (generation, client) = self.client();
             match op(client).await {
                 Err(e) if is_session_lost(&e) => self.renew(generation).await?,
-                Err(e) if is_transient(&e) => {
-                    if started.elapsed() > self.opts.retry_timeout {
-                        return Err(Error::SessionLost {
-                            side: self.opts.side,
-                            reason: format!("requests kept failing for {:?}: {e}", self.opts.retry_timeout),
-                        });
-                    }
-                    tracing::debug!(side = %self.opts.side, error = %e, "retrying after a connection problem");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
+                Err(e) if is_transient(&e) => backoff.wait(&e).await?,
                 other => return Ok(other),
             }
         }
     }
 }
 
-/// Several sessions to one ensemble; requests are dealt round-robin.
+/// How requests failing with connection problems are retried: after pauses
+/// doubling from 20 ms to 1 s, for up to the `retry_timeout` of a side.
+pub struct Backoff<'a> {
+    opts: &'a ConnectOptions,
+    started: Instant,
+    pause: Duration,
+}
+
+impl<'a> Backoff<'a> {
+    pub fn new(opts: &'a ConnectOptions) -> Backoff<'a> {
+        Backoff { opts, started: Instant::now(), pause: Duration::from_millis(20) }
+    }
+
+    /// Waits before the next attempt after `e`; gives up once the retry
+    /// timeout has passed.
+    pub async fn wait(&mut self, e: &zk::Error) -> Result<()> {
+        if self.started.elapsed() > self.opts.retry_timeout {
+            return Err(Error::SessionLost {
+                side: self.opts.side,
+                reason: format!("requests kept failing for {:?}: {e}", self.opts.retry_timeout),
+            });
+        }
+        tracing::debug!(side = %self.opts.side, error = %e, "retrying after a connection problem");
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Duration::from_secs(1));
+        Ok(())
+    }
+}
+
+/// Several sessions to one ensemble (the reader spreads requests over them).
 pub struct SessionPool {
     sessions: Vec<Session>,
-    next: AtomicUsize,
 }
 
 impl SessionPool {
@@ -174,21 +191,7 @@ impl SessionPool {
         let rest = futures::future::try_join_all((1..size.max(1)).map(|_| Session::connect(opts.clone()))).await?;
         let mut sessions = vec![first];
         sessions.extend(rest);
-        Ok(SessionPool { sessions, next: AtomicUsize::new(0) })
-    }
-
-    pub fn len(&self) -> usize {
-        self.sessions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
-
-    /// The next session in turn.
-    pub fn pick(&self) -> &Session {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.sessions.len();
-        &self.sessions[i]
+        Ok(SessionPool { sessions })
     }
 
     /// Session `i` modulo the pool size.

@@ -25,18 +25,31 @@ pub fn test_server_options() -> ServerOptions {
     ServerOptions { extended_types: true, container_check_ms: Some(500), heap_mb: 768, ..ServerOptions::default() }
 }
 
+/// Starts a pair (both servers at once).
+pub fn start_pair() -> Pair {
+    let opts = test_server_options();
+    let (src, dst) = std::thread::scope(|s| {
+        let a = s.spawn(|| LocalServer::start(&opts));
+        let b = s.spawn(|| LocalServer::start(&opts));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    Pair { src: src.expect("source server"), dst: dst.expect("destination server") }
+}
+
 /// The pair shared by the tests of this binary.
 pub fn pair() -> &'static Pair {
     static PAIR: OnceLock<Pair> = OnceLock::new();
-    PAIR.get_or_init(|| {
-        let opts = test_server_options();
-        let (src, dst) = std::thread::scope(|s| {
-            let a = s.spawn(|| LocalServer::start(&opts));
-            let b = s.spawn(|| LocalServer::start(&opts));
-            (a.join().unwrap(), b.join().unwrap())
-        });
-        Pair { src: src.expect("source server"), dst: dst.expect("destination server") }
-    })
+    PAIR.get_or_init(start_pair)
+}
+
+/// A pair of the test's own (every node of both servers can be watched).
+pub async fn own_pair() -> Pair {
+    tokio::task::spawn_blocking(start_pair).await.unwrap()
+}
+
+/// Arguments as owned strings.
+pub fn args(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
 }
 
 /// A root no other test uses.
