@@ -297,9 +297,14 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
     if !servers.local && !args.keep {
         say("removing the generated trees");
         let rels: Vec<String> = nodes.iter().map(|(r, _)| r.clone()).collect();
-        let (_, src_c) = src_session.client();
-        drop(src_session);
-        let _ = src_c;
+        // The leader lock is an ephemeral (of this process's session, unless
+        // the tree was reused): it goes first, or its parent cannot.
+        let (_, sc) = src_session.client();
+        let lock = zkrepl::zk::path::join(&root, treegen::LEADER_PARENT);
+        for child in sc.list_children(&lock).await.unwrap_or_default() {
+            let _ = sc.delete(&format!("{lock}/{child}"), None).await;
+        }
+        bench::multi_delete(&sc, &root, &rels, 1000, 8).await?;
         let dst = pool(&servers.dst_copy, 1).await?;
         let (_, dc) = dst.get(0).client();
         let mut k = 1;
@@ -311,12 +316,13 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
             bench::multi_delete(&dc, &r, &rels, 1000, 8).await?;
             k += 1;
         }
-        for r in ["/zkrepl-bench/raw-1", "/zkrepl-bench/raw-2"] {
+        for r in ["/zkrepl-bench/raw-1", "/zkrepl-bench/raw-2", "/zkrepl-bench/raw-3"] {
             bench::multi_delete(&raw_client, r, &rels, 1000, 8).await?;
         }
-        let sp = pool(&servers.src, 1).await?;
-        let (_, sc) = sp.get(0).client();
-        bench::multi_delete(&sc, &root, &rels, 1000, 8).await?;
+        // The common parent, where nothing else was left in it.
+        for c in [&sc, &dc, &raw_client] {
+            let _ = c.delete("/zkrepl-bench", None).await;
+        }
     }
 
     let report = json!({
