@@ -166,8 +166,7 @@ pub struct CopySummary {
 /// same creation zxid and time is one node.
 pub async fn check_distinct(src: &TreeReader, dst: &TreeReader) -> Result<()> {
     let (so, do_) = (src.pool().options(), dst.pool().options());
-    let src_abs = so.hosts.absolute(src.root());
-    let dst_abs = do_.hosts.absolute(dst.root());
+    let (src_abs, dst_abs) = (src.absolute_root(), dst.absolute_root());
     if !path::overlaps(&src_abs, &dst_abs) {
         return Ok(());
     }
@@ -291,11 +290,7 @@ async fn run_pass(
 
     let mut walk_opts = opts.walk.clone();
     walk_opts.dst_only = if opts.mode == Mode::Mirror { DstOnly::Descend } else { DstOnly::Skip };
-    let src_abs = src.pool().options().hosts.absolute(src.root());
-    let dst_abs = dst.pool().options().hosts.absolute(dst.root());
-    // The source's own /zookeeper, or a child of that name that would land on
-    // the destination's; the destination's own.
-    walk_opts.skip_system = [src_abs == "/" || dst_abs == "/", dst_abs == "/"];
+    walk_opts.skip_system = walk::system_skips(src, dst);
     let root_sides = walk::SRC | if dst_root.is_some() { walk::DST } else { 0 };
 
     let mut planner = Planner::new(src.root(), dst.root(), opts, writer_session, progress);

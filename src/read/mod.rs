@@ -136,6 +136,11 @@ impl TreeReader {
         &self.root
     }
 
+    /// The root as a path on the server (chroot included).
+    pub fn absolute_root(&self) -> String {
+        self.pool.options().hosts.absolute(&self.root)
+    }
+
     pub fn side(&self) -> Side {
         self.pool.side()
     }

@@ -352,6 +352,14 @@ impl<'a> Walker<'a> {
     }
 }
 
+/// Which sides leave out a `zookeeper` child of their root: the source's
+/// own system node, or a child of that name that would land on the
+/// destination's; the destination's own.
+pub fn system_skips(src: &TreeReader, dst: &TreeReader) -> [bool; 2] {
+    let (src_abs, dst_abs) = (src.absolute_root(), dst.absolute_root());
+    [src_abs == "/" || dst_abs == "/", dst_abs == "/"]
+}
+
 /// Merges two sorted name lists into child paths with side bits.
 fn merge(parent: &str, src: Vec<String>, dst: Vec<String>, dst_only: DstOnly) -> Vec<(String, u8)> {
     let mut out = Vec::with_capacity(src.len().max(dst.len()));

@@ -256,9 +256,7 @@ pub async fn run(
     walk_opts.dst_only = DstOnly::Descend;
     walk_opts.digest = true;
     walk_opts.include_ephemeral = opts.include_ephemeral;
-    let src_abs = src.pool().options().hosts.absolute(src.root());
-    let dst_abs = dst.pool().options().hosts.absolute(dst.root());
-    walk_opts.skip_system = [src_abs == "/" || dst_abs == "/", dst_abs == "/"];
+    walk_opts.skip_system = walk::system_skips(src, dst);
     let root_sides = walk::SRC | if dst_root.is_some() { walk::DST } else { 0 };
 
     let mut cmp = Comparer {
@@ -350,7 +348,7 @@ pub async fn digest(
     }
     let mut o = walk_opts.clone();
     o.digest = true;
-    o.skip_system = [tree.pool().options().hosts.absolute(tree.root()) == "/", false];
+    o.skip_system = [tree.absolute_root() == "/", false];
     let (tx, rx) = mpsc::channel::<Batch>(8);
     let with_acl = tree.reads_acl();
     let draining = async {
