@@ -48,6 +48,15 @@ pub enum Error {
     #[error("cannot reach {side} ZooKeeper at {hosts} within {timeout:?}: {reason}")]
     Unreachable { side: Side, hosts: String, timeout: Duration, reason: String },
 
+    #[error(
+        "the {side} ZooKeeper at {hosts} rejected the credentials of {flag} (scheme {schemes}); the usual form is digest:user:password",
+        flag = side.auth_flag()
+    )]
+    AuthRejected { side: Side, hosts: String, schemes: String },
+
+    #[error("cannot connect to the {side} ZooKeeper at {hosts}: {source}")]
+    ConnectFailed { side: Side, hosts: String, source: zk::Error },
+
     #[error("{side} root {path} does not exist")]
     NoRoot { side: Side, path: String },
 
@@ -111,10 +120,50 @@ impl Error {
 /// Errors after which the outcome of a request is unknown but the session is
 /// alive: retry reads, reconcile writes.
 pub fn is_transient(err: &zk::Error) -> bool {
-    matches!(err, zk::Error::ConnectionLoss | zk::Error::Timeout | zk::Error::Throttled | zk::Error::Custom(_))
+    match err {
+        zk::Error::ConnectionLoss | zk::Error::Timeout | zk::Error::Throttled => true,
+        zk::Error::Custom(_) => !custom_is_permanent(err),
+        _ => false,
+    }
+}
+
+/// Errors that no retry can change: a request or connection the client
+/// itself refuses (bad arguments, TLS or SASL set-up, certificates).
+pub fn is_permanent(err: &zk::Error) -> bool {
+    match err {
+        zk::Error::BadArguments(_) | zk::Error::InvalidAcl | zk::Error::MarshallingError => true,
+        zk::Error::Custom(_) => custom_is_permanent(err),
+        _ => false,
+    }
+}
+
+/// The client reports a broken connection as a custom error that wraps the
+/// I/O error and has no message of its own, a silent server as "no response
+/// from connection", a writable server found while looking for a read-only
+/// one as "encounter writable server": those heal by reconnecting. Its other
+/// custom errors come from setting up TLS or SASL, which no retry changes.
+fn custom_is_permanent(err: &zk::Error) -> bool {
+    let shown = err.to_string();
+    let io = format!("{err:?}").contains("message: None");
+    !(io || shown.starts_with("no response from connection") || shown.starts_with("encounter writable server"))
 }
 
 /// Errors after which the session is gone for good: a new one is needed.
 pub fn is_session_lost(err: &zk::Error) -> bool {
     matches!(err, zk::Error::SessionExpired | zk::Error::ClientClosed | zk::Error::NoHosts | zk::Error::SessionMoved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_up_errors_are_permanent_connection_problems_transient() {
+        assert!(is_permanent(&zk::Error::BadArguments(&"no client private key")));
+        assert!(!is_transient(&zk::Error::BadArguments(&"no client private key")));
+        for e in [zk::Error::ConnectionLoss, zk::Error::Timeout] {
+            assert!(is_transient(&e) && !is_permanent(&e), "{e}");
+        }
+        assert!(!is_permanent(&zk::Error::NoNode) && !is_transient(&zk::Error::NoNode));
+    }
 }

@@ -373,9 +373,23 @@ pub struct LocalEnsemble {
 
 impl LocalEnsemble {
     pub fn start(n: usize, opts: &ServerOptions) -> Result<LocalEnsemble> {
+        Self::start_with_links(n, opts, &mut |_, _, port| port)
+    }
+
+    /// Like [`LocalEnsemble::start`], but member `viewer` reaches member
+    /// `target`'s quorum port (where followers connect to the leader) at the
+    /// port `link(viewer, target, port)` returns, e.g. a proxy's: a test can
+    /// slow or stall one follower's link to the leader, and so make that
+    /// member lag. Member 0 never leads when all start together (the
+    /// election prefers higher ids), so its links are the ones to slow.
+    pub fn start_with_links(
+        n: usize,
+        opts: &ServerOptions,
+        link: &mut dyn FnMut(usize, usize, u16) -> u16,
+    ) -> Result<LocalEnsemble> {
         let mut last = None;
         for _ in 0..3 {
-            match Self::try_start(n, opts) {
+            match Self::try_start(n, opts, link) {
                 Ok(e) => return Ok(e),
                 Err(e) => last = Some(e),
             }
@@ -383,16 +397,23 @@ impl LocalEnsemble {
         Err(last.expect("tried"))
     }
 
-    fn try_start(n: usize, opts: &ServerOptions) -> Result<LocalEnsemble> {
+    fn try_start(
+        n: usize,
+        opts: &ServerOptions,
+        link: &mut dyn FnMut(usize, usize, u16) -> u16,
+    ) -> Result<LocalEnsemble> {
         let ports: Vec<(u16, u16, u16)> =
             (0..n).map(|_| Ok((free_port()?, free_port()?, free_port()?))).collect::<Result<_>>()?;
-        let members: String = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (c, q, e))| format!("server.{}=127.0.0.1:{q}:{e};127.0.0.1:{c}\n", i + 1))
-            .collect();
         let mut servers = Vec::new();
         for (i, (client, _, _)) in ports.iter().enumerate() {
+            let members: String = ports
+                .iter()
+                .enumerate()
+                .map(|(j, (c, q, e))| {
+                    let q = if i == j { *q } else { link(i, j, *q) };
+                    format!("server.{}=127.0.0.1:{q}:{e};127.0.0.1:{c}\n", j + 1)
+                })
+                .collect();
             let dir = temp_dir("ens")?;
             let data = dir.join("data");
             std::fs::create_dir_all(&data)?;

@@ -271,6 +271,8 @@ async fn run_pass(
 ) -> Result<CopySummary> {
     let started = Instant::now();
     progress.set_phase("checking");
+    // Both trees as of now at least, whichever members they are read from.
+    futures::try_join!(src.catch_up(), dst.catch_up())?;
     let Some(src_root) = src.root_stat().await? else {
         return Err(Error::NoRoot { side: Side::Source, path: src.root().to_string() });
     };

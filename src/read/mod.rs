@@ -11,7 +11,7 @@
 
 pub mod walk;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use futures::future::join_all;
 use zookeeper_client as zk;
@@ -72,6 +72,7 @@ pub struct TreeReader {
     /// Large nodes seen without ACL reads: learn sizes first from now on.
     sized: AtomicBool,
     rotate: AtomicUsize,
+    unconfirmed: AtomicU64,
 }
 
 enum ReadOp {
@@ -105,6 +106,7 @@ impl TreeReader {
             largest_seen: AtomicUsize::new(0),
             sized: AtomicBool::new(false),
             rotate: AtomicUsize::new(0),
+            unconfirmed: AtomicU64::new(0),
         };
         if reader.multi_read.load(Ordering::Relaxed) {
             reader.probe_multi_read().await?;
@@ -115,7 +117,6 @@ impl TreeReader {
     async fn probe_multi_read(&self) -> Result<()> {
         let answer = self
             .pool
-            .get(0)
             .retry(|c| async move {
                 let mut r = c.new_multi_reader();
                 r.add_get_data("/")?;
@@ -162,7 +163,6 @@ impl TreeReader {
     pub async fn root_stat(&self) -> Result<Option<zk::Stat>> {
         let root = self.root.clone();
         self.pool
-            .get(0)
             .retry(|c| {
                 let root = root.clone();
                 async move { c.check_stat(&root).await }
@@ -175,13 +175,67 @@ impl TreeReader {
     /// (relative to the root), children not included: see [`TreeReader::list`].
     /// Per-node problems (gone, not authorized) come back as slots; connection
     /// problems are retried with the whole batch, since reads are idempotent.
+    /// A node that answers NoNode is [`Slot::Vanished`] only once the member
+    /// has caught up with the leader and still lacks it (see
+    /// [`TreeReader::still_present`]); otherwise it is read again.
     pub async fn read(&self, rels: &[&str]) -> Result<Vec<Slot>> {
         if rels.is_empty() {
             return Ok(Vec::new());
         }
         let what = path::join(&self.root, rels[0]);
-        let slots = self.with_retries(&what, |clients| async move { self.read_once(&clients, rels).await }).await?;
+        let mut slots = self.with_retries(&what, |clients| async move { self.read_once(&clients, rels).await }).await?;
+        let gone: Vec<usize> = (0..slots.len()).filter(|&i| matches!(slots[i], Slot::Vanished)).collect();
+        let again = self.still_present(&gone.iter().map(|&i| rels[i]).collect::<Vec<_>>()).await?;
+        let again: Vec<usize> = gone.into_iter().zip(again).filter_map(|(i, present)| present.then_some(i)).collect();
+        if !again.is_empty() {
+            let rels2: Vec<&str> = again.iter().map(|&i| rels[i]).collect();
+            let rels2 = &rels2;
+            let reread =
+                self.with_retries(&what, |clients| async move { self.read_once(&clients, rels2).await }).await?;
+            for (i, slot) in again.into_iter().zip(reread) {
+                slots[i] = slot;
+            }
+        }
         Ok(slots)
+    }
+
+    /// Makes the member this tree is read from catch up with the leader:
+    /// every read after this includes every change the ensemble committed
+    /// before the call. Each operation (copy, verify, digest) starts with it.
+    pub async fn catch_up(&self) -> Result<()> {
+        self.pool.sync().await
+    }
+
+    /// Of nodes that answered NoNode after they were listed, which exist
+    /// after all: the member is synced with the leader first, so a node
+    /// listed by any member earlier and still there is seen. Confirmation
+    /// for every NoNode, whatever member answered it.
+    async fn still_present(&self, rels: &[&str]) -> Result<Vec<bool>> {
+        if rels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let paths: Vec<String> = rels.iter().map(|r| path::join(&self.root, r)).collect();
+        let paths = &paths;
+        let present = self
+            .pool
+            .retry(|c| async move {
+                c.sync("/").await?;
+                let stats = join_all(paths.iter().map(|p| c.check_stat(p))).await;
+                stats.into_iter().map(|s| s.map(|s| s.is_some())).collect::<Result<Vec<bool>, zk::Error>>()
+            })
+            .await?
+            .map_err(|e| Error::zk(self.side(), "confirm", &paths[0], e))?;
+        let n = present.iter().filter(|p| **p).count();
+        if n > 0 {
+            tracing::debug!(side = %self.side(), nodes = n, "NoNode answers not confirmed after a sync; read again");
+            self.unconfirmed.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok(present)
+    }
+
+    /// NoNode answers that a synced member did not confirm (read again).
+    pub fn unconfirmed_vanishes(&self) -> u64 {
+        self.unconfirmed.load(Ordering::Relaxed)
     }
 
     async fn read_once(&self, clients: &[zk::Client], rels: &[&str]) -> Result<Vec<Slot>, zk::Error> {
@@ -296,8 +350,25 @@ impl TreeReader {
     }
 
     /// Lists the children of the nodes at `rels`, each sorted; `expected`
-    /// gives each node's child count as last seen (to pack requests).
+    /// gives each node's child count as last seen (to pack requests). A
+    /// node that answers NoNode is [`Listing::Vanished`] only once confirmed
+    /// as [`TreeReader::read`] confirms it; otherwise it is listed again.
     pub async fn list(&self, rels: &[&str], expected: &[usize]) -> Result<Vec<Listing>> {
+        let mut listings = self.list_once(rels, expected).await?;
+        let gone: Vec<usize> = (0..listings.len()).filter(|&i| matches!(listings[i], Listing::Vanished)).collect();
+        let again = self.still_present(&gone.iter().map(|&i| rels[i]).collect::<Vec<_>>()).await?;
+        let again: Vec<usize> = gone.into_iter().zip(again).filter_map(|(i, present)| present.then_some(i)).collect();
+        if !again.is_empty() {
+            let rels2: Vec<&str> = again.iter().map(|&i| rels[i]).collect();
+            let expected2: Vec<usize> = again.iter().map(|&i| expected.get(i).copied().unwrap_or(0)).collect();
+            for (i, listing) in again.into_iter().zip(self.list_once(&rels2, &expected2).await?) {
+                listings[i] = listing;
+            }
+        }
+        Ok(listings)
+    }
+
+    async fn list_once(&self, rels: &[&str], expected: &[usize]) -> Result<Vec<Listing>> {
         if rels.is_empty() {
             return Ok(Vec::new());
         }
@@ -349,7 +420,6 @@ impl TreeReader {
     pub async fn probe_abs(&self, abs: &str, children: bool) -> Result<Option<(zk::Stat, Vec<String>)>> {
         let Some(p) = self.in_chroot(abs) else { return Ok(None) };
         self.pool
-            .get(0)
             .retry(|c| {
                 let p = p.clone();
                 async move {
@@ -396,8 +466,8 @@ impl TreeReader {
             let (generations, clients) = self.pool.clients();
             match attempt(clients).await {
                 Ok(v) => return Ok(v),
-                Err(e) if is_session_lost(&e) => self.pool.renew_all(&generations).await?,
-                Err(e) if is_transient(&e) => backoff.wait(&e).await?,
+                Err(e) if is_session_lost(&e) => self.pool.recover(&generations).await?,
+                Err(e) if is_transient(&e) => self.pool.transient(&mut backoff, &e).await?,
                 Err(zk::Error::Unimplemented) if self.uses_multi_read() => {
                     tracing::info!(side = %self.side(), "multiRead refused; using pipelined single reads");
                     self.multi_read.store(false, Ordering::Relaxed);
@@ -478,18 +548,40 @@ impl TreeReader {
             async move { commit?.await }
         });
         let mut out = Vec::with_capacity(ops.len());
-        for result in join_all(futs).await {
-            for r in result? {
-                out.push(match r {
-                    zk::MultiReadResult::Data { data, stat } => Answer::Data(data, stat),
-                    zk::MultiReadResult::Children { children } => Answer::Children(children),
-                    zk::MultiReadResult::Error { err } => connection_error(err)?,
-                    _ => Answer::Failed(zk::Error::UnexpectedError("unknown multiRead result".into())),
-                });
-            }
+        for ((a, b), result) in chunks.iter().zip(join_all(futs).await) {
+            let first = match &ops[*a] {
+                ReadOp::Data(i) | ReadOp::Children(i) => &paths[*i],
+            };
+            out.extend(match_reply(&ops[*a..*b], first, result?)?);
         }
         Ok(out)
     }
+}
+
+/// Matches one multiRead reply to the reads it answers: one answer per read,
+/// in order, each of the kind asked (or an error). A reply that does not
+/// answer every read cannot be matched to the paths asked: the batch fails
+/// rather than guess.
+fn match_reply(asked: &[ReadOp], first: &str, reply: Vec<zk::MultiReadResult>) -> Result<Vec<Answer>, zk::Error> {
+    if reply.len() != asked.len() {
+        return Err(zk::Error::UnexpectedError(format!(
+            "multiRead answered {} of {} reads (the first {first})",
+            reply.len(),
+            asked.len()
+        )));
+    }
+    asked
+        .iter()
+        .zip(reply)
+        .map(|(op, r)| match (op, r) {
+            (ReadOp::Data(_), zk::MultiReadResult::Data { data, stat }) => Ok(Answer::Data(data, stat)),
+            (ReadOp::Children(_), zk::MultiReadResult::Children { children }) => Ok(Answer::Children(children)),
+            (_, zk::MultiReadResult::Error { err }) => connection_error(err),
+            (_, other) => Err(zk::Error::UnexpectedError(format!(
+                "multiRead answered a read in the batch from {first} with {other:?}"
+            ))),
+        })
+        .collect()
 }
 
 /// Connection problems fail the whole batch (to be retried); anything else
@@ -503,5 +595,57 @@ fn per_node_error(e: zk::Error) -> Result<Slot, zk::Error> {
         zk::Error::NoNode => Ok(Slot::Vanished),
         e if is_transient(&e) || is_session_lost(&e) => Err(e),
         e => Ok(Slot::Failed(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat() -> zk::Stat {
+        zk::Stat {
+            czxid: 1,
+            mzxid: 1,
+            ctime: 0,
+            mtime: 0,
+            version: 0,
+            cversion: 0,
+            aversion: 0,
+            ephemeral_owner: 0,
+            data_length: 1,
+            num_children: 0,
+            pzxid: 1,
+        }
+    }
+
+    fn data() -> zk::MultiReadResult {
+        zk::MultiReadResult::Data { data: b"x".to_vec(), stat: stat() }
+    }
+
+    #[test]
+    fn a_reply_with_fewer_answers_fails_the_batch() {
+        let asked = [ReadOp::Data(0), ReadOp::Data(1), ReadOp::Children(2)];
+        let e = match_reply(&asked, "/a", vec![data(), data()]).err().expect("short reply refused");
+        assert!(e.to_string().contains("answered 2 of 3"), "{e}");
+        assert!(match_reply(&asked[..2], "/a", vec![data(), data(), data()]).is_err(), "a longer reply too");
+    }
+
+    #[test]
+    fn answers_must_be_of_the_kind_asked() {
+        let asked = [ReadOp::Children(0)];
+        assert!(match_reply(&asked, "/a", vec![data()]).is_err());
+        let asked = [ReadOp::Data(0), ReadOp::Children(1), ReadOp::Data(2)];
+        let reply = vec![
+            data(),
+            zk::MultiReadResult::Children { children: vec!["c".into()] },
+            zk::MultiReadResult::Error { err: zk::Error::NoNode },
+        ];
+        let answers = match_reply(&asked, "/a", reply).expect("matched");
+        assert!(matches!(answers[0], Answer::Data(..)));
+        assert!(matches!(&answers[1], Answer::Children(c) if c == &["c"]));
+        assert!(matches!(answers[2], Answer::Failed(zk::Error::NoNode)));
+        // A connection problem in one slot fails the batch (to be retried).
+        let reply = vec![data(), zk::MultiReadResult::Error { err: zk::Error::ConnectionLoss }];
+        assert!(matches!(match_reply(&asked[..2], "/a", reply), Err(zk::Error::ConnectionLoss)));
     }
 }

@@ -248,6 +248,8 @@ pub async fn run(
 ) -> Result<VerifyReport> {
     progress.set_phase("verifying");
     let started = Instant::now();
+    // Both trees as of now at least, whichever members they are read from.
+    futures::try_join!(src.catch_up(), dst.catch_up())?;
     let (src_root, dst_root) = futures::try_join!(src.root_stat(), dst.root_stat())?;
     let Some(_) = src_root else {
         return Err(crate::Error::NoRoot { side: crate::Side::Source, path: src.root().to_string() });
@@ -343,6 +345,7 @@ pub async fn digest(
 ) -> Result<TreeDigest> {
     progress.set_phase("digesting");
     let started = Instant::now();
+    tree.catch_up().await?;
     if tree.root_stat().await?.is_none() {
         return Err(crate::Error::NoRoot { side: tree.side(), path: tree.root().to_string() });
     }
