@@ -448,3 +448,21 @@ async fn open_on_some_member(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connect string the client itself refuses fails at once with the
+    /// client's reason, not after the connect timeout as "unreachable".
+    #[tokio::test]
+    async fn a_refused_argument_is_not_retried() {
+        let hosts = Hosts { hosts: vec!["127.0.0.1:2181".into(), "127.0.0.1:notaport".into()], chroot: "/".into() };
+        let opts = ConnectOptions::new(Side::Source, hosts.clone());
+        let started = Instant::now();
+        let e = connect_once(&opts, &hosts, Duration::from_secs(10)).await.err().expect("refused");
+        assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+        assert!(matches!(e, Error::ConnectFailed { .. }), "{e:?}");
+        assert!(e.to_string().contains("invalid address"), "{e}");
+    }
+}
