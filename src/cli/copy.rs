@@ -243,10 +243,10 @@ pub async fn run(args: CopyArgs) -> zkrepl::Result<Outcome> {
         print_summary(&src, &dst, &summary);
         if let Some(v) = &verify_report {
             println!("verify");
-            super::verify::print_report(v, 20);
+            super::verify::print_report(v);
         }
     }
-    let exit = match verify_report.as_ref().map(|v| v.verdict()) {
+    let exit = match verify_report.as_ref().map(|v| v.report.verdict()) {
         Some(zkrepl::verify::Verdict::Different) => Exit::Differences,
         Some(zkrepl::verify::Verdict::Incomplete) => Exit::Error,
         _ => Exit::Ok,
