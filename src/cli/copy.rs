@@ -45,6 +45,9 @@ pub struct CopyArgs {
     pub container: Vec<String>,
 
     /// Create source nodes matching GLOB as TTL nodes, e.g. '/app/cache/*=1h'; repeatable
+    ///
+    /// DURATION as for --timeout (500ms, 90s, 10m, 2h, 7d, 1h30m), from 1ms to 2^40 - 1 ms (about 34
+    /// years: ZooKeeper's longest TTL).
     #[arg(long, value_name = "GLOB=DURATION")]
     pub ttl: Vec<String>,
 
