@@ -736,7 +736,7 @@ impl<'a> Planner<'a> {
             for ((rel, s), d) in chunk.iter().zip(s).zip(d) {
                 let (Some(s), Some(d)) = (s, d) else { continue };
                 // Each pad is one more child creation on the destination.
-                let deficit = next_sequence(&s) - next_sequence(&d);
+                let deficit = crate::node::counter_deficit(&s, &d);
                 if self.opts.dry_run {
                     self.padded_parents += (deficit > 0) as u64;
                     continue;
