@@ -56,3 +56,22 @@ fn help_says_which_durations_are_accepted() {
     let out = zkrepl(&["verify", "--help"]);
     assert!(stdout(&out).contains("1h30m"), "{}", stdout(&out));
 }
+
+#[test]
+fn a_connect_string_that_cannot_be_a_host_list_fails_at_once() {
+    for zk in ["x::y", "127.0.0.1:2181,x::y", "a:b:c/app", "[x::y]:2181"] {
+        let started = Instant::now();
+        let out = zkrepl(&["digest", "--zk", zk, "--root", "/", "--timeout", "10s"]);
+        let took = started.elapsed();
+        assert_exit(&out, 2);
+        let err = stderr(&out);
+        assert!(err.contains("bad host entry") && err.contains("[addr]:port"), "{zk}: {err}");
+        assert!(took < Duration::from_secs(3), "{zk}: refused after {took:?}, not at once");
+    }
+    // The same for both sides of a copy and a verify.
+    for cmd in ["copy", "verify"] {
+        let out = zkrepl(&[cmd, "--src", "x::y", "--dst", "127.0.0.1:2", "--root", "/a"]);
+        assert_exit(&out, 2);
+        assert!(stderr(&out).contains("\"x::y\""), "{cmd}: {}", stderr(&out));
+    }
+}
