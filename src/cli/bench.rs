@@ -593,6 +593,17 @@ pub struct DemoArgs {
     pub json: bool,
 }
 
+/// Whether a verify report (JSON) shows two equal trees: every class of
+/// difference counted and at zero (a node changed during the verify is a
+/// difference too; counters behind are not, as without --strict-counters),
+/// and both digests there and equal.
+fn verified_equal(v: &Value) -> bool {
+    const CLASSES: [&str; 6] =
+        ["missing_on_dst", "extra_on_dst", "data_differs", "acl_differs", "unreadable", "changed"];
+    let zero = |k: &str| v["counts"].get(k).and_then(Value::as_u64) == Some(0);
+    CLASSES.into_iter().all(zero) && v["src_digest"].is_string() && v["src_digest"] == v["dst_digest"]
+}
+
 pub async fn demo(args: DemoArgs) -> zkrepl::Result<Outcome> {
     let spec = gen_options(Shape::Pegasus, args.nodes, None);
     let n = spec.node_count();
@@ -650,11 +661,7 @@ pub async fn demo(args: DemoArgs) -> zkrepl::Result<Outcome> {
     let raw = bench::multi_create(dst_pool.get(0), "/zkrepl-demo/raw-2", &nodes, 500, 8).await?;
     let copy = &result["copy"];
     let verify = &result["verify"];
-    let equal = verify["counts"].as_object().is_some_and(|m| {
-        ["missing_on_dst", "extra_on_dst", "data_differs", "acl_differs", "unreadable"]
-            .iter()
-            .all(|k| m.get(*k).and_then(|v| v.as_u64()) == Some(0))
-    });
+    let equal = verified_equal(verify);
     if args.json {
         print_json(&json!({
             "generated": generated, "copy": copy, "verify": verify,
@@ -686,4 +693,37 @@ pub async fn demo(args: DemoArgs) -> zkrepl::Result<Outcome> {
     }
     drop(session);
     Ok(Outcome { exit: if equal { Exit::Ok } else { Exit::Differences } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(changes: &[(&str, u64)], src: Value, dst: Value) -> Value {
+        let mut counts = json!({
+            "missing_on_dst": 0, "extra_on_dst": 0, "data_differs": 0, "acl_differs": 0,
+            "counter_behind": 0, "unreadable": 0, "changed": 0,
+        });
+        for (k, n) in changes {
+            counts[*k] = json!(n);
+        }
+        json!({ "counts": counts, "src_digest": src, "dst_digest": dst })
+    }
+
+    #[test]
+    fn the_demo_calls_equal_only_what_verify_proved_equal() {
+        let d = || json!("ab12");
+        assert!(verified_equal(&report(&[], d(), d())));
+        assert!(verified_equal(&report(&[("counter_behind", 3)], d(), d())), "not a difference by default");
+        for class in ["missing_on_dst", "extra_on_dst", "data_differs", "acl_differs", "unreadable", "changed"] {
+            assert!(!verified_equal(&report(&[(class, 1)], d(), d())), "{class}");
+        }
+        assert!(!verified_equal(&report(&[], d(), json!("cd34"))), "other digests");
+        assert!(!verified_equal(&report(&[], Value::Null, Value::Null)), "no digests: not proven");
+        assert!(!verified_equal(&json!({ "src_digest": "ab12", "dst_digest": "ab12" })), "no counts");
+        assert!(
+            !verified_equal(&json!({ "counts": {}, "src_digest": "ab12", "dst_digest": "ab12" })),
+            "counts missing"
+        );
+    }
 }
