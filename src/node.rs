@@ -122,11 +122,32 @@ pub fn acl_masked(acl: &[zk::Acl]) -> bool {
         .any(|a| a.auth_id().scheme() == "digest" && a.auth_id().id().split_once(':').is_some_and(|(_, h)| h == "x"))
 }
 
-/// The number the next sequential child of a node with this stat gets. The
-/// server stores a count of child creations and shows clients
-/// `cversion = 2 * creations - children`; sequential names use the count.
+/// The number the next sequential child of a node with this stat gets.
+///
+/// The server stores a count of child creations (a Java `int`, one more per
+/// create, the number it gives the next sequential child) and shows clients
+/// `cversion = creations * 2 - children`, in `int` arithmetic
+/// ([`client_cversion`]): from 2^30 creations on the product wraps and the
+/// cversion clients see is negative. So `creations * 2 = cversion +
+/// children` holds modulo 2^32, which fixes the count modulo 2^31: it is
+/// taken from 0 to 2^31 - 1, the range of the server's own counter (beyond
+/// it the server itself numbers children negative).
 pub fn next_sequence(stat: &zk::Stat) -> i64 {
-    (stat.cversion as i64 + stat.num_children as i64) / 2
+    let twice = (stat.cversion as u32).wrapping_add(stat.num_children as u32);
+    i64::from(twice / 2)
+}
+
+/// The cversion a client sees for a node with `creations` child creations
+/// and `children` children, computed as the server computes it (Java `int`
+/// arithmetic, wrapping).
+pub fn client_cversion(creations: i32, children: i32) -> i32 {
+    creations.wrapping_mul(2).wrapping_sub(children)
+}
+
+/// How many child creations (pads) bring the destination's counter up to
+/// the source's; zero or less when it is not behind.
+pub fn counter_deficit(src: &zk::Stat, dst: &zk::Stat) -> i64 {
+    next_sequence(src) - next_sequence(dst)
 }
 
 /// The OPEN_ACL_UNSAFE list.
@@ -172,6 +193,96 @@ pub fn preview(data: &[u8], max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stat(cversion: i32, num_children: i32) -> zk::Stat {
+        zk::Stat {
+            czxid: 1,
+            mzxid: 1,
+            pzxid: 1,
+            ctime: 0,
+            mtime: 0,
+            version: 0,
+            cversion,
+            aversion: 0,
+            ephemeral_owner: 0,
+            data_length: 0,
+            num_children,
+        }
+    }
+
+    /// A node with this many creations and children, as a client sees it.
+    fn seen(creations: i32, children: i32) -> zk::Stat {
+        stat(client_cversion(creations, children), children)
+    }
+
+    #[test]
+    fn client_cversion_wraps_as_a_java_int() {
+        assert_eq!(client_cversion(60, 10), 110);
+        assert_eq!(client_cversion((1 << 30) - 1, 0), i32::MAX - 1);
+        assert_eq!(client_cversion((1 << 30) - 1, 1), i32::MAX - 2);
+        // 2^30 creations: 2^31 wraps to i32::MIN.
+        assert_eq!(client_cversion(1 << 30, 0), i32::MIN);
+        assert_eq!(client_cversion(1 << 30, 1), i32::MAX, "i32::MIN - 1 wraps back up");
+        assert_eq!(client_cversion((1 << 30) + 1, 0), i32::MIN + 2);
+        assert_eq!(client_cversion(i32::MAX, 0), -2);
+        assert_eq!(client_cversion(i32::MAX, 5), -7);
+    }
+
+    #[test]
+    fn sequence_counters_read_back_at_and_around_the_wrap() {
+        assert_eq!(next_sequence(&stat(110, 10)), 60);
+        assert_eq!(next_sequence(&stat(0, 0)), 0);
+        let around = [
+            0,
+            1,
+            1000,
+            (1 << 30) - 2,
+            (1 << 30) - 1,
+            1 << 30,
+            (1 << 30) + 1,
+            (1 << 30) + 12_345,
+            i32::MAX - 1,
+            i32::MAX,
+        ];
+        for creations in around {
+            for children in [0, 1, 2, 7, 1000, 1 << 20] {
+                if children > creations {
+                    continue;
+                }
+                let s = seen(creations, children);
+                assert_eq!(
+                    next_sequence(&s),
+                    i64::from(creations),
+                    "{creations} creations, {children} children: {s:?}"
+                );
+            }
+        }
+        // What a client sees just past the wrap: a negative cversion.
+        assert_eq!(next_sequence(&stat(i32::MIN, 0)), 1 << 30);
+        assert_eq!(next_sequence(&stat(i32::MIN + 2, 0)), (1 << 30) + 1);
+        assert_eq!(next_sequence(&stat(i32::MAX, 1)), 1 << 30);
+        assert_eq!(next_sequence(&stat(-2, 0)), i64::from(i32::MAX));
+        assert_eq!(next_sequence(&stat(-7, 5)), i64::from(i32::MAX));
+    }
+
+    #[test]
+    fn pads_are_counted_across_the_wrap() {
+        let w = 1 << 30;
+        // Source past the wrap (negative cversion), destination before it.
+        let (src, dst) = (seen(w + 5, 3), seen(w - 5, 3));
+        assert!(src.cversion < 0 && dst.cversion > 0);
+        assert_eq!(counter_deficit(&src, &dst), 10);
+        assert_eq!(counter_deficit(&dst, &src), -10, "a destination ahead needs nothing");
+        // Both past it, and the destination's counter at the server's last.
+        assert_eq!(counter_deficit(&seen(i32::MAX, 0), &seen(w + 1, 10)), i64::from(i32::MAX - w - 1));
+        assert_eq!(counter_deficit(&seen(i32::MAX, 4), &seen(i32::MAX, 0)), 0);
+        // Each pad is one creation: the target of pad k is the destination's count + k.
+        let dst = seen(w - 1, 0);
+        for k in 1..=3 {
+            let after = seen(w - 1 + k, 0);
+            assert_eq!(next_sequence(&after), next_sequence(&dst) + i64::from(k));
+        }
+    }
 
     #[test]
     fn permissions_round_trip() {

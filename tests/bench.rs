@@ -54,7 +54,15 @@ async fn bench_measures_against_ceilings_and_cleans_up() {
         assert!(r["copy"][k]["peak_rss_bytes"].as_u64().unwrap() > 0);
     }
     assert!(r["copy"]["warm_ratio_to_get_acl_with_create"].as_f64().unwrap() > 0.0);
-    assert_eq!(r["verify"]["acl"]["src_digest"], r["verify"]["acl"]["dst_digest"]);
+    assert_equal_digests(&r["verify"]["acl"]);
+    assert_equal_digests(&r["verify"]["no_acl"]);
+    // Against an empty destination every node is a difference, each streamed.
+    let e = &r["verify"]["empty_destination"];
+    let missing = e["counts"]["missing_on_dst"].as_u64().unwrap();
+    assert!(missing > 2500, "{e}");
+    assert_eq!(e["src_nodes"], missing, "{e}");
+    assert_eq!(e["differences_streamed"], missing, "{e}");
+    assert!(e["peak_rss_bytes"].as_u64().unwrap() > 0, "{e}");
     // Servers it did not start are left as they were.
     let src = connect(&p.src.connect_string()).await;
     let dst = connect(&p.dst.connect_string()).await;

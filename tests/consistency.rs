@@ -227,10 +227,12 @@ async fn scenario(lag: &Lagging, lagging_first: bool) {
     let both = run.new_nodes("both", 3);
     create_all(&leader, &both).await;
     create_all(&dst, &both).await;
-    let opts = VerifyOptions { max_listed: 100_000, ..VerifyOptions::default() };
-    let report = while_lagging(lag, &run.root, verify::run(&run.src, &run.dst, &opts, &Progress::new())).await.unwrap();
-    let stable: Vec<_> = report
-        .differences
+    let mut found = Vec::new();
+    let mut sink = |d: verify::Difference| found.push(d);
+    let (opts, progress) = (VerifyOptions::default(), Progress::new());
+    let verifying = verify::run(&run.src, &run.dst, &opts, &progress, &mut sink);
+    let report = while_lagging(lag, &run.root, verifying).await.unwrap();
+    let stable: Vec<_> = found
         .iter()
         .filter(|d| !d.path.starts_with("/churn"))
         .filter(|d| matches!(d.class, DiffClass::MissingOnDst | DiffClass::ExtraOnDst | DiffClass::Changed))
@@ -277,8 +279,9 @@ async fn pinned_member_killed(lag: &mut Lagging) {
     assert_eq!(src.pool().moves(), 1, "all sessions moved once");
     assert_ne!(src.pool().member(), order[0]);
     let check = reader(Side::Source, &lag.hosts(false), &root).await;
-    let report = verify::run(&check, &dst, &VerifyOptions::default(), &Progress::new()).await.unwrap();
-    assert!(report.equal(), "{report:?}");
+    let mut found = verify::FirstDifferences::new(20);
+    let report = verify::run(&check, &dst, &VerifyOptions::default(), &Progress::new(), &mut found).await.unwrap();
+    assert!(report.equal(), "{report:?} {:?}", found.listed);
     lag.ensemble.servers[f].restart().unwrap();
 }
 

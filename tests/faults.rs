@@ -74,8 +74,7 @@ async fn verify_equal(src: &str, dst: &str, root: &str, extra: &[&str]) {
     a.extend(args(extra));
     let out = zkrepl_async(a).await;
     assert_exit(&out, 0);
-    let r = json(&out);
-    assert_eq!(r["src_digest"], r["dst_digest"]);
+    assert_equal_digests(&json(&out));
 }
 
 /// A copy that was cut short: its exit is 0 (it recovered) or 2 (it said
@@ -277,7 +276,7 @@ async fn verify_goes_on_through_a_session_expiry() {
     assert_exit(&out, 0);
     let r = json(&out);
     assert!(r["session_renewals"].as_u64().unwrap() >= 1, "the stall expired a session: {r}");
-    assert_eq!(r["src_digest"], r["dst_digest"]);
+    assert_equal_digests(&r);
 }
 
 async fn signal_mid_copy(signal: &str) {
@@ -362,6 +361,13 @@ async fn a_source_changing_during_copy_and_verify_is_reported_not_a_crash() {
     churned.await.unwrap();
     assert!(matches!(out.status.code(), Some(0) | Some(1)), "{:?}: {}", out.status, stderr(&out));
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    // The exit status says what the report found: 1 exactly when some
+    // difference (changed nodes included) was counted and listed.
+    let r = json(&out);
+    let counted: u64 = r["counts"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+    let found = counted - r["counts"]["counter_behind"].as_u64().unwrap();
+    assert_eq!(out.status.code() == Some(1), found > 0, "{r}");
+    assert_eq!(r["differences"].as_array().unwrap().len() as u64, counted, "{r}");
 
     // Once the source is still, a mirror run makes the copy exact.
     let out = zkrepl_async(args(&["copy", "--src", &s, "--dst", &d, "--root", &root, "--mirror", "-q"])).await;

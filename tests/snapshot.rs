@@ -222,9 +222,17 @@ async fn check(compression: Option<&str>, expect: Compression, suffix: &str) {
 
     // Every node, with its stat, against what the client saw.
     let mut owners = BTreeMap::new();
+    // What the checks below looked at: each node the client saw, and each
+    // node of a kind of its own.
+    let mut checked = Vec::new();
+    let mut kinds_checked = Vec::new();
     let h = snapshot::for_each_node(file, |n| {
         if let Some((czxid, mzxid)) = f.stats.get(&n.path) {
             assert_eq!((n.czxid, n.mzxid), (*czxid, *mzxid), "{}", n.path);
+            checked.push(n.path.clone());
+        }
+        if [abs("/eph"), abs("/c1"), abs("/ttl1")].contains(&n.path) {
+            kinds_checked.push(n.path.clone());
         }
         if n.path == abs("/eph") {
             assert_eq!(n.kind, SnapKind::Ephemeral(f.session));
@@ -242,6 +250,12 @@ async fn check(compression: Option<&str>, expect: Compression, suffix: &str) {
     })
     .unwrap();
     assert_eq!(h.nodes, all.nodes_total);
+    checked.sort();
+    let mut seen: Vec<String> = f.stats.keys().cloned().collect();
+    seen.sort();
+    assert_eq!(checked, seen, "every node the client saw is in the snapshot, with its zxids");
+    kinds_checked.sort();
+    assert_eq!(kinds_checked, [abs("/c1"), abs("/eph"), abs("/ttl1")]);
 
     // ZooKeeper's own reader agrees on every path and ephemeralOwner.
     let (theirs, their_count) = formatter(file);

@@ -86,6 +86,7 @@ async fn each_planted_difference_is_reported_with_its_path_and_class() {
     );
     let c = &r["counts"];
     assert_eq!((c["missing_on_dst"].as_u64(), c["extra_on_dst"].as_u64()), (Some(2), Some(2)));
+    assert!(r["src_digest"].is_string() && r["dst_digest"].is_string(), "{r}");
     assert_ne!(r["src_digest"], r["dst_digest"]);
 
     // The human report: one path per line, with its symbol.
@@ -140,8 +141,6 @@ async fn a_hidden_digest_acl_is_not_taken_for_equal() {
         .map(String::from)
         .collect::<Vec<_>>();
     a.extend(auth.iter().map(|s| s.to_string()));
-    let s_hosts = p.src.connect_string();
-    let _ = s_hosts;
     assert_exit(&zkrepl_async(a).await, 0);
     // Without ADMIN the server shows `m:x` on both sides: not proof of anything.
     let out = verify(&root, &[]).await;
@@ -249,7 +248,9 @@ async fn digests_match_across_servers_and_change_with_one_byte() {
     let digest = |hosts: String, root: String| async move {
         let out = zkrepl_async(args(&["digest", "--zk", &hosts, "--root", &root, "--json"])).await;
         assert_exit(&out, 0);
-        json(&out)
+        let d = json(&out);
+        assert!(d["digest"].is_string(), "{d}");
+        d
     };
     let a = digest(p.src.connect_string(), root.clone()).await;
     let b = digest(p.dst.connect_string(), root.clone()).await;
@@ -261,7 +262,7 @@ async fn digests_match_across_servers_and_change_with_one_byte() {
     dst.set_data(&format!("{root}/n7"), b"value 8", None).await.unwrap();
     let c = digest(p.dst.connect_string(), root.clone()).await;
     assert_ne!(a["digest"], c["digest"]);
-    assert!(c["max_mzxid"].as_i64() > b["max_mzxid"].as_i64(), "a later change shows in the zxids");
+    assert!(c["max_mzxid"].as_i64().unwrap() > b["max_mzxid"].as_i64().unwrap(), "a later change shows in the zxids");
 
     // Unchanged tree: the same digest later.
     let again = digest(p.src.connect_string(), root.clone()).await;
@@ -283,4 +284,120 @@ async fn missing_roots() {
     let out = verify(&format!("{root}/nope"), &[]).await;
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+}
+
+/// `parents` parents of `children` children each under `root` on the
+/// source; returns every relative path, the root's (`/`) included.
+async fn flat_tree(src: &zk::Client, root: &str, parents: usize, children: usize) -> Vec<String> {
+    src.mkdir(root, &open()).await.unwrap();
+    let mut rels = vec!["/".to_string()];
+    let mut w = src.new_multi_writer();
+    for p in 0..parents {
+        rels.push(format!("/p{p:03}"));
+        w.add_create(&format!("{root}/p{p:03}"), b"", &open()).unwrap();
+        for c in 0..children {
+            rels.push(format!("/p{p:03}/c{c:04}"));
+            w.add_create(&format!("{root}/p{p:03}/c{c:04}"), b"v", &open()).unwrap();
+        }
+        w.commit().await.unwrap();
+    }
+    rels.sort();
+    rels
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn against_an_empty_destination_every_missing_path_is_listed() {
+    let p = pair();
+    let root = unique_root("vempty");
+    let src = connect(&p.src.connect_string()).await;
+    let rels = flat_tree(&src, &root, 30, 100).await;
+    let empty = format!("{root}-nothing-here");
+
+    let out = on_pair("verify", &root, &["--dst-root", &empty, "--json", "-q"]).await;
+    assert_exit(&out, 1);
+    let r = json(&out);
+    let listed = classes(&r);
+    assert!(listed.iter().all(|(class, _)| class == "missing_on_dst"), "{listed:?}");
+    assert_eq!(listed.into_iter().map(|(_, path)| path).collect::<Vec<_>>(), rels);
+    assert_eq!(r["counts"]["missing_on_dst"], rels.len() as u64);
+    assert_eq!(r["src_nodes"], rels.len() as u64);
+    assert_eq!(r["dst_nodes"], 0);
+    assert_eq!(r["unlisted"], 0);
+    // The differences come first, one a line.
+    let text = stdout(&out);
+    assert!(text.starts_with("{\n  \"differences\": [\n    {\"class\":\"missing_on_dst\",\"path\":"), "{text:.200}");
+
+    // The text report lists each one too, with its symbol.
+    let out = on_pair("verify", &root, &["--dst-root", &empty, "--all"]).await;
+    assert_exit(&out, 1);
+    let text = stdout(&out);
+    let mut paths: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("- ")).collect();
+    paths.sort();
+    assert_eq!(paths, rels, "{text:.400}");
+    assert!(text.contains("DIFFERENT") && !text.contains("more (--all"), "{text:.400}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn differences_are_written_as_they_are_found() {
+    let p = pair();
+    let root = unique_root("vstream");
+    let src = connect(&p.src.connect_string()).await;
+    let rels = flat_tree(&src, &root, 20, 100).await;
+    // A slow source: every chunk waits, and reads go one small batch at a
+    // time, so the walk takes seconds.
+    let proxy = common::proxy::FaultProxy::to_port(p.src.port).await;
+    proxy.set_delay(std::time::Duration::from_millis(20));
+    let a = args(&[
+        "verify",
+        "--src",
+        &proxy.connect_string(),
+        "--dst",
+        &p.dst.connect_string(),
+        "--root",
+        &root,
+        "--dst-root",
+        &format!("{root}-nothing-here"),
+        "--json",
+        "-q",
+        "--read-batch",
+        "20",
+        "--read-window",
+        "1",
+        "--read-sessions",
+        "1",
+    ]);
+    let (first_output, exited, out) = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zkrepl"))
+            .args(&a)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut out = Vec::new();
+        let mut first = None;
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stdout.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            first.get_or_insert_with(std::time::Instant::now);
+            out.extend_from_slice(&buf[..n]);
+        }
+        let status = child.wait().unwrap();
+        let exited = std::time::Instant::now();
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert_eq!(status.code(), Some(1), "{err}");
+        (first.expect("some output"), exited, out)
+    })
+    .await
+    .unwrap();
+    let early = exited - first_output;
+    assert!(early > std::time::Duration::from_secs(1), "the first differences came only {early:?} before the end");
+    let r: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(classes(&r).len(), rels.len());
+    assert_eq!(r["counts"]["missing_on_dst"], rels.len() as u64);
 }

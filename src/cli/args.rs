@@ -7,8 +7,13 @@ use clap::{Args, ValueEnum};
 use zkrepl::copy::kinds::parse_duration;
 use zkrepl::zk::target::{Auth, Hosts, parse_zkcopy_location};
 
-fn duration(s: &str) -> Result<Duration, String> {
-    parse_duration(s).map_err(|e| e.to_string())
+/// The longest timeout: what the protocol carries for a session timeout (a
+/// Java int of milliseconds), about 24.8 days.
+pub const MAX_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// A timeout on the command line, 1 ms to [`MAX_TIMEOUT`].
+fn timeout(s: &str) -> Result<Duration, String> {
+    parse_duration(s, MAX_TIMEOUT).map_err(|e| e.to_string())
 }
 
 /// Where the source and destination trees are.
@@ -114,15 +119,20 @@ impl OneTree {
 #[derive(Args, Debug, Clone)]
 pub struct Connection {
     /// Give up connecting (or reconnecting) after this long
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    ///
+    /// DURATION is a number and a unit, several may follow one another: 500ms, 30s, 10m, 2h, 7d,
+    /// 1h30m, '1h 30m', 1.5h (units ms, s, m, h, d, w; whole milliseconds). Timeouts go
+    /// from 1ms to 24days 20h 31m 23s 647ms (2^31 - 1 ms, the longest session timeout ZooKeeper
+    /// takes).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = timeout)]
     pub timeout: Duration,
 
-    /// Session timeout asked of the servers
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    /// Session timeout asked of the servers (a DURATION, as for --timeout)
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = timeout)]
     pub session_timeout: Duration,
 
-    /// Give up an operation whose requests keep failing (connection lost) for this long
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    /// Give up an operation whose requests keep failing (connection lost) for this long (a DURATION, as for --timeout)
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = timeout)]
     pub retry_timeout: Duration,
 }
 

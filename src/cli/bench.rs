@@ -8,6 +8,8 @@ use std::time::Duration;
 use tokio::process::Command;
 
 use clap::Args;
+use serde::Deserialize;
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Value, json};
 use zkrepl::bench::{self, Rate};
 use zkrepl::error::Side;
@@ -68,7 +70,8 @@ What it measures, in one run:
                  8 sessions
   copy           zkrepl copy onto a fresh server (cold) and again onto the same, warm server;
                  also with --acl open (no getACL reads)
-  verify         zkrepl verify, with and without ACL comparison
+  verify         zkrepl verify, with and without ACL comparison; and --json against an empty
+                 destination root (every node a difference, streamed: its peak memory)
 Every figure is also given as a ratio to the matching ceiling. Without --src/--dst it starts
 three local servers (source, a destination for the raw ceiling, a destination for the copies),
 so that cold figures compare like with like.
@@ -120,6 +123,88 @@ async fn child(args: Vec<String>) -> zkrepl::Result<Value> {
         )));
     }
     serde_json::from_slice(&out.stdout).map_err(|e| zkrepl::Error::Usage(format!("bad JSON from zkrepl: {e}")))
+}
+
+/// Runs this binary's `verify --json` and reads its report as it streams
+/// in: the differences are counted, not kept (there may be millions), and
+/// the other fields are returned with `differences_streamed`, their number.
+async fn child_verify_counting(args: Vec<String>) -> zkrepl::Result<Value> {
+    let exe = std::env::current_exe()?;
+    let read = move || -> zkrepl::Result<Value> {
+        let mut c = std::process::Command::new(exe)
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = std::io::BufReader::new(c.stdout.take().expect("piped stdout"));
+        let parsed = Streamed::deserialize(&mut serde_json::Deserializer::from_reader(stdout));
+        let out = c.wait_with_output()?;
+        if !matches!(out.status.code(), Some(0) | Some(1)) {
+            return Err(zkrepl::Error::Usage(format!(
+                "zkrepl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let Streamed { mut fields, differences } =
+            parsed.map_err(|e| zkrepl::Error::Usage(format!("bad JSON from zkrepl verify: {e}")))?;
+        fields.insert("differences_streamed".into(), differences.into());
+        Ok(Value::Object(fields))
+    };
+    tokio::task::spawn_blocking(read).await.expect("the verify reader")
+}
+
+/// A verify report read with its `differences` counted, not kept.
+struct Streamed {
+    fields: serde_json::Map<String, Value>,
+    differences: u64,
+}
+
+impl<'de> Deserialize<'de> for Streamed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Streamed, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = Streamed;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a verify report")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Streamed, A::Error> {
+                let mut r = Streamed { fields: serde_json::Map::new(), differences: 0 };
+                while let Some(k) = m.next_key::<String>()? {
+                    if k == "differences" {
+                        r.differences = m.next_value::<Counted>()?.0;
+                    } else {
+                        r.fields.insert(k, m.next_value()?);
+                    }
+                }
+                Ok(r)
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+/// The length of a JSON array, its elements skipped.
+struct Counted(u64);
+
+impl<'de> Deserialize<'de> for Counted {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Counted, D::Error> {
+        struct Elements;
+        impl<'de> Visitor<'de> for Elements {
+            type Value = Counted;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Counted, A::Error> {
+                let mut n = 0;
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(Counted(n))
+            }
+        }
+        d.deserialize_seq(Elements)
+    }
 }
 
 fn s(v: &[&str]) -> Vec<String> {
@@ -281,6 +366,7 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
     // Verifies.
     let mut verify_acl = Value::Null;
     let mut verify_noacl = Value::Null;
+    let mut verify_empty = Value::Null;
     if !args.no_verify {
         say("verify (with and without ACLs)");
         let v = |extra: &[&str]| {
@@ -291,6 +377,21 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
         };
         verify_acl = v(&[]).await?;
         verify_noacl = v(&["--no-acl"]).await?;
+        say("verify --json against an empty destination root (every node missing)");
+        verify_empty = child_verify_counting(s(&[
+            "verify",
+            "--src",
+            &servers.src,
+            "--dst",
+            &servers.dst_copy,
+            "--root",
+            &root,
+            "--dst-root",
+            "/zkrepl-bench/absent",
+            "--json",
+            "-q",
+        ]))
+        .await?;
     }
 
     // Clean up what was written to servers we did not start.
@@ -343,7 +444,7 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
             "warm_ratio_to_get_acl_with_create": ratio(rate_of(&warm, "nodes_per_sec"), acl_and_create.per_sec),
         },
         "verify": {
-            "acl": verify_acl, "no_acl": verify_noacl,
+            "acl": verify_acl, "no_acl": verify_noacl, "empty_destination": verify_empty,
             "acl_ratio_to_get_acl": ratio(rate_of(&verify_acl, "nodes_per_sec_per_side"), get_acl.per_sec),
             "no_acl_ratio_to_multi_read": ratio(rate_of(&verify_noacl, "nodes_per_sec_per_side"), multi_read.per_sec),
             "acl_ratio_to_get_acl_both": ratio(rate_of(&verify_acl, "nodes_per_sec_per_side"), get_acl_both.per_sec),
@@ -455,6 +556,14 @@ fn print_bench(r: &Value, n: u64, bytes: u64) {
             100.0 * rate_of(v, "no_acl_ratio_to_multi_read_both"),
             100.0 * rate_of(v, "no_acl_ratio_to_multi_read")
         );
+        let e = &v["empty_destination"];
+        println!(
+            "  --json against an empty destination: {} differences streamed ({} missing counted) in {:.2} s; peak RSS {}",
+            e["differences_streamed"],
+            e["counts"]["missing_on_dst"],
+            rate_of(e, "seconds"),
+            rss(e)
+        );
     }
     if let Some(sw) = r["sweep"].as_array().filter(|a| !a.is_empty()) {
         println!("sweep (warm copies, one parameter at a time):");
@@ -482,6 +591,17 @@ pub struct DemoArgs {
     /// Print the results as JSON on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+/// Whether a verify report (JSON) shows two equal trees: every class of
+/// difference counted and at zero (a node changed during the verify is a
+/// difference too; counters behind are not, as without --strict-counters),
+/// and both digests there and equal.
+fn verified_equal(v: &Value) -> bool {
+    const CLASSES: [&str; 6] =
+        ["missing_on_dst", "extra_on_dst", "data_differs", "acl_differs", "unreadable", "changed"];
+    let zero = |k: &str| v["counts"].get(k).and_then(Value::as_u64) == Some(0);
+    CLASSES.into_iter().all(zero) && v["src_digest"].is_string() && v["src_digest"] == v["dst_digest"]
 }
 
 pub async fn demo(args: DemoArgs) -> zkrepl::Result<Outcome> {
@@ -541,11 +661,7 @@ pub async fn demo(args: DemoArgs) -> zkrepl::Result<Outcome> {
     let raw = bench::multi_create(dst_pool.get(0), "/zkrepl-demo/raw-2", &nodes, 500, 8).await?;
     let copy = &result["copy"];
     let verify = &result["verify"];
-    let equal = verify["counts"].as_object().is_some_and(|m| {
-        ["missing_on_dst", "extra_on_dst", "data_differs", "acl_differs", "unreadable"]
-            .iter()
-            .all(|k| m.get(*k).and_then(|v| v.as_u64()) == Some(0))
-    });
+    let equal = verified_equal(verify);
     if args.json {
         print_json(&json!({
             "generated": generated, "copy": copy, "verify": verify,
@@ -577,4 +693,37 @@ pub async fn demo(args: DemoArgs) -> zkrepl::Result<Outcome> {
     }
     drop(session);
     Ok(Outcome { exit: if equal { Exit::Ok } else { Exit::Differences } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(changes: &[(&str, u64)], src: Value, dst: Value) -> Value {
+        let mut counts = json!({
+            "missing_on_dst": 0, "extra_on_dst": 0, "data_differs": 0, "acl_differs": 0,
+            "counter_behind": 0, "unreadable": 0, "changed": 0,
+        });
+        for (k, n) in changes {
+            counts[*k] = json!(n);
+        }
+        json!({ "counts": counts, "src_digest": src, "dst_digest": dst })
+    }
+
+    #[test]
+    fn the_demo_calls_equal_only_what_verify_proved_equal() {
+        let d = || json!("ab12");
+        assert!(verified_equal(&report(&[], d(), d())));
+        assert!(verified_equal(&report(&[("counter_behind", 3)], d(), d())), "not a difference by default");
+        for class in ["missing_on_dst", "extra_on_dst", "data_differs", "acl_differs", "unreadable", "changed"] {
+            assert!(!verified_equal(&report(&[(class, 1)], d(), d())), "{class}");
+        }
+        assert!(!verified_equal(&report(&[], d(), json!("cd34"))), "other digests");
+        assert!(!verified_equal(&report(&[], Value::Null, Value::Null)), "no digests: not proven");
+        assert!(!verified_equal(&json!({ "src_digest": "ab12", "dst_digest": "ab12" })), "no counts");
+        assert!(
+            !verified_equal(&json!({ "counts": {}, "src_digest": "ab12", "dst_digest": "ab12" })),
+            "counts missing"
+        );
+    }
 }

@@ -79,6 +79,11 @@ impl ProgressView {
         ProgressView { bar: Some(bar), task: Some(task) }
     }
 
+    /// The bar, when one is drawn.
+    pub fn bar(&self) -> Option<ProgressBar> {
+        self.bar.clone()
+    }
+
     pub fn finish(self) {
         if let Some(t) = self.task {
             t.abort();

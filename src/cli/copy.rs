@@ -45,6 +45,9 @@ pub struct CopyArgs {
     pub container: Vec<String>,
 
     /// Create source nodes matching GLOB as TTL nodes, e.g. '/app/cache/*=1h'; repeatable
+    ///
+    /// DURATION as for --timeout (500ms, 90s, 10m, 2h, 7d, 1h30m), from 1ms to 2^40 - 1 ms (about 34
+    /// years: ZooKeeper's longest TTL).
     #[arg(long, value_name = "GLOB=DURATION")]
     pub ttl: Vec<String>,
 
@@ -243,10 +246,10 @@ pub async fn run(args: CopyArgs) -> zkrepl::Result<Outcome> {
         print_summary(&src, &dst, &summary);
         if let Some(v) = &verify_report {
             println!("verify");
-            super::verify::print_report(v, 20);
+            super::verify::print_report(v);
         }
     }
-    let exit = match verify_report.as_ref().map(|v| v.verdict()) {
+    let exit = match verify_report.as_ref().map(|v| v.report.verdict()) {
         Some(zkrepl::verify::Verdict::Different) => Exit::Differences,
         Some(zkrepl::verify::Verdict::Incomplete) => Exit::Error,
         _ => Exit::Ok,

@@ -33,25 +33,30 @@ fn glob(pattern: &str) -> Result<GlobMatcher> {
     Ok(g.compile_matcher())
 }
 
-/// Parses `5s`, `1500ms`, `10m`, `2h`, `7d`, or plain milliseconds.
-pub fn parse_duration(s: &str) -> Result<Duration> {
+/// The longest TTL ZooKeeper keeps: 2^40 - 1 ms (the rest of the 64 bits
+/// of a TTL node's owner field mark it as one).
+pub const MAX_TTL: Duration = Duration::from_millis(0xFF_FFFF_FFFF);
+
+/// Parses a duration: a number and a unit, several may follow one another
+/// (`500ms`, `30s`, `10m`, `2h`, `7d`, `2w`, `1h30m`, `1h 30m`, `1.5h`;
+/// humantime's syntax), a whole number of milliseconds from 1 ms to `max`.
+/// A number too large for any duration is an error too, never a wrapped one.
+pub fn parse_duration(s: &str, max: Duration) -> Result<Duration> {
     let s = s.trim();
-    let bad = || Error::Usage(format!("bad duration {s:?}: give a number and a unit, e.g. 500ms, 30s, 10m, 2h, 7d"));
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let ms = match unit {
-        "ms" => n,
-        "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
-        _ => return Err(bad()),
-    };
-    if ms == 0 || ms > 0xFF_FFFF_FFFF {
-        return Err(Error::Usage(format!("TTL {s:?} must be between 1 ms and 2^40 - 1 ms")));
+    let d = humantime::parse_duration(s).map_err(|e| {
+        Error::Usage(format!("bad duration {s:?}: {e}; give a number and a unit, e.g. 500ms, 30s, 10m, 2h, 7d"))
+    })?;
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        return Err(Error::Usage(format!("duration {s:?} is not a whole number of milliseconds")));
     }
-    Ok(Duration::from_millis(ms))
+    if d < Duration::from_millis(1) || d > max {
+        return Err(Error::Usage(format!(
+            "duration {s:?} is out of range: from 1ms to {} ({} ms)",
+            humantime::format_duration(max),
+            max.as_millis()
+        )));
+    }
+    Ok(d)
 }
 
 impl KindRules {
@@ -66,7 +71,7 @@ impl KindRules {
         let (pattern, dur) = spec
             .rsplit_once('=')
             .ok_or_else(|| Error::Usage(format!("--ttl {spec:?} must be GLOB=DURATION, e.g. '/app/cache/*=1h'")))?;
-        self.ttls.push((pattern.to_string(), glob(pattern)?, parse_duration(dur)?));
+        self.ttls.push((pattern.to_string(), glob(pattern)?, parse_duration(dur, MAX_TTL)?));
         Ok(())
     }
 
@@ -126,11 +131,49 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
-        assert!(parse_duration("5").is_err(), "a bare number is ambiguous");
-        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
-        assert!(parse_duration("2y").is_err());
-        assert!(parse_duration("").is_err());
+    fn durations_in_every_accepted_form() {
+        let ok = |s: &str| parse_duration(s, MAX_TTL).unwrap_or_else(|e| panic!("{s}: {e}"));
+        assert_eq!(ok("1500ms"), Duration::from_millis(1500));
+        assert_eq!(ok("30s"), Duration::from_secs(30));
+        assert_eq!(ok("30sec"), Duration::from_secs(30));
+        assert_eq!(ok("10m"), Duration::from_secs(600));
+        assert_eq!(ok("10min"), Duration::from_secs(600));
+        assert_eq!(ok("2h"), Duration::from_secs(7200));
+        assert_eq!(ok("7d"), Duration::from_secs(7 * 86_400));
+        assert_eq!(ok("2w"), Duration::from_secs(14 * 86_400));
+        assert_eq!(ok("1h30m"), Duration::from_secs(5400));
+        assert_eq!(ok("1h 30m 5s"), Duration::from_secs(5405));
+        assert_eq!(ok(" 90m "), Duration::from_secs(5400));
+        assert_eq!(ok("1.5h"), Duration::from_secs(5400));
+        assert_eq!(ok("1ms"), Duration::from_millis(1));
+        assert_eq!(ok("1099511627775ms"), MAX_TTL);
+    }
+
+    #[test]
+    fn durations_refused() {
+        let err = |s: &str, max: Duration| match parse_duration(s, max) {
+            Ok(d) => panic!("{s} gave {d:?}"),
+            Err(e) => e.to_string(),
+        };
+        let day = Duration::from_secs(86_400);
+        assert!(err("5", MAX_TTL).contains("unit"), "a bare number is ambiguous");
+        assert!(err("2x", MAX_TTL).contains("unit"));
+        assert!(err("", MAX_TTL).contains("bad duration"));
+        assert!(err("0.0005s", MAX_TTL).contains("whole number of milliseconds"));
+        assert!(err("-5s", MAX_TTL).contains("bad duration"));
+        assert!(err("0s", MAX_TTL).contains("out of range"));
+        assert!(err("500us", MAX_TTL).contains("whole number of milliseconds"));
+        assert!(err("1s500us", MAX_TTL).contains("whole number of milliseconds"));
+        // Past the limit, past any duration, past u64 milliseconds: errors,
+        // never a wrapped value.
+        assert!(err("1099511627776ms", MAX_TTL).contains("out of range"));
+        assert!(err("99999999999d", MAX_TTL).contains("out of range"));
+        assert!(err("213503982335d", MAX_TTL).contains("out of range"), "u64 milliseconds wrap here");
+        assert!(err("213503982334602d", MAX_TTL).contains("bad duration"), "u64 seconds wrap here");
+        assert!(err("0", MAX_TTL).contains("out of range"));
+        assert!(err("99999999999999999999d", MAX_TTL).contains("bad duration"));
+        assert!(err("18446744073709551616s", MAX_TTL).contains("bad duration"));
+        assert!(err("2d", day).contains("from 1ms to 1day"));
+        assert_eq!(parse_duration("1d", day).unwrap(), day);
     }
 }

@@ -90,13 +90,12 @@ impl Default for CopyOptions {
 
 /// A one-time digest identity for a copy: give the credential to the writer
 /// session and the id to [`CopyOptions::copy_id`]. No one else holds it, so
-/// the temporary grants made with it open nothing to anyone else.
+/// the temporary grants made with it open nothing to anyone else: the user
+/// name holds 64 and the password 192 bits from the OS random source.
 pub fn run_identity() -> (crate::zk::target::Auth, (String, String)) {
-    use std::hash::{BuildHasher, Hasher};
     let word = || {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-        format!("{:016x}", h.finish())
+        let bits = getrandom::u64().expect("the operating system's random source (getrandom) failed");
+        format!("{bits:016x}")
     };
     let credential = format!("zkrepl-{}:{}{}{}", word(), word(), word(), word());
     let id = ("digest".to_string(), crate::zk::target::digest_id(&credential));
@@ -739,7 +738,7 @@ impl<'a> Planner<'a> {
             for ((rel, s), d) in chunk.iter().zip(s).zip(d) {
                 let (Some(s), Some(d)) = (s, d) else { continue };
                 // Each pad is one more child creation on the destination.
-                let deficit = next_sequence(&s) - next_sequence(&d);
+                let deficit = crate::node::counter_deficit(&s, &d);
                 if self.opts.dry_run {
                     self.padded_parents += (deficit > 0) as u64;
                     continue;

@@ -2,6 +2,10 @@
 //! walker as copy), compares every node's presence, data and ACL, and
 //! computes both trees' Merkle digests on the way.
 //!
+//! Differences are handed to a [`DiffSink`] as they are found and only
+//! counted here, so a verify of a million differing nodes holds no more than
+//! one of equal trees.
+//!
 //! Ephemerals are left out on both sides unless asked for. Stat fields a
 //! copy cannot carry (zxids, times, versions) are not compared, except that
 //! a destination parent whose child version (sequence counter) is behind the
@@ -15,28 +19,15 @@ use crate::digest::hex;
 use crate::error::Result;
 use crate::node::{NodeInfo, Slot, acl_equal, acl_masked, canonical_acl, next_sequence, preview};
 use crate::read::TreeReader;
-use crate::read::walk::{self, Batch, DstOnly, Entry, WalkOptions};
+use crate::read::walk::{self, Batch, DstOnly, Entry, ListFailure, WalkOptions};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct VerifyOptions {
     pub walk: WalkOptions,
     /// Compare ephemeral nodes too (ignored on both sides by default).
     pub include_ephemeral: bool,
-    /// Differences kept with their paths (the counts are always complete).
-    pub max_listed: usize,
     /// Count lagging sequence counters as differences.
     pub strict_counters: bool,
-}
-
-impl Default for VerifyOptions {
-    fn default() -> Self {
-        VerifyOptions {
-            walk: WalkOptions::default(),
-            include_ephemeral: false,
-            max_listed: 100,
-            strict_counters: false,
-        }
-    }
 }
 
 /// Kinds of difference, with the symbols of rclone's check report.
@@ -81,6 +72,45 @@ pub struct Difference {
     pub detail: String,
 }
 
+/// Where a verify sends each difference as it finds it.
+pub trait DiffSink {
+    fn difference(&mut self, d: Difference);
+}
+
+impl<F: FnMut(Difference)> DiffSink for F {
+    fn difference(&mut self, d: Difference) {
+        self(d)
+    }
+}
+
+/// A sink that keeps the first `limit` differences and counts the others:
+/// a listing of bounded size, for summaries printed after the walk.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct FirstDifferences {
+    #[serde(rename = "differences")]
+    pub listed: Vec<Difference>,
+    /// Differences found beyond the limit.
+    pub unlisted: u64,
+    #[serde(skip)]
+    limit: usize,
+}
+
+impl FirstDifferences {
+    pub fn new(limit: usize) -> FirstDifferences {
+        FirstDifferences { listed: Vec::new(), unlisted: 0, limit }
+    }
+}
+
+impl DiffSink for FirstDifferences {
+    fn difference(&mut self, d: Difference) {
+        if self.listed.len() < self.limit {
+            self.listed.push(d);
+        } else {
+            self.unlisted += 1;
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct DiffCounts {
     pub missing_on_dst: u64,
@@ -92,7 +122,22 @@ pub struct DiffCounts {
     pub changed: u64,
 }
 
-/// The outcome of a verify.
+impl DiffCounts {
+    fn add(&mut self, class: DiffClass) {
+        match class {
+            DiffClass::MissingOnDst => self.missing_on_dst += 1,
+            DiffClass::ExtraOnDst => self.extra_on_dst += 1,
+            DiffClass::DataDiffers => self.data_differs += 1,
+            DiffClass::AclDiffers => self.acl_differs += 1,
+            DiffClass::CounterBehind => self.counter_behind += 1,
+            DiffClass::Unreadable => self.unreadable += 1,
+            DiffClass::Changed => self.changed += 1,
+        }
+    }
+}
+
+/// The outcome of a verify: counts and digests; the differences themselves
+/// went to the sink.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct VerifyReport {
     pub src_nodes: u64,
@@ -104,9 +149,6 @@ pub struct VerifyReport {
     pub ephemerals_ignored: u64,
     pub acl_compared: bool,
     pub counts: DiffCounts,
-    pub differences: Vec<Difference>,
-    /// Differences not listed (beyond the listing limit).
-    pub unlisted: u64,
     pub src_digest: Option<String>,
     pub dst_digest: Option<String>,
     pub strict_counters: bool,
@@ -148,40 +190,48 @@ impl VerifyReport {
     }
 }
 
-struct Comparer {
-    opts: VerifyOptions,
+/// Compares walked entries one at a time. It keeps counts only: each
+/// difference goes to the sink as soon as it is found.
+pub struct Comparer<'s> {
+    include_ephemeral: bool,
     acl: bool,
     counts: DiffCounts,
-    differences: Vec<Difference>,
-    unlisted: u64,
     compared: u64,
+    sink: &'s mut dyn DiffSink,
 }
 
-impl Comparer {
+impl<'s> Comparer<'s> {
+    /// `acl`: compare ACLs (both sides read them).
+    pub fn new(include_ephemeral: bool, acl: bool, sink: &'s mut dyn DiffSink) -> Comparer<'s> {
+        Comparer { include_ephemeral, acl, counts: DiffCounts::default(), compared: 0, sink }
+    }
+
+    pub fn counts(&self) -> &DiffCounts {
+        &self.counts
+    }
+
+    /// Nodes present on both sides and compared so far.
+    pub fn compared(&self) -> u64 {
+        self.compared
+    }
+
     fn note(&mut self, class: DiffClass, rel: &str, detail: String) {
-        let c = &mut self.counts;
-        match class {
-            DiffClass::MissingOnDst => c.missing_on_dst += 1,
-            DiffClass::ExtraOnDst => c.extra_on_dst += 1,
-            DiffClass::DataDiffers => c.data_differs += 1,
-            DiffClass::AclDiffers => c.acl_differs += 1,
-            DiffClass::CounterBehind => c.counter_behind += 1,
-            DiffClass::Unreadable => c.unreadable += 1,
-            DiffClass::Changed => c.changed += 1,
-        }
-        if self.differences.len() < self.opts.max_listed {
-            let path = if rel.is_empty() { "/".to_string() } else { rel.to_string() };
-            self.differences.push(Difference { class, path, detail });
-        } else {
-            self.unlisted += 1;
-        }
+        self.counts.add(class);
+        let path = if rel.is_empty() { "/".to_string() } else { rel.to_string() };
+        self.sink.difference(Difference { class, path, detail });
     }
 
-    fn visible<'s>(&self, slot: &'s Slot) -> Option<&'s NodeInfo> {
-        slot.persistent(self.opts.include_ephemeral)
+    /// A node whose children could not be listed.
+    pub fn list_failure(&mut self, f: &ListFailure) {
+        self.note(DiffClass::Unreadable, &f.rel, format!("children on the {}: {}", f.side, f.error));
     }
 
-    fn entry(&mut self, e: &Entry) {
+    fn visible<'e>(&self, slot: &'e Slot) -> Option<&'e NodeInfo> {
+        slot.persistent(self.include_ephemeral)
+    }
+
+    /// One walked path, both sides.
+    pub fn entry(&mut self, e: &Entry) {
         for (slot, side, flag) in [(&e.src, "source", "--src-auth"), (&e.dst, "destination", "--dst-auth")] {
             match slot {
                 Slot::Failed(err @ zookeeper_client::Error::NoAuth) => {
@@ -239,12 +289,14 @@ impl Comparer {
     }
 }
 
-/// Compares the trees under `src` and `dst`.
+/// Compares the trees under `src` and `dst`, handing every difference to
+/// `sink` as it is found.
 pub async fn run(
     src: &TreeReader,
     dst: &TreeReader,
     opts: &VerifyOptions,
     progress: &crate::progress::Progress,
+    sink: &mut dyn DiffSink,
 ) -> Result<VerifyReport> {
     progress.set_phase("verifying");
     let started = Instant::now();
@@ -261,14 +313,7 @@ pub async fn run(
     walk_opts.skip_system = walk::system_skips(src, dst);
     let root_sides = walk::SRC | if dst_root.is_some() { walk::DST } else { 0 };
 
-    let mut cmp = Comparer {
-        opts: opts.clone(),
-        acl: src.reads_acl() && dst.reads_acl(),
-        counts: DiffCounts::default(),
-        differences: Vec::new(),
-        unlisted: 0,
-        compared: 0,
-    };
+    let mut cmp = Comparer::new(opts.include_ephemeral, src.reads_acl() && dst.reads_acl(), sink);
     let (tx, rx) = mpsc::channel::<Batch>(8);
     let walking = walk::walk(Some(src), Some(dst), root_sides, &walk_opts, tx);
     let comparing = async {
@@ -280,8 +325,7 @@ pub async fn run(
             };
             let Some(batch) = batch else { break };
             for f in &batch.list_failures {
-                let side = f.side;
-                cmp.note(DiffClass::Unreadable, &f.rel, format!("children on the {side}: {}", f.error));
+                cmp.list_failure(f);
             }
             progress.add_read(batch.entries.len() as u64);
             for e in &batch.entries {
@@ -305,8 +349,6 @@ pub async fn run(
         ephemerals_ignored: if opts.include_ephemeral { 0 } else { walked.src.ephemerals + walked.dst.ephemerals },
         acl_compared: cmp.acl,
         counts: cmp.counts,
-        differences: cmp.differences,
-        unlisted: cmp.unlisted,
         src_digest: walked.src.digest.as_ref().map(hex),
         dst_digest: walked.dst.digest.as_ref().map(hex),
         strict_counters: opts.strict_counters,

@@ -61,19 +61,43 @@ pub struct WriteCounters {
     /// Creates found already done whose node this session may not read.
     pub unverified: u64,
     #[serde(skip)]
-    pub latencies_us: Vec<u32>,
+    latency: Latency,
+}
+
+/// Transaction latencies in a histogram of fixed size: 1 µs to an hour at
+/// two significant figures (a value is off by at most 1%), however many
+/// transactions a run makes. Longer ones count as an hour.
+#[derive(Clone, Debug)]
+struct Latency(hdrhistogram::Histogram<u64>);
+
+impl Latency {
+    const MAX_US: u64 = 3_600_000_000;
+
+    fn record(&mut self, elapsed: Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).clamp(1, Self::MAX_US);
+        self.0.saturating_record(us);
+    }
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency(hdrhistogram::Histogram::new_with_bounds(1, Self::MAX_US, 2).expect("valid histogram bounds"))
+    }
 }
 
 impl WriteCounters {
-    /// Latency percentile of transactions, in milliseconds.
+    /// Latency percentile of transactions, in milliseconds (0 without any).
     pub fn latency_ms(&self, pct: f64) -> f64 {
-        if self.latencies_us.is_empty() {
+        let h = &self.latency.0;
+        if h.is_empty() {
             return 0.0;
         }
-        let mut v = self.latencies_us.clone();
-        v.sort_unstable();
-        let i = ((v.len() as f64 - 1.0) * pct / 100.0).round() as usize;
-        v[i.min(v.len() - 1)] as f64 / 1000.0
+        h.value_at_quantile(pct / 100.0) as f64 / 1000.0
+    }
+
+    /// Records one transaction's round trip.
+    fn record_latency(&mut self, elapsed: Duration) {
+        self.latency.record(elapsed);
     }
 
     fn count(&mut self, op: &Op) {
@@ -207,7 +231,7 @@ impl<'a> Writer<'a> {
         let Some(outcome) = self.inflight.next().await else {
             return;
         };
-        self.counters.latencies_us.push(outcome.elapsed.as_micros().min(u32::MAX as u128) as u32);
+        self.counters.record_latency(outcome.elapsed);
         self.counters.transactions += 1;
         match outcome.result {
             Ok(()) => {
@@ -419,4 +443,65 @@ async fn set_data(session: &Session, path: &str, data: &[u8]) -> Result<Result<(
 
 async fn set_acl(session: &Session, path: &str, acl: &[zk::Acl]) -> Result<Result<(), zk::Error>> {
     session.retry(|c| async move { c.set_acl(path, acl, None).await.map(drop) }).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[track_caller]
+    fn near(got: f64, want: f64) {
+        assert!((got - want).abs() <= want * 0.01, "got {got} ms, want {want} ms within 1%");
+    }
+
+    #[test]
+    fn latency_percentiles_of_known_inputs() {
+        let mut c = WriteCounters::default();
+        assert_eq!(c.latency_ms(50.0), 0.0, "no transactions, no latency");
+        // 1 ms, 2 ms, ... 1000 ms, recorded in a shuffled order.
+        for i in 0..1000u64 {
+            c.record_latency(ms(i * 617 % 1000 + 1));
+        }
+        near(c.latency_ms(50.0), 500.0);
+        near(c.latency_ms(99.0), 990.0);
+        near(c.latency_ms(100.0), 1000.0);
+        near(c.latency_ms(0.0), 1.0);
+
+        // One slow transaction among many fast ones shows at the top only.
+        let mut c = WriteCounters::default();
+        for _ in 0..999 {
+            c.record_latency(Duration::from_micros(150));
+        }
+        c.record_latency(Duration::from_secs(7));
+        near(c.latency_ms(50.0), 0.150);
+        near(c.latency_ms(99.0), 0.150);
+        near(c.latency_ms(100.0), 7000.0);
+
+        // Beyond the range: counted as the longest it holds, not dropped.
+        let mut c = WriteCounters::default();
+        c.record_latency(Duration::from_secs(10 * 3600));
+        c.record_latency(Duration::ZERO);
+        near(c.latency_ms(100.0), 3_600_000.0);
+        near(c.latency_ms(0.0), 0.001);
+    }
+
+    #[test]
+    fn latency_memory_stays_the_same_however_many_transactions() {
+        let mut c = WriteCounters::default();
+        c.record_latency(ms(1));
+        let size = c.latency.0.distinct_values();
+        let mut x = 1u64;
+        for _ in 0..2_000_000 {
+            // Spread over the whole range: 1 µs to over an hour.
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            c.record_latency(Duration::from_micros(x >> 31));
+        }
+        assert_eq!(c.latency.0.distinct_values(), size, "the histogram did not grow");
+        assert_eq!(c.latency.0.len(), 2_000_001);
+        assert!(size * std::mem::size_of::<u64>() < 64 * 1024, "{size} counters");
+    }
 }

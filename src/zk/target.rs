@@ -41,9 +41,10 @@ impl Hosts {
             if entry.is_empty() {
                 return bad("empty host entry");
             }
-            let Some((host, port)) = split_host_port(entry) else {
-                return bad(&format!("bad host entry {entry:?}"));
-            };
+            let (host, port) = split_host_port(entry).map_err(|reason| Error::InvalidHosts {
+                input: input.to_string(),
+                reason: format!("bad host entry {entry:?}: {reason}"),
+            })?;
             if host.is_empty() || host.contains(char::is_whitespace) {
                 return bad(&format!("bad host {host:?}"));
             }
@@ -89,21 +90,44 @@ impl fmt::Display for Hosts {
     }
 }
 
-fn split_host_port(entry: &str) -> Option<(&str, Option<&str>)> {
+/// How to write an IPv6 address with a port.
+const IPV6_HINT: &str = "write an IPv6 address in brackets, [addr]:port, e.g. [::1]:2181";
+
+/// Splits `host[:port]`. A name with two colons or more can only be an IPv6
+/// address: bare (no port), it must be a valid one; with a port, it goes in
+/// brackets. Anything else (`x::y`) is refused here rather than left to time
+/// out connecting.
+fn split_host_port(entry: &str) -> std::result::Result<(&str, Option<&str>), String> {
+    let ipv6 = |addr: &str| {
+        // A zone (`fe80::1%eth0`) follows the address.
+        let bare = addr.split_once('%').map_or(addr, |(a, _)| a);
+        bare.parse::<std::net::Ipv6Addr>().is_ok()
+    };
     if let Some(rest) = entry.strip_prefix('[') {
-        let end = rest.find(']')?;
+        let end = rest.find(']').ok_or_else(|| format!("no closing ']' ({IPV6_HINT})"))?;
         let host = &rest[..end];
+        if !ipv6(host) {
+            return Err(format!(
+                "{host:?} in brackets is not an IPv6 address (brackets are for [addr]:port; a name goes without them, name:port)"
+            ));
+        }
         let after = &rest[end + 1..];
         return match after.strip_prefix(':') {
-            Some(p) => Some((host, Some(p))),
-            None if after.is_empty() => Some((host, None)),
-            None => None,
+            Some(p) => Ok((host, Some(p))),
+            None if after.is_empty() => Ok((host, None)),
+            None => Err(format!("{after:?} after ']' ({IPV6_HINT})")),
         };
     }
     match entry.rfind(':') {
-        Some(i) if entry[..i].contains(':') => Some((entry, None)),
-        Some(i) => Some((&entry[..i], Some(&entry[i + 1..]))),
-        None => Some((entry, None)),
+        Some(i) if entry[..i].contains(':') => {
+            if ipv6(entry) {
+                Ok((entry, None))
+            } else {
+                Err(format!("not a host:port, nor an IPv6 address ({IPV6_HINT})"))
+            }
+        }
+        Some(i) => Ok((&entry[..i], Some(&entry[i + 1..]))),
+        None => Ok((entry, None)),
     }
 }
 
@@ -183,6 +207,33 @@ mod tests {
         for bad in ["", "a:0", "a:99999", "a:x", "a,,b", "a:1/x/", "a b:1", "/chroot"] {
             assert!(Hosts::parse(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn ipv6_addresses_bare_or_in_brackets() {
+        for (input, host) in [
+            ("::1", "[::1]:2181"),
+            ("[::1]", "[::1]:2181"),
+            ("[::1]:2182", "[::1]:2182"),
+            ("fe80::1:2", "[fe80::1:2]:2181"),
+            ("2001:db8::8a2e:370:7334", "[2001:db8::8a2e:370:7334]:2181"),
+            ("[2001:db8::1]:2281", "[2001:db8::1]:2281"),
+            ("::ffff:127.0.0.1", "[::ffff:127.0.0.1]:2181"),
+            ("fe80::1%eth0", "[fe80::1%eth0]:2181"),
+        ] {
+            assert_eq!(Hosts::parse(input).unwrap().hosts, vec![host], "{input}");
+        }
+        assert_eq!(Hosts::parse("a:1,[::1]:2,::2/c").unwrap().hosts, vec!["a:1", "[::1]:2", "[::2]:2181"]);
+    }
+
+    #[test]
+    fn names_with_colons_that_are_no_ipv6_address_are_refused_at_once() {
+        for input in ["x::y", "a:b:c", "zk1:2181:2182", ":::", "1::2::3", "a:1,x::y", "[x::y]:2181", "[::1", "[::1]x"] {
+            let e = Hosts::parse(input).expect_err(input).to_string();
+            assert!(e.contains("bad host entry"), "{input}: {e}");
+        }
+        let e = Hosts::parse("a:1,x::y/app").unwrap_err().to_string();
+        assert!(e.contains("\"x::y\"") && e.contains("[addr]:port"), "{e}");
     }
 
     #[test]

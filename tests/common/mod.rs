@@ -124,6 +124,15 @@ pub fn json(o: &Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\n{}", stdout(o), stderr(o)))
 }
 
+/// Both Merkle digests of a verify report are there (neither side was left
+/// incomplete) and equal.
+#[track_caller]
+pub fn assert_equal_digests(report: &serde_json::Value) {
+    assert!(report["src_digest"].is_string(), "no source digest: {report}");
+    assert!(report["dst_digest"].is_string(), "no destination digest: {report}");
+    assert_eq!(report["src_digest"], report["dst_digest"], "{report}");
+}
+
 /// Every node under `root` as (relative path, data, canonical ACL), sorted:
 /// an independent reading of a tree (single requests, no zkrepl code).
 pub async fn dump(c: &zk::Client, root: &str) -> Vec<(String, Vec<u8>, Vec<String>)> {
