@@ -139,7 +139,6 @@ pub async fn copy_between(
         open_reader(Side::Destination, dst, conn, read, true, dst_sessions),
         open_session(Side::Destination, &writer_loc, conn),
     )?;
-    copy::check_distinct(&src_reader, &dst_reader).await?;
     opts.dst_ids = dst.auth.iter().filter_map(|a| a.acl_id()).collect();
     opts.copy_id = Some(run_id);
     copy::run(&src_reader, &dst_reader, &writer, &opts, progress).await

@@ -238,7 +238,8 @@ async fn resolve(hosts: &[String]) -> Vec<std::net::SocketAddr> {
 
 /// Copies `src`'s tree to `dst`'s root, writing through `writer_session`.
 /// `dst` reads the destination (its root, and everything in update and
-/// mirror modes).
+/// mirror modes). Refuses, before anything else, a missing source root,
+/// then roots that overlap on one ensemble (see [`check_distinct`]).
 pub async fn run(
     src: &TreeReader,
     dst: &TreeReader,
@@ -246,6 +247,12 @@ pub async fn run(
     opts: &CopyOptions,
     progress: &Progress,
 ) -> Result<CopySummary> {
+    // A missing source is what the user must fix first: whatever overlaps
+    // would, it holds nothing to copy.
+    if src.root_stat().await?.is_none() {
+        return Err(Error::NoRoot { side: Side::Source, path: src.root().to_string() });
+    }
+    check_distinct(src, dst).await?;
     // A limit on deletions is a safety net: know the count before writing.
     if let (Mode::Mirror, false, Some(max)) = (opts.mode, opts.dry_run, opts.max_delete) {
         progress.set_phase("counting deletions");
@@ -279,7 +286,10 @@ async fn run_pass(
         && opts.mode == Mode::Fresh
         && stat.num_children > 0
     {
-        return Err(Error::DestinationNotEmpty { path: dst.root().to_string(), children: stat.num_children });
+        let children = own_children(dst, stat).await?;
+        if children > 0 {
+            return Err(Error::DestinationNotEmpty { path: dst.root().to_string(), children });
+        }
     }
     if src_root.ephemeral_owner != 0 {
         return Err(Error::Usage(format!("source root {} is an ephemeral node: nothing to copy", src.root())));
@@ -365,6 +375,17 @@ async fn run_pass(
         peak_rss_bytes: crate::progress::peak_rss_bytes(),
         plan: opts.dry_run.then(|| planner.plan.clone()),
     })
+}
+
+/// Children of the destination root that count for a fresh copy: all of
+/// them, except the server's own `zookeeper` when the root is the server's `/`.
+async fn own_children(dst: &TreeReader, stat: &zk::Stat) -> Result<i32> {
+    let abs = dst.absolute_root();
+    if abs != "/" {
+        return Ok(stat.num_children);
+    }
+    let Some((_, names)) = dst.probe_abs(&abs, true).await? else { return Ok(0) };
+    Ok(names.iter().filter(|n| *n != "zookeeper").count() as i32)
 }
 
 struct Planner<'a> {
