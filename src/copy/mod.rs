@@ -57,6 +57,8 @@ pub struct CopyOptions {
     pub writer: WriterOptions,
     /// Refuse a mirror that would delete more nodes than this.
     pub max_delete: Option<u64>,
+    /// Refuse a copy that would need more counter pads than this.
+    pub max_pad: Option<u64>,
     /// Raise destination parents' child versions to the source's so that
     /// new sequential nodes keep counting from where the source was.
     pub sequence_counters: bool,
@@ -81,6 +83,7 @@ impl Default for CopyOptions {
             walk: WalkOptions::default(),
             writer: WriterOptions::default(),
             max_delete: None,
+            max_pad: None,
             sequence_counters: true,
             dst_ids: Vec::new(),
             copy_id: None,
@@ -141,7 +144,13 @@ pub struct CopySummary {
     pub vanished: u64,
     pub kinds: KindCounts,
     pub padded_parents: u64,
+    /// Counter pads (each a create and a delete in one transaction) written,
+    /// or that a dry run would write.
+    pub pads: u64,
+    /// Operations of those pads: two each.
     pub padding_ops: u64,
+    /// Time spent reading counters and padding them.
+    pub padding_seconds: f64,
     pub transactions: u64,
     pub reconciled_transactions: u64,
     pub bytes_written: u64,
@@ -155,6 +164,8 @@ pub struct CopySummary {
     pub session_renewals: usize,
     /// A dry run found more deletions than --max-delete allows.
     pub delete_limit_exceeded: bool,
+    /// A dry run found more pads than --max-pad allows.
+    pub pad_limit_exceeded: bool,
     /// Peak resident memory of this process so far.
     pub peak_rss_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -254,15 +265,27 @@ pub async fn run(
         return Err(Error::NoRoot { side: Side::Source, path: src.root().to_string() });
     }
     check_distinct(src, dst).await?;
-    // A limit on deletions is a safety net: know the count before writing.
-    if let (Mode::Mirror, false, Some(max)) = (opts.mode, opts.dry_run, opts.max_delete) {
-        progress.set_phase("counting deletions");
+    // Limits on deletions and pads are safety nets: know the counts before
+    // writing.
+    let max_delete = opts.max_delete.filter(|_| opts.mode == Mode::Mirror);
+    if !opts.dry_run && (max_delete.is_some() || opts.max_pad.is_some()) {
+        progress.set_phase("counting before writing");
         let probe = CopyOptions { dry_run: true, ..opts.clone() };
         let planned = run_pass(src, dst, writer_session, &probe, progress).await?;
-        let deletes = planned.plan.map_or(0, |p| p.deletes);
-        if deletes > max {
+        let deletes = planned.plan.as_ref().map_or(0, |p| p.deletes);
+        if let Some(max) = max_delete
+            && deletes > max
+        {
             return Err(Error::Usage(format!(
                 "the mirror would delete {deletes} destination nodes, more than --max-delete {max}; nothing was written"
+            )));
+        }
+        if let Some(max) = opts.max_pad
+            && planned.pads > max
+        {
+            return Err(Error::Usage(format!(
+                "the copy would write {} counter pads (a create and a delete each, raising {} sequence counters), more than --max-pad {max}; nothing was written",
+                planned.pads, planned.padded_parents
             )));
         }
         progress.read.store(0, std::sync::atomic::Ordering::Relaxed);
@@ -346,6 +369,7 @@ async fn run_pass(
     let t = driver.planner.tally();
     let w = driver.writer.as_ref().map(|w| w.counters().clone()).unwrap_or_default();
     let seconds = started.elapsed().as_secs_f64();
+    let pads = if opts.dry_run { t.pads } else { w.padded };
     let nodes_read = walked.src.nodes;
     Ok(CopySummary {
         mode: opts.mode,
@@ -362,7 +386,9 @@ async fn run_pass(
         vanished: walked.src.vanished,
         kinds: t.kinds.clone(),
         padded_parents: t.padded_parents,
-        padding_ops: w.padded * 2,
+        pads,
+        padding_ops: pads * 2,
+        padding_seconds: driver.padding_seconds,
         transactions: w.transactions,
         reconciled_transactions: w.reconciled,
         bytes_written: w.bytes,
@@ -374,6 +400,7 @@ async fn run_pass(
         max_source_pzxid: walked.src.max_pzxid,
         session_renewals: src.pool().renewals() + dst.pool().renewals() + writer_session.renewals(),
         delete_limit_exceeded: t.delete_limit_exceeded,
+        pad_limit_exceeded: opts.max_pad.is_some_and(|max| t.pads > max),
         peak_rss_bytes: crate::progress::peak_rss_bytes(),
         plan: opts.dry_run.then(|| t.plan.clone()),
     })
@@ -485,11 +512,12 @@ impl<'a> Driver<'a> {
         // Everything lands before counters are read and padded.
         self.finish_inflight().await?;
         let candidates = self.planner.counter_candidates();
+        let mut pads_refused = None;
         if self.opts.sequence_counters && !candidates.is_empty() {
             self.check_stop()?;
             self.progress.set_phase("sequence counters");
             let started = Instant::now();
-            self.pad_counters(&candidates, src, dst).await?;
+            pads_refused = self.pad_counters(&candidates, src, dst).await?;
             self.padding_seconds = started.elapsed().as_secs_f64();
         }
         if self.planner.pending_acls() > 0 {
@@ -506,23 +534,35 @@ impl<'a> Driver<'a> {
                 self.opts.max_delete.unwrap_or_default()
             )));
         }
+        if let Some(pads) = pads_refused {
+            return Err(Error::Usage(format!(
+                "the copy needs {pads} counter pads, more than --max-pad {}; no counter was padded (the other changes were applied)",
+                self.opts.max_pad.unwrap_or_default()
+            )));
+        }
         Ok(())
     }
 
     /// Raises destination child versions to the source's, so sequential
-    /// children created later get numbers the source never handed out.
-    async fn pad_counters(&mut self, rels: &[String], src: &TreeReader, dst: &TreeReader) -> Result<()> {
+    /// children created later get numbers the source never handed out. A
+    /// dry run reads the counters as they are and predicts the pads. Returns
+    /// the pads needed when they are more than `--max-pad` (none written).
+    async fn pad_counters(&mut self, rels: &[String], src: &TreeReader, dst: &TreeReader) -> Result<Option<u64>> {
         let mut needed = Vec::new();
         for chunk in rels.chunks(500) {
             let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
             let (s, d) = futures::try_join!(src.stats(&refs), dst.stats(&refs))?;
             for ((rel, s), d) in chunk.iter().zip(s).zip(d) {
-                let (Some(s), Some(d)) = (s, d) else { continue };
-                let pads = self.planner.pads(rel, &s, &d);
-                if !self.opts.dry_run {
-                    needed.extend(pads);
+                let Some(s) = s else { continue };
+                if self.opts.dry_run {
+                    self.planner.predict_pads(rel, &s, d.as_ref());
+                } else if let Some(d) = d {
+                    needed.extend(self.planner.pads(rel, &s, &d));
                 }
             }
+        }
+        if let Some(total) = self.planner.pads_refused(&needed) {
+            return Ok(Some(total));
         }
         let name = format!("zkrepl-cversion-pad-{:016x}", rand_u64());
         for mut pads in needed {
@@ -530,7 +570,8 @@ impl<'a> Driver<'a> {
                 self.send().await?;
             }
         }
-        self.finish_inflight().await
+        self.finish_inflight().await?;
+        Ok(None)
     }
 }
 

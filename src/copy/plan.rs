@@ -406,6 +406,14 @@ impl<'a> Planner<'a> {
         deficit as u64
     }
 
+    /// The pads needed when they are more than `--max-pad` allows: counted
+    /// before writing, they can only be more now if the source changed
+    /// since, and then no counter is padded.
+    pub fn pads_refused(&self, needed: &[Pads]) -> Option<u64> {
+        let total: u64 = needed.iter().map(Pads::remaining).sum();
+        self.opts.max_pad.is_some_and(|max| total > max).then_some(total)
+    }
+
     /// Emits up to `max` of `pads` (child `name`), opening the parent first
     /// when its ACL would refuse them; returns how many.
     pub fn pad(&mut self, pads: &mut Pads, name: &str, max: usize, out: &mut Vec<Op>) -> usize {

@@ -509,6 +509,17 @@ fn counters_behind_are_padded_one_creation_at_a_time_and_predicted_before_writin
 }
 
 #[test]
+fn pads_over_max_pad_are_refused_all_together() {
+    let opts = CopyOptions { max_pad: Some(5), ..options(Mode::Update) };
+    let planner = Planner::new(SRC_ROOT, DST_ROOT, &opts);
+    let pads = |next, last| Pads { parent: "/dst/q".into(), next, last };
+    assert_eq!(planner.pads_refused(&[pads(1, 3), pads(10, 11)]), None, "5 pads: at the limit");
+    assert_eq!(planner.pads_refused(&[pads(1, 3), pads(10, 12)]), Some(6));
+    let unlimited = options(Mode::Update);
+    assert_eq!(Planner::new(SRC_ROOT, DST_ROOT, &unlimited).pads_refused(&[pads(1, 1000)]), None);
+}
+
+#[test]
 fn an_update_predicts_pads_from_the_destination_counter_and_its_creates() {
     // Source: 6 creations, 3 children; destination: 2 creations, 1 child
     // (one of the source's). The plan creates 2: 6 - 2 - 2 = 2 pads.
