@@ -379,6 +379,12 @@ async fn bad_input_fails_clearly_and_writes_nothing() {
         (args(&["copy", "--src", &dead, "--dst", &d, "--root", &root, "--timeout", "2s"]), "cannot reach source"),
         (args(&["copy", "--src", &s, "--dst", &dead, "--root", &root, "--timeout", "2s"]), "cannot reach destination"),
         (args(&["copy", "--src", &s, "--dst", &d, "--root", &format!("{root}/missing")]), "does not exist"),
+        // One ensemble on both sides: the missing source is what to fix first.
+        (args(&["copy", "--src", &s, "--dst", &s, "--root", &format!("{root}/missing")]), "does not exist"),
+        (
+            args(&["copy", "--src", &s, "--dst", &s, "--root", &format!("{root}/missing"), "--dst-root", "/"]),
+            "does not exist",
+        ),
         (args(&["copy", "--src", &s, "--dst", &d, "--root", "relative/path"]), "must start with '/'"),
         (args(&["copy", "--src", &s, "--dst", &d, "--root", "/a//b"]), "invalid path"),
         (args(&["copy", "--src", "host:notaport", "--dst", &d, "--root", &root]), "bad port"),
@@ -435,30 +441,33 @@ async fn a_node_larger_than_the_destination_accepts_is_named() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn root_slash_skips_only_the_system_zookeeper_node() {
-    // A dedicated pair: the whole tree is copied.
+async fn root_slash_onto_a_fresh_ensemble_skips_only_the_system_zookeeper_node() {
+    // A dedicated pair: the whole tree is copied, without --update: the
+    // destination's own /zookeeper does not make it "not empty".
     let Pair { src: a, dst: b } = own_pair().await;
     let src = connect(&a.connect_string()).await;
     create_tree(&src, "/app", &[("/zookeeper", b"a child named zookeeper is copied"), ("/x", b"1")]).await;
-    let out = zkrepl_async(args(&[
-        "copy",
-        "--src",
-        &a.connect_string(),
-        "--dst",
-        &b.connect_string(),
-        "--root",
-        "/",
-        "--json",
-        "-q",
-        "--update",
-    ]))
-    .await;
+    let whole = |extra: &[&str]| {
+        let mut v = args(&["copy", "--src", &a.connect_string(), "--dst", &b.connect_string(), "--root", "/", "-q"]);
+        v.extend(args(extra));
+        zkrepl_async(v)
+    };
+    let out = whole(&["--json"]).await;
     assert_exit(&out, 0);
     let j = json(&out);
     assert!(j["skipped_system"].as_u64().unwrap() >= 1);
+    assert_eq!(j["created"], 3, "/app and its two children: {j}");
     let dst = connect(&b.connect_string()).await;
     assert_eq!(dst.get_data("/app/zookeeper").await.unwrap().0, b"a child named zookeeper is copied");
     assert_eq!(dump(&src, "/").await, dump(&dst, "/").await);
+
+    // Any other child still makes it not empty.
+    let out = whole(&[]).await;
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("has 1 children") && stderr(&out).contains("--update"), "{}", stderr(&out));
+    let out = whole(&["--update", "--json"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["created"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -166,3 +166,73 @@ async fn padding_needs_delete_too_and_gets_it_for_the_copy() {
     assert_eq!(zkrepl::node::next_sequence(&stat), 60);
     assert_eq!(dst.get_acl(&q).await.unwrap().0, acl.to_vec());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_pad_refuses_before_writing_and_dry_runs_show_the_pads() {
+    let p = pair();
+    let root = unique_root("maxpad");
+    let generated = zkrepl_async(args(&[
+        "gen",
+        "--zk",
+        &p.src.connect_string(),
+        "--root",
+        &root,
+        "--shape",
+        "counter",
+        "--nodes",
+        "60",
+        "-q",
+    ]))
+    .await;
+    assert_exit(&generated, 0);
+    let dst = connect(&p.dst.connect_string()).await;
+    let q = format!("{root}/queue");
+    // 60 creations, 10 children kept: a copy needs 50 pads.
+
+    // A dry run shows the pads it would write, and that the limit refuses them.
+    let out = copy(&root, &["--dry-run", "--max-pad", "49"]).await;
+    assert_exit(&out, 0);
+    let s = json(&out);
+    assert_eq!(
+        (s["pads"].as_u64(), s["padding_ops"].as_u64(), s["padded_parents"].as_u64()),
+        (Some(50), Some(100), Some(1))
+    );
+    assert_eq!(s["pad_limit_exceeded"], true);
+    assert!(stderr(&out).contains("would refuse"), "{}", stderr(&out));
+    let text = on_pair("copy", &root, &["--dry-run"]).await;
+    assert_exit(&text, 0);
+    assert!(stdout(&text).contains("would write 50 pads"), "{}", stdout(&text));
+
+    // Over the limit: nothing at all is written, not even the root.
+    let out = copy(&root, &["--max-pad", "49"]).await;
+    assert_exit(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("50 counter pads") && err.contains("--max-pad 49") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert!(dst.check_stat(&root).await.unwrap().is_none(), "nothing written");
+
+    // Onto a destination whose counter is behind (copied without pads), the
+    // refusal leaves every node as it was.
+    let out = copy(&root, &["--no-sequence-counters"]).await;
+    assert_exit(&out, 0);
+    let before = stats(&dst).await.into_iter().filter(|(p, _)| p.starts_with(&root)).collect::<Vec<_>>();
+    assert_eq!(before.len(), 12);
+    let out = copy(&root, &["--update", "--max-pad", "10"]).await;
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("50 counter pads") && stderr(&out).contains("--max-pad 10"), "{}", stderr(&out));
+    let after = stats(&dst).await.into_iter().filter(|(p, _)| p.starts_with(&root)).collect::<Vec<_>>();
+    assert_eq!(after, before, "no node changed in any way");
+
+    // Within the limit it pads, and the summary says how long that took.
+    let out = on_pair("copy", &root, &["--update", "--max-pad", "50"]).await;
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    let line = text.lines().find(|l| l.contains("seq. counters")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("50 pads") && line.contains(" s)"), "{line}");
+    assert_eq!(zkrepl::node::next_sequence(&dst.check_stat(&q).await.unwrap().unwrap()), 60);
+    let out = copy(&root, &["--update"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["pads"], 0, "nothing left to pad");
+}

@@ -60,6 +60,10 @@ pub struct CopyArgs {
     #[arg(long)]
     pub no_sequence_counters: bool,
 
+    /// Refuse (write nothing) a copy that would need more than N counter pads (a pad is a create and a delete in one transaction: one more child creation on a destination parent)
+    #[arg(long, value_name = "N", conflicts_with = "no_sequence_counters")]
+    pub max_pad: Option<u64>,
+
     /// Verify the copy afterwards (data and ACL of every node); exit 1 if anything differs
     #[arg(long)]
     pub verify: bool,
@@ -83,6 +87,7 @@ Examples:
   zkrepl copy --src old:2181 --dst new:2181 --root /app --dst-root /app-copy --verify
   zkrepl copy -s old:2181/app -t new:2181/app --update --dry-run
   zkrepl copy --src old:2181 --dst new:2181 --root / --mirror --max-delete 100
+  zkrepl copy --src old:2181 --dst new:2181 --root /queues --max-pad 100000
 
 Exit status: 0 copied (and verified with --verify), 1 --verify found differences,
 2 error (nothing half-done is left unexplained: re-running converges), 130 interrupted.";
@@ -113,6 +118,7 @@ impl CopyArgs {
             walk: WalkOptions { batch: self.read.read_batch, window: self.read.read_window, ..WalkOptions::default() },
             writer: self.write.writer_options(),
             max_delete: self.max_delete,
+            max_pad: self.max_pad,
             sequence_counters: !self.no_sequence_counters,
             dst_ids: Vec::new(),
             copy_id: None,
@@ -142,7 +148,6 @@ pub async fn copy_between(
         open_reader(Side::Destination, dst, conn, read, true, dst_sessions),
         open_session(Side::Destination, &writer_loc, conn),
     )?;
-    copy::check_distinct(&src_reader, &dst_reader).await?;
     opts.dst_ids = dst.auth.iter().filter_map(|a| a.acl_id()).collect();
     opts.copy_id = Some(run_id);
     copy::run(&src_reader, &dst_reader, &writer, &opts, progress).await
@@ -237,6 +242,13 @@ pub async fn run(args: CopyArgs) -> zkrepl::Result<Outcome> {
             args.max_delete.unwrap_or_default()
         );
     }
+    if summary.pad_limit_exceeded {
+        eprintln!(
+            "zkrepl: warning: the copy would write {} counter pads, more than --max-pad {}: the real run would refuse and write nothing",
+            summary.pads,
+            args.max_pad.unwrap_or_default()
+        );
+    }
     if args.output.json {
         match &verify_report {
             Some(v) => print_json(&serde_json::json!({ "copy": summary, "verify": v })),
@@ -293,13 +305,18 @@ pub fn print_summary(src: &Location, dst: &Location, s: &CopySummary) {
         );
     }
     if s.padded_parents > 0 {
-        println!(
-            "  seq. counters   {:>10} {} {} ({} padding ops)",
-            s.padded_parents,
-            if s.padded_parents == 1 { "parent" } else { "parents" },
-            if s.dry_run { "behind" } else { "raised" },
-            s.padding_ops
-        );
+        let parents = if s.padded_parents == 1 { "parent" } else { "parents" };
+        if s.dry_run {
+            println!(
+                "  seq. counters   {:>10} {parents} behind (would write {} pads, a create and a delete each: {} padding ops)",
+                s.padded_parents, s.pads, s.padding_ops
+            );
+        } else {
+            println!(
+                "  seq. counters   {:>10} {parents} raised ({} pads, {} padding ops, in {:.2} s)",
+                s.padded_parents, s.pads, s.padding_ops, s.padding_seconds
+            );
+        }
     }
     if !s.dry_run {
         println!(

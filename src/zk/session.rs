@@ -460,7 +460,7 @@ mod tests {
         let hosts = Hosts { hosts: vec!["127.0.0.1:2181".into(), "127.0.0.1:notaport".into()], chroot: "/".into() };
         let opts = ConnectOptions::new(Side::Source, hosts.clone());
         let started = Instant::now();
-        let e = connect_once(&opts, &hosts, Duration::from_secs(10)).await.err().expect("refused");
+        let e = connect_once(&opts, &hosts, Duration::from_secs(10)).await.expect_err("refused");
         assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
         assert!(matches!(e, Error::ConnectFailed { .. }), "{e:?}");
         assert!(e.to_string().contains("invalid address"), "{e}");

@@ -1,0 +1,445 @@
+//! The copy's decisions, apart from its I/O: which operations turn the
+//! destination into the source, entry by entry, and what the end of the run
+//! does (mirror deletions, sequence-counter pads, the final ACLs of nodes
+//! kept writable for the copy).
+//!
+//! [`Planner`] reads walked entries and stats, and appends operations to a
+//! list the caller sends on; it never waits, reads or writes. The caller
+//! (see [`super::run`]) sends every operation of one call before the next
+//! call, in order: the rules below rely on that order (a parent is opened
+//! before a child is created beneath it, a final ACL is set only after its
+//! subtree and counter are done).
+
+use std::collections::HashMap;
+
+use zookeeper_client as zk;
+
+use super::{AclMode, CopyOptions, KindCounts, Mode, Plan};
+use crate::error::{Error, Result, Side};
+use crate::node::{NodeInfo, Slot, acl_equal, acl_masked, counter_deficit, grants_all, next_sequence, open_acl};
+use crate::read::walk::{Entry, ListFailure};
+use crate::write::{NodeKind, Op};
+use crate::zk::path;
+
+/// What a plan did, or would do, counted as it is made.
+#[derive(Clone, Debug, Default)]
+pub struct Tally {
+    pub plan: Plan,
+    pub unchanged: u64,
+    pub data_updates: u64,
+    pub acl_updates: u64,
+    pub kinds: KindCounts,
+    /// Parents whose counter is (or would be) raised.
+    pub padded_parents: u64,
+    /// Pads (create-and-delete pairs) those parents need.
+    pub pads: u64,
+    /// More deletions than `--max-delete` allows.
+    pub delete_limit_exceeded: bool,
+}
+
+/// The pads one parent needs: creations that bring its counter from
+/// `next - 1` up to `last` (see [`next_sequence`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pads {
+    /// Absolute destination path of the parent.
+    pub parent: String,
+    /// The counter the next pad brings the parent to.
+    pub next: i64,
+    /// The counter the last pad brings it to: the source's.
+    pub last: i64,
+}
+
+impl Pads {
+    /// Pads not emitted yet.
+    pub fn remaining(&self) -> u64 {
+        (self.last - self.next + 1).max(0) as u64
+    }
+}
+
+/// A parent whose sequence counter may end behind the source's, and what
+/// this plan does beneath it (to predict the pads before anything is written).
+#[derive(Clone, Debug, Default)]
+struct Counter {
+    /// Tracked from the parent's own entry; otherwise from its first
+    /// ephemeral child on.
+    whole: bool,
+    /// Children this plan creates beneath it.
+    created: i64,
+    /// Listed source children it does not create (ephemeral, vanished).
+    skipped: i64,
+}
+
+/// The copy's decisions; see the module documentation.
+pub struct Planner<'a> {
+    opts: &'a CopyOptions,
+    src_root: String,
+    dst_root: String,
+    tally: Tally,
+    /// Destination paths to delete (mirror), in discovery order (parents
+    /// first): taken from the end, children go first.
+    deletes: Vec<String>,
+    /// Final ACLs of nodes created or kept writable during the copy.
+    deferred_acl: Vec<(String, Vec<zk::Acl>)>,
+    /// Existing destination nodes whose ACL denies this copy CREATE, with
+    /// their final ACL: opened only if something is created beneath them.
+    closed: HashMap<String, Vec<zk::Acl>>,
+    /// Relative paths of parents whose sequence counter may lag.
+    counters: HashMap<String, Counter>,
+    warned_open: bool,
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(src_root: &str, dst_root: &str, opts: &'a CopyOptions) -> Planner<'a> {
+        Planner {
+            opts,
+            src_root: src_root.to_string(),
+            dst_root: dst_root.to_string(),
+            tally: Tally::default(),
+            deletes: Vec::new(),
+            deferred_acl: Vec::new(),
+            closed: HashMap::new(),
+            counters: HashMap::new(),
+            warned_open: false,
+        }
+    }
+
+    pub fn tally(&self) -> &Tally {
+        &self.tally
+    }
+
+    /// A subtree the walk could not list stops the copy.
+    pub fn listed(&self, failures: &[ListFailure]) -> Result<()> {
+        match failures.first() {
+            Some(f) => {
+                Err(Error::zk(f.side, "list children of", &path::join(self.root(f.side), &f.rel), f.error.clone()))
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn root(&self, side: Side) -> &str {
+        match side {
+            Side::Source => &self.src_root,
+            Side::Destination => &self.dst_root,
+        }
+    }
+
+    /// Plans one walked entry: appends its operations to `out`.
+    pub fn entry(&mut self, e: Entry, out: &mut Vec<Op>) -> Result<()> {
+        let dst_path = path::join(&self.dst_root, &e.rel);
+        let src_path = || path::join(&self.src_root, &e.rel);
+        match (e.src, &e.dst) {
+            (Slot::Failed(err), _) => Err(Error::zk(Side::Source, "read", &src_path(), err)),
+            (_, Slot::Failed(err)) => Err(Error::zk(Side::Destination, "read", &dst_path, err.clone())),
+            (Slot::Node(s), dst) if !s.is_ephemeral() => {
+                if self.opts.acl == AclMode::Preserve && acl_masked(&s.acl) {
+                    return Err(Error::AclMasked { side: Side::Source, path: src_path() });
+                }
+                match dst {
+                    Slot::Node(d) if d.is_ephemeral() => Err(Error::Usage(format!(
+                        "destination {dst_path} is an ephemeral node of a live session; the persistent source node cannot replace it"
+                    ))),
+                    Slot::Node(d) => self.update(&e.rel, dst_path, *s, d, out),
+                    _ => {
+                        let kind = if self.opts.kinds.is_empty() {
+                            (NodeKind::Persistent, false)
+                        } else {
+                            self.opts.kinds.kind_for(&src_path())
+                        };
+                        self.create(&e.rel, dst_path, kind, *s, out);
+                        Ok(())
+                    }
+                }
+            }
+            (src, dst) => {
+                // Nothing to copy here: absent, vanished, or ephemeral.
+                if let Some(parent) = path::rel_parent(&e.rel) {
+                    match &src {
+                        Slot::Node(_) => self.counters.entry(parent.to_string()).or_default().skipped += 1,
+                        Slot::Vanished => {
+                            if let Some(c) = self.counters.get_mut(parent) {
+                                c.skipped += 1;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if self.opts.mode == Mode::Mirror
+                    && let Slot::Node(d) = dst
+                    && !d.is_ephemeral()
+                    && !e.rel.is_empty()
+                {
+                    self.deletes.push(dst_path);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes room for a create beneath `parent` when its ACL would refuse it.
+    fn open_parent(&mut self, parent: &str, out: &mut Vec<Op>) {
+        if let Some(final_acl) = self.closed.remove(parent) {
+            let writable = self.writable(&final_acl);
+            out.push(Op::SetAcl { path: parent.to_string(), acl: writable });
+            if !self.deferred_acl.iter().any(|(p, _)| p == parent) {
+                self.deferred_acl.push((parent.to_string(), final_acl));
+            }
+        }
+    }
+
+    fn emit(&mut self, op: Op, out: &mut Vec<Op>) {
+        if !self.closed.is_empty() {
+            match &op {
+                Op::Create { path, .. } | Op::Delete { path } => {
+                    if let Some(parent) = path::parent(path) {
+                        self.open_parent(parent, out);
+                    }
+                }
+                Op::Pad { parent, .. } => self.open_parent(parent, out),
+                _ => {}
+            }
+        }
+        let sample = self.opts.plan_sample;
+        let note = |v: &mut Vec<String>, p: &str| {
+            if v.len() < sample {
+                v.push(p.to_string());
+            }
+        };
+        let plan = &mut self.tally.plan;
+        match &op {
+            Op::Create { path, .. } => {
+                plan.creates += 1;
+                note(&mut plan.first_creates, path);
+            }
+            Op::SetData { path, .. } => {
+                plan.data_updates += 1;
+                note(&mut plan.first_updates, path);
+            }
+            Op::SetAcl { path, .. } => {
+                plan.acl_updates += 1;
+                note(&mut plan.first_updates, path);
+            }
+            Op::Delete { path } => {
+                plan.deletes += 1;
+                note(&mut plan.first_deletes, path);
+            }
+            Op::Pad { .. } => {}
+        }
+        out.push(op);
+    }
+
+    /// The ACL a node ends with: the source's, or OPEN with `--acl open`.
+    fn final_acl(&self, src_acl: Vec<zk::Acl>) -> Vec<zk::Acl> {
+        match self.opts.acl {
+            AclMode::Preserve => src_acl,
+            AclMode::Open => open_acl(),
+        }
+    }
+
+    /// `acl` plus a grant that lets this copy create and read beneath it.
+    fn writable(&mut self, acl: &[zk::Acl]) -> Vec<zk::Acl> {
+        let mut out = acl.to_vec();
+        match &self.opts.copy_id {
+            Some((scheme, id)) => {
+                // This run's identity, and the user's own, so that a later
+                // run with the same credentials can finish the job.
+                out.push(zk::Acl::new(zk::Permission::ALL, zk::AuthId::new(scheme, id)));
+                for (scheme, id) in &self.opts.dst_ids {
+                    out.push(zk::Acl::new(zk::Permission::ALL, zk::AuthId::new(scheme, id)));
+                }
+            }
+            None => {
+                if !self.warned_open {
+                    tracing::warn!(
+                        "some nodes have ACLs that deny this copy writing beneath them; they are open to anyone until their subtree is copied"
+                    );
+                    self.warned_open = true;
+                }
+                out.push(zk::Acl::new(zk::Permission::ALL, zk::AuthId::anyone()));
+            }
+        }
+        out
+    }
+
+    /// Whether this copy may create nodes beneath it: children to copy, or
+    /// a sequence counter to pad.
+    fn writes_beneath(&self, s: &NodeInfo, d: Option<&NodeInfo>) -> bool {
+        s.stat.num_children > 0
+            || (self.opts.sequence_counters && next_sequence(&s.stat) > s.stat.num_children as i64)
+            || (self.opts.mode == Mode::Mirror && d.is_some_and(|d| d.stat.num_children > 0))
+    }
+
+    /// Whether `acl` lets this copy do all it may do beneath a node: create
+    /// (children, pads), delete (pads, mirror) and read (reconcile).
+    fn open_beneath(&self, acl: &[zk::Acl]) -> bool {
+        const BENEATH: [zk::Permission; 3] = [zk::Permission::CREATE, zk::Permission::DELETE, zk::Permission::READ];
+        let mut ids = self.opts.dst_ids.clone();
+        ids.extend(self.opts.copy_id.clone());
+        grants_all(acl, &ids, &BENEATH)
+    }
+
+    fn create(&mut self, rel: &str, dst_path: String, kind: (NodeKind, bool), s: NodeInfo, out: &mut Vec<Op>) {
+        let (kind, from_snapshot) = kind;
+        match kind {
+            NodeKind::Container => self.tally.kinds.containers += 1,
+            NodeKind::Ttl(_) => self.tally.kinds.ttl += 1,
+            NodeKind::Persistent => {}
+        }
+        self.tally.kinds.from_snapshot += from_snapshot as u64;
+        if let Some(c) = path::rel_parent(rel).and_then(|p| self.counters.get_mut(p)) {
+            c.created += 1;
+        }
+        // Children were deleted on the source: the copy alone would leave
+        // the destination's counter behind.
+        if next_sequence(&s.stat) > s.stat.num_children as i64 {
+            self.counters.insert(rel.to_string(), Counter { whole: true, ..Counter::default() });
+        }
+        let writes_beneath = self.writes_beneath(&s, None);
+        let acl = self.final_acl(s.acl);
+        let acl = if writes_beneath && !self.open_beneath(&acl) {
+            self.deferred_acl.push((dst_path.clone(), acl.clone()));
+            self.writable(&acl)
+        } else {
+            acl
+        };
+        self.emit(Op::Create { path: dst_path, data: s.data, acl, kind }, out);
+    }
+
+    fn update(&mut self, rel: &str, dst_path: String, mut s: NodeInfo, d: &NodeInfo, out: &mut Vec<Op>) -> Result<()> {
+        if next_sequence(&s.stat) > next_sequence(&d.stat) {
+            self.counters.insert(rel.to_string(), Counter { whole: true, ..Counter::default() });
+        }
+        let mut changed = false;
+        if s.data != d.data {
+            changed = true;
+            self.tally.data_updates += 1;
+            self.emit(Op::SetData { path: dst_path.clone(), data: std::mem::take(&mut s.data) }, out);
+        }
+        let acl = self.final_acl(std::mem::take(&mut s.acl));
+        // A hidden destination ACL cannot be compared: set it.
+        let differs = acl_masked(&d.acl) || !acl_equal(&acl, &d.acl);
+        if self.writes_beneath(&s, Some(d)) && !self.open_beneath(&acl) {
+            // Children may still be created under it: its final ACL waits
+            // until they are in; it is opened only if one is created.
+            if !self.open_beneath(&d.acl) {
+                self.closed.insert(dst_path.clone(), acl.clone());
+            }
+            if differs {
+                changed = true;
+                self.tally.acl_updates += 1;
+                self.deferred_acl.push((dst_path, acl));
+            }
+        } else if differs {
+            changed = true;
+            self.tally.acl_updates += 1;
+            self.emit(Op::SetAcl { path: dst_path, acl }, out);
+        }
+        if !changed {
+            self.tally.unchanged += 1;
+        }
+        Ok(())
+    }
+
+    /// Once the walk is done: whether the mirror deletions go ahead. A dry
+    /// run lists every deletion; a real run over `--max-delete` deletes none.
+    pub fn deletions_refused(&mut self) -> bool {
+        self.tally.delete_limit_exceeded = self.opts.max_delete.is_some_and(|max| self.deletes.len() as u64 > max);
+        self.tally.delete_limit_exceeded && !self.opts.dry_run
+    }
+
+    /// Deletions planned and not emitted yet.
+    pub fn pending_deletions(&self) -> usize {
+        self.deletes.len()
+    }
+
+    /// Emits up to `max` mirror deletions, children before parents; returns
+    /// how many.
+    pub fn deletions(&mut self, max: usize, out: &mut Vec<Op>) -> usize {
+        let mut n = 0;
+        while n < max
+            && let Some(p) = self.deletes.pop()
+        {
+            self.emit(Op::Delete { path: p }, out);
+            n += 1;
+        }
+        n
+    }
+
+    /// The parents (relative paths, sorted) whose counters are to be read
+    /// once everything else has landed.
+    pub fn counter_candidates(&self) -> Vec<String> {
+        let mut rels: Vec<String> = self.counters.keys().cloned().collect();
+        rels.sort();
+        rels
+    }
+
+    /// The pads a parent needs, from stats read after everything else
+    /// landed: each pad is one more child creation on the destination.
+    pub fn pads(&mut self, rel: &str, src: &zk::Stat, dst: &zk::Stat) -> Option<Pads> {
+        let base = next_sequence(dst);
+        let deficit = counter_deficit(src, dst);
+        if deficit <= 0 {
+            return None;
+        }
+        self.tally.padded_parents += 1;
+        self.tally.pads += deficit as u64;
+        Some(Pads { parent: path::join(&self.dst_root, rel), next: base + 1, last: base + deficit })
+    }
+
+    /// The pads a parent would need once this plan is applied, from stats
+    /// read before anything is written (`dst` is `None` where the plan
+    /// creates the parent). Counts them; returns how many.
+    pub fn predict_pads(&mut self, rel: &str, src: &zk::Stat, dst: Option<&zk::Stat>) -> u64 {
+        let Some(c) = self.counters.get(rel) else { return 0 };
+        let deficit = if c.whole || dst.is_some() {
+            next_sequence(src) - dst.map_or(0, next_sequence) - c.created
+        } else {
+            // Created here, tracked from its first ephemeral child: every
+            // listed child is created but the ones skipped.
+            next_sequence(src) - src.num_children as i64 + c.skipped
+        };
+        if deficit <= 0 {
+            return 0;
+        }
+        self.tally.padded_parents += 1;
+        self.tally.pads += deficit as u64;
+        deficit as u64
+    }
+
+    /// The pads needed when they are more than `--max-pad` allows: counted
+    /// before writing, they can only be more now if the source changed
+    /// since, and then no counter is padded.
+    pub fn pads_refused(&self, needed: &[Pads]) -> Option<u64> {
+        let total: u64 = needed.iter().map(Pads::remaining).sum();
+        self.opts.max_pad.is_some_and(|max| total > max).then_some(total)
+    }
+
+    /// Emits up to `max` of `pads` (child `name`), opening the parent first
+    /// when its ACL would refuse them; returns how many.
+    pub fn pad(&mut self, pads: &mut Pads, name: &str, max: usize, out: &mut Vec<Op>) -> usize {
+        let mut n = 0;
+        while n < max && pads.next <= pads.last {
+            let op = Op::Pad { parent: pads.parent.clone(), name: name.to_string(), target: pads.next };
+            self.emit(op, out);
+            pads.next += 1;
+            n += 1;
+        }
+        n
+    }
+
+    /// Emits the ACLs that waited for their subtrees.
+    pub fn final_acls(&mut self, out: &mut Vec<Op>) {
+        for (p, acl) in std::mem::take(&mut self.deferred_acl) {
+            self.emit(Op::SetAcl { path: p, acl }, out);
+        }
+    }
+
+    /// How many nodes still wait for their final ACL (they carry the
+    /// temporary grant until [`Planner::final_acls`] is applied).
+    pub fn pending_acls(&self) -> usize {
+        self.deferred_acl.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

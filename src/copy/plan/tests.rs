@@ -1,0 +1,741 @@
+//! The planner without a server: one table test per rule, and a property
+//! test that applies plans to an in-memory model of ZooKeeper.
+//!
+//! The model keeps what the planner's correctness depends on: a parent
+//! exists before its child is created, only childless nodes are deleted,
+//! every write is checked against the ACL for the writer's identities
+//! (CREATE and DELETE on the parent, WRITE and ADMIN on the node), and each
+//! node counts its child creations as the server does (clients see
+//! `cversion = 2 * creations - children`).
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use zookeeper_client as zk;
+
+use super::*;
+use crate::node::canonical_acl;
+use crate::read::walk::Entry;
+
+const SRC_ROOT: &str = "/src";
+const DST_ROOT: &str = "/dst";
+
+fn me() -> (String, String) {
+    ("digest".to_string(), "me:hash".to_string())
+}
+
+fn run_id() -> (String, String) {
+    ("digest".to_string(), "zkrepl-run:hash".to_string())
+}
+
+fn entry_acl(perms: zk::Permission, id: Option<&(String, String)>) -> zk::Acl {
+    match id {
+        Some((scheme, id)) => zk::Acl::new(perms, zk::AuthId::new(scheme, id)),
+        None => zk::Acl::new(perms, zk::AuthId::anyone()),
+    }
+}
+
+fn read_only() -> Vec<zk::Acl> {
+    vec![entry_acl(zk::Permission::READ, None)]
+}
+
+fn options(mode: Mode) -> CopyOptions {
+    CopyOptions { mode, dst_ids: vec![me()], copy_id: Some(run_id()), ..CopyOptions::default() }
+}
+
+// ---------------------------------------------------------------------------
+// The model.
+
+#[derive(Clone, Debug, PartialEq)]
+struct Node {
+    data: Vec<u8>,
+    acl: Vec<zk::Acl>,
+    /// Child creations ever made beneath it.
+    creations: i64,
+    ephemeral: bool,
+}
+
+/// A ZooKeeper tree by absolute path; `/` always exists.
+#[derive(Clone, Debug, PartialEq)]
+struct Tree {
+    nodes: BTreeMap<String, Node>,
+}
+
+fn stat(creations: i64, children: i64, ephemeral: bool) -> zk::Stat {
+    zk::Stat {
+        czxid: 1,
+        mzxid: 1,
+        pzxid: 1,
+        ctime: 0,
+        mtime: 0,
+        version: 0,
+        cversion: (2 * creations - children) as i32,
+        aversion: 0,
+        ephemeral_owner: if ephemeral { 0x1234 } else { 0 },
+        data_length: 0,
+        num_children: children as i32,
+    }
+}
+
+/// Whether a session holding `ids` may do `perm` under `acl`.
+fn allowed(acl: &[zk::Acl], ids: &[(String, String)], perm: zk::Permission) -> bool {
+    acl.iter().any(|a| {
+        let (scheme, id) = (a.auth_id().scheme(), a.auth_id().id());
+        a.permission().has(perm)
+            && ((scheme == "world" && id == "anyone") || ids.iter().any(|(s, i)| s == scheme && i == id))
+    })
+}
+
+impl Tree {
+    fn new() -> Tree {
+        let root = Node { data: Vec::new(), acl: open_acl(), creations: 0, ephemeral: false };
+        Tree { nodes: BTreeMap::from([("/".to_string(), root)]) }
+    }
+
+    fn children(&self, p: &str) -> Vec<String> {
+        let prefix = if p == "/" { "/".to_string() } else { format!("{p}/") };
+        self.nodes
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k[prefix.len()..].to_string())
+            .filter(|name| !name.is_empty() && !name.contains('/'))
+            .collect()
+    }
+
+    fn stat(&self, p: &str) -> Option<zk::Stat> {
+        let n = self.nodes.get(p)?;
+        Some(stat(n.creations, self.children(p).len() as i64, n.ephemeral))
+    }
+
+    fn info(&self, p: &str) -> Option<NodeInfo> {
+        let n = self.nodes.get(p)?;
+        Some(NodeInfo { stat: self.stat(p)?, data: n.data.clone(), acl: n.acl.clone() })
+    }
+
+    /// Adds a node under an existing parent, counting the creation.
+    fn add(&mut self, p: &str, data: &[u8], acl: Vec<zk::Acl>, ephemeral: bool) {
+        let parent = path::parent(p).expect("not the root");
+        self.nodes.get_mut(parent).expect("parent first").creations += 1;
+        self.nodes.insert(p.to_string(), Node { data: data.to_vec(), acl, creations: 0, ephemeral });
+    }
+
+    /// Applies one operation as the server would for a session holding `ids`.
+    fn apply(&mut self, op: &Op, ids: &[(String, String)]) -> Result<(), String> {
+        let within = |p: &str| p == DST_ROOT || p.starts_with(&format!("{DST_ROOT}/"));
+        if !within(op.path()) {
+            return Err(format!("{op:?} is outside the destination root"));
+        }
+        let parent_of = |p: &str| path::parent(p).map(str::to_string).ok_or(format!("{p} has no parent"));
+        match op {
+            Op::Create { path, data, acl, .. } => {
+                let parent = parent_of(path)?;
+                let p = self.nodes.get(&parent).ok_or(format!("create {path}: no parent"))?;
+                if p.ephemeral {
+                    return Err(format!("create {path}: ephemeral parent"));
+                }
+                if !allowed(&p.acl, ids, zk::Permission::CREATE) {
+                    return Err(format!("create {path}: NoAuth on {parent} {:?}", p.acl));
+                }
+                if self.nodes.contains_key(path) {
+                    return Err(format!("create {path}: exists"));
+                }
+                if acl.is_empty() {
+                    return Err(format!("create {path}: empty ACL"));
+                }
+                self.add(path, data, acl.clone(), false);
+            }
+            Op::SetData { path, data } => {
+                let n = self.nodes.get_mut(path).ok_or(format!("setData {path}: no node"))?;
+                if !allowed(&n.acl, ids, zk::Permission::WRITE) {
+                    return Err(format!("setData {path}: NoAuth"));
+                }
+                n.data = data.clone();
+            }
+            Op::SetAcl { path, acl } => {
+                let n = self.nodes.get_mut(path).ok_or(format!("setACL {path}: no node"))?;
+                if !allowed(&n.acl, ids, zk::Permission::ADMIN) {
+                    return Err(format!("setACL {path}: NoAuth"));
+                }
+                if acl.is_empty() {
+                    return Err(format!("setACL {path}: empty ACL"));
+                }
+                n.acl = acl.clone();
+            }
+            Op::Delete { path } => {
+                if !self.nodes.contains_key(path) {
+                    return Err(format!("delete {path}: no node"));
+                }
+                if !self.children(path).is_empty() {
+                    return Err(format!("delete {path}: not empty"));
+                }
+                let parent = parent_of(path)?;
+                if !allowed(&self.nodes[&parent].acl, ids, zk::Permission::DELETE) {
+                    return Err(format!("delete {path}: NoAuth on {parent}"));
+                }
+                self.nodes.remove(path);
+            }
+            Op::Pad { parent, name, target } => {
+                let p = self.nodes.get(parent).ok_or(format!("pad {parent}: no node"))?;
+                for perm in [zk::Permission::CREATE, zk::Permission::DELETE] {
+                    if !allowed(&p.acl, ids, perm) {
+                        return Err(format!("pad {parent}: NoAuth ({perm})"));
+                    }
+                }
+                if self.nodes.contains_key(&path::child(parent, name)) {
+                    return Err(format!("pad {parent}: child {name} exists"));
+                }
+                self.nodes.get_mut(parent).unwrap().creations += 1;
+                let now = next_sequence(&self.stat(parent).unwrap());
+                if now != *target {
+                    return Err(format!("pad {parent}: counter at {now}, the pad meant {target}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The subtree under `root`: relative path -> (data, canonical ACL).
+    fn subtree(&self, root: &str) -> BTreeMap<String, (Vec<u8>, Vec<crate::node::AclEntry>)> {
+        self.nodes
+            .iter()
+            .filter_map(|(p, n)| {
+                let rel = p.strip_prefix(root)?;
+                (rel.is_empty() || rel.starts_with('/'))
+                    .then(|| (rel.to_string(), (n.data.clone(), canonical_acl(&n.acl))))
+            })
+            .collect()
+    }
+}
+
+/// The walker's stream over two model trees, in a parent-first order chosen
+/// by `pick` (an index into the paths ready to be read): what the walker
+/// reads, lists and merges, by the same rules (destination-only nodes are
+/// walked in mirror mode only).
+fn walk(src: &Tree, dst: &Tree, mode: Mode, mut pick: impl FnMut(usize) -> usize) -> Vec<Entry> {
+    let mirror = mode == Mode::Mirror;
+    let slot = |t: &Tree, root: &str, rel: &str, here: bool| match t.info(&path::join(root, rel)) {
+        Some(n) if here => Slot::Node(Box::new(n)),
+        _ => Slot::Absent,
+    };
+    let mut ready: Vec<(String, bool, bool)> = vec![(String::new(), true, dst.nodes.contains_key(DST_ROOT))];
+    let mut out = Vec::new();
+    while !ready.is_empty() {
+        let (rel, on_src, on_dst) = ready.swap_remove(pick(ready.len()));
+        let (s, d) = (slot(src, SRC_ROOT, &rel, on_src), slot(dst, DST_ROOT, &rel, on_dst));
+        let src_names = if s.node().is_some() { src.children(&path::join(SRC_ROOT, &rel)) } else { Vec::new() };
+        let dst_names = if d.node().is_some() && (s.node().is_some() || mirror) {
+            dst.children(&path::join(DST_ROOT, &rel))
+        } else {
+            Vec::new()
+        };
+        for name in &src_names {
+            ready.push((path::child(&rel, name), true, dst_names.contains(name)));
+        }
+        if mirror {
+            for name in dst_names.iter().filter(|n| !src_names.contains(n)) {
+                ready.push((path::child(&rel, name), false, true));
+            }
+        }
+        out.push(Entry { rel, src: s, dst: d });
+    }
+    out
+}
+
+/// What a run left: the destination, the planner's tally, or the first
+/// error (the planner's or a refusal of the model).
+struct Outcome {
+    dst: Tree,
+    tally: Tally,
+}
+
+/// Runs a whole copy against the model, phase by phase as the driver does:
+/// each call's operations are applied before the next call.
+fn run(src: &Tree, dst: &Tree, opts: &CopyOptions, seed: u64) -> Result<Outcome, String> {
+    let mut ids = opts.dst_ids.clone();
+    ids.extend(opts.copy_id.clone());
+    let mut state = seed | 1;
+    let pick = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let entries = walk(src, dst, opts.mode, pick);
+    let mut planner = Planner::new(SRC_ROOT, DST_ROOT, opts);
+    let mut out = dst.clone();
+    let mut ops = Vec::new();
+    let apply = |ops: &mut Vec<Op>, t: &mut Tree| -> Result<(), String> {
+        for op in ops.drain(..) {
+            if !opts.dry_run {
+                t.apply(&op, &ids)?;
+            }
+        }
+        Ok(())
+    };
+    for e in entries {
+        planner.entry(e, &mut ops).map_err(|e| e.to_string())?;
+        apply(&mut ops, &mut out)?;
+    }
+    if !planner.deletions_refused() {
+        while planner.deletions(3, &mut ops) > 0 {
+            apply(&mut ops, &mut out)?;
+        }
+    }
+    if opts.sequence_counters {
+        let mut needed = Vec::new();
+        for rel in planner.counter_candidates() {
+            let Some(s) = src.stat(&path::join(SRC_ROOT, &rel)) else { continue };
+            let d = out.stat(&path::join(DST_ROOT, &rel));
+            if opts.dry_run {
+                planner.predict_pads(&rel, &s, d.as_ref());
+            } else if let Some(d) = d {
+                needed.extend(planner.pads(&rel, &s, &d));
+            }
+        }
+        for mut pads in needed {
+            while planner.pad(&mut pads, "pad", 7, &mut ops) > 0 {
+                apply(&mut ops, &mut out)?;
+            }
+        }
+    }
+    planner.final_acls(&mut ops);
+    apply(&mut ops, &mut out)?;
+    Ok(Outcome { dst: out, tally: planner.tally().clone() })
+}
+
+/// Builds a model tree from (relative path, data, ACL, ephemeral), parents first.
+fn tree(root: &str, nodes: &[(&str, &[u8], Vec<zk::Acl>, bool)]) -> Tree {
+    let mut t = Tree::new();
+    for (rel, data, acl, eph) in nodes {
+        t.add(&path::join(root, rel), data, acl.clone(), *eph);
+    }
+    t
+}
+
+fn node(rel: &'static str, data: &'static [u8]) -> (&'static str, &'static [u8], Vec<zk::Acl>, bool) {
+    (rel, data, open_acl(), false)
+}
+
+/// Plans a whole walk (in one parent-first order) without applying it.
+fn plan<'a>(opts: &'a CopyOptions, src: &Tree, dst: &Tree) -> (Vec<Op>, Planner<'a>) {
+    let mut planner = Planner::new(SRC_ROOT, DST_ROOT, opts);
+    let mut ops = Vec::new();
+    for e in walk(src, dst, opts.mode, |_| 0) {
+        planner.entry(e, &mut ops).unwrap();
+    }
+    (ops, planner)
+}
+
+fn paths(ops: &[Op]) -> Vec<String> {
+    ops.iter()
+        .map(|op| {
+            let kind = match op {
+                Op::Create { .. } => "create",
+                Op::SetData { .. } => "set",
+                Op::SetAcl { .. } => "acl",
+                Op::Delete { .. } => "delete",
+                Op::Pad { .. } => "pad",
+            };
+            format!("{kind} {}", op.path())
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// One rule at a time.
+
+#[test]
+fn fresh_creates_every_source_node_parents_first_with_its_data_and_acl() {
+    let src = tree(SRC_ROOT, &[node("", b"r"), node("/a", b"1"), node("/a/b", b"2")]);
+    let opts = options(Mode::Fresh);
+    let (ops, planner) = plan(&opts, &src, &Tree::new());
+    assert_eq!(paths(&ops), ["create /dst", "create /dst/a", "create /dst/a/b"]);
+    assert_eq!(
+        ops[2],
+        Op::Create { path: "/dst/a/b".into(), data: b"2".to_vec(), acl: open_acl(), kind: NodeKind::Persistent }
+    );
+    assert_eq!(planner.tally().plan.creates, 3);
+    assert!(planner.counter_candidates().is_empty(), "no child was ever deleted");
+}
+
+#[test]
+fn ephemerals_are_never_created_and_their_parent_counter_is_watched() {
+    let src =
+        tree(SRC_ROOT, &[node("", b""), node("/q", b""), ("/q/lock", b"me", open_acl(), true), node("/q/x", b"")]);
+    let opts = options(Mode::Fresh);
+    let (ops, mut planner) = plan(&opts, &src, &Tree::new());
+    assert_eq!(paths(&ops), ["create /dst", "create /dst/q", "create /dst/q/x"]);
+    assert_eq!(planner.counter_candidates(), ["/q"]);
+    // Two creations on the source, one on the destination: one pad.
+    let s = src.stat("/src/q").unwrap();
+    assert_eq!(planner.predict_pads("/q", &s, None), 1);
+    let pads = planner.pads("/q", &s, &stat(1, 1, false)).unwrap();
+    assert_eq!(pads, Pads { parent: "/dst/q".into(), next: 2, last: 2 });
+}
+
+#[test]
+fn update_sets_only_what_differs_and_keeps_extras() {
+    let src = tree(
+        SRC_ROOT,
+        &[node("", b""), node("/same", b"1"), node("/data", b"new"), ("/acl", b"a", read_only(), false)],
+    );
+    let dst = tree(
+        DST_ROOT,
+        &[node("", b""), node("/same", b"1"), node("/data", b"old"), node("/acl", b"a"), node("/extra", b"e")],
+    );
+    let opts = options(Mode::Update);
+    let (ops, planner) = plan(&opts, &src, &dst);
+    let mut got = paths(&ops);
+    got.sort();
+    assert_eq!(got, ["acl /dst/acl", "set /dst/data"]);
+    assert_eq!(planner.tally().unchanged, 2, "the root and /same");
+    assert_eq!((planner.tally().data_updates, planner.tally().acl_updates), (1, 1));
+    assert_eq!(planner.pending_deletions(), 0, "update keeps extra nodes");
+}
+
+#[test]
+fn mirror_deletes_children_before_parents_after_everything_else_and_never_the_root() {
+    let src = tree(SRC_ROOT, &[node("", b""), node("/keep", b"")]);
+    let dst =
+        tree(DST_ROOT, &[node("", b""), node("/keep", b""), node("/x", b""), node("/x/y", b""), node("/x/y/z", b"")]);
+    let opts = options(Mode::Mirror);
+    let (ops, mut planner) = plan(&opts, &src, &dst);
+    assert!(ops.is_empty(), "deletions wait for the end: {ops:?}");
+    assert!(!planner.deletions_refused());
+    let mut out = Vec::new();
+    assert_eq!(planner.deletions(2, &mut out), 2);
+    assert_eq!(planner.deletions(2, &mut out), 1);
+    assert_eq!(planner.deletions(2, &mut out), 0);
+    assert_eq!(paths(&out), ["delete /dst/x/y/z", "delete /dst/x/y", "delete /dst/x"]);
+}
+
+#[test]
+fn a_mirror_over_max_delete_is_refused_in_a_real_run_and_shown_in_a_dry_run() {
+    let src = tree(SRC_ROOT, &[node("", b"")]);
+    let dst = tree(DST_ROOT, &[node("", b""), node("/a", b""), node("/b", b"")]);
+    let real = CopyOptions { max_delete: Some(1), ..options(Mode::Mirror) };
+    let (_, mut planner) = plan(&real, &src, &dst);
+    assert!(planner.deletions_refused());
+    assert!(planner.tally().delete_limit_exceeded);
+    let dry = CopyOptions { dry_run: true, ..real.clone() };
+    let (_, mut planner) = plan(&dry, &src, &dst);
+    assert!(!planner.deletions_refused(), "a dry run lists them");
+    assert!(planner.tally().delete_limit_exceeded);
+    let allowed = CopyOptions { max_delete: Some(2), ..real };
+    let (_, mut planner) = plan(&allowed, &src, &dst);
+    assert!(!planner.deletions_refused());
+}
+
+#[test]
+fn a_restrictive_new_parent_is_created_writable_for_this_run_and_gets_its_acl_last() {
+    let src = tree(SRC_ROOT, &[node("", b""), ("/ro", b"r", read_only(), false), node("/ro/child", b"c")]);
+    let opts = options(Mode::Fresh);
+    let (ops, mut planner) = plan(&opts, &src, &Tree::new());
+    let Op::Create { acl, .. } = &ops[1] else { panic!("{ops:?}") };
+    let mut expect = read_only();
+    expect.push(entry_acl(zk::Permission::ALL, Some(&run_id())));
+    expect.push(entry_acl(zk::Permission::ALL, Some(&me())));
+    assert_eq!(*acl, expect, "the one-time identity and the user's own, never world");
+    assert_eq!(planner.pending_acls(), 1);
+    let mut end = Vec::new();
+    planner.final_acls(&mut end);
+    assert_eq!(end, [Op::SetAcl { path: "/dst/ro".into(), acl: read_only() }]);
+    assert_eq!(planner.pending_acls(), 0);
+}
+
+#[test]
+fn without_a_run_identity_the_temporary_grant_is_to_anyone() {
+    let src = tree(SRC_ROOT, &[node("", b""), ("/ro", b"r", read_only(), false), node("/ro/child", b"c")]);
+    let opts = CopyOptions { copy_id: None, ..options(Mode::Fresh) };
+    let (ops, _) = plan(&opts, &src, &Tree::new());
+    let Op::Create { acl, .. } = &ops[1] else { panic!("{ops:?}") };
+    assert_eq!(acl[1..], [entry_acl(zk::Permission::ALL, None)]);
+}
+
+#[test]
+fn a_closed_existing_parent_is_opened_only_when_something_is_created_beneath_it() {
+    // The destination's ACL lets this copy write and administer, not create.
+    let closed = vec![
+        entry_acl(zk::Permission::READ, None),
+        entry_acl(zk::Permission::WRITE | zk::Permission::ADMIN, Some(&me())),
+    ];
+    let src = tree(SRC_ROOT, &[node("", b""), ("/p", b"", read_only(), false), node("/p/old", b"")]);
+    let dst = tree(DST_ROOT, &[node("", b""), ("/p", b"", closed.clone(), false), node("/p/old", b"")]);
+    let opts = options(Mode::Update);
+    let (ops, mut planner) = plan(&opts, &src, &dst);
+    assert!(ops.is_empty(), "nothing to create beneath: {ops:?}");
+    let mut end = Vec::new();
+    planner.final_acls(&mut end);
+    assert_eq!(end, [Op::SetAcl { path: "/dst/p".into(), acl: read_only() }]);
+
+    let src =
+        tree(SRC_ROOT, &[node("", b""), ("/p", b"", read_only(), false), node("/p/old", b""), node("/p/new", b"")]);
+    let opts = options(Mode::Update);
+    let (ops, mut planner) = plan(&opts, &src, &dst);
+    assert_eq!(paths(&ops), ["acl /dst/p", "create /dst/p/new"], "opened first, then the create");
+    let Op::SetAcl { acl, .. } = &ops[0] else { unreachable!() };
+    assert!(allowed(acl, &[run_id()], zk::Permission::CREATE));
+    let mut end = Vec::new();
+    planner.final_acls(&mut end);
+    assert_eq!(end, [Op::SetAcl { path: "/dst/p".into(), acl: read_only() }], "the final ACL, once");
+}
+
+#[test]
+fn counters_behind_are_padded_one_creation_at_a_time_and_predicted_before_writing() {
+    // 5 creations, 2 children left.
+    let mut src = tree(SRC_ROOT, &[node("", b""), node("/q", b""), node("/q/a", b""), node("/q/b", b"")]);
+    src.nodes.get_mut("/src/q").unwrap().creations = 5;
+    let opts = options(Mode::Fresh);
+    let (ops, mut planner) = plan(&opts, &src, &Tree::new());
+    assert_eq!(ops.len(), 4);
+    assert_eq!(planner.counter_candidates(), ["/q"]);
+    let s = src.stat("/src/q").unwrap();
+    assert_eq!(planner.predict_pads("/q", &s, None), 3, "5 creations, 2 by the copy");
+    let mut pads = planner.pads("/q", &s, &stat(2, 2, false)).unwrap();
+    assert_eq!(pads.remaining(), 3);
+    let mut out = Vec::new();
+    assert_eq!(planner.pad(&mut pads, "p", 2, &mut out), 2);
+    assert_eq!(planner.pad(&mut pads, "p", 2, &mut out), 1);
+    assert_eq!(planner.pad(&mut pads, "p", 2, &mut out), 0);
+    let targets: Vec<i64> = out
+        .iter()
+        .map(|op| match op {
+            Op::Pad { target, .. } => *target,
+            _ => panic!("{op:?}"),
+        })
+        .collect();
+    assert_eq!(targets, [3, 4, 5]);
+    assert!(planner.pads("/q", &s, &stat(7, 2, false)).is_none(), "a destination ahead is left alone");
+}
+
+#[test]
+fn pads_over_max_pad_are_refused_all_together() {
+    let opts = CopyOptions { max_pad: Some(5), ..options(Mode::Update) };
+    let planner = Planner::new(SRC_ROOT, DST_ROOT, &opts);
+    let pads = |next, last| Pads { parent: "/dst/q".into(), next, last };
+    assert_eq!(planner.pads_refused(&[pads(1, 3), pads(10, 11)]), None, "5 pads: at the limit");
+    assert_eq!(planner.pads_refused(&[pads(1, 3), pads(10, 12)]), Some(6));
+    let unlimited = options(Mode::Update);
+    assert_eq!(Planner::new(SRC_ROOT, DST_ROOT, &unlimited).pads_refused(&[pads(1, 1000)]), None);
+}
+
+#[test]
+fn an_update_predicts_pads_from_the_destination_counter_and_its_creates() {
+    // Source: 6 creations, 3 children; destination: 2 creations, 1 child
+    // (one of the source's). The plan creates 2: 6 - 2 - 2 = 2 pads.
+    let mut src =
+        tree(SRC_ROOT, &[node("", b""), node("/q", b""), node("/q/a", b""), node("/q/b", b""), node("/q/c", b"")]);
+    src.nodes.get_mut("/src/q").unwrap().creations = 6;
+    let mut dst = tree(DST_ROOT, &[node("", b""), node("/q", b""), node("/q/a", b"")]);
+    dst.nodes.get_mut("/dst/q").unwrap().creations = 2;
+    let opts = options(Mode::Update);
+    let (ops, mut planner) = plan(&opts, &src, &dst);
+    assert_eq!(ops.len(), 2);
+    let (s, d) = (src.stat("/src/q").unwrap(), dst.stat("/dst/q").unwrap());
+    assert_eq!(planner.predict_pads("/q", &s, Some(&d)), 2);
+}
+
+#[test]
+fn refusals_name_the_node() {
+    let masked = vec![entry_acl(zk::Permission::ALL, Some(&("digest".into(), "user:x".into())))];
+    let src = tree(SRC_ROOT, &[node("", b""), ("/m", b"", masked, false)]);
+    let opts = options(Mode::Fresh);
+    let mut planner = Planner::new(SRC_ROOT, DST_ROOT, &opts);
+    let errors: Vec<String> = walk(&src, &Tree::new(), Mode::Fresh, |_| 0)
+        .into_iter()
+        .filter_map(|e| planner.entry(e, &mut Vec::new()).err().map(|e| e.to_string()))
+        .collect();
+    assert!(errors.len() == 1 && errors[0].contains("/src/m") && errors[0].contains("--src-auth"), "{errors:?}");
+    // With --acl open the masked ACL is not needed.
+    let open = CopyOptions { acl: AclMode::Open, ..options(Mode::Fresh) };
+    let (ops, _) = plan(&open, &src, &Tree::new());
+    assert!(ops.iter().all(|op| matches!(op, Op::Create { acl, .. } if *acl == open_acl())));
+
+    let src = tree(SRC_ROOT, &[node("", b""), node("/e", b"")]);
+    let dst = tree(DST_ROOT, &[node("", b""), ("/e", b"", open_acl(), true)]);
+    let mut planner = Planner::new(SRC_ROOT, DST_ROOT, &opts);
+    let err = walk(&src, &dst, Mode::Update, |_| 0)
+        .into_iter()
+        .find_map(|e| planner.entry(e, &mut Vec::new()).err())
+        .expect("refused");
+    assert!(err.to_string().contains("/dst/e") && err.to_string().contains("ephemeral"), "{err}");
+
+    let failed = Entry { rel: "/x".into(), src: Slot::Failed(zk::Error::NoAuth), dst: Slot::Absent };
+    let err = planner.entry(failed, &mut Vec::new()).unwrap_err().to_string();
+    assert!(err.contains("/src/x") && err.contains("--src-auth"), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// Random pairs of trees.
+
+/// Every relative path a generated tree may hold: three levels of a, b, c.
+fn universe() -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut level = vec![String::new()];
+    for _ in 0..3 {
+        level = level.iter().flat_map(|p| ["a", "b", "c"].map(|n| format!("{p}/{n}"))).collect();
+        out.extend(level.iter().cloned());
+    }
+    out
+}
+
+/// Source ACLs: anything, restrictive ones included.
+fn src_acl(i: u8) -> Vec<zk::Acl> {
+    use zk::Permission as P;
+    match i % 6 {
+        0 => open_acl(),
+        1 => read_only(),
+        2 => vec![entry_acl(P::READ, None), entry_acl(P::ALL, Some(&me()))],
+        3 => vec![entry_acl(P::ALL, Some(&("digest".into(), "other:hash".into())))],
+        4 => vec![entry_acl(P::CREATE | P::READ, None)],
+        _ => vec![entry_acl(P::READ | P::WRITE | P::ADMIN | P::CREATE, None)],
+    }
+}
+
+/// ACLs of existing destination nodes: readable by the copy's reader and
+/// writable and administrable by its writer (else the server refuses the
+/// copy, rightly), but maybe closed to creating, deleting or both.
+fn dst_acl(i: u8) -> Vec<zk::Acl> {
+    use zk::Permission as P;
+    match i % 4 {
+        0 => open_acl(),
+        1 => vec![entry_acl(P::READ | P::WRITE | P::ADMIN, None)],
+        2 => vec![entry_acl(P::ALL, Some(&me()))],
+        _ => vec![entry_acl(P::READ, None), entry_acl(P::WRITE | P::ADMIN | P::CREATE, Some(&me()))],
+    }
+}
+
+/// One path of the universe on both sides.
+#[derive(Clone, Debug)]
+struct Spec {
+    on_src: bool,
+    on_dst: bool,
+    src_data: u8,
+    dst_data: u8,
+    src_acl: u8,
+    dst_acl: u8,
+    /// Children created and deleted since.
+    src_history: i64,
+    dst_history: i64,
+    ephemeral: bool,
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    (
+        any::<bool>(),
+        any::<bool>(),
+        0u8..3,
+        0u8..3,
+        any::<u8>(),
+        any::<u8>(),
+        0i64..3,
+        0i64..3,
+        prop::bool::weighted(0.15),
+    )
+        .prop_map(|(on_src, on_dst, src_data, dst_data, src_acl, dst_acl, src_history, dst_history, ephemeral)| {
+            Spec { on_src, on_dst, src_data, dst_data, src_acl, dst_acl, src_history, dst_history, ephemeral }
+        })
+}
+
+/// The two trees a list of specs describes (a path is there only if its
+/// parent is, and is persistent). In a fresh copy the destination root is
+/// missing or childless.
+fn trees(specs: &[Spec], mode: Mode, dst_root: bool) -> (Tree, Tree) {
+    let rels = universe();
+    let (mut src, mut dst) = (Tree::new(), Tree::new());
+    let data = |i: u8| [&b""[..], b"x", b"yy"][i as usize].to_vec();
+    let parent_ok = |t: &Tree, root: &str, rel: &str| {
+        path::rel_parent(rel).is_none_or(|p| t.nodes.get(&path::join(root, p)).is_some_and(|n| !n.ephemeral))
+    };
+    for (rel, s) in rels.iter().zip(specs) {
+        if (rel.is_empty() || s.on_src) && parent_ok(&src, SRC_ROOT, rel) {
+            src.add(&path::join(SRC_ROOT, rel), &data(s.src_data), src_acl(s.src_acl), s.ephemeral && !rel.is_empty());
+        }
+    }
+    for (rel, s) in rels.iter().zip(specs) {
+        let dst_here = if rel.is_empty() { dst_root } else { s.on_dst && mode != Mode::Fresh };
+        if dst_here && parent_ok(&dst, DST_ROOT, rel) {
+            // A node the source lacks (a mirror deletes it, and its
+            // children first) lets this copy delete beneath it.
+            let copied = src.nodes.get(&path::join(SRC_ROOT, rel)).is_some_and(|n| !n.ephemeral);
+            let acl = if copied { dst_acl(s.dst_acl) } else { open_acl() };
+            dst.add(&path::join(DST_ROOT, rel), &data(s.dst_data), acl, false);
+        }
+    }
+    for (rel, s) in rels.iter().zip(specs) {
+        if let Some(n) = src.nodes.get_mut(&path::join(SRC_ROOT, rel)) {
+            n.creations += s.src_history;
+        }
+        if let Some(n) = dst.nodes.get_mut(&path::join(DST_ROOT, rel)) {
+            n.creations += s.dst_history;
+        }
+    }
+    (src, dst)
+}
+
+fn persistent(t: &Tree, root: &str) -> Vec<String> {
+    t.nodes
+        .iter()
+        .filter(|(_, n)| !n.ephemeral)
+        .filter_map(|(p, _)| p.strip_prefix(root).filter(|r| r.is_empty() || r.starts_with('/')).map(str::to_string))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn applying_the_plan_yields_the_source_tree(
+        specs in prop::collection::vec(spec(), universe().len()),
+        mode in prop::sample::select(vec![Mode::Fresh, Mode::Update, Mode::Mirror]),
+        dst_root in any::<bool>(),
+        open in prop::bool::weighted(0.2),
+        with_run_id in prop::bool::weighted(0.8),
+        counters in prop::bool::weighted(0.9),
+        seed in any::<u64>(),
+    ) {
+        let (src, dst) = trees(&specs, mode, dst_root);
+        let opts = CopyOptions {
+            acl: if open { AclMode::Open } else { AclMode::Preserve },
+            copy_id: with_run_id.then(run_id),
+            sequence_counters: counters,
+            ..options(mode)
+        };
+        let done = run(&src, &dst, &opts, seed).map_err(TestCaseError::fail)?;
+
+        // The source's persistent nodes with their data and final ACL ...
+        let open_list = open_acl();
+        let final_acl = |acl: &[zk::Acl]| canonical_acl(if open { &open_list } else { acl });
+        let mut expect: BTreeMap<String, (Vec<u8>, Vec<crate::node::AclEntry>)> = persistent(&src, SRC_ROOT)
+            .into_iter()
+            .map(|rel| {
+                let n = &src.nodes[&path::join(SRC_ROOT, &rel)];
+                (rel, (n.data.clone(), final_acl(&n.acl)))
+            })
+            .collect();
+        // ... and, with --update, every node only the destination had.
+        if mode == Mode::Update {
+            for (rel, v) in dst.subtree(DST_ROOT) {
+                expect.entry(rel).or_insert(v);
+            }
+        }
+        prop_assert_eq!(done.dst.subtree(DST_ROOT), expect);
+        let above = |t: &Tree| (t.nodes["/"].data.clone(), t.nodes["/"].acl.clone(), t.nodes.keys().filter(|p| !p.starts_with(DST_ROOT)).count());
+        prop_assert_eq!(above(&done.dst), above(&dst), "nothing written above the root but the root itself");
+        // Counters not behind the source's.
+        if counters {
+            for rel in persistent(&src, SRC_ROOT) {
+                let s = next_sequence(&src.stat(&path::join(SRC_ROOT, &rel)).unwrap());
+                let d = next_sequence(&done.dst.stat(&path::join(DST_ROOT, &rel)).unwrap());
+                prop_assert!(d >= s, "{}: destination counter {} behind the source's {}", rel, d, s);
+            }
+        }
+        // A dry run writes nothing and plans what the real run did, pads included.
+        let dry = run(&src, &dst, &CopyOptions { dry_run: true, ..opts.clone() }, seed).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(&dry.dst, &dst);
+        prop_assert_eq!(dry.tally.plan.creates, done.tally.plan.creates);
+        prop_assert_eq!(dry.tally.plan.deletes, done.tally.plan.deletes);
+        prop_assert_eq!(dry.tally.pads, done.tally.pads);
+        prop_assert_eq!(dry.tally.padded_parents, done.tally.padded_parents);
+    }
+}
