@@ -97,6 +97,10 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
 
+    /// An invariant between the engine's parts did not hold.
+    #[error("internal error: {0}")]
+    Internal(String),
+
     #[error("{0}")]
     Snapshot(String),
 
@@ -128,7 +132,7 @@ pub fn is_transient(err: &zk::Error) -> bool {
 }
 
 /// Errors that no retry can change: a request or connection the client
-/// itself refuses (bad arguments, TLS or SASL set-up, certificates).
+/// itself refuses (bad arguments, a CA, certificate or key it cannot use).
 pub fn is_permanent(err: &zk::Error) -> bool {
     match err {
         zk::Error::BadArguments(_) | zk::Error::InvalidAcl | zk::Error::MarshallingError => true,
@@ -137,15 +141,22 @@ pub fn is_permanent(err: &zk::Error) -> bool {
     }
 }
 
-/// The client reports a broken connection as a custom error that wraps the
-/// I/O error and has no message of its own, a silent server as "no response
-/// from connection", a writable server found while looking for a read-only
-/// one as "encounter writable server": those heal by reconnecting. Its other
-/// custom errors come from setting up TLS or SASL, which no retry changes.
+/// The client's own custom errors: most are I/O failures of a connection
+/// or a silent server ("no response from connection"), which heal by
+/// reconnecting. The ones that name a set-up problem (reading a CA,
+/// certificate or key, TLS configuration, re-establishing a read-only
+/// session) do not; any other is taken as transient, the safe side.
 fn custom_is_permanent(err: &zk::Error) -> bool {
+    const SET_UP: [&str; 6] = [
+        "fail to read",
+        "fail to set tls",
+        "fail to create tls",
+        "invalid client private key",
+        "no valid tls trust anchor",
+        "can't reestablish",
+    ];
     let shown = err.to_string();
-    let io = format!("{err:?}").contains("message: None");
-    !(io || shown.starts_with("no response from connection") || shown.starts_with("encounter writable server"))
+    SET_UP.iter().any(|m| shown.starts_with(m))
 }
 
 /// Errors after which the session is gone for good: a new one is needed.

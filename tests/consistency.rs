@@ -37,6 +37,8 @@ struct Lagging {
     ensemble: LocalEnsemble,
     /// Member 0's links to the other members' quorum ports.
     links: Vec<FaultProxy>,
+    /// When the current stall began.
+    stalled_at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Lagging {
@@ -55,25 +57,35 @@ impl Lagging {
             })
             .expect("lagging ensemble");
             assert_eq!(ensemble.servers[0].mode(), "follower", "member 0 must follow to be made to lag");
-            Lagging { ensemble, links }
+            Lagging { ensemble, links, stalled_at: std::sync::Mutex::new(None) }
         })
         .await
         .unwrap()
     }
 
     /// Freezes what member 0 serves: it gets nothing from the leader.
-    async fn lag(&self) {
+    /// Returns a client on member 0, made before the stall, to show it.
+    async fn lag(&self) -> zk::Client {
+        let on_member_0 = zk::Client::connect(&self.ensemble.servers[0].connect_string()).await.unwrap();
         for l in &self.links {
             l.set_stall(true);
         }
+        *self.stalled_at.lock().unwrap() = Some(Instant::now());
         // Let what was on the wire land.
         tokio::time::sleep(Duration::from_millis(200)).await;
+        on_member_0
     }
 
-    fn heal(&self) {
+    /// Thaws member 0 [`STALL`] after the stall began.
+    async fn thaw(&self) {
+        let at = self.stalled_at.lock().unwrap().take().expect("stalled");
+        tokio::time::sleep_until((at + STALL).into()).await;
         for l in &self.links {
             l.heal();
         }
+        // Under 5 s (syncLimit x tick): member 0 lagged and kept its leader,
+        // rather than dropping out and rejoining.
+        assert!(at.elapsed() < Duration::from_millis(4500), "the stall lasted {:?}", at.elapsed());
     }
 
     /// The connect string with member 0 first (`lagging_first`) or last.
@@ -186,17 +198,20 @@ async fn missing(c: &zk::Client, paths: &[String]) -> Vec<String> {
     out
 }
 
-/// Runs `op` while member 0 lags (thawed after [`STALL`]) and nodes churn.
+/// Runs `op` while member 0 lags (thawed [`STALL`] after it began) and
+/// nodes churn.
 async fn while_lagging<T>(lag: &Lagging, root: &str, op: impl std::future::Future<Output = T>) -> T {
     let c = lag.leader().await;
     let churning = churn(c, root.to_string(), Instant::now() + STALL);
-    let thaw = async {
-        tokio::time::sleep(STALL).await;
-        lag.heal();
-    };
-    let (out, ()) = tokio::join!(op, thaw);
+    let (out, ()) = tokio::join!(op, lag.thaw());
     churning.await.unwrap();
     out
+}
+
+/// Member 0 really lags: a session made on it before the stall does not see
+/// what the leader has committed since.
+async fn assert_lags(on_member_0: &zk::Client, written: &str) {
+    assert_eq!(on_member_0.check_stat(written).await.unwrap(), None, "member 0 should not have {written} yet");
 }
 
 async fn scenario(lag: &Lagging, lagging_first: bool) {
@@ -209,12 +224,13 @@ async fn scenario(lag: &Lagging, lagging_first: bool) {
     // already on the destination, as an earlier round would have left
     // them) after the sessions were up and the member began to lag, before
     // the copy starts.
-    lag.lag().await;
+    let on_member_0 = lag.lag().await;
     let kept = run.new_nodes("kept", 3);
     let added = run.new_nodes("added", 3);
     create_all(&leader, &kept).await;
     create_all(&dst, &kept).await;
     create_all(&leader, &added).await;
+    assert_lags(&on_member_0, &added[added.len() - 1]).await;
     let summary = while_lagging(lag, &run.root, run.copy(Mode::Mirror)).await;
     let gone = missing(&dst, &kept).await;
     assert!(gone.is_empty(), "mirror deleted nodes the source had all along: {gone:?} ({summary:?})");
@@ -223,10 +239,11 @@ async fn scenario(lag: &Lagging, lagging_first: bool) {
 
     // A verify with the same readers, the member lagging again: nodes on
     // both sides for the whole verify are neither missing nor extra.
-    lag.lag().await;
+    let on_member_0 = lag.lag().await;
     let both = run.new_nodes("both", 3);
     create_all(&leader, &both).await;
     create_all(&dst, &both).await;
+    assert_lags(&on_member_0, &both[both.len() - 1]).await;
     let mut found = Vec::new();
     let mut sink = |d: verify::Difference| found.push(d);
     let (opts, progress) = (VerifyOptions::default(), Progress::new());
@@ -285,6 +302,42 @@ async fn pinned_member_killed(lag: &mut Lagging) {
     lag.ensemble.servers[f].restart().unwrap();
 }
 
+/// Behind one connect-string entry that spreads connections over two
+/// members (a load balancer), sessions cannot be pinned to one member. A
+/// node that a lagging member answers NoNode for is still not taken as
+/// gone: it is read again on one session after a sync.
+async fn a_nonode_from_a_lagging_member_is_confirmed(lag: &Lagging) {
+    let servers = &lag.ensemble.servers;
+    let addr = |i: usize| std::net::SocketAddr::from(([127, 0, 0, 1], servers[i].port));
+    let up = (1..servers.len()).find(|&i| servers[i].is_running()).expect("another member");
+    let balancer = FaultProxy::balance(vec![addr(up), addr(0)]).await;
+    let root = unique_root("balanced");
+    let c = lag.leader().await;
+    create_all(&c, &[root.clone(), format!("{root}/churn")]).await;
+    // Two sessions: one on each member.
+    let src = TreeReader::open(
+        pool(Side::Source, &balancer.connect_string(), 2, Vec::new()).await,
+        &root,
+        ReadOptions::default(),
+    )
+    .await
+    .unwrap();
+    let on_member_0 = lag.lag().await;
+    let node = format!("{root}/x");
+    create_all(&c, &[node.clone(), format!("{node}/child")]).await;
+    assert_lags(&on_member_0, &node).await;
+    let reads = async {
+        for _ in 0..4 {
+            let slots = src.read(&["/x"]).await.unwrap();
+            assert!(matches!(&slots[..], [zkrepl::node::Slot::Node(_)]), "{slots:?}");
+            let listed = src.list(&["/x"], &[1]).await.unwrap();
+            assert!(matches!(&listed[..], [zkrepl::read::Listing::Names(n)] if n == &["child"]), "{listed:?}");
+        }
+    };
+    while_lagging(lag, &root, reads).await;
+    assert!(src.unconfirmed_vanishes() > 0, "no read landed on the lagging member: the test proved nothing");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_stay_consistent_while_a_member_lags() {
     let mut lag = Lagging::start().await;
@@ -292,5 +345,6 @@ async fn reads_stay_consistent_while_a_member_lags() {
     // then to an up-to-date one.
     scenario(&lag, true).await;
     scenario(&lag, false).await;
+    a_nonode_from_a_lagging_member_is_confirmed(&lag).await;
     pinned_member_killed(&mut lag).await;
 }

@@ -292,7 +292,7 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
     let (_, raw_client) = raw_pool.get(0).client();
     let raw_cold = bench::multi_create(raw_pool.get(0), "/zkrepl-bench/raw-1", &nodes, 500, 8).await?;
     let src_pool = pool(&servers.src, 8).await?;
-    let (_, src_clients) = src_pool.clients();
+    let src_clients = src_pool.clients().clients;
     let multi_read = bench::multi_read(&src_clients[0], &paths, 1000, 8).await?;
     let get_acl = bench::get_acl(&src_clients, &paths, 1000).await?;
 
@@ -316,7 +316,7 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
     let copy_paths: Vec<String> =
         nodes.iter().map(|(rel, _)| zkrepl::zk::path::join("/zkrepl-bench/copy-1", rel)).collect();
     let copy_pool = pool(&servers.dst_copy, 8).await?;
-    let (_, copy_clients) = copy_pool.clients();
+    let copy_clients = copy_pool.clients().clients;
     let both = |a: Rate, b: Rate| {
         let seconds = a.seconds.max(b.seconds);
         Rate { ops: a.ops, seconds, per_sec: a.ops as f64 / seconds.max(1e-9) }
@@ -650,7 +650,7 @@ pub async fn demo(args: DemoArgs) -> zkrepl::Result<Outcome> {
     let paths: Vec<String> = nodes.iter().map(|(rel, _)| zkrepl::zk::path::join(root, rel)).collect();
     let (dst_hosts, src_hosts) = (dst.connect_string(), src.connect_string());
     let (dst_pool, src_pool) = futures::try_join!(pool(&dst_hosts, 1), pool(&src_hosts, 8))?;
-    let (_, src_clients) = src_pool.clients();
+    let src_clients = src_pool.clients().clients;
     // What binds a copy that keeps ACLs: one getACL per node on the source
     // while the destination creates; and the writes alone.
     let (acl, create) = futures::try_join!(

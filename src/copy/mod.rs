@@ -518,6 +518,9 @@ impl<'a> Driver<'a> {
             self.check_stop()?;
             self.progress.set_phase("sequence counters");
             let started = Instant::now();
+            // The counters are read through the destination reader's member,
+            // the writes went through the writer's: let that member catch up.
+            dst.catch_up().await?;
             pads_refused = self.pad_counters(&candidates, src, dst).await?;
             self.padding_seconds = started.elapsed().as_secs_f64();
         }

@@ -19,7 +19,7 @@ use zookeeper_client as zk;
 use crate::error::{Error, Result, Side, is_session_lost, is_transient};
 use crate::node::{NodeInfo, Slot};
 use crate::zk::path;
-use crate::zk::session::{Backoff, SessionPool};
+use crate::zk::session::SessionPool;
 
 /// Whether to use multiRead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,14 +185,13 @@ impl TreeReader {
         let what = path::join(&self.root, rels[0]);
         let mut slots = self.with_retries(&what, |clients| async move { self.read_once(&clients, rels).await }).await?;
         let gone: Vec<usize> = (0..slots.len()).filter(|&i| matches!(slots[i], Slot::Vanished)).collect();
-        let again = self.still_present(&gone.iter().map(|&i| rels[i]).collect::<Vec<_>>()).await?;
-        let again: Vec<usize> = gone.into_iter().zip(again).filter_map(|(i, present)| present.then_some(i)).collect();
-        if !again.is_empty() {
-            let rels2: Vec<&str> = again.iter().map(|&i| rels[i]).collect();
-            let rels2 = &rels2;
-            let reread =
-                self.with_retries(&what, |clients| async move { self.read_once(&clients, rels2).await }).await?;
-            for (i, slot) in again.into_iter().zip(reread) {
+        if !gone.is_empty() {
+            let again: Vec<&str> = gone.iter().map(|&i| rels[i]).collect();
+            let again = &again;
+            let confirmed =
+                self.confirm(&what, |c| async move { self.read_once(std::slice::from_ref(&c), again).await }).await?;
+            self.count_unconfirmed(confirmed.iter().filter(|s| !matches!(s, Slot::Vanished)).count());
+            for (i, slot) in gone.into_iter().zip(confirmed) {
                 slots[i] = slot;
             }
         }
@@ -206,31 +205,36 @@ impl TreeReader {
         self.pool.sync().await
     }
 
-    /// Of nodes that answered NoNode after they were listed, which exist
-    /// after all: the member is synced with the leader first, so a node
-    /// listed by any member earlier and still there is seen. Confirmation
-    /// for every NoNode, whatever member answered it.
-    async fn still_present(&self, rels: &[&str]) -> Result<Vec<bool>> {
-        if rels.is_empty() {
-            return Ok(Vec::new());
-        }
-        let paths: Vec<String> = rels.iter().map(|r| path::join(&self.root, r)).collect();
-        let paths = &paths;
-        let present = self
-            .pool
-            .retry(|c| async move {
-                c.sync("/").await?;
-                let stats = join_all(paths.iter().map(|p| c.check_stat(p))).await;
-                stats.into_iter().map(|s| s.map(|s| s.is_some())).collect::<Result<Vec<bool>, zk::Error>>()
-            })
-            .await?
-            .map_err(|e| Error::zk(self.side(), "confirm", &paths[0], e))?;
-        let n = present.iter().filter(|p| **p).count();
+    /// Asks again, on one session and after a sync, what answered NoNode
+    /// after it was listed: the synced member has every change committed
+    /// before the sync, so a node that any member listed earlier and that
+    /// still exists is seen, whichever member gave the NoNode. What this
+    /// answers is final.
+    async fn confirm<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T>
+    where
+        F: FnMut(zk::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, zk::Error>>,
+    {
+        let opts = self.pool.options();
+        self.with_retries(what, |clients| {
+            let c = clients[0].clone();
+            let again = attempt(c.clone());
+            async move {
+                match tokio::time::timeout(opts.session_timeout, c.sync("/")).await {
+                    Ok(r) => r?,
+                    Err(_) => return Err(zk::Error::Timeout),
+                }
+                again.await
+            }
+        })
+        .await
+    }
+
+    fn count_unconfirmed(&self, n: usize) {
         if n > 0 {
             tracing::debug!(side = %self.side(), nodes = n, "NoNode answers not confirmed after a sync; read again");
             self.unconfirmed.fetch_add(n as u64, Ordering::Relaxed);
         }
-        Ok(present)
     }
 
     /// NoNode answers that a synced member did not confirm (read again).
@@ -354,37 +358,42 @@ impl TreeReader {
     /// node that answers NoNode is [`Listing::Vanished`] only once confirmed
     /// as [`TreeReader::read`] confirms it; otherwise it is listed again.
     pub async fn list(&self, rels: &[&str], expected: &[usize]) -> Result<Vec<Listing>> {
-        let mut listings = self.list_once(rels, expected).await?;
+        if rels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let what = path::join(&self.root, rels[0]);
+        let mut listings =
+            self.with_retries(&what, |clients| async move { self.list_with(&clients, rels, expected).await }).await?;
         let gone: Vec<usize> = (0..listings.len()).filter(|&i| matches!(listings[i], Listing::Vanished)).collect();
-        let again = self.still_present(&gone.iter().map(|&i| rels[i]).collect::<Vec<_>>()).await?;
-        let again: Vec<usize> = gone.into_iter().zip(again).filter_map(|(i, present)| present.then_some(i)).collect();
-        if !again.is_empty() {
-            let rels2: Vec<&str> = again.iter().map(|&i| rels[i]).collect();
-            let expected2: Vec<usize> = again.iter().map(|&i| expected.get(i).copied().unwrap_or(0)).collect();
-            for (i, listing) in again.into_iter().zip(self.list_once(&rels2, &expected2).await?) {
+        if !gone.is_empty() {
+            let again: Vec<&str> = gone.iter().map(|&i| rels[i]).collect();
+            let expected: Vec<usize> = gone.iter().map(|&i| expected.get(i).copied().unwrap_or(0)).collect();
+            let (again, expected) = (&again, &expected);
+            let confirmed = self
+                .confirm(&what, |c| async move { self.list_with(std::slice::from_ref(&c), again, expected).await })
+                .await?;
+            self.count_unconfirmed(confirmed.iter().filter(|l| !matches!(l, Listing::Vanished)).count());
+            for (i, listing) in gone.into_iter().zip(confirmed) {
                 listings[i] = listing;
             }
         }
         Ok(listings)
     }
 
-    async fn list_once(&self, rels: &[&str], expected: &[usize]) -> Result<Vec<Listing>> {
-        if rels.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// One attempt at listing the children of the nodes at `rels` with
+    /// `clients`.
+    async fn list_with(
+        &self,
+        clients: &[zk::Client],
+        rels: &[&str],
+        expected: &[usize],
+    ) -> Result<Vec<Listing>, zk::Error> {
         let paths: Vec<String> = rels.iter().map(|r| path::join(&self.root, r)).collect();
         let ops: Vec<ReadOp> = (0..paths.len()).map(ReadOp::Children).collect();
         let answers = self
-            .with_retries(&paths[0], |clients| {
-                let paths = &paths;
-                let ops = &ops;
-                async move {
-                    self.fetch(&clients, paths, ops, |op| match op {
-                        ReadOp::Children(i) => expected.get(*i).copied().unwrap_or(0) * 24,
-                        ReadOp::Data(_) => 0,
-                    })
-                    .await
-                }
+            .fetch(clients, &paths, &ops, |op| match op {
+                ReadOp::Children(i) => expected.get(*i).copied().unwrap_or(0) * 24,
+                ReadOp::Data(_) => 0,
             })
             .await?;
         Ok(answers
@@ -461,13 +470,9 @@ impl TreeReader {
         F: FnMut(Vec<zk::Client>) -> Fut,
         Fut: std::future::Future<Output = Result<T, zk::Error>>,
     {
-        let mut backoff = Backoff::new(self.pool.options());
         loop {
-            let (generations, clients) = self.pool.clients();
-            match attempt(clients).await {
+            match self.pool.run(&mut attempt).await? {
                 Ok(v) => return Ok(v),
-                Err(e) if is_session_lost(&e) => self.pool.recover(&generations).await?,
-                Err(e) if is_transient(&e) => self.pool.transient(&mut backoff, &e).await?,
                 Err(zk::Error::Unimplemented) if self.uses_multi_read() => {
                     tracing::info!(side = %self.side(), "multiRead refused; using pipelined single reads");
                     self.multi_read.store(false, Ordering::Relaxed);

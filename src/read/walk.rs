@@ -22,7 +22,7 @@ use zookeeper_client as zk;
 
 use super::{Listing, TreeReader};
 use crate::digest::{Digest, MerkleBuilder};
-use crate::error::{Result, Side};
+use crate::error::{Error, Result, Side};
 use crate::node::Slot;
 use crate::zk::path;
 
@@ -386,23 +386,37 @@ async fn read(src: Option<&TreeReader>, dst: Option<&TreeReader>, items: Vec<(St
         |side: u8| -> Vec<&str> { items.iter().filter(|(_, s)| s & side != 0).map(|(r, _)| r.as_str()).collect() };
     let (src_rels, dst_rels) = (pick(SRC), pick(DST));
     let (s, d) = futures::try_join!(read_side(src, &src_rels), read_side(dst, &dst_rels))?;
-    let (src_slots, dst_slots) = spread(items.iter().map(|(_, s)| *s), s, d, || Slot::Absent, || Slot::Vanished);
+    let (src_slots, dst_slots) = spread(items.iter().map(|(_, s)| *s), s, d, || Slot::Absent)?;
     Ok(Done::Read(items, src_slots, dst_slots))
 }
 
 /// Gives each side's answers back to the items they were asked for: an item
-/// not on a side gets `absent()`, one whose answer is missing `missing()`.
+/// not on a side gets `absent()`. A side with fewer or more answers than
+/// items is an error: nothing is made up for a missing answer (it could
+/// read as "vanished", and a mirror would delete on it).
 fn spread<T>(
     sides: impl Iterator<Item = u8>,
     src: Vec<T>,
     dst: Vec<T>,
     absent: impl Fn() -> T,
-    missing: impl Fn() -> T,
-) -> (Vec<T>, Vec<T>) {
+) -> Result<(Vec<T>, Vec<T>)> {
     let (mut s, mut d) = (src.into_iter(), dst.into_iter());
-    let next =
-        |it: &mut std::vec::IntoIter<T>, here: bool| if here { it.next().unwrap_or_else(&missing) } else { absent() };
-    sides.map(|side| (next(&mut s, side & SRC != 0), next(&mut d, side & DST != 0))).unzip()
+    let mut short = false;
+    let mut next = |it: &mut std::vec::IntoIter<T>, here: bool| {
+        if !here {
+            return absent();
+        }
+        it.next().unwrap_or_else(|| {
+            short = true;
+            absent()
+        })
+    };
+    let out: (Vec<T>, Vec<T>) =
+        sides.map(|side| (next(&mut s, side & SRC != 0), next(&mut d, side & DST != 0))).unzip();
+    if short || s.next().is_some() || d.next().is_some() {
+        return Err(Error::Internal("a read returned a different number of answers than nodes asked".to_string()));
+    }
+    Ok(out)
 }
 
 async fn read_side(reader: Option<&TreeReader>, rels: &[&str]) -> Result<Vec<Slot>> {
@@ -418,7 +432,7 @@ async fn expand(src: Option<&TreeReader>, dst: Option<&TreeReader>, nodes: Vec<(
     };
     let ((src_rels, src_expect), (dst_rels, dst_expect)) = (pick(SRC), pick(DST));
     let (s, d) = futures::try_join!(list_side(src, &src_rels, &src_expect), list_side(dst, &dst_rels, &dst_expect))?;
-    let (src_l, dst_l) = spread(nodes.iter().map(|(_, s, _)| *s), s, d, || Listing::Vanished, || Listing::Vanished);
+    let (src_l, dst_l) = spread(nodes.iter().map(|(_, s, _)| *s), s, d, || Listing::Vanished)?;
     Ok(Done::Expand(nodes.into_iter().map(|(r, s, _)| (r, s)).collect(), src_l, dst_l))
 }
 
@@ -452,5 +466,14 @@ mod tests {
         let mut got = merge("", s, d, DstOnly::Skip);
         got.reverse();
         assert_eq!(got, vec![("/a".to_string(), SRC), ("/c".to_string(), SRC | DST), ("/d".to_string(), SRC)]);
+    }
+
+    #[test]
+    fn answers_go_back_to_their_items_and_none_is_made_up() {
+        let sides = [SRC, SRC | DST, DST];
+        let (s, d) = spread(sides.into_iter(), vec![1, 2], vec![20, 30], || 0).unwrap();
+        assert_eq!((s, d), (vec![1, 2, 0], vec![0, 20, 30]));
+        assert!(spread(sides.into_iter(), vec![1], vec![20, 30], || 0).is_err(), "a missing answer");
+        assert!(spread(sides.into_iter(), vec![1, 2, 3], vec![20, 30], || 0).is_err(), "an answer too many");
     }
 }

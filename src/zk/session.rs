@@ -2,7 +2,12 @@
 //! and replaces it with a freshly connected one (credentials re-sent) when
 //! the old session is gone. A [`SessionPool`] spreads single requests (getACL
 //! has no batched form) over several sessions, since one session's requests
-//! are served in order by one server thread.
+//! are served in order by one server thread, and keeps them all on one
+//! ensemble member (see [`SessionPool`]).
+//!
+//! Every session handed out has been synced (`sync`: its member caught up
+//! with the leader) after it was connected, so a replacement session never
+//! shows less than the one it replaces did.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -43,41 +48,76 @@ impl ConnectOptions {
     }
 }
 
-async fn connect_once(opts: &ConnectOptions, hosts: &Hosts, limit: Duration) -> Result<zk::Client> {
+/// Why a connection attempt failed.
+enum Refused {
+    /// No retry changes it.
+    Final(Error),
+    /// Try again (or another member).
+    Again(String),
+}
+
+/// One attempt to open a session on `hosts`, within `limit`.
+async fn connect_attempt(opts: &ConnectOptions, hosts: &Hosts, limit: Duration) -> Result<zk::Client, Refused> {
     let mut connector = zk::Client::connector().with_session_timeout(opts.session_timeout).with_fail_eagerly();
     for a in &opts.auth {
         connector = connector.with_auth(&a.scheme, a.credential.as_bytes());
     }
-    let connect_string = hosts.connect_string();
+    match tokio::time::timeout(limit, connector.connect(&hosts.connect_string())).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(zk::Error::AuthFailed)) => {
+            let schemes: Vec<&str> = opts.auth.iter().map(|a| a.scheme.as_str()).collect();
+            Err(Refused::Final(Error::AuthRejected {
+                side: opts.side,
+                hosts: hosts.host_list(),
+                schemes: schemes.join(", "),
+            }))
+        }
+        Ok(Err(e)) if is_permanent(&e) => {
+            Err(Refused::Final(Error::ConnectFailed { side: opts.side, hosts: hosts.host_list(), source: e }))
+        }
+        Ok(Err(e)) => Err(Refused::Again(e.to_string())),
+        Err(_) => Err(Refused::Again("timed out".to_string())),
+    }
+}
+
+/// Opens a session on `hosts`, trying until `limit` (every host may refuse
+/// for a while: a restarting ensemble), a short pause between attempts.
+/// What no retry can change (bad credentials, a refused argument) fails at
+/// once.
+async fn connect_once(opts: &ConnectOptions, hosts: &Hosts, limit: Duration) -> Result<zk::Client> {
     let deadline = Instant::now() + limit;
     let mut last = String::from("no attempt");
-    // Every host may refuse for a while (a restarting ensemble): keep trying
-    // until the deadline, a short pause between rounds. What no retry can
-    // change (bad credentials, bad arguments, TLS set-up) fails at once.
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
         }
-        match tokio::time::timeout(left, connector.clone().connect(&connect_string)).await {
-            Ok(Ok(client)) => return Ok(client),
-            Ok(Err(zk::Error::AuthFailed)) => {
-                let schemes: Vec<&str> = opts.auth.iter().map(|a| a.scheme.as_str()).collect();
-                return Err(Error::AuthRejected {
-                    side: opts.side,
-                    hosts: hosts.host_list(),
-                    schemes: schemes.join(", "),
-                });
-            }
-            Ok(Err(e)) if is_permanent(&e) => {
-                return Err(Error::ConnectFailed { side: opts.side, hosts: hosts.host_list(), source: e });
-            }
-            Ok(Err(e)) => last = e.to_string(),
-            Err(_) => last = "timed out".to_string(),
+        match connect_attempt(opts, hosts, left).await {
+            Ok(client) => return Ok(client),
+            Err(Refused::Final(e)) => return Err(e),
+            Err(Refused::Again(reason)) => last = reason,
         }
         tokio::time::sleep(Duration::from_millis(200).min(deadline.saturating_duration_since(Instant::now()))).await;
     }
     Err(Error::Unreachable { side: opts.side, hosts: hosts.host_list(), timeout: limit, reason: last })
+}
+
+/// Makes `client`'s member catch up with the leader: requests sent after
+/// this returns see every change committed before it was called. Bounded by
+/// the session timeout (a member that cannot catch up within it is treated
+/// as unreachable).
+async fn sync_client(opts: &ConnectOptions, client: &zk::Client) -> Result<(), zk::Error> {
+    match tokio::time::timeout(opts.session_timeout, client.sync("/")).await {
+        Ok(r) => r,
+        Err(_) => Err(zk::Error::Timeout),
+    }
+}
+
+/// [`connect_once`], then [`sync_client`].
+async fn connect_synced(opts: &ConnectOptions, hosts: &Hosts, limit: Duration) -> Result<zk::Client> {
+    let client = connect_once(opts, hosts, limit).await?;
+    sync_client(opts, &client).await.map_err(|e| Error::zk(opts.side, "sync", "/", e))?;
+    Ok(client)
 }
 
 /// The ensemble member a [`SessionPool`]'s sessions all talk to.
@@ -91,6 +131,8 @@ async fn connect_once(opts: &ConnectOptions, hosts: &Hosts, limit: Duration) -> 
 struct Pin {
     /// Every member, as given.
     hosts: Hosts,
+    /// Locked also while a pool swaps all its clients, so a snapshot of the
+    /// clients is always of one member.
     state: Mutex<PinState>,
     /// Held while the sessions move to another member.
     moving: tokio::sync::Mutex<()>,
@@ -129,7 +171,7 @@ impl Session {
     /// on its own when that member goes away): right for a single session,
     /// whose view ZooKeeper keeps ordered across members.
     pub async fn connect(opts: Arc<ConnectOptions>) -> Result<Session> {
-        let client = connect_once(&opts, &opts.hosts, opts.connect_timeout).await?;
+        let client = connect_synced(&opts, &opts.hosts, opts.connect_timeout).await?;
         Ok(Session { opts, pin: None, current: Mutex::new((0, client)), renewals: AtomicUsize::new(0) })
     }
 
@@ -143,8 +185,8 @@ impl Session {
         (guard.0, guard.1.clone())
     }
 
-    /// Puts `client` in place of the client of generation `generation`;
-    /// false when another caller replaced it first.
+    /// Puts `client` in place of the client of generation `generation` (any
+    /// generation when `None`); false when another caller replaced it first.
     fn replace(&self, generation: Option<u64>, client: zk::Client) -> bool {
         let mut guard = self.current.lock().unwrap();
         if generation.is_some_and(|g| g != guard.0) {
@@ -155,9 +197,11 @@ impl Session {
         true
     }
 
-    /// Replaces the client of generation `generation` with a new session;
-    /// a no-op when another caller already did. A pinned session reconnects
-    /// to its pool's member only, and gives up sooner: its pool then moves.
+    /// Replaces the client of generation `generation` with a new, synced
+    /// session; a no-op when another caller already did. A pinned session
+    /// reconnects to its pool's member only, and gives up sooner: its pool
+    /// then moves (which replaces every client, so a renewal that finishes
+    /// after a move is dropped).
     pub async fn renew(&self, generation: u64) -> Result<()> {
         if self.client().0 != generation {
             return Ok(());
@@ -166,7 +210,7 @@ impl Session {
             Some(pin) => (pin.member_hosts(pin.state().member), PINNED_RECONNECT.min(self.opts.connect_timeout)),
             None => (self.opts.hosts.clone(), self.opts.connect_timeout),
         };
-        let client = connect_once(&self.opts, &hosts, limit)
+        let client = connect_synced(&self.opts, &hosts, limit)
             .await
             .map_err(|e| Error::SessionLost { side: self.opts.side, reason: e.to_string() })?;
         if self.replace(Some(generation), client) {
@@ -181,8 +225,8 @@ impl Session {
     }
 
     /// Runs an idempotent request until it gives an answer that is not a
-    /// connection problem: transient errors are retried for up to
-    /// `retry_timeout`, a lost session is replaced.
+    /// connection problem: transient errors and lost sessions (replaced) are
+    /// retried for up to `retry_timeout`.
     pub async fn retry<T, F, Fut>(&self, mut op: F) -> Result<Result<T, zk::Error>>
     where
         F: FnMut(zk::Client) -> Fut,
@@ -192,7 +236,10 @@ impl Session {
         loop {
             let (generation, client) = self.client();
             match op(client).await {
-                Err(e) if is_session_lost(&e) => self.renew(generation).await?,
+                Err(e) if is_session_lost(&e) => {
+                    self.renew(generation).await?;
+                    backoff.wait(&e).await?;
+                }
                 Err(e) if is_transient(&e) => backoff.wait(&e).await?,
                 other => return Ok(other),
             }
@@ -200,8 +247,9 @@ impl Session {
     }
 }
 
-/// How long a pinned session tries to reconnect to its member before the
-/// pool moves to another one.
+/// How long a pinned session tries to reconnect to its member, and how long
+/// one attempt on one member may take when the pool looks for a member,
+/// before the next is tried.
 const PINNED_RECONNECT: Duration = Duration::from_secs(2);
 
 /// How requests failing with connection problems are retried: after pauses
@@ -233,9 +281,25 @@ impl<'a> Backoff<'a> {
     }
 }
 
-/// Several sessions to one ensemble, all on one member (see [`Pin`]); the
-/// reader spreads single requests over them (getACL has no batched form,
-/// and one session's requests are served in order by one server thread).
+/// The clients of a pool at one moment, all of one member.
+pub struct Clients {
+    /// The pool's move count when taken: answers are kept only while the
+    /// pool is still on the same member.
+    pub epoch: u64,
+    pub generations: Vec<u64>,
+    pub clients: Vec<zk::Client>,
+}
+
+/// Several sessions to one ensemble, all pinned to one member.
+///
+/// The member is the first of the connect string that accepts a session
+/// (list a follower first to keep the load off the leader); each session's
+/// client is given that member alone. Each session is synced when it is
+/// opened or replaced, and [`SessionPool::sync`] syncs them all. When the
+/// member goes away (its port refuses, a session cannot be renewed there,
+/// or it cannot catch up within the session timeout), every session moves
+/// to the next member together, each synced before it is used, and answers
+/// still arriving from the old member are dropped.
 pub struct SessionPool {
     sessions: Vec<Session>,
     pin: Arc<Pin>,
@@ -245,7 +309,7 @@ pub struct SessionPool {
 
 impl SessionPool {
     /// Opens `size` sessions (at least one), all on the first member of the
-    /// connect string that accepts a session, then `sync`s that member.
+    /// connect string that accepts them, each synced.
     pub async fn connect(opts: ConnectOptions, size: usize) -> Result<SessionPool> {
         let opts = Arc::new(opts);
         let pin = Arc::new(Pin {
@@ -253,7 +317,7 @@ impl SessionPool {
             state: Mutex::new(PinState { member: 0, epoch: 0 }),
             moving: tokio::sync::Mutex::new(()),
         });
-        let (member, clients) = open_on_some_member(&opts, &pin, 0, size.max(1), opts.connect_timeout).await?;
+        let (member, clients) = open_on_some_member(&opts, &pin, 0, size.max(1)).await?;
         pin.state.lock().unwrap().member = member;
         let sessions = clients
             .into_iter()
@@ -294,158 +358,168 @@ impl SessionPool {
         self.pin.hosts.hosts[self.pin.state().member].clone()
     }
 
-    /// Makes the member catch up with the leader: every read issued after
-    /// this returns includes every change committed before it was called.
-    pub async fn sync(&self) -> Result<()> {
-        self.retry(|c| async move { c.sync("/").await }).await?.map_err(|e| Error::zk(self.side(), "sync", "/", e))
+    /// The current clients, all of one member, with the pool's epoch.
+    pub fn clients(&self) -> Clients {
+        let state = self.pin.state.lock().unwrap();
+        let (generations, clients) = self.sessions.iter().map(|s| s.client()).unzip();
+        Clients { epoch: state.epoch, generations, clients }
     }
 
-    /// Runs an idempotent request on the first session until it gives an
-    /// answer that is not a connection problem (see [`SessionPool::recover`]).
+    /// Makes every session's member catch up with the leader: every read
+    /// issued after this returns includes every change committed before it
+    /// was called. A member that cannot catch up within the session timeout
+    /// is left for another.
+    pub async fn sync(&self) -> Result<()> {
+        let opts = &self.opts;
+        self.run(|clients| async move {
+            futures::future::try_join_all(clients.iter().map(|c| sync_client(opts, c))).await.map(drop)
+        })
+        .await?
+        .map_err(|e| Error::zk(self.side(), "sync", "/", e))
+    }
+
+    /// Runs an idempotent request on the first session (see
+    /// [`SessionPool::run`]).
     pub async fn retry<T, F, Fut>(&self, mut op: F) -> Result<Result<T, zk::Error>>
     where
         F: FnMut(zk::Client) -> Fut,
         Fut: Future<Output = Result<T, zk::Error>>,
     {
+        self.run(|clients| op(clients[0].clone())).await
+    }
+
+    /// Runs an idempotent attempt with the pool's clients until it gives an
+    /// answer that is not a connection problem, for up to `retry_timeout`:
+    /// lost sessions are replaced, an unreachable or stuck member is left
+    /// for another, and an answer that arrives after the pool moved is
+    /// dropped and asked again (it came from a member the pool has left, and
+    /// may be older than what the new member already showed).
+    pub async fn run<T, F, Fut>(&self, mut attempt: F) -> Result<Result<T, zk::Error>>
+    where
+        F: FnMut(Vec<zk::Client>) -> Fut,
+        Fut: Future<Output = Result<T, zk::Error>>,
+    {
         let mut backoff = Backoff::new(&self.opts);
         loop {
-            let (generations, clients) = self.clients();
-            match op(clients[0].clone()).await {
-                Err(e) if is_session_lost(&e) => self.recover(&generations).await?,
-                Err(e) if is_transient(&e) => self.transient(&mut backoff, &e).await?,
+            let now = self.clients();
+            match attempt(now.clients.clone()).await {
+                Err(e) if is_session_lost(&e) => self.recover(&now).await?,
+                Err(e) if is_transient(&e) => {
+                    if matches!(e, zk::Error::Timeout) || !self.member_reachable(&now).await {
+                        tracing::warn!(side = %self.side(), member = %self.member(), error = %e, "leaving the member");
+                        self.move_member(now.epoch).await?;
+                    }
+                }
+                Ok(_) if self.pin.state().epoch != now.epoch => continue,
                 other => return Ok(other),
             }
+            backoff.wait(&zk::Error::ConnectionLoss).await?;
         }
     }
 
-    /// After a transient error: moves to another member at once when the
-    /// member no longer accepts connections, else waits before a retry.
-    pub async fn transient(&self, backoff: &mut Backoff<'_>, e: &zk::Error) -> Result<()> {
-        if self.pin.hosts.hosts.len() > 1 && !self.member_reachable().await {
-            tracing::warn!(side = %self.side(), member = %self.member(), "member unreachable; moving reads");
-            return self.move_member(self.pin.state().epoch).await;
+    /// Whether the member of `now` still accepts connections (always true
+    /// when there is no other member to go to).
+    async fn member_reachable(&self, now: &Clients) -> bool {
+        if self.pin.hosts.hosts.len() == 1 || self.pin.state().epoch != now.epoch {
+            return true;
         }
-        backoff.wait(e).await
-    }
-
-    async fn member_reachable(&self) -> bool {
-        let addr = self.member();
-        let addr = addr.trim_start_matches('[').replace("]:", ":");
-        let target = match addr.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), p.parse::<u16>().unwrap_or(2181)),
-            None => return true,
-        };
+        let member = self.member();
+        let Some((host, port)) = split_member(&member) else { return true };
         matches!(
-            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect((target.0.as_str(), target.1)))
-                .await,
+            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect((host, port))).await,
             Ok(Ok(_))
         )
     }
 
-    /// Replaces the sessions whose clients (of `generations`) are gone: on
-    /// the same member, or, when it cannot be reached, all of them on
-    /// another member.
-    pub async fn recover(&self, generations: &[u64]) -> Result<()> {
-        let epoch = self.pin.state().epoch;
-        for (s, g) in self.sessions.iter().zip(generations) {
+    /// Replaces the sessions of `now` that are gone: on the same member, or,
+    /// when that fails, all of them on another member.
+    async fn recover(&self, now: &Clients) -> Result<()> {
+        for (s, g) in self.sessions.iter().zip(&now.generations) {
             if s.renew(*g).await.is_err() {
-                return self.move_member(epoch).await;
+                return self.move_member(now.epoch).await;
             }
         }
         Ok(())
     }
 
     /// Moves every session to another member (the next in the connect
-    /// string that accepts sessions, the current one last) and syncs it
-    /// before any of them is used. A no-op when the sessions already moved
-    /// since `epoch`.
+    /// string that accepts sessions, the current one last), each synced
+    /// before any of them is used. A no-op when the pool already moved since
+    /// `epoch`.
     async fn move_member(&self, epoch: u64) -> Result<()> {
         let _moving = self.pin.moving.lock().await;
         let state = self.pin.state();
         if state.epoch != epoch {
             return Ok(());
         }
-        let n = self.pin.hosts.hosts.len();
-        let (member, clients) = open_on_some_member(
-            &self.opts,
-            &self.pin,
-            (state.member + 1) % n,
-            self.sessions.len(),
-            self.opts.connect_timeout,
-        )
-        .await
-        .map_err(|e| Error::SessionLost { side: self.side(), reason: e.to_string() })?;
-        // Replaced whatever their generation: no session may stay behind on
-        // the old member.
-        for (s, c) in self.sessions.iter().zip(clients) {
-            s.replace(None, c);
+        let next = (state.member + 1) % self.pin.hosts.hosts.len();
+        let (member, clients) = open_on_some_member(&self.opts, &self.pin, next, self.sessions.len())
+            .await
+            .map_err(|e| Error::SessionLost { side: self.side(), reason: e.to_string() })?;
+        {
+            // Under the state lock: a snapshot of the clients is of one
+            // member, and a renewal that finishes after this is dropped
+            // (every generation changes here).
+            let mut guard = self.pin.state.lock().unwrap();
+            *guard = PinState { member, epoch: epoch + 1 };
+            for (s, c) in self.sessions.iter().zip(clients) {
+                s.replace(None, c);
+            }
         }
-        *self.pin.state.lock().unwrap() = PinState { member, epoch: epoch + 1 };
         self.moves.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(side = %self.side(), member = %self.pin.hosts.hosts[member], "reads moved to another member (synced first)");
         Ok(())
     }
-
-    /// Current clients and their generations, one per session.
-    pub fn clients(&self) -> (Vec<u64>, Vec<zk::Client>) {
-        self.sessions.iter().map(|s| s.client()).unzip()
-    }
 }
 
-/// Opens `size` sessions on one member, trying the members in connect-string
-/// order from `first` on (wrapping), until `limit`; the member is synced
-/// before the sessions are returned.
+/// `host:port` (or `[v6]:port`) split for a TCP connect.
+fn split_member(member: &str) -> Option<(&str, u16)> {
+    let (host, port) = member.rsplit_once(':')?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    Some((host, port.parse().ok()?))
+}
+
+/// Opens `size` synced sessions on one member, trying the members in
+/// connect-string order from `first` on (wrapping; one attempt each per
+/// round), until the connect timeout.
 async fn open_on_some_member(
     opts: &ConnectOptions,
     pin: &Pin,
     first: usize,
     size: usize,
-    limit: Duration,
 ) -> Result<(usize, Vec<zk::Client>)> {
     let n = pin.hosts.hosts.len();
-    let deadline = Instant::now() + limit;
-    let mut last = None;
-    loop {
+    if n == 1 {
+        let hosts = pin.member_hosts(0);
+        let opened =
+            futures::future::try_join_all((0..size).map(|_| connect_synced(opts, &hosts, opts.connect_timeout)));
+        return Ok((0, opened.await?));
+    }
+    let deadline = Instant::now() + opts.connect_timeout;
+    let mut last = String::from("no attempt");
+    while Instant::now() < deadline {
         for k in 0..n {
             let member = (first + k) % n;
             let hosts = pin.member_hosts(member);
-            // One member alone: a short try, then the next.
-            let left = deadline.saturating_duration_since(Instant::now());
-            let per_member = if n == 1 { left } else { left.min(PINNED_RECONNECT) };
-            let opened = async {
-                let first = connect_once(opts, &hosts, per_member).await?;
-                first.sync("/").await.map_err(|e| Error::zk(opts.side, "sync", "/", e))?;
-                let rest =
-                    futures::future::try_join_all((1..size).map(|_| connect_once(opts, &hosts, per_member))).await?;
-                let mut clients = vec![first];
-                clients.extend(rest);
-                Ok::<_, Error>(clients)
+            let limit = deadline.saturating_duration_since(Instant::now()).min(PINNED_RECONNECT);
+            let one = || async {
+                let client = connect_attempt(opts, &hosts, limit).await?;
+                sync_client(opts, &client).await.map_err(|e| Refused::Again(format!("sync: {e}")))?;
+                Ok::<_, Refused>(client)
             };
-            match opened.await {
+            match futures::future::try_join_all((0..size).map(|_| one())).await {
                 Ok(clients) => return Ok((member, clients)),
-                Err(e @ (Error::AuthRejected { .. } | Error::ConnectFailed { .. })) => return Err(e),
-                Err(e) => last = Some(e),
-            }
-            if Instant::now() >= deadline {
-                break;
+                Err(Refused::Final(e)) => return Err(e),
+                Err(Refused::Again(reason)) => last = format!("{}: {reason}", pin.hosts.hosts[member]),
             }
         }
-        if Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(200).min(deadline.saturating_duration_since(Instant::now()))).await;
     }
-    Err(match last {
-        Some(Error::Unreachable { reason, .. }) => {
-            Error::Unreachable { side: opts.side, hosts: pin.hosts.host_list(), timeout: limit, reason }
-        }
-        Some(e) => e,
-        None => Error::Unreachable {
-            side: opts.side,
-            hosts: pin.hosts.host_list(),
-            timeout: limit,
-            reason: "no attempt".to_string(),
-        },
+    Err(Error::Unreachable {
+        side: opts.side,
+        hosts: pin.hosts.host_list(),
+        timeout: opts.connect_timeout,
+        reason: last,
     })
 }
 

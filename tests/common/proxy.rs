@@ -26,7 +26,10 @@ use tokio::task::{JoinHandle, JoinSet};
 const CHUNK: usize = 64 << 10;
 
 struct Shared {
-    upstream: SocketAddr,
+    /// Connections go to these in turn (one: a plain proxy; several: a
+    /// balancer that spreads connections over servers).
+    upstreams: Vec<SocketAddr>,
+    next_upstream: AtomicU64,
     refuse: AtomicBool,
     delay_nanos: AtomicU64,
     /// Client->server bytes still allowed before every connection is reset.
@@ -62,10 +65,19 @@ impl FaultProxy {
     /// Listens on 127.0.0.1 on a free port and forwards to `upstream`.
     /// Must be called within a tokio runtime.
     pub async fn start(upstream: SocketAddr) -> FaultProxy {
+        FaultProxy::balance(vec![upstream]).await
+    }
+
+    /// Listens on 127.0.0.1 on a free port and sends each new connection to
+    /// the next of `upstreams` in turn, as a TCP load balancer in front of
+    /// several servers does. Must be called within a tokio runtime.
+    pub async fn balance(upstreams: Vec<SocketAddr>) -> FaultProxy {
+        assert!(!upstreams.is_empty(), "a proxy needs an upstream");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy listener");
         let addr = listener.local_addr().expect("proxy address");
         let shared = Arc::new(Shared {
-            upstream,
+            upstreams,
+            next_upstream: AtomicU64::new(0),
             refuse: AtomicBool::new(false),
             delay_nanos: AtomicU64::new(0),
             cut_after: Mutex::new(None),
@@ -199,7 +211,8 @@ enum Pumped {
 
 async fn connection(client: TcpStream, shared: Arc<Shared>, generation: u64, mut shutdown: watch::Receiver<()>) {
     let _ = client.set_nodelay(true);
-    let connect = TcpStream::connect(shared.upstream);
+    let turn = shared.next_upstream.fetch_add(1, Ordering::SeqCst) as usize;
+    let connect = TcpStream::connect(shared.upstreams[turn % shared.upstreams.len()]);
     let mut gen_rx = shared.generation.subscribe();
     let dropped = async {
         let _ = gen_rx.wait_for(|g| *g != generation).await;
