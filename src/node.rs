@@ -190,24 +190,30 @@ pub fn preview(data: &[u8], max: usize) -> String {
     }
 }
 
+/// A stat for unit tests: the fields given, the others fixed.
+#[cfg(test)]
+pub(crate) fn test_stat(cversion: i32, num_children: i32, data_length: i32, ephemeral_owner: i64) -> zk::Stat {
+    zk::Stat {
+        czxid: 1,
+        mzxid: 1,
+        pzxid: 1,
+        ctime: 0,
+        mtime: 0,
+        version: 0,
+        cversion,
+        aversion: 0,
+        ephemeral_owner,
+        data_length,
+        num_children,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn stat(cversion: i32, num_children: i32) -> zk::Stat {
-        zk::Stat {
-            czxid: 1,
-            mzxid: 1,
-            pzxid: 1,
-            ctime: 0,
-            mtime: 0,
-            version: 0,
-            cversion,
-            aversion: 0,
-            ephemeral_owner: 0,
-            data_length: 0,
-            num_children,
-        }
+        test_stat(cversion, num_children, 0, 0)
     }
 
     /// A node with this many creations and children, as a client sees it.

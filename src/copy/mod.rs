@@ -97,10 +97,7 @@ impl Default for CopyOptions {
 /// the temporary grants made with it open nothing to anyone else: the user
 /// name holds 64 and the password 192 bits from the OS random source.
 pub fn run_identity() -> (crate::zk::target::Auth, (String, String)) {
-    let word = || {
-        let bits = getrandom::u64().expect("the operating system's random source (getrandom) failed");
-        format!("{bits:016x}")
-    };
+    let word = || format!("{:016x}", random_u64());
     let credential = format!("zkrepl-{}:{}{}{}", word(), word(), word(), word());
     let id = ("digest".to_string(), crate::zk::target::digest_id(&credential));
     (crate::zk::target::Auth { scheme: "digest".to_string(), credential }, id)
@@ -568,7 +565,7 @@ impl<'a> Driver<'a> {
         if let Some(total) = self.planner.pads_refused(&needed) {
             return Ok(Some(total));
         }
-        let name = format!("zkrepl-cversion-pad-{:016x}", rand_u64());
+        let name = format!("zkrepl-cversion-pad-{:016x}", random_u64());
         for mut pads in needed {
             while self.planner.pad(&mut pads, &name, PHASE_CHUNK, &mut self.ops) > 0 {
                 self.send().await?;
@@ -579,9 +576,7 @@ impl<'a> Driver<'a> {
     }
 }
 
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    h.finish()
+/// 64 bits from the OS random source.
+fn random_u64() -> u64 {
+    getrandom::u64().expect("the operating system's random source (getrandom) failed")
 }

@@ -607,24 +607,8 @@ fn per_node_error(e: zk::Error) -> Result<Slot, zk::Error> {
 mod tests {
     use super::*;
 
-    fn stat() -> zk::Stat {
-        zk::Stat {
-            czxid: 1,
-            mzxid: 1,
-            ctime: 0,
-            mtime: 0,
-            version: 0,
-            cversion: 0,
-            aversion: 0,
-            ephemeral_owner: 0,
-            data_length: 1,
-            num_children: 0,
-            pzxid: 1,
-        }
-    }
-
     fn data() -> zk::MultiReadResult {
-        zk::MultiReadResult::Data { data: b"x".to_vec(), stat: stat() }
+        zk::MultiReadResult::Data { data: b"x".to_vec(), stat: crate::node::test_stat(0, 0, 1, 0) }
     }
 
     #[test]

@@ -62,19 +62,7 @@ struct Tree {
 }
 
 fn stat(creations: i64, children: i64, ephemeral: bool) -> zk::Stat {
-    zk::Stat {
-        czxid: 1,
-        mzxid: 1,
-        pzxid: 1,
-        ctime: 0,
-        mtime: 0,
-        version: 0,
-        cversion: (2 * creations - children) as i32,
-        aversion: 0,
-        ephemeral_owner: if ephemeral { 0x1234 } else { 0 },
-        data_length: 0,
-        num_children: children as i32,
-    }
+    crate::node::test_stat((2 * creations - children) as i32, children as i32, 0, if ephemeral { 0x1234 } else { 0 })
 }
 
 /// Whether a session holding `ids` may do `perm` under `acl`.
