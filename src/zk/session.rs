@@ -497,11 +497,14 @@ async fn open_on_some_member(
     }
     let deadline = Instant::now() + opts.connect_timeout;
     let mut last = String::from("no attempt");
+    // A short try on each member first, so a dead one costs little; longer
+    // ones each round after, so a slow link still gets its sessions.
+    let mut per_try = PINNED_RECONNECT;
     while Instant::now() < deadline {
         for k in 0..n {
             let member = (first + k) % n;
             let hosts = pin.member_hosts(member);
-            let limit = deadline.saturating_duration_since(Instant::now()).min(PINNED_RECONNECT);
+            let limit = deadline.saturating_duration_since(Instant::now()).min(per_try);
             let one = || async {
                 let client = connect_attempt(opts, &hosts, limit).await?;
                 sync_client(opts, &client).await.map_err(|e| Refused::Again(format!("sync: {e}")))?;
@@ -513,6 +516,7 @@ async fn open_on_some_member(
                 Err(Refused::Again(reason)) => last = format!("{}: {reason}", pin.hosts.hosts[member]),
             }
         }
+        per_try *= 2;
         tokio::time::sleep(Duration::from_millis(200).min(deadline.saturating_duration_since(Instant::now()))).await;
     }
     Err(Error::Unreachable {
