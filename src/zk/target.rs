@@ -74,6 +74,23 @@ impl Hosts {
         self.hosts.join(",")
     }
 
+    /// Every socket address the host entries resolve to (entries that do
+    /// not resolve add none). An IPv6 address is looked up without its
+    /// brackets, so that a zone given by name (`[fe80::1%eth0]:2181`)
+    /// resolves as it does when connecting.
+    pub async fn socket_addrs(&self) -> Vec<std::net::SocketAddr> {
+        let mut out = Vec::new();
+        for entry in &self.hosts {
+            let Some((host, port)) = entry.rsplit_once(':') else { continue };
+            let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+            let Ok(port) = port.parse::<u16>() else { continue };
+            if let Ok(addrs) = tokio::net::lookup_host((host, port)).await {
+                out.extend(addrs);
+            }
+        }
+        out
+    }
+
     /// The absolute path on the server of `root` given inside the chroot.
     pub fn absolute(&self, root: &str) -> String {
         if self.chroot == "/" {
@@ -277,6 +294,24 @@ mod tests {
         }
         let e = Hosts::parse("a:1,x::y/app").unwrap_err().to_string();
         assert!(e.contains("\"x::y\"") && e.contains("[addr]:port"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn host_entries_resolve_zones_by_name_too() {
+        let addrs = |s: &str| {
+            let h = Hosts::parse(s).unwrap();
+            async move { h.socket_addrs().await.iter().map(|a| a.to_string()).collect::<Vec<_>>() }
+        };
+        assert_eq!(addrs("[::1]:2182,127.0.0.1:2183").await, vec!["[::1]:2182", "127.0.0.1:2183"]);
+        assert_eq!(addrs("[fe80::1%1]:2181").await, vec!["[fe80::1%1]:2181"]);
+        // By name: the loopback interface, there on every Linux machine.
+        let lo = Hosts::parse("[fe80::1%lo]:2181").unwrap().socket_addrs().await;
+        assert!(
+            matches!(lo.as_slice(), [std::net::SocketAddr::V6(a)]
+                if a.ip().to_string() == "fe80::1" && a.port() == 2181 && a.scope_id() != 0),
+            "{lo:?}"
+        );
+        assert_eq!(Hosts::parse("fe80::1%lo").unwrap().socket_addrs().await, lo);
     }
 
     #[test]
