@@ -20,10 +20,21 @@ fn durations_too_long_for_a_timeout_are_refused_not_wrapped() {
             assert!(err.contains(flag) && err.contains("out of range"), "{flag} {value}: {err}");
             assert!(err.contains("24days 20h 31m 23s 647ms"), "{flag} {value}: {err}");
         }
-        for value in ["99999999999999999999d", "5", "10 parsecs", "-1s", "0s", "500us"] {
+        for (value, why) in [
+            ("99999999999999999999d", "bad duration"),
+            ("5", "time unit needed"),
+            ("10 parsecs", "unit \"parsecs\" is not one of ms, s, m, h, d, w"),
+            ("-1s", "bad duration \"-1s\""),
+            ("0s", "out of range: from 1ms"),
+            ("500us", "unit \"us\" is not one of ms, s, m, h, d, w"),
+            ("1.0005s", "not a whole number of milliseconds"),
+            ("10M", "minutes are m"),
+            ("1y", "unit \"y\""),
+        ] {
             let out = zkrepl(&["digest", "--zk", NOWHERE, "--root", "/", &format!("{flag}={value}")]);
             assert_exit(&out, 2);
-            assert!(stderr(&out).contains(flag), "{flag} {value}: {}", stderr(&out));
+            let err = stderr(&out);
+            assert!(err.contains(flag) && err.contains(why), "{flag} {value}: want {why:?} in {err}");
         }
     }
 }
@@ -36,6 +47,8 @@ fn ttl_durations_are_checked_against_zookeepers_limit() {
         ("/a/*=1099511627776ms", "out of range"),
         ("/a/*=0s", "out of range"),
         ("/a/*=2x", "unit"),
+        ("/a/*=10M", "unit \"M\" is not one of ms, s, m, h, d, w (M is months: minutes are m)"),
+        ("/a/*=1y", "unit \"y\""),
     ] {
         let started = Instant::now();
         let out = zkrepl(&["copy", "--src", NOWHERE, "--dst", "127.0.0.1:2", "--root", "/a", "--ttl", spec]);

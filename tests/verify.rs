@@ -401,3 +401,84 @@ async fn differences_are_written_as_they_are_found() {
     assert_eq!(classes(&r).len(), rels.len());
     assert_eq!(r["counts"]["missing_on_dst"], rels.len() as u64);
 }
+
+/// stdout of a failed `verify --json` is one JSON document with an error.
+#[track_caller]
+fn error_document(out: &std::process::Output, says: &str) {
+    assert_exit(out, 2);
+    let r = json(out);
+    let e = r["error"].as_str().unwrap_or_else(|| panic!("no error field: {r}"));
+    assert!(e.contains(says), "{e}");
+    assert_eq!(r["differences"], serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_json_verify_that_fails_before_any_difference_still_writes_a_document() {
+    let p = pair();
+    let root = unique_root("vjsonfail");
+    // A source root that does not exist.
+    let out = verify(&format!("{root}/nope"), &[]).await;
+    error_document(&out, "does not exist");
+    // A destination nothing listens on.
+    let a = args(&[
+        "verify",
+        "--src",
+        &p.src.connect_string(),
+        "--dst",
+        "127.0.0.1:1",
+        "--root",
+        "/",
+        "--timeout",
+        "1s",
+        "--json",
+    ]);
+    error_document(&zkrepl_async(a).await, "cannot reach destination");
+    // An argument refused after parsing.
+    let a = args(&["verify", "--src", &p.src.connect_string(), "--dst", "x::y", "--root", "/", "--json"]);
+    error_document(&zkrepl_async(a).await, "bad host entry");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_json_verify_interrupted_before_any_difference_still_writes_a_document() {
+    let p = pair();
+    let root = unique_root("vjsonint");
+    let src = connect(&p.src.connect_string()).await;
+    flat_tree(&src, &root, 20, 100).await;
+    // The tree against itself, read slowly: no difference, and seconds of
+    // walking to interrupt.
+    let proxy = common::proxy::FaultProxy::to_port(p.src.port).await;
+    proxy.set_delay(std::time::Duration::from_millis(20));
+    let a = args(&[
+        "verify",
+        "--src",
+        &proxy.connect_string(),
+        "--dst",
+        &p.src.connect_string(),
+        "--root",
+        &root,
+        "--json",
+        "--read-batch",
+        "20",
+        "--read-window",
+        "1",
+        "--read-sessions",
+        "1",
+    ]);
+    let out = tokio::task::spawn_blocking(move || {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_zkrepl"))
+            .args(&a)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_exit(&out, 130);
+    let r = json(&out);
+    assert_eq!(r["error"], "interrupted", "{r}");
+    assert_eq!(r["differences"], serde_json::json!([]));
+}

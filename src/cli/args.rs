@@ -121,9 +121,11 @@ pub struct Connection {
     /// Give up connecting (or reconnecting) after this long
     ///
     /// DURATION is a number and a unit, several may follow one another: 500ms, 30s, 10m, 2h, 7d,
-    /// 1h30m, '1h 30m', 1.5h (units ms, s, m, h, d, w; whole milliseconds). Timeouts go
-    /// from 1ms to 24days 20h 31m 23s 647ms (2^31 - 1 ms, the longest session timeout ZooKeeper
-    /// takes).
+    /// 1h30m, '1h 30m', 1.5h (units ms, s, m, h, d, w, or sec, min, hours...; whole milliseconds;
+    /// any other unit, e.g. M, y, us, is refused).
+    ///
+    /// Timeouts go from 1ms to 24days 20h 31m 23s 647ms (2^31 - 1 ms, the longest session timeout
+    /// ZooKeeper takes).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = timeout)]
     pub timeout: Duration,
 

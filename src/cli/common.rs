@@ -95,7 +95,8 @@ impl ProgressView {
 }
 
 /// First Ctrl-C / SIGTERM: ask the job to stop at a safe point (what is in
-/// flight lands, the summary says what was done). Second: exit now.
+/// flight lands, the summary says what was done). Second: exit now, with
+/// what is buffered for stdout written out first.
 pub fn watch_signals(progress: Arc<Progress>) {
     tokio::spawn(async move {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -114,10 +115,33 @@ pub fn watch_signals(progress: Arc<Progress>) {
                 progress.request_stop();
             } else {
                 eprintln!("zkrepl: quitting now");
-                std::process::exit(130);
+                quit_now();
             }
         }
     });
+}
+
+/// What runs before a second interrupt ends the process: writes out what
+/// is buffered for stdout.
+type QuitHook = Box<dyn Fn() + Send>;
+static BEFORE_QUIT: std::sync::Mutex<Vec<QuitHook>> = std::sync::Mutex::new(Vec::new());
+
+/// Has `flush` run before a second interrupt ends the process.
+pub fn before_quit(flush: impl Fn() + Send + 'static) {
+    BEFORE_QUIT.lock().unwrap_or_else(|e| e.into_inner()).push(Box::new(flush));
+}
+
+/// Ends the process with exit 130 at once, stdout written out first: what
+/// was printed stays printed (a JSON report is left unfinished).
+fn quit_now() -> ! {
+    if let Ok(hooks) = BEFORE_QUIT.try_lock() {
+        for flush in hooks.iter() {
+            flush();
+        }
+    }
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    std::process::exit(130);
 }
 
 pub fn human_bytes(b: u64) -> String {

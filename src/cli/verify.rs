@@ -11,7 +11,7 @@ use zkrepl::verify::{self, DiffSink, Difference, FirstDifferences, Verdict, Veri
 use super::args::{AclArg, Connection, Endpoints, Location, OneTree, Output, ReadTuning};
 use zkrepl::progress::Progress;
 
-use super::common::{ProgressView, human_bytes, open_reader, print_json, watch_signals};
+use super::common::{ProgressView, before_quit, human_bytes, open_reader, print_json, watch_signals};
 use super::{Exit, Outcome};
 
 #[derive(Args, Debug)]
@@ -56,7 +56,9 @@ Report: one differing path per line, printed as it is found, then a summary:
   < sequence counter behind   ! could not read   ~ changed during verify
 With --json: one JSON document whose \"differences\" array is written element by element
 (one a line) as they are found; the counts, digests and timings follow it, once the walk ends.
-Neither output holds the differences in memory.
+Neither output holds the differences in memory. A verify that fails or is interrupted (Ctrl-C,
+SIGTERM) still writes one whole JSON document, with an \"error\" field; a second Ctrl-C quits at
+once, leaving what was written so far.
 
 Examples:
   zkrepl verify --src zk1:2181 --dst new1:2181 --root /pegasus/c1
@@ -172,18 +174,28 @@ impl Sink for FirstDifferences {
 
 /// Lines on stdout, written as they come. When stdout and the progress bar
 /// share a terminal, the bar is hidden while a line is written.
+/// What is buffered is written out before a second interrupt ends the
+/// process.
 struct Lines {
-    out: std::io::BufWriter<std::io::Stdout>,
+    out: std::sync::Arc<std::sync::Mutex<std::io::BufWriter<std::io::Stdout>>>,
     bar: Option<ProgressBar>,
 }
 
 impl Lines {
     fn new() -> Lines {
-        Lines { out: std::io::BufWriter::new(std::io::stdout()), bar: None }
+        let out = std::sync::Arc::new(std::sync::Mutex::new(std::io::BufWriter::new(std::io::stdout())));
+        let buffered = out.clone();
+        before_quit(move || {
+            if let Ok(mut w) = buffered.try_lock() {
+                let _ = w.flush();
+            }
+        });
+        Lines { out, bar: None }
     }
 
     fn write(&mut self, text: &str) {
-        let out = &mut self.out;
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let out = &mut *out;
         let result = match &self.bar {
             Some(bar) => bar.suspend(|| out.write_all(text.as_bytes()).and_then(|()| out.flush())),
             None => out.write_all(text.as_bytes()),
@@ -192,7 +204,7 @@ impl Lines {
     }
 
     fn flush(&mut self) {
-        self.out.flush().unwrap_or_else(|e| output_failed(e));
+        self.out.lock().unwrap_or_else(|e| e.into_inner()).flush().unwrap_or_else(|e| output_failed(e));
     }
 }
 
@@ -268,8 +280,10 @@ impl Sink for TextReport {
 /// The JSON report, streamed: `{"differences": [` opens it at the first
 /// difference, each difference follows on a line of its own as it is found,
 /// and the other fields of the report close it once the walk is done. A
-/// verify that fails after the document was opened closes it with an
-/// `"error"` field, so stdout stays one valid JSON document.
+/// verify that fails or is interrupted, before its first difference or
+/// after, writes or closes the document with an `"error"` field, so stdout
+/// is one whole JSON document (unless a second interrupt ends the process
+/// at once).
 struct JsonReport {
     lines: Lines,
     opened: bool,
@@ -300,9 +314,7 @@ impl JsonReport {
     }
 
     fn failed(&mut self, e: &zkrepl::Error) {
-        if self.opened {
-            self.finish(&serde_json::json!({ "error": e.to_string() }));
-        }
+        self.finish(&serde_json::json!({ "error": e.to_string() }));
     }
 }
 
@@ -327,13 +339,21 @@ impl Sink for JsonReport {
 }
 
 pub async fn run(args: VerifyArgs) -> zkrepl::Result<Outcome> {
-    let (src, dst) = args.endpoints.resolve()?;
+    let mut json = JsonReport { lines: Lines::new(), opened: false, any: false };
+    let (src, dst) = match args.endpoints.resolve() {
+        Ok(both) => both,
+        Err(e) => {
+            if args.output.json {
+                json.failed(&e);
+            }
+            return Err(e);
+        }
+    };
     let tuning = VerifyTuning {
         read: args.read.clone(),
         include_ephemeral: args.include_ephemeral,
         strict_counters: args.strict_counters,
     };
-    let mut json = JsonReport { lines: Lines::new(), opened: false, any: false };
     let mut text = TextReport {
         lines: Lines::new(),
         header: format!("verify {}{} against {}{}\n", src.hosts.host_list(), src.root, dst.hosts.host_list(), dst.root),
@@ -349,7 +369,9 @@ pub async fn run(args: VerifyArgs) -> zkrepl::Result<Outcome> {
     let report = match result {
         Ok(r) => r,
         Err(e) => {
-            json.failed(&e);
+            if args.output.json {
+                json.failed(&e);
+            }
             return Err(e);
         }
     };

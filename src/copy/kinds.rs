@@ -41,8 +41,12 @@ pub const MAX_TTL: Duration = Duration::from_millis(0xFF_FFFF_FFFF);
 /// (`500ms`, `30s`, `10m`, `2h`, `7d`, `2w`, `1h30m`, `1h 30m`, `1.5h`;
 /// humantime's syntax), a whole number of milliseconds from 1 ms to `max`.
 /// A number too large for any duration is an error too, never a wrapped one.
+/// Only the units ms, s, m, h, d and w are taken (with their long names,
+/// `sec`, `min`, `hours`, ...): `M` (months), `y` (years), `us` and `ns`
+/// are refused, so that `10M` cannot stand for ten months.
 pub fn parse_duration(s: &str, max: Duration) -> Result<Duration> {
     let s = s.trim();
+    check_units(s)?;
     let d = humantime::parse_duration(s).map_err(|e| {
         Error::Usage(format!("bad duration {s:?}: {e}; give a number and a unit, e.g. 500ms, 30s, 10m, 2h, 7d"))
     })?;
@@ -57,6 +61,30 @@ pub fn parse_duration(s: &str, max: Duration) -> Result<Duration> {
         )));
     }
     Ok(d)
+}
+
+/// The unit names a duration may use: ms, s, m, h, d, w and their long forms.
+const UNITS: &[&str] = &[
+    "ms", "msec", "millis", "s", "sec", "second", "seconds", "m", "min", "minute", "minutes", "h", "hr", "hour",
+    "hours", "d", "day", "days", "w", "week", "weeks",
+];
+
+/// Refuses a duration with a unit outside [`UNITS`].
+fn check_units(s: &str) -> Result<()> {
+    for unit in s.split(|c: char| !c.is_alphabetic()).filter(|u| !u.is_empty()) {
+        if !UNITS.contains(&unit) {
+            let hint = match unit {
+                "M" | "month" | "months" => " (M is months: minutes are m)",
+                "y" | "year" | "years" => " (for years give days, e.g. 365d)",
+                "us" | "usec" | "ns" | "nsec" => " (durations are whole milliseconds)",
+                _ => "",
+            };
+            return Err(Error::Usage(format!(
+                "bad duration {s:?}: unit {unit:?} is not one of ms, s, m, h, d, w{hint}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl KindRules {
@@ -162,8 +190,7 @@ mod tests {
         assert!(err("0.0005s", MAX_TTL).contains("whole number of milliseconds"));
         assert!(err("-5s", MAX_TTL).contains("bad duration"));
         assert!(err("0s", MAX_TTL).contains("out of range"));
-        assert!(err("500us", MAX_TTL).contains("whole number of milliseconds"));
-        assert!(err("1s500us", MAX_TTL).contains("whole number of milliseconds"));
+        assert!(err("1.0005s", MAX_TTL).contains("whole number of milliseconds"));
         // Past the limit, past any duration, past u64 milliseconds: errors,
         // never a wrapped value.
         assert!(err("1099511627776ms", MAX_TTL).contains("out of range"));
@@ -175,5 +202,38 @@ mod tests {
         assert!(err("18446744073709551616s", MAX_TTL).contains("bad duration"));
         assert!(err("2d", day).contains("from 1ms to 1day"));
         assert_eq!(parse_duration("1d", day).unwrap(), day);
+    }
+
+    #[test]
+    fn only_the_documented_units_are_taken() {
+        let err = |s: &str| match parse_duration(s, MAX_TTL) {
+            Ok(d) => panic!("{s} gave {d:?}"),
+            Err(e) => e.to_string(),
+        };
+        for (s, unit) in [
+            ("10M", "M"),
+            ("1month", "month"),
+            ("2months", "months"),
+            ("1y", "y"),
+            ("2years", "years"),
+            ("500us", "us"),
+            ("1s500us", "us"),
+            ("2000000ns", "ns"),
+            ("3000usec", "usec"),
+            ("1h 10M", "M"),
+            ("10 parsecs", "parsecs"),
+            ("2µs", "µs"),
+        ] {
+            let e = err(s);
+            assert!(e.contains(&format!("unit {unit:?}")) && e.contains("ms, s, m, h, d, w"), "{s}: {e}");
+        }
+        assert!(err("10M").contains("minutes are m"));
+        // Whole milliseconds written in microseconds are refused too, not
+        // only fractions of one.
+        assert!(err("1000us").contains("unit \"us\""));
+        let ok = |s: &str| parse_duration(s, MAX_TTL).unwrap_or_else(|e| panic!("{s}: {e}"));
+        assert_eq!(ok("10m"), Duration::from_secs(600));
+        assert_eq!(ok("1w 2days 3hours 4minutes 5seconds 6msec"), Duration::from_millis(788_645_006));
+        assert_eq!(ok("1hr 1millis"), Duration::from_millis(3_600_001));
     }
 }

@@ -490,18 +490,30 @@ mod tests {
     }
 
     #[test]
-    fn latency_memory_stays_the_same_however_many_transactions() {
+    fn latencies_past_the_top_are_counted_as_an_hour_and_percentiles_hold() {
         let mut c = WriteCounters::default();
         c.record_latency(ms(1));
         let size = c.latency.0.distinct_values();
-        let mut x = 1u64;
-        for _ in 0..2_000_000 {
-            // Spread over the whole range: 1 µs to over an hour.
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            c.record_latency(Duration::from_micros(x >> 31));
+        // 1 µs to 1 s, then as many far past the top bound (2 h to the
+        // longest duration there is), interleaved.
+        for i in 1..=1_000_000u64 {
+            c.record_latency(Duration::from_micros(i));
+            let past = match i % 3 {
+                0 => Duration::from_secs(2 * 3600),
+                1 => Duration::from_secs(1 << 40),
+                _ => Duration::MAX,
+            };
+            c.record_latency(past);
         }
+        assert_eq!(c.latency.0.len(), 2_000_001, "every record counted, those past the top too");
+        near(c.latency_ms(25.0), 500.0);
+        near(c.latency_ms(50.0), 1000.0);
+        near(c.latency_ms(50.1), 3_600_000.0);
+        near(c.latency_ms(99.0), 3_600_000.0);
+        near(c.latency_ms(100.0), 3_600_000.0);
+        near(c.latency_ms(0.0), 0.001);
+        // No counter was added for them: as many as after one record.
         assert_eq!(c.latency.0.distinct_values(), size, "the histogram did not grow");
-        assert_eq!(c.latency.0.len(), 2_000_001);
         assert!(size * std::mem::size_of::<u64>() < 64 * 1024, "{size} counters");
     }
 }

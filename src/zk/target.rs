@@ -74,6 +74,23 @@ impl Hosts {
         self.hosts.join(",")
     }
 
+    /// Every socket address the host entries resolve to (entries that do
+    /// not resolve add none). An IPv6 address is looked up without its
+    /// brackets, so that a zone given by name (`[fe80::1%eth0]:2181`)
+    /// resolves as it does when connecting.
+    pub async fn socket_addrs(&self) -> Vec<std::net::SocketAddr> {
+        let mut out = Vec::new();
+        for entry in &self.hosts {
+            let Some((host, port)) = entry.rsplit_once(':') else { continue };
+            let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+            let Ok(port) = port.parse::<u16>() else { continue };
+            if let Ok(addrs) = tokio::net::lookup_host((host, port)).await {
+                out.extend(addrs);
+            }
+        }
+        out
+    }
+
     /// The absolute path on the server of `root` given inside the chroot.
     pub fn absolute(&self, root: &str) -> String {
         if self.chroot == "/" {
@@ -94,14 +111,23 @@ impl fmt::Display for Hosts {
 const IPV6_HINT: &str = "write an IPv6 address in brackets, [addr]:port, e.g. [::1]:2181";
 
 /// Splits `host[:port]`. A name with two colons or more can only be an IPv6
-/// address: bare (no port), it must be a valid one; with a port, it goes in
-/// brackets. Anything else (`x::y`) is refused here rather than left to time
+/// address: with a port, it goes in brackets; bare, it is taken as an address
+/// without a port only when it cannot be read as `address:port` too
+/// (`::1`, `fe80::1`, `fe80::1%eth0`). One whose last group is all digits
+/// after an address (`::1:2181`, `fe80::1:2181`) is refused, naming both
+/// readings. Anything else (`x::y`) is refused here rather than left to time
 /// out connecting.
 fn split_host_port(entry: &str) -> std::result::Result<(&str, Option<&str>), String> {
     let ipv6 = |addr: &str| {
-        // A zone (`fe80::1%eth0`) follows the address.
-        let bare = addr.split_once('%').map_or(addr, |(a, _)| a);
-        bare.parse::<std::net::Ipv6Addr>().is_ok()
+        // A zone (`fe80::1%eth0`) follows the address: an interface name
+        // or number.
+        let (bare, zone_ok) = match addr.split_once('%') {
+            Some((a, zone)) => {
+                (a, !zone.is_empty() && zone.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+            }
+            None => (addr, true),
+        };
+        zone_ok && bare.parse::<std::net::Ipv6Addr>().is_ok()
     };
     if let Some(rest) = entry.strip_prefix('[') {
         let end = rest.find(']').ok_or_else(|| format!("no closing ']' ({IPV6_HINT})"))?;
@@ -120,7 +146,14 @@ fn split_host_port(entry: &str) -> std::result::Result<(&str, Option<&str>), Str
     }
     match entry.rfind(':') {
         Some(i) if entry[..i].contains(':') => {
-            if ipv6(entry) {
+            let (addr, last) = (&entry[..i], &entry[i + 1..]);
+            if ipv6(addr) && !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()) {
+                let whole = if ipv6(entry) { format!("the address {entry}, or ") } else { String::new() };
+                Err(format!(
+                    "ambiguous: {whole}the address {addr} with port {last}; write [{addr}]:{last} for the port{}",
+                    if ipv6(entry) { format!(", [{entry}] for the address alone") } else { String::new() }
+                ))
+            } else if ipv6(entry) {
                 Ok((entry, None))
             } else {
                 Err(format!("not a host:port, nor an IPv6 address ({IPV6_HINT})"))
@@ -215,8 +248,13 @@ mod tests {
             ("::1", "[::1]:2181"),
             ("[::1]", "[::1]:2181"),
             ("[::1]:2182", "[::1]:2182"),
-            ("fe80::1:2", "[fe80::1:2]:2181"),
-            ("2001:db8::8a2e:370:7334", "[2001:db8::8a2e:370:7334]:2181"),
+            ("fe80::1", "[fe80::1]:2181"),
+            ("[fe80::1:2]", "[fe80::1:2]:2181"),
+            ("2001:db8::8a2e:370:abcd", "[2001:db8::8a2e:370:abcd]:2181"),
+            ("2001:db8::1", "[2001:db8::1]:2181"),
+            ("[2001:db8::8a2e:370:7334]", "[2001:db8::8a2e:370:7334]:2181"),
+            ("1:2:3:4:5:6:7:8", "[1:2:3:4:5:6:7:8]:2181"),
+            ("[fe80::1%eth0]:2181", "[fe80::1%eth0]:2181"),
             ("[2001:db8::1]:2281", "[2001:db8::1]:2281"),
             ("::ffff:127.0.0.1", "[::ffff:127.0.0.1]:2181"),
             ("fe80::1%eth0", "[fe80::1%eth0]:2181"),
@@ -227,6 +265,28 @@ mod tests {
     }
 
     #[test]
+    fn a_bare_ipv6_address_that_may_end_in_a_port_is_refused() {
+        for (input, addr, port) in [
+            ("::1:2181", "::1", "2181"),
+            ("fe80::1:2181", "fe80::1", "2181"),
+            ("fe80::1:2", "fe80::1", "2"),
+            ("2001:db8::8a2e:370:7334", "2001:db8::8a2e:370", "7334"),
+            ("fe80::1%eth0:2181", "fe80::1%eth0", "2181"),
+        ] {
+            let e = Hosts::parse(input).expect_err(input).to_string();
+            assert!(e.contains("ambiguous") && e.contains(&format!("[{addr}]:{port}")), "{input}: {e}");
+            assert!(e.contains(&format!("the address {addr} with port {port}")), "{input}: {e}");
+        }
+        let e = Hosts::parse("zk1:2181,::1:2181").unwrap_err().to_string();
+        assert!(e.contains("the address ::1:2181, or the address ::1 with port 2181"), "{e}");
+        assert!(e.contains("[::1:2181] for the address alone"), "{e}");
+        // A zone is an interface name or number, without a colon.
+        for input in ["fe80::1%", "fe80::1%eth0:x", "[fe80::1%eth0:1]:2181"] {
+            assert!(Hosts::parse(input).is_err(), "{input}");
+        }
+    }
+
+    #[test]
     fn names_with_colons_that_are_no_ipv6_address_are_refused_at_once() {
         for input in ["x::y", "a:b:c", "zk1:2181:2182", ":::", "1::2::3", "a:1,x::y", "[x::y]:2181", "[::1", "[::1]x"] {
             let e = Hosts::parse(input).expect_err(input).to_string();
@@ -234,6 +294,24 @@ mod tests {
         }
         let e = Hosts::parse("a:1,x::y/app").unwrap_err().to_string();
         assert!(e.contains("\"x::y\"") && e.contains("[addr]:port"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn host_entries_resolve_zones_by_name_too() {
+        let addrs = |s: &str| {
+            let h = Hosts::parse(s).unwrap();
+            async move { h.socket_addrs().await.iter().map(|a| a.to_string()).collect::<Vec<_>>() }
+        };
+        assert_eq!(addrs("[::1]:2182,127.0.0.1:2183").await, vec!["[::1]:2182", "127.0.0.1:2183"]);
+        assert_eq!(addrs("[fe80::1%1]:2181").await, vec!["[fe80::1%1]:2181"]);
+        // By name: the loopback interface, there on every Linux machine.
+        let lo = Hosts::parse("[fe80::1%lo]:2181").unwrap().socket_addrs().await;
+        assert!(
+            matches!(lo.as_slice(), [std::net::SocketAddr::V6(a)]
+                if a.ip().to_string() == "fe80::1" && a.port() == 2181 && a.scope_id() != 0),
+            "{lo:?}"
+        );
+        assert_eq!(Hosts::parse("fe80::1%lo").unwrap().socket_addrs().await, lo);
     }
 
     #[test]
