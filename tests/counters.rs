@@ -236,3 +236,49 @@ async fn max_pad_refuses_before_writing_and_dry_runs_show_the_pads() {
     assert_exit(&out, 0);
     assert_eq!(json(&out)["pads"], 0, "nothing left to pad");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pads_of_a_server_root_are_predicted_exactly_and_max_pad_refuses_before_writing() {
+    // The server's `/`: its /zookeeper is a child no creation counted and
+    // the walk leaves out; an ephemeral child is listed and not copied.
+    let Pair { src: a, dst: b } = own_pair().await;
+    let src = connect(&a.connect_string()).await;
+    let dst = connect(&b.connect_string()).await;
+    src.create("/e", b"", &zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all())).await.unwrap();
+    src.create("/p", b"", &open()).await.unwrap();
+    let whole = |extra: &[&str]| {
+        let mut v = args(&[
+            "copy",
+            "--src",
+            &a.connect_string(),
+            "--dst",
+            &b.connect_string(),
+            "--root",
+            "/",
+            "--dst-root",
+            "/backup",
+            "--json",
+            "-q",
+        ]);
+        v.extend(args(extra));
+        zkrepl_async(v)
+    };
+    let out = whole(&["--dry-run"]).await;
+    assert_exit(&out, 0);
+    assert_eq!((json(&out)["pads"].as_u64(), json(&out)["padded_parents"].as_u64()), (Some(1), Some(1)));
+
+    let before = stats(&dst).await;
+    let out = whole(&["--max-pad", "0"]).await;
+    assert_exit(&out, 2);
+    let err = stderr(&out);
+    assert!(err.contains("1 counter pads") && err.contains("nothing was written"), "{err}");
+    assert_eq!(stats(&dst).await, before, "no node written");
+
+    let out = whole(&["--max-pad", "1"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["pads"], 1, "as predicted");
+    let s = src.check_stat("/").await.unwrap().unwrap();
+    let d = dst.check_stat("/backup").await.unwrap().unwrap();
+    assert_eq!(zkrepl::node::next_sequence(&d), zkrepl::node::next_sequence(&s));
+    assert_eq!(dst.list_children("/backup").await.unwrap(), ["p"]);
+}
