@@ -514,6 +514,16 @@ impl<'a> Driver<'a> {
         }
         // Always: whatever is still queued goes out and lands here.
         self.finish_inflight().await?;
+        if let Some(node) = self.planner.undeletable() {
+            let done = if self.opts.dry_run {
+                "nothing was written"
+            } else {
+                "nothing was deleted (the other changes were applied)"
+            };
+            return Err(Error::Usage(format!(
+                "the mirror would delete beneath destination node {node}, whose ACL lets this copy neither delete beneath it nor change it (DELETE, ADMIN); {done}; give --dst-auth an identity holding one of them"
+            )));
+        }
         if refused {
             return Err(Error::Usage(format!(
                 "the mirror would delete {} destination nodes, more than --max-delete {}; nothing was deleted (the other changes were applied)",

@@ -109,6 +109,11 @@ pub struct Planner<'a> {
     /// Existing destination nodes whose ACL denies this copy CREATE, with
     /// their final ACL: opened only if something is created beneath them.
     closed: HashMap<String, Vec<zk::Acl>>,
+    /// Destination-only nodes to delete beneath whose ACL denies this copy
+    /// DELETE, with an ACL that allows it (set before the deletions).
+    unlock: Vec<(String, Vec<zk::Acl>)>,
+    /// The first such node whose ACL denies ADMIN too.
+    undeletable: Option<String>,
     /// Relative paths of parents whose sequence counter may lag.
     counters: HashMap<String, Counter>,
     /// Relative paths of parents this plan creates, until all their listed
@@ -129,6 +134,8 @@ impl<'a> Planner<'a> {
             deferred_acl: Vec::new(),
             acls_emitted: 0,
             closed: HashMap::new(),
+            unlock: Vec::new(),
+            undeletable: None,
             counters: HashMap::new(),
             listings: HashMap::new(),
             warned_open: false,
@@ -234,6 +241,16 @@ impl<'a> Planner<'a> {
                     && !d.is_ephemeral()
                     && !e.rel.is_empty()
                 {
+                    if d.stat.num_children > 0 && !self.may_beneath(&d.acl, zk::Permission::DELETE) {
+                        // Its children are deleted first: that needs DELETE
+                        // on it, which ADMIN can grant (it goes anyway).
+                        if self.may_beneath(&d.acl, zk::Permission::ADMIN) {
+                            let acl = self.writable(&d.acl);
+                            self.unlock.push((dst_path.clone(), acl));
+                        } else if self.undeletable.is_none() {
+                            self.undeletable = Some(dst_path.clone());
+                        }
+                    }
                     self.deletes.push(dst_path);
                 }
                 Ok(())
@@ -334,6 +351,13 @@ impl<'a> Planner<'a> {
             || (self.opts.mode == Mode::Mirror && d.is_some_and(|d| d.stat.num_children > 0))
     }
 
+    /// Whether `acl` grants `perm` to this copy's writer.
+    fn may_beneath(&self, acl: &[zk::Acl], perm: zk::Permission) -> bool {
+        let mut ids = self.opts.dst_ids.clone();
+        ids.extend(self.opts.copy_id.clone());
+        grants_all(acl, &ids, &[perm])
+    }
+
     /// Whether `acl` lets this copy do all it may do beneath a node: create
     /// (children, pads), delete (pads, mirror) and read (reconcile).
     fn open_beneath(&self, acl: &[zk::Acl]) -> bool {
@@ -413,10 +437,18 @@ impl<'a> Planner<'a> {
     }
 
     /// Once the walk is done: whether the mirror deletions go ahead. A dry
-    /// run lists every deletion; a real run over `--max-delete` deletes none.
+    /// run lists every deletion; a real run over `--max-delete`, or with a
+    /// node to delete beneath which this copy may neither delete nor change
+    /// the ACL of ([`Planner::undeletable`]), deletes none.
     pub fn deletions_refused(&mut self) -> bool {
         self.tally.delete_limit_exceeded = self.opts.max_delete.is_some_and(|max| self.deletes.len() as u64 > max);
-        self.tally.delete_limit_exceeded && !self.opts.dry_run
+        (self.tally.delete_limit_exceeded || self.undeletable.is_some()) && !self.opts.dry_run
+    }
+
+    /// The first destination node the mirror would delete beneath whose ACL
+    /// grants this copy neither DELETE nor ADMIN.
+    pub fn undeletable(&self) -> Option<&str> {
+        self.undeletable.as_deref()
     }
 
     /// Deletions planned and not emitted yet.
@@ -426,8 +458,14 @@ impl<'a> Planner<'a> {
 
     /// Emits up to `max` mirror deletions, children before parents; returns
     /// how many.
+    /// Nodes only the destination has whose ACL denies this copy DELETE
+    /// are first given a grant that lets it delete beneath them.
     pub fn deletions(&mut self, max: usize, out: &mut Vec<Op>) -> usize {
         let mut n = 0;
+        for (p, acl) in std::mem::take(&mut self.unlock) {
+            self.emit(Op::SetAcl { path: p, acl }, out);
+            n += 1;
+        }
         while n < max
             && let Some(p) = self.deletes.pop()
         {

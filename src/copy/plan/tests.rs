@@ -260,6 +260,8 @@ struct Outcome {
     created: u64,
     deleted: u64,
     pads: u64,
+    /// The node the mirror's deletions were refused for.
+    refused: Option<String>,
 }
 
 /// Runs a whole copy against the model, phase by phase as the driver does
@@ -280,7 +282,7 @@ fn run(src: &Tree, dst: &Tree, opts: &CopyOptions, seed: u64) -> Result<Outcome,
     // Stats are read after the walk: the vanished nodes are gone by then.
     let src = src.settled();
     let mut planner = Planner::new(SRC_ROOT, DST_ROOT, opts);
-    let mut out = Outcome { dst: dst.clone(), tally: Tally::default(), created: 0, deleted: 0, pads: 0 };
+    let mut out = Outcome { dst: dst.clone(), tally: Tally::default(), created: 0, deleted: 0, pads: 0, refused: None };
     let mut ops = Vec::new();
     let apply = |ops: &mut Vec<Op>, o: &mut Outcome| -> Result<(), String> {
         for op in ops.drain(..) {
@@ -350,6 +352,7 @@ fn run(src: &Tree, dst: &Tree, opts: &CopyOptions, seed: u64) -> Result<Outcome,
         return Err(format!("{} final ACLs still pending", planner.pending_acls()));
     }
     out.tally = planner.tally().clone();
+    out.refused = planner.undeletable().map(str::to_string);
     Ok(out)
 }
 
@@ -699,6 +702,36 @@ fn dst_acl(i: u8) -> Vec<zk::Acl> {
     }
 }
 
+/// ACLs of nodes only the destination has (readable, or the walk could not
+/// list them): some deny this copy DELETE beneath them, with or without
+/// ADMIN to change that.
+fn dst_only_acl(i: u8) -> Vec<zk::Acl> {
+    use zk::Permission as P;
+    match i % 5 {
+        0 => open_acl(),
+        1 => vec![entry_acl(P::READ | P::WRITE | P::ADMIN | P::CREATE, None)],
+        2 => vec![entry_acl(P::READ, None), entry_acl(P::ALL, Some(&me()))],
+        3 => vec![entry_acl(P::READ | P::CREATE, None)],
+        _ => vec![entry_acl(P::READ | P::DELETE, None)],
+    }
+}
+
+/// Nodes a mirror would delete beneath whose ACL lets the copy neither
+/// delete beneath them nor change it.
+fn undeletable(src: &Tree, dst: &Tree, ids: &[(String, String)]) -> Vec<String> {
+    dst.nodes
+        .iter()
+        .filter(|(p, _)| p.starts_with(&format!("{DST_ROOT}/")))
+        .filter(|(p, _)| src.nodes.get(&format!("{SRC_ROOT}{}", &p[DST_ROOT.len()..])).is_none_or(|n| n.ephemeral))
+        .filter(|(p, n)| {
+            !dst.children(p).is_empty()
+                && !allowed(&n.acl, ids, zk::Permission::DELETE)
+                && !allowed(&n.acl, ids, zk::Permission::ADMIN)
+        })
+        .map(|(p, _)| p.clone())
+        .collect()
+}
+
 /// One path of the universe on both sides.
 #[derive(Clone, Debug)]
 struct Spec {
@@ -771,7 +804,7 @@ fn trees(specs: &[Spec], mode: Mode, dst_root: bool) -> (Tree, Tree) {
             // A node the source lacks (a mirror deletes it, and its
             // children first) lets this copy delete beneath it.
             let copied = settled.nodes.get(&path::join(SRC_ROOT, rel)).is_some_and(|n| !n.ephemeral);
-            let acl = if copied { dst_acl(s.dst_acl) } else { open_acl() };
+            let acl = if copied { dst_acl(s.dst_acl) } else { dst_only_acl(s.dst_acl) };
             dst.add(&path::join(DST_ROOT, rel), &data(s.dst_data), acl, false);
         }
     }
@@ -815,6 +848,17 @@ proptest! {
             ..options(mode)
         };
         let done = run(&src, &dst, &opts, seed).map_err(TestCaseError::fail)?;
+        // A mirror that cannot delete beneath a node refuses every deletion.
+        let mut ids = opts.dst_ids.clone();
+        ids.extend(opts.copy_id.clone());
+        let stuck = if mode == Mode::Mirror { undeletable(&src.settled(), &dst, &ids) } else { Vec::new() };
+        prop_assert_eq!(done.refused.is_some(), !stuck.is_empty(), "refused {:?}, expected among {:?}", &done.refused, &stuck);
+        if let Some(node) = &done.refused {
+            prop_assert!(stuck.contains(node), "refused for {}, expected among {:?}", node, stuck);
+            prop_assert_eq!(done.deleted, 0, "nothing deleted");
+            prop_assert!(dst.nodes.keys().all(|p| done.dst.nodes.contains_key(p)), "every node kept");
+            return Ok(());
+        }
 
         // The source's persistent nodes (once the vanished are gone) with
         // their data and final ACL ...
