@@ -548,6 +548,8 @@ impl<'a> Driver<'a> {
                 self.send().await?;
                 self.check_stop()?;
             }
+            self.finish_inflight().await?;
+            self.planner.deletions_applied();
         }
         Ok(())
     }

@@ -114,6 +114,9 @@ pub struct Planner<'a> {
     unlock: Vec<(String, Vec<zk::Acl>)>,
     /// The first such node whose ACL denies ADMIN too.
     undeletable: Option<String>,
+    /// Of those given the grant, how many may still exist (until the
+    /// deletions are known to have landed).
+    unlocked: usize,
     /// Relative paths of parents whose sequence counter may lag.
     counters: HashMap<String, Counter>,
     /// Relative paths of parents this plan creates, until all their listed
@@ -136,6 +139,7 @@ impl<'a> Planner<'a> {
             closed: HashMap::new(),
             unlock: Vec::new(),
             undeletable: None,
+            unlocked: 0,
             counters: HashMap::new(),
             listings: HashMap::new(),
             warned_open: false,
@@ -464,6 +468,7 @@ impl<'a> Planner<'a> {
         let mut n = 0;
         for (p, acl) in std::mem::take(&mut self.unlock) {
             self.emit(Op::SetAcl { path: p, acl }, out);
+            self.unlocked += 1;
             n += 1;
         }
         while n < max
@@ -473,6 +478,14 @@ impl<'a> Planner<'a> {
             n += 1;
         }
         n
+    }
+
+    /// The deletions emitted so far have landed: the nodes given a grant to
+    /// be deleted beneath are gone once none is left to emit.
+    pub fn deletions_applied(&mut self) {
+        if self.deletes.is_empty() {
+            self.unlocked = 0;
+        }
     }
 
     /// The parents (relative paths, sorted) whose counters are to be read
@@ -560,9 +573,10 @@ impl<'a> Planner<'a> {
     }
 
     /// How many nodes may still carry a temporary grant: waiting for their
-    /// final ACL, or given it in operations not known to have landed.
+    /// final ACL, given it in operations not known to have landed, or given
+    /// one to be deleted beneath and not known to be deleted.
     pub fn pending_acls(&self) -> usize {
-        self.deferred_acl.len()
+        self.deferred_acl.len() + self.unlocked
     }
 }
 

@@ -315,6 +315,7 @@ fn run(src: &Tree, dst: &Tree, opts: &CopyOptions, seed: u64) -> Result<Outcome,
                     while planner.deletions(3, &mut ops) > 0 {
                         apply(&mut ops, &mut out)?;
                     }
+                    planner.deletions_applied();
                 }
             }
             Phase::Counters => {
@@ -475,6 +476,30 @@ fn mirror_deletes_children_before_parents_after_everything_else_and_never_the_ro
     assert_eq!(planner.deletions(2, &mut out), 1);
     assert_eq!(planner.deletions(2, &mut out), 0);
     assert_eq!(paths(&out), ["delete /dst/x/y/z", "delete /dst/x/y", "delete /dst/x"]);
+}
+
+#[test]
+fn a_destination_only_node_denying_delete_is_given_a_grant_first_or_refused_without_admin() {
+    use zk::Permission as P;
+    let src = tree(SRC_ROOT, &[node("", b"")]);
+    let no_delete = vec![entry_acl(P::READ | P::WRITE | P::CREATE | P::ADMIN, None)];
+    let dst = tree(DST_ROOT, &[node("", b""), ("/x", b"", no_delete.clone(), false), node("/x/y", b"")]);
+    let opts = options(Mode::Mirror);
+    let (_, mut planner) = plan(&opts, &src, &dst);
+    assert!(!planner.deletions_refused());
+    let mut out = Vec::new();
+    while planner.deletions(10, &mut out) > 0 {}
+    assert_eq!(paths(&out), ["acl /dst/x", "delete /dst/x/y", "delete /dst/x"]);
+    let Op::SetAcl { acl, .. } = &out[0] else { unreachable!() };
+    assert!(allowed(acl, &[run_id()], P::DELETE) && acl.starts_with(&no_delete));
+    assert_eq!(planner.pending_acls(), 1, "holds the grant until the deletions landed");
+    planner.deletions_applied();
+    assert_eq!(planner.pending_acls(), 0);
+
+    let read_only_dst = tree(DST_ROOT, &[node("", b""), ("/x", b"", read_only(), false), node("/x/y", b"")]);
+    let (_, mut planner) = plan(&opts, &src, &read_only_dst);
+    assert!(planner.deletions_refused(), "nothing is deleted");
+    assert_eq!(planner.undeletable(), Some("/dst/x"));
 }
 
 #[test]
