@@ -674,3 +674,41 @@ async fn a_mirror_deletes_beneath_a_node_before_making_it_read_only() {
     assert!(dst.list_children(&format!("{root}/x")).await.unwrap().is_empty());
     assert_eq!(dst.get_acl(&format!("{root}/x")).await.unwrap().0, read_only);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mirror_deletes_beneath_a_destination_only_node_that_denies_delete_or_refuses_by_name() {
+    let (p, src, dst) = pair_clients().await;
+    let (s, d) = (p.src.connect_string(), p.dst.connect_string());
+    // Only the destination has /x, with a child; its ACL denies DELETE
+    // (checked on the parent) but grants ADMIN: the copy grants itself
+    // DELETE, and both go.
+    let root = unique_root("mirrordel");
+    create_tree(&src, &root, &[("/keep", b"k")]).await;
+    create_tree(&dst, &root, &[("/keep", b"k"), ("/x", b""), ("/x/y", b"")]).await;
+    let no_delete = zk::Permission::READ | zk::Permission::WRITE | zk::Permission::CREATE | zk::Permission::ADMIN;
+    dst.set_acl(&format!("{root}/x"), &[zk::Acl::new(no_delete, zk::AuthId::anyone())], None).await.unwrap();
+    let out = copy(&s, &d, &root, &["--mirror", "--json"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["deleted"], 2);
+    assert!(dst.check_stat(&format!("{root}/x")).await.unwrap().is_none());
+
+    // Without ADMIN either: refused by name, nothing deleted.
+    let root = unique_root("mirrornodel");
+    create_tree(&src, &root, &[("/keep", b"k")]).await;
+    create_tree(&dst, &root, &[("/keep", b"k"), ("/gone", b""), ("/z", b""), ("/z/w", b"")]).await;
+    let read_create = zk::Permission::READ | zk::Permission::CREATE;
+    dst.set_acl(&format!("{root}/z"), &[zk::Acl::new(read_create, zk::AuthId::anyone())], None).await.unwrap();
+    let out = copy(&s, &d, &root, &["--mirror"]).await;
+    assert_exit(&out, 2);
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{root}/z")) && err.contains("nothing was deleted"), "{err}");
+    for n in ["/gone", "/z", "/z/w"] {
+        assert!(dst.check_stat(&format!("{root}{n}")).await.unwrap().is_some(), "{n} kept");
+    }
+    // With --max-delete the deletions are counted first: refused before any write.
+    let before = stats(&dst).await;
+    let out = copy(&s, &d, &root, &["--mirror", "--max-delete", "10"]).await;
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("nothing was written"), "{}", stderr(&out));
+    assert_eq!(stats(&dst).await, before);
+}

@@ -236,3 +236,116 @@ async fn max_pad_refuses_before_writing_and_dry_runs_show_the_pads() {
     assert_exit(&out, 0);
     assert_eq!(json(&out)["pads"], 0, "nothing left to pad");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pads_of_a_server_root_are_predicted_exactly_and_max_pad_refuses_before_writing() {
+    // The server's `/`: its /zookeeper is a child no creation counted and
+    // the walk leaves out; an ephemeral child is listed and not copied.
+    let Pair { src: a, dst: b } = own_pair().await;
+    let src = connect(&a.connect_string()).await;
+    let dst = connect(&b.connect_string()).await;
+    src.create("/e", b"", &zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all())).await.unwrap();
+    src.create("/p", b"", &open()).await.unwrap();
+    let whole = |extra: &[&str]| {
+        let mut v = args(&[
+            "copy",
+            "--src",
+            &a.connect_string(),
+            "--dst",
+            &b.connect_string(),
+            "--root",
+            "/",
+            "--dst-root",
+            "/backup",
+            "--json",
+            "-q",
+        ]);
+        v.extend(args(extra));
+        zkrepl_async(v)
+    };
+    let out = whole(&["--dry-run"]).await;
+    assert_exit(&out, 0);
+    assert_eq!((json(&out)["pads"].as_u64(), json(&out)["padded_parents"].as_u64()), (Some(1), Some(1)));
+
+    let before = stats(&dst).await;
+    let out = whole(&["--max-pad", "0"]).await;
+    assert_exit(&out, 2);
+    let err = stderr(&out);
+    assert!(err.contains("1 counter pads") && err.contains("nothing was written"), "{err}");
+    assert_eq!(stats(&dst).await, before, "no node written");
+
+    let out = whole(&["--max-pad", "1"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["pads"], 1, "as predicted");
+    let s = src.check_stat("/").await.unwrap().unwrap();
+    let d = dst.check_stat("/backup").await.unwrap().unwrap();
+    assert_eq!(zkrepl::node::next_sequence(&d), zkrepl::node::next_sequence(&s));
+    assert_eq!(dst.list_children("/backup").await.unwrap(), ["p"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_while_padding_ends_the_run_and_a_rerun_finishes_the_counter() {
+    let p = pair();
+    let root = unique_root("padstop");
+    let generated = zkrepl_async(args(&[
+        "gen",
+        "--zk",
+        &p.src.connect_string(),
+        "--root",
+        &root,
+        "--shape",
+        "counter",
+        "--nodes",
+        "20000",
+        "-q",
+    ]))
+    .await;
+    assert_exit(&generated, 0);
+    let q = format!("{root}/queue");
+    let dst = connect(&p.dst.connect_string()).await;
+    let a = args(&[
+        "copy",
+        "--src",
+        &p.src.connect_string(),
+        "--dst",
+        &p.dst.connect_string(),
+        "--root",
+        &root,
+        "--window",
+        "1",
+    ]);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_zkrepl"))
+        .args(&a)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn zkrepl");
+    // Padding has begun once the counter passes the 10 children copied.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let n = match dst.check_stat(&q).await.unwrap() {
+            Some(s) => zkrepl::node::next_sequence(&s),
+            None => 0,
+        };
+        if n > 100 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "padding never started");
+        assert!(child.try_wait().unwrap().is_none(), "the copy ended before padding");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let out =
+        tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output()).await.unwrap().unwrap();
+    assert_exit(&out, 130);
+    assert!(stderr(&out).contains("interrupted after") && stderr(&out).contains("--update"), "{}", stderr(&out));
+    let partial = zkrepl::node::next_sequence(&dst.check_stat(&q).await.unwrap().unwrap());
+    assert!(partial < 20000, "stopped before the last pad ({partial})");
+
+    let out = copy(&root, &["--update"]).await;
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["pads"].as_i64(), Some(20000 - partial), "the re-run pads the rest");
+    assert_eq!(zkrepl::node::next_sequence(&dst.check_stat(&q).await.unwrap().unwrap()), 20000);
+}

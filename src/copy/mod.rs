@@ -466,6 +466,9 @@ impl<'a> Driver<'a> {
 
     async fn batch(&mut self, batch: Batch) -> Result<()> {
         self.planner.listed(&batch.list_failures)?;
+        for (rel, names) in &batch.listed {
+            self.planner.children_listed(rel, *names);
+        }
         self.progress.add_read(batch.entries.len() as u64);
         for e in batch.entries {
             // What was planned before a refusal is sent, as it would be
@@ -497,37 +500,30 @@ impl<'a> Driver<'a> {
         if self.progress.stop_requested() { Err(Error::Interrupted) } else { Ok(()) }
     }
 
-    /// Deletes (mirror), sequence counters, deferred ACLs, in that order.
+    /// The phases after the walk, in the order of [`plan::PHASES`]. Each
+    /// checks for a stop between chunks: what a phase does can be done again.
     async fn finish(&mut self, src: &TreeReader, dst: &TreeReader) -> Result<()> {
         let refused = self.planner.deletions_refused();
-        self.check_stop()?;
-        if !refused && self.planner.pending_deletions() > 0 {
-            self.progress.set_phase("deleting");
-            while self.planner.deletions(PHASE_CHUNK, &mut self.ops) > 0 {
-                self.send().await?;
+        let mut pads_refused = None;
+        for phase in plan::PHASES {
+            match phase {
+                plan::Phase::Deletions => self.delete(refused).await?,
+                plan::Phase::Counters => pads_refused = self.counters(src, dst).await?,
+                plan::Phase::FinalAcls => self.final_acls().await?,
             }
         }
-        // Everything lands before counters are read and padded.
-        self.finish_inflight().await?;
-        let candidates = self.planner.counter_candidates();
-        let mut pads_refused = None;
-        if self.opts.sequence_counters && !candidates.is_empty() {
-            self.check_stop()?;
-            self.progress.set_phase("sequence counters");
-            let started = Instant::now();
-            // The counters are read through the destination reader's member,
-            // the writes went through the writer's: let that member catch up.
-            dst.catch_up().await?;
-            pads_refused = self.pad_counters(&candidates, src, dst).await?;
-            self.padding_seconds = started.elapsed().as_secs_f64();
-        }
-        if self.planner.pending_acls() > 0 {
-            self.progress.set_phase("ACLs");
-        }
-        self.planner.final_acls(&mut self.ops);
-        self.send().await?;
         // Always: whatever is still queued goes out and lands here.
         self.finish_inflight().await?;
+        if let Some(node) = self.planner.undeletable() {
+            let done = if self.opts.dry_run {
+                "nothing was written"
+            } else {
+                "nothing was deleted (the other changes were applied)"
+            };
+            return Err(Error::Usage(format!(
+                "the mirror would delete beneath destination node {node}, whose ACL lets this copy neither delete beneath it nor change it (DELETE, ADMIN); {done}; give --dst-auth an identity holding one of them"
+            )));
+        }
         if refused {
             return Err(Error::Usage(format!(
                 "the mirror would delete {} destination nodes, more than --max-delete {}; nothing was deleted (the other changes were applied)",
@@ -542,6 +538,56 @@ impl<'a> Driver<'a> {
             )));
         }
         Ok(())
+    }
+
+    async fn delete(&mut self, refused: bool) -> Result<()> {
+        self.check_stop()?;
+        if !refused && self.planner.pending_deletions() > 0 {
+            self.progress.set_phase("deleting");
+            while self.planner.deletions(PHASE_CHUNK, &mut self.ops) > 0 {
+                self.send().await?;
+                self.check_stop()?;
+            }
+            self.finish_inflight().await?;
+            self.planner.deletions_applied();
+        }
+        Ok(())
+    }
+
+    async fn counters(&mut self, src: &TreeReader, dst: &TreeReader) -> Result<Option<u64>> {
+        // Everything lands before counters are read and padded.
+        self.finish_inflight().await?;
+        let candidates = self.planner.counter_candidates();
+        if !self.opts.sequence_counters || candidates.is_empty() {
+            return Ok(None);
+        }
+        self.check_stop()?;
+        self.progress.set_phase("sequence counters");
+        let started = Instant::now();
+        // The counters are read through the destination reader's member,
+        // the writes went through the writer's: let that member catch up.
+        dst.catch_up().await?;
+        let refused = self.pad_counters(&candidates, src, dst).await;
+        self.padding_seconds = started.elapsed().as_secs_f64();
+        refused
+    }
+
+    /// Final ACLs, a chunk at a time; each chunk stays pending (its nodes
+    /// may still carry the temporary grant) until it has landed.
+    async fn final_acls(&mut self) -> Result<()> {
+        if self.planner.pending_acls() == 0 {
+            return Ok(());
+        }
+        self.progress.set_phase("ACLs");
+        loop {
+            self.check_stop()?;
+            if self.planner.final_acls(PHASE_CHUNK, &mut self.ops) == 0 {
+                return Ok(());
+            }
+            self.send().await?;
+            self.finish_inflight().await?;
+            self.planner.acls_applied();
+        }
     }
 
     /// Raises destination child versions to the source's, so sequential
@@ -569,6 +615,7 @@ impl<'a> Driver<'a> {
         for mut pads in needed {
             while self.planner.pad(&mut pads, &name, PHASE_CHUNK, &mut self.ops) > 0 {
                 self.send().await?;
+                self.check_stop()?;
             }
         }
         self.finish_inflight().await?;

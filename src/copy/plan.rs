@@ -21,6 +21,24 @@ use crate::read::walk::{Entry, ListFailure};
 use crate::write::{NodeKind, Op};
 use crate::zk::path;
 
+/// The phases that follow the walk, in the order they run: mirror
+/// deletions and counter pads both write beneath nodes that may hold a
+/// temporary grant, which the final ACLs remove, so those come last; the
+/// counters are read once the deletions have landed. The driver and the
+/// model tests both run the phases from this list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Mirror deletions ([`Planner::deletions`]).
+    Deletions,
+    /// Sequence counters read and padded ([`Planner::pads`]).
+    Counters,
+    /// ACLs that waited for their subtrees ([`Planner::final_acls`]).
+    FinalAcls,
+}
+
+/// See [`Phase`].
+pub const PHASES: [Phase; 3] = [Phase::Deletions, Phase::Counters, Phase::FinalAcls];
+
 /// What a plan did, or would do, counted as it is made.
 #[derive(Clone, Debug, Default)]
 pub struct Tally {
@@ -60,13 +78,18 @@ impl Pads {
 /// this plan does beneath it (to predict the pads before anything is written).
 #[derive(Clone, Debug, Default)]
 struct Counter {
-    /// Tracked from the parent's own entry; otherwise from its first
-    /// ephemeral child on.
-    whole: bool,
     /// Children this plan creates beneath it.
     created: i64,
-    /// Listed source children it does not create (ephemeral, vanished).
-    skipped: i64,
+}
+
+/// A parent this plan creates whose listed children are still to come.
+#[derive(Clone, Debug, Default)]
+struct Listing {
+    /// Names its source listing gave and not planned yet (unknown until
+    /// the listing is seen).
+    left: Option<usize>,
+    /// Children this plan created beneath it so far.
+    created: i64,
 }
 
 /// The copy's decisions; see the module documentation.
@@ -78,13 +101,28 @@ pub struct Planner<'a> {
     /// Destination paths to delete (mirror), in discovery order (parents
     /// first): taken from the end, children go first.
     deletes: Vec<String>,
-    /// Final ACLs of nodes created or kept writable during the copy.
+    /// Final ACLs of nodes created or kept writable during the copy, until
+    /// they are known to have landed.
     deferred_acl: Vec<(String, Vec<zk::Acl>)>,
+    /// How many of `deferred_acl` (from its start) were emitted.
+    acls_emitted: usize,
     /// Existing destination nodes whose ACL denies this copy CREATE, with
     /// their final ACL: opened only if something is created beneath them.
     closed: HashMap<String, Vec<zk::Acl>>,
+    /// Destination-only nodes to delete beneath whose ACL denies this copy
+    /// DELETE, with an ACL that allows it (set before the deletions).
+    unlock: Vec<(String, Vec<zk::Acl>)>,
+    /// The first such node whose ACL denies ADMIN too.
+    undeletable: Option<String>,
+    /// Of those given the grant, how many may still exist (until the
+    /// deletions are known to have landed).
+    unlocked: usize,
     /// Relative paths of parents whose sequence counter may lag.
     counters: HashMap<String, Counter>,
+    /// Relative paths of parents this plan creates, until all their listed
+    /// children are planned: what was created beneath one before a child
+    /// shows that its counter may lag. Bounded like the walk's own stack.
+    listings: HashMap<String, Listing>,
     warned_open: bool,
 }
 
@@ -97,8 +135,13 @@ impl<'a> Planner<'a> {
             tally: Tally::default(),
             deletes: Vec::new(),
             deferred_acl: Vec::new(),
+            acls_emitted: 0,
             closed: HashMap::new(),
+            unlock: Vec::new(),
+            undeletable: None,
+            unlocked: 0,
             counters: HashMap::new(),
+            listings: HashMap::new(),
             warned_open: false,
         }
     }
@@ -117,6 +160,29 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// A parent's source children were listed: `names` entries follow.
+    pub fn children_listed(&mut self, rel: &str, names: usize) {
+        if let Some(l) = self.listings.get_mut(rel) {
+            if names == 0 {
+                self.listings.remove(rel);
+            } else {
+                l.left = Some(names);
+            }
+        }
+    }
+
+    /// One listed child of `parent` was planned.
+    fn child_planned(&mut self, parent: &str) {
+        if let Some(l) = self.listings.get_mut(parent)
+            && let Some(left) = l.left.as_mut()
+        {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                self.listings.remove(parent);
+            }
+        }
+    }
+
     fn root(&self, side: Side) -> &str {
         match side {
             Side::Source => &self.src_root,
@@ -126,6 +192,18 @@ impl<'a> Planner<'a> {
 
     /// Plans one walked entry: appends its operations to `out`.
     pub fn entry(&mut self, e: Entry, out: &mut Vec<Op>) -> Result<()> {
+        let listed_parent = match e.src {
+            Slot::Absent => None,
+            _ => path::rel_parent(&e.rel).map(str::to_string),
+        };
+        let planned = self.plan_entry(e, out);
+        if let Some(parent) = listed_parent {
+            self.child_planned(&parent);
+        }
+        planned
+    }
+
+    fn plan_entry(&mut self, e: Entry, out: &mut Vec<Op>) -> Result<()> {
         let dst_path = path::join(&self.dst_root, &e.rel);
         let src_path = || path::join(&self.src_root, &e.rel);
         match (e.src, &e.dst) {
@@ -152,23 +230,31 @@ impl<'a> Planner<'a> {
                 }
             }
             (src, dst) => {
-                // Nothing to copy here: absent, vanished, or ephemeral.
-                if let Some(parent) = path::rel_parent(&e.rel) {
-                    match &src {
-                        Slot::Node(_) => self.counters.entry(parent.to_string()).or_default().skipped += 1,
-                        Slot::Vanished => {
-                            if let Some(c) = self.counters.get_mut(parent) {
-                                c.skipped += 1;
-                            }
-                        }
-                        _ => {}
-                    }
+                // Nothing to copy here: absent, vanished, or ephemeral. A
+                // listed child not created leaves its parent's counter one
+                // behind.
+                if let Some(parent) = path::rel_parent(&e.rel)
+                    && matches!(src, Slot::Node(_) | Slot::Vanished)
+                    && !self.counters.contains_key(parent)
+                {
+                    let created = self.listings.get(parent).map_or(0, |l| l.created);
+                    self.counters.insert(parent.to_string(), Counter { created });
                 }
                 if self.opts.mode == Mode::Mirror
                     && let Slot::Node(d) = dst
                     && !d.is_ephemeral()
                     && !e.rel.is_empty()
                 {
+                    if d.stat.num_children > 0 && !self.may_beneath(&d.acl, zk::Permission::DELETE) {
+                        // Its children are deleted first: that needs DELETE
+                        // on it, which ADMIN can grant (it goes anyway).
+                        if self.may_beneath(&d.acl, zk::Permission::ADMIN) {
+                            let acl = self.writable(&d.acl);
+                            self.unlock.push((dst_path.clone(), acl));
+                        } else if self.undeletable.is_none() {
+                            self.undeletable = Some(dst_path.clone());
+                        }
+                    }
                     self.deletes.push(dst_path);
                 }
                 Ok(())
@@ -269,6 +355,13 @@ impl<'a> Planner<'a> {
             || (self.opts.mode == Mode::Mirror && d.is_some_and(|d| d.stat.num_children > 0))
     }
 
+    /// Whether `acl` grants `perm` to this copy's writer.
+    fn may_beneath(&self, acl: &[zk::Acl], perm: zk::Permission) -> bool {
+        let mut ids = self.opts.dst_ids.clone();
+        ids.extend(self.opts.copy_id.clone());
+        grants_all(acl, &ids, &[perm])
+    }
+
     /// Whether `acl` lets this copy do all it may do beneath a node: create
     /// (children, pads), delete (pads, mirror) and read (reconcile).
     fn open_beneath(&self, acl: &[zk::Acl]) -> bool {
@@ -286,13 +379,20 @@ impl<'a> Planner<'a> {
             NodeKind::Persistent => {}
         }
         self.tally.kinds.from_snapshot += from_snapshot as u64;
-        if let Some(c) = path::rel_parent(rel).and_then(|p| self.counters.get_mut(p)) {
-            c.created += 1;
+        if let Some(parent) = path::rel_parent(rel) {
+            if let Some(c) = self.counters.get_mut(parent) {
+                c.created += 1;
+            }
+            if let Some(l) = self.listings.get_mut(parent) {
+                l.created += 1;
+            }
         }
         // Children were deleted on the source: the copy alone would leave
         // the destination's counter behind.
         if next_sequence(&s.stat) > s.stat.num_children as i64 {
-            self.counters.insert(rel.to_string(), Counter { whole: true, ..Counter::default() });
+            self.counters.insert(rel.to_string(), Counter::default());
+        } else if s.stat.num_children > 0 {
+            self.listings.insert(rel.to_string(), Listing::default());
         }
         let writes_beneath = self.writes_beneath(&s, None);
         let acl = self.final_acl(s.acl);
@@ -307,7 +407,7 @@ impl<'a> Planner<'a> {
 
     fn update(&mut self, rel: &str, dst_path: String, mut s: NodeInfo, d: &NodeInfo, out: &mut Vec<Op>) -> Result<()> {
         if next_sequence(&s.stat) > next_sequence(&d.stat) {
-            self.counters.insert(rel.to_string(), Counter { whole: true, ..Counter::default() });
+            self.counters.insert(rel.to_string(), Counter::default());
         }
         let mut changed = false;
         if s.data != d.data {
@@ -341,10 +441,18 @@ impl<'a> Planner<'a> {
     }
 
     /// Once the walk is done: whether the mirror deletions go ahead. A dry
-    /// run lists every deletion; a real run over `--max-delete` deletes none.
+    /// run lists every deletion; a real run over `--max-delete`, or with a
+    /// node to delete beneath which this copy may neither delete nor change
+    /// the ACL of ([`Planner::undeletable`]), deletes none.
     pub fn deletions_refused(&mut self) -> bool {
         self.tally.delete_limit_exceeded = self.opts.max_delete.is_some_and(|max| self.deletes.len() as u64 > max);
-        self.tally.delete_limit_exceeded && !self.opts.dry_run
+        (self.tally.delete_limit_exceeded || self.undeletable.is_some()) && !self.opts.dry_run
+    }
+
+    /// The first destination node the mirror would delete beneath whose ACL
+    /// grants this copy neither DELETE nor ADMIN.
+    pub fn undeletable(&self) -> Option<&str> {
+        self.undeletable.as_deref()
     }
 
     /// Deletions planned and not emitted yet.
@@ -354,8 +462,15 @@ impl<'a> Planner<'a> {
 
     /// Emits up to `max` mirror deletions, children before parents; returns
     /// how many.
+    /// Nodes only the destination has whose ACL denies this copy DELETE
+    /// are first given a grant that lets it delete beneath them.
     pub fn deletions(&mut self, max: usize, out: &mut Vec<Op>) -> usize {
         let mut n = 0;
+        for (p, acl) in std::mem::take(&mut self.unlock) {
+            self.emit(Op::SetAcl { path: p, acl }, out);
+            self.unlocked += 1;
+            n += 1;
+        }
         while n < max
             && let Some(p) = self.deletes.pop()
         {
@@ -363,6 +478,14 @@ impl<'a> Planner<'a> {
             n += 1;
         }
         n
+    }
+
+    /// The deletions emitted so far have landed: the nodes given a grant to
+    /// be deleted beneath are gone once none is left to emit.
+    pub fn deletions_applied(&mut self) {
+        if self.deletes.is_empty() {
+            self.unlocked = 0;
+        }
     }
 
     /// The parents (relative paths, sorted) whose counters are to be read
@@ -388,16 +511,18 @@ impl<'a> Planner<'a> {
 
     /// The pads a parent would need once this plan is applied, from stats
     /// read before anything is written (`dst` is `None` where the plan
-    /// creates the parent). Counts them; returns how many.
+    /// creates the parent): the source's counter less the destination's and
+    /// the children this plan creates beneath it. Counts them; returns how
+    /// many.
+    ///
+    /// The count of created children is exact where the plan creates the
+    /// parent or the destination's counter is behind when the parent is
+    /// read (tracked from the parent's own entry or listing); for other
+    /// parents, tracked from their first child not created, the
+    /// destination's counter is not behind to begin with.
     pub fn predict_pads(&mut self, rel: &str, src: &zk::Stat, dst: Option<&zk::Stat>) -> u64 {
         let Some(c) = self.counters.get(rel) else { return 0 };
-        let deficit = if c.whole || dst.is_some() {
-            next_sequence(src) - dst.map_or(0, next_sequence) - c.created
-        } else {
-            // Created here, tracked from its first ephemeral child: every
-            // listed child is created but the ones skipped.
-            next_sequence(src) - src.num_children as i64 + c.skipped
-        };
+        let deficit = next_sequence(src) - dst.map_or(0, next_sequence) - c.created;
         if deficit <= 0 {
             return 0;
         }
@@ -427,17 +552,31 @@ impl<'a> Planner<'a> {
         n
     }
 
-    /// Emits the ACLs that waited for their subtrees.
-    pub fn final_acls(&mut self, out: &mut Vec<Op>) {
-        for (p, acl) in std::mem::take(&mut self.deferred_acl) {
+    /// Emits up to `max` of the ACLs that waited for their subtrees, the
+    /// ones not emitted yet; returns how many. They stay pending until
+    /// [`Planner::acls_applied`].
+    pub fn final_acls(&mut self, max: usize, out: &mut Vec<Op>) -> usize {
+        let end = (self.acls_emitted + max).min(self.deferred_acl.len());
+        for i in self.acls_emitted..end {
+            let (p, acl) = self.deferred_acl[i].clone();
             self.emit(Op::SetAcl { path: p, acl }, out);
         }
+        let n = end - self.acls_emitted;
+        self.acls_emitted = end;
+        n
     }
 
-    /// How many nodes still wait for their final ACL (they carry the
-    /// temporary grant until [`Planner::final_acls`] is applied).
+    /// The final ACLs emitted so far have landed: they are pending no more.
+    pub fn acls_applied(&mut self) {
+        self.deferred_acl.drain(..self.acls_emitted);
+        self.acls_emitted = 0;
+    }
+
+    /// How many nodes may still carry a temporary grant: waiting for their
+    /// final ACL, given it in operations not known to have landed, or given
+    /// one to be deleted beneath and not known to be deleted.
     pub fn pending_acls(&self) -> usize {
-        self.deferred_acl.len()
+        self.deferred_acl.len() + self.unlocked
     }
 }
 

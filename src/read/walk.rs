@@ -51,6 +51,10 @@ pub struct ListFailure {
 pub struct Batch {
     pub entries: Vec<Entry>,
     pub list_failures: Vec<ListFailure>,
+    /// Nodes whose source children were listed, with how many names the
+    /// listing gave (a left-out system node not counted): each of those
+    /// names comes later as one entry.
+    pub listed: Vec<(String, usize)>,
 }
 
 /// What to do with nodes only the destination has.
@@ -157,7 +161,8 @@ pub async fn walk(
             break;
         };
         let batch = w.complete(done?);
-        if (!batch.entries.is_empty() || !batch.list_failures.is_empty()) && tx.send(batch).await.is_err() {
+        let empty = batch.entries.is_empty() && batch.list_failures.is_empty() && batch.listed.is_empty();
+        if !empty && tx.send(batch).await.is_err() {
             // The consumer stopped; its own result tells why.
             return Ok(w.summary);
         }
@@ -254,7 +259,7 @@ impl<'a> Walker<'a> {
         if !again.is_empty() {
             self.stack.push(Task::Read(again));
         }
-        Batch { entries, list_failures: Vec::new() }
+        Batch { entries, ..Batch::default() }
     }
 
     fn account(&mut self, side: u8, rel: &str, slot: &Slot, lists: bool) {
@@ -307,6 +312,7 @@ impl<'a> Walker<'a> {
 
     fn complete_expand(&mut self, nodes: Vec<(String, u8)>, src: Vec<Listing>, dst: Vec<Listing>) -> Batch {
         let mut list_failures = Vec::new();
+        let mut listed = Vec::new();
         for ((rel, sides), (s, d)) in nodes.into_iter().zip(src.into_iter().zip(dst)) {
             let mut names = [Vec::new(), Vec::new()];
             for (k, (side, listing)) in [(SRC, s), (DST, d)].into_iter().enumerate() {
@@ -335,6 +341,9 @@ impl<'a> Walker<'a> {
                 }
             }
             let [src_names, dst_names] = names;
+            if sides & SRC != 0 {
+                listed.push((rel.clone(), src_names.len()));
+            }
             let items = merge(&rel, src_names, dst_names, self.opts.dst_only);
             if self.opts.digest {
                 for (k, side) in [(0, SRC), (1, DST)] {
@@ -348,7 +357,7 @@ impl<'a> Walker<'a> {
                 self.stack.push(Task::Read(items));
             }
         }
-        Batch { entries: Vec::new(), list_failures }
+        Batch { entries: Vec::new(), list_failures, listed }
     }
 }
 

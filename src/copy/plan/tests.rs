@@ -53,6 +53,9 @@ struct Node {
     /// Child creations ever made beneath it.
     creations: i64,
     ephemeral: bool,
+    /// Listed by its parent, then deleted (with its subtree) before it is
+    /// read: the walk sees it vanish.
+    vanishes: bool,
 }
 
 /// A ZooKeeper tree by absolute path; `/` always exists.
@@ -76,7 +79,7 @@ fn allowed(acl: &[zk::Acl], ids: &[(String, String)], perm: zk::Permission) -> b
 
 impl Tree {
     fn new() -> Tree {
-        let root = Node { data: Vec::new(), acl: open_acl(), creations: 0, ephemeral: false };
+        let root = Node { data: Vec::new(), acl: open_acl(), creations: 0, ephemeral: false, vanishes: false };
         Tree { nodes: BTreeMap::from([("/".to_string(), root)]) }
     }
 
@@ -104,7 +107,7 @@ impl Tree {
     fn add(&mut self, p: &str, data: &[u8], acl: Vec<zk::Acl>, ephemeral: bool) {
         let parent = path::parent(p).expect("not the root");
         self.nodes.get_mut(parent).expect("parent first").creations += 1;
-        self.nodes.insert(p.to_string(), Node { data: data.to_vec(), acl, creations: 0, ephemeral });
+        self.nodes.insert(p.to_string(), Node { data: data.to_vec(), acl, creations: 0, ephemeral, vanishes: false });
     }
 
     /// Applies one operation as the server would for a session holding `ids`.
@@ -182,6 +185,15 @@ impl Tree {
         Ok(())
     }
 
+    /// The tree once its vanishing nodes are gone (their subtrees with
+    /// them); a deletion leaves the parent's creations as they were.
+    fn settled(&self) -> Tree {
+        let gone: Vec<String> = self.nodes.iter().filter(|(_, n)| n.vanishes).map(|(p, _)| p.clone()).collect();
+        let mut nodes = self.nodes.clone();
+        nodes.retain(|p, _| !gone.iter().any(|g| path::is_within(g, p)));
+        Tree { nodes }
+    }
+
     /// The subtree under `root`: relative path -> (data, canonical ACL).
     fn subtree(&self, root: &str) -> BTreeMap<String, (Vec<u8>, Vec<crate::node::AclEntry>)> {
         self.nodes
@@ -195,14 +207,23 @@ impl Tree {
     }
 }
 
+/// One item of the walker's stream: an entry, or the news that a node's
+/// source children were listed (how many names).
+enum Step {
+    Listed(String, usize),
+    Entry(Entry),
+}
+
 /// The walker's stream over two model trees, in a parent-first order chosen
 /// by `pick` (an index into the paths ready to be read): what the walker
 /// reads, lists and merges, by the same rules (destination-only nodes are
-/// walked in mirror mode only).
-fn walk(src: &Tree, dst: &Tree, mode: Mode, mut pick: impl FnMut(usize) -> usize) -> Vec<Entry> {
+/// walked in mirror mode only; a vanishing source node is listed, then read
+/// as vanished).
+fn walk(src: &Tree, dst: &Tree, mode: Mode, mut pick: impl FnMut(usize) -> usize) -> Vec<Step> {
     let mirror = mode == Mode::Mirror;
-    let slot = |t: &Tree, root: &str, rel: &str, here: bool| match t.info(&path::join(root, rel)) {
-        Some(n) if here => Slot::Node(Box::new(n)),
+    let slot = |t: &Tree, root: &str, rel: &str, here: bool| match (t.info(&path::join(root, rel)), here) {
+        (Some(_), true) if t.nodes[&path::join(root, rel)].vanishes => Slot::Vanished,
+        (Some(n), true) => Slot::Node(Box::new(n)),
         _ => Slot::Absent,
     };
     let mut ready: Vec<(String, bool, bool)> = vec![(String::new(), true, dst.nodes.contains_key(DST_ROOT))];
@@ -224,20 +245,29 @@ fn walk(src: &Tree, dst: &Tree, mode: Mode, mut pick: impl FnMut(usize) -> usize
                 ready.push((path::child(&rel, name), false, true));
             }
         }
-        out.push(Entry { rel, src: s, dst: d });
+        let listed = (!src_names.is_empty()).then(|| Step::Listed(rel.clone(), src_names.len()));
+        out.push(Step::Entry(Entry { rel, src: s, dst: d }));
+        out.extend(listed);
     }
     out
 }
 
-/// What a run left: the destination, the planner's tally, or the first
-/// error (the planner's or a refusal of the model).
+/// What a run left: the destination, the planner's tally, and what was
+/// applied to the destination.
 struct Outcome {
     dst: Tree,
     tally: Tally,
+    created: u64,
+    deleted: u64,
+    pads: u64,
+    /// The node the mirror's deletions were refused for.
+    refused: Option<String>,
 }
 
-/// Runs a whole copy against the model, phase by phase as the driver does:
-/// each call's operations are applied before the next call.
+/// Runs a whole copy against the model, phase by phase as the driver does
+/// (the phases in the order of [`PHASES`]): each call's operations are
+/// applied before the next call. Fails with the first error (the planner's
+/// or a refusal of the model).
 fn run(src: &Tree, dst: &Tree, opts: &CopyOptions, seed: u64) -> Result<Outcome, String> {
     let mut ids = opts.dst_ids.clone();
     ids.extend(opts.copy_id.clone());
@@ -248,47 +278,99 @@ fn run(src: &Tree, dst: &Tree, opts: &CopyOptions, seed: u64) -> Result<Outcome,
         state ^= state << 17;
         (state % n as u64) as usize
     };
-    let entries = walk(src, dst, opts.mode, pick);
+    let steps = walk(src, dst, opts.mode, pick);
+    // Stats are read after the walk: the vanished nodes are gone by then.
+    let src = src.settled();
     let mut planner = Planner::new(SRC_ROOT, DST_ROOT, opts);
-    let mut out = dst.clone();
+    let mut out = Outcome { dst: dst.clone(), tally: Tally::default(), created: 0, deleted: 0, pads: 0, refused: None };
     let mut ops = Vec::new();
-    let apply = |ops: &mut Vec<Op>, t: &mut Tree| -> Result<(), String> {
+    let apply = |ops: &mut Vec<Op>, o: &mut Outcome| -> Result<(), String> {
         for op in ops.drain(..) {
             if !opts.dry_run {
-                t.apply(&op, &ids)?;
+                o.dst.apply(&op, &ids)?;
+                match op {
+                    Op::Create { .. } => o.created += 1,
+                    Op::Delete { .. } => o.deleted += 1,
+                    Op::Pad { .. } => o.pads += 1,
+                    _ => {}
+                }
             }
         }
         Ok(())
     };
-    for e in entries {
-        planner.entry(e, &mut ops).map_err(|e| e.to_string())?;
-        apply(&mut ops, &mut out)?;
-    }
-    if !planner.deletions_refused() {
-        while planner.deletions(3, &mut ops) > 0 {
-            apply(&mut ops, &mut out)?;
-        }
-    }
-    if opts.sequence_counters {
-        let mut needed = Vec::new();
-        for rel in planner.counter_candidates() {
-            let Some(s) = src.stat(&path::join(SRC_ROOT, &rel)) else { continue };
-            let d = out.stat(&path::join(DST_ROOT, &rel));
-            if opts.dry_run {
-                planner.predict_pads(&rel, &s, d.as_ref());
-            } else if let Some(d) = d {
-                needed.extend(planner.pads(&rel, &s, &d));
-            }
-        }
-        for mut pads in needed {
-            while planner.pad(&mut pads, "pad", 7, &mut ops) > 0 {
+    for step in steps {
+        match step {
+            Step::Listed(rel, names) => planner.children_listed(&rel, names),
+            Step::Entry(e) => {
+                planner.entry(e, &mut ops).map_err(|e| e.to_string())?;
                 apply(&mut ops, &mut out)?;
             }
         }
     }
-    planner.final_acls(&mut ops);
-    apply(&mut ops, &mut out)?;
-    Ok(Outcome { dst: out, tally: planner.tally().clone() })
+    let refused = planner.deletions_refused();
+    for phase in PHASES {
+        match phase {
+            Phase::Deletions => {
+                if !refused {
+                    while planner.deletions(3, &mut ops) > 0 {
+                        apply(&mut ops, &mut out)?;
+                    }
+                    planner.deletions_applied();
+                }
+            }
+            Phase::Counters => {
+                if !opts.sequence_counters {
+                    continue;
+                }
+                let mut needed = Vec::new();
+                for rel in planner.counter_candidates() {
+                    let Some(s) = src.stat(&path::join(SRC_ROOT, &rel)) else { continue };
+                    let d = out.dst.stat(&path::join(DST_ROOT, &rel));
+                    if opts.dry_run {
+                        planner.predict_pads(&rel, &s, d.as_ref());
+                    } else if let Some(d) = d {
+                        needed.extend(planner.pads(&rel, &s, &d));
+                    }
+                }
+                if let Some(n) = planner.pads_refused(&needed) {
+                    return Err(format!("{n} pads refused"));
+                }
+                for mut pads in needed {
+                    while planner.pad(&mut pads, "pad", 7, &mut ops) > 0 {
+                        apply(&mut ops, &mut out)?;
+                    }
+                }
+            }
+            Phase::FinalAcls => {
+                while planner.final_acls(2, &mut ops) > 0 {
+                    apply(&mut ops, &mut out)?;
+                    planner.acls_applied();
+                }
+            }
+        }
+    }
+    if planner.pending_acls() != 0 {
+        return Err(format!("{} final ACLs still pending", planner.pending_acls()));
+    }
+    out.tally = planner.tally().clone();
+    out.refused = planner.undeletable().map(str::to_string);
+    Ok(out)
+}
+
+/// Feeds a walk to a planner, collecting its operations.
+fn feed(planner: &mut Planner<'_>, steps: Vec<Step>, ops: &mut Vec<Op>) -> Vec<String> {
+    let mut errors = Vec::new();
+    for step in steps {
+        match step {
+            Step::Listed(rel, names) => planner.children_listed(&rel, names),
+            Step::Entry(e) => {
+                if let Err(e) = planner.entry(e, ops) {
+                    errors.push(e.to_string());
+                }
+            }
+        }
+    }
+    errors
 }
 
 /// Builds a model tree from (relative path, data, ACL, ephemeral), parents first.
@@ -308,9 +390,8 @@ fn node(rel: &'static str, data: &'static [u8]) -> (&'static str, &'static [u8],
 fn plan<'a>(opts: &'a CopyOptions, src: &Tree, dst: &Tree) -> (Vec<Op>, Planner<'a>) {
     let mut planner = Planner::new(SRC_ROOT, DST_ROOT, opts);
     let mut ops = Vec::new();
-    for e in walk(src, dst, opts.mode, |_| 0) {
-        planner.entry(e, &mut ops).unwrap();
-    }
+    let errors = feed(&mut planner, walk(src, dst, opts.mode, |_| 0), &mut ops);
+    assert!(errors.is_empty(), "{errors:?}");
     (ops, planner)
 }
 
@@ -398,6 +479,30 @@ fn mirror_deletes_children_before_parents_after_everything_else_and_never_the_ro
 }
 
 #[test]
+fn a_destination_only_node_denying_delete_is_given_a_grant_first_or_refused_without_admin() {
+    use zk::Permission as P;
+    let src = tree(SRC_ROOT, &[node("", b"")]);
+    let no_delete = vec![entry_acl(P::READ | P::WRITE | P::CREATE | P::ADMIN, None)];
+    let dst = tree(DST_ROOT, &[node("", b""), ("/x", b"", no_delete.clone(), false), node("/x/y", b"")]);
+    let opts = options(Mode::Mirror);
+    let (_, mut planner) = plan(&opts, &src, &dst);
+    assert!(!planner.deletions_refused());
+    let mut out = Vec::new();
+    while planner.deletions(10, &mut out) > 0 {}
+    assert_eq!(paths(&out), ["acl /dst/x", "delete /dst/x/y", "delete /dst/x"]);
+    let Op::SetAcl { acl, .. } = &out[0] else { unreachable!() };
+    assert!(allowed(acl, &[run_id()], P::DELETE) && acl.starts_with(&no_delete));
+    assert_eq!(planner.pending_acls(), 1, "holds the grant until the deletions landed");
+    planner.deletions_applied();
+    assert_eq!(planner.pending_acls(), 0);
+
+    let read_only_dst = tree(DST_ROOT, &[node("", b""), ("/x", b"", read_only(), false), node("/x/y", b"")]);
+    let (_, mut planner) = plan(&opts, &src, &read_only_dst);
+    assert!(planner.deletions_refused(), "nothing is deleted");
+    assert_eq!(planner.undeletable(), Some("/dst/x"));
+}
+
+#[test]
 fn a_mirror_over_max_delete_is_refused_in_a_real_run_and_shown_in_a_dry_run() {
     let src = tree(SRC_ROOT, &[node("", b"")]);
     let dst = tree(DST_ROOT, &[node("", b""), node("/a", b""), node("/b", b"")]);
@@ -426,8 +531,43 @@ fn a_restrictive_new_parent_is_created_writable_for_this_run_and_gets_its_acl_la
     assert_eq!(*acl, expect, "the one-time identity and the user's own, never world");
     assert_eq!(planner.pending_acls(), 1);
     let mut end = Vec::new();
-    planner.final_acls(&mut end);
+    planner.final_acls(usize::MAX, &mut end);
     assert_eq!(end, [Op::SetAcl { path: "/dst/ro".into(), acl: read_only() }]);
+    assert_eq!(planner.pending_acls(), 1, "pending until it is known to have landed");
+    planner.acls_applied();
+    assert_eq!(planner.pending_acls(), 0);
+}
+
+#[test]
+fn final_acls_go_out_in_chunks_and_stay_pending_until_acknowledged() {
+    let src = tree(
+        SRC_ROOT,
+        &[
+            node("", b""),
+            ("/a", b"", read_only(), false),
+            node("/a/x", b""),
+            ("/b", b"", read_only(), false),
+            node("/b/x", b""),
+            ("/c", b"", read_only(), false),
+            node("/c/x", b""),
+        ],
+    );
+    let opts = options(Mode::Fresh);
+    let (_, mut planner) = plan(&opts, &src, &Tree::new());
+    assert_eq!(planner.pending_acls(), 3);
+    let mut out = Vec::new();
+    assert_eq!(planner.final_acls(2, &mut out), 2);
+    assert_eq!(planner.pending_acls(), 3, "sent, not acknowledged: a failure now leaves all three with the grant");
+    planner.acls_applied();
+    assert_eq!(planner.pending_acls(), 1);
+    // The last one is sent and its flush fails: it stays pending.
+    assert_eq!(planner.final_acls(2, &mut out), 1);
+    assert_eq!(planner.final_acls(2, &mut out), 0, "each is emitted once");
+    assert_eq!(planner.pending_acls(), 1);
+    let mut got = paths(&out);
+    got.sort();
+    assert_eq!(got, ["acl /dst/a", "acl /dst/b", "acl /dst/c"]);
+    planner.acls_applied();
     assert_eq!(planner.pending_acls(), 0);
 }
 
@@ -453,7 +593,7 @@ fn a_closed_existing_parent_is_opened_only_when_something_is_created_beneath_it(
     let (ops, mut planner) = plan(&opts, &src, &dst);
     assert!(ops.is_empty(), "nothing to create beneath: {ops:?}");
     let mut end = Vec::new();
-    planner.final_acls(&mut end);
+    planner.final_acls(usize::MAX, &mut end);
     assert_eq!(end, [Op::SetAcl { path: "/dst/p".into(), acl: read_only() }]);
 
     let src =
@@ -464,7 +604,7 @@ fn a_closed_existing_parent_is_opened_only_when_something_is_created_beneath_it(
     let Op::SetAcl { acl, .. } = &ops[0] else { unreachable!() };
     assert!(allowed(acl, &[run_id()], zk::Permission::CREATE));
     let mut end = Vec::new();
-    planner.final_acls(&mut end);
+    planner.final_acls(usize::MAX, &mut end);
     assert_eq!(end, [Op::SetAcl { path: "/dst/p".into(), acl: read_only() }], "the final ACL, once");
 }
 
@@ -529,10 +669,7 @@ fn refusals_name_the_node() {
     let src = tree(SRC_ROOT, &[node("", b""), ("/m", b"", masked, false)]);
     let opts = options(Mode::Fresh);
     let mut planner = Planner::new(SRC_ROOT, DST_ROOT, &opts);
-    let errors: Vec<String> = walk(&src, &Tree::new(), Mode::Fresh, |_| 0)
-        .into_iter()
-        .filter_map(|e| planner.entry(e, &mut Vec::new()).err().map(|e| e.to_string()))
-        .collect();
+    let errors = feed(&mut planner, walk(&src, &Tree::new(), Mode::Fresh, |_| 0), &mut Vec::new());
     assert!(errors.len() == 1 && errors[0].contains("/src/m") && errors[0].contains("--src-auth"), "{errors:?}");
     // With --acl open the masked ACL is not needed.
     let open = CopyOptions { acl: AclMode::Open, ..options(Mode::Fresh) };
@@ -542,11 +679,8 @@ fn refusals_name_the_node() {
     let src = tree(SRC_ROOT, &[node("", b""), node("/e", b"")]);
     let dst = tree(DST_ROOT, &[node("", b""), ("/e", b"", open_acl(), true)]);
     let mut planner = Planner::new(SRC_ROOT, DST_ROOT, &opts);
-    let err = walk(&src, &dst, Mode::Update, |_| 0)
-        .into_iter()
-        .find_map(|e| planner.entry(e, &mut Vec::new()).err())
-        .expect("refused");
-    assert!(err.to_string().contains("/dst/e") && err.to_string().contains("ephemeral"), "{err}");
+    let errors = feed(&mut planner, walk(&src, &dst, Mode::Update, |_| 0), &mut Vec::new());
+    assert!(errors.len() == 1 && errors[0].contains("/dst/e") && errors[0].contains("ephemeral"), "{errors:?}");
 
     let failed = Entry { rel: "/x".into(), src: Slot::Failed(zk::Error::NoAuth), dst: Slot::Absent };
     let err = planner.entry(failed, &mut Vec::new()).unwrap_err().to_string();
@@ -593,6 +727,36 @@ fn dst_acl(i: u8) -> Vec<zk::Acl> {
     }
 }
 
+/// ACLs of nodes only the destination has (readable, or the walk could not
+/// list them): some deny this copy DELETE beneath them, with or without
+/// ADMIN to change that.
+fn dst_only_acl(i: u8) -> Vec<zk::Acl> {
+    use zk::Permission as P;
+    match i % 5 {
+        0 => open_acl(),
+        1 => vec![entry_acl(P::READ | P::WRITE | P::ADMIN | P::CREATE, None)],
+        2 => vec![entry_acl(P::READ, None), entry_acl(P::ALL, Some(&me()))],
+        3 => vec![entry_acl(P::READ | P::CREATE, None)],
+        _ => vec![entry_acl(P::READ | P::DELETE, None)],
+    }
+}
+
+/// Nodes a mirror would delete beneath whose ACL lets the copy neither
+/// delete beneath them nor change it.
+fn undeletable(src: &Tree, dst: &Tree, ids: &[(String, String)]) -> Vec<String> {
+    dst.nodes
+        .iter()
+        .filter(|(p, _)| p.starts_with(&format!("{DST_ROOT}/")))
+        .filter(|(p, _)| src.nodes.get(&format!("{SRC_ROOT}{}", &p[DST_ROOT.len()..])).is_none_or(|n| n.ephemeral))
+        .filter(|(p, n)| {
+            !dst.children(p).is_empty()
+                && !allowed(&n.acl, ids, zk::Permission::DELETE)
+                && !allowed(&n.acl, ids, zk::Permission::ADMIN)
+        })
+        .map(|(p, _)| p.clone())
+        .collect()
+}
+
 /// One path of the universe on both sides.
 #[derive(Clone, Debug)]
 struct Spec {
@@ -606,6 +770,8 @@ struct Spec {
     src_history: i64,
     dst_history: i64,
     ephemeral: bool,
+    /// A source node that vanishes between its listing and its read.
+    vanishes: bool,
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
@@ -619,10 +785,24 @@ fn spec() -> impl Strategy<Value = Spec> {
         0i64..3,
         0i64..3,
         prop::bool::weighted(0.15),
+        prop::bool::weighted(0.1),
     )
-        .prop_map(|(on_src, on_dst, src_data, dst_data, src_acl, dst_acl, src_history, dst_history, ephemeral)| {
-            Spec { on_src, on_dst, src_data, dst_data, src_acl, dst_acl, src_history, dst_history, ephemeral }
-        })
+        .prop_map(
+            |(on_src, on_dst, src_data, dst_data, src_acl, dst_acl, src_history, dst_history, ephemeral, vanishes)| {
+                Spec {
+                    on_src,
+                    on_dst,
+                    src_data,
+                    dst_data,
+                    src_acl,
+                    dst_acl,
+                    src_history,
+                    dst_history,
+                    ephemeral,
+                    vanishes,
+                }
+            },
+        )
 }
 
 /// The two trees a list of specs describes (a path is there only if its
@@ -637,16 +817,19 @@ fn trees(specs: &[Spec], mode: Mode, dst_root: bool) -> (Tree, Tree) {
     };
     for (rel, s) in rels.iter().zip(specs) {
         if (rel.is_empty() || s.on_src) && parent_ok(&src, SRC_ROOT, rel) {
-            src.add(&path::join(SRC_ROOT, rel), &data(s.src_data), src_acl(s.src_acl), s.ephemeral && !rel.is_empty());
+            let p = path::join(SRC_ROOT, rel);
+            src.add(&p, &data(s.src_data), src_acl(s.src_acl), s.ephemeral && !rel.is_empty());
+            src.nodes.get_mut(&p).unwrap().vanishes = s.vanishes && !rel.is_empty();
         }
     }
+    let settled = src.settled();
     for (rel, s) in rels.iter().zip(specs) {
         let dst_here = if rel.is_empty() { dst_root } else { s.on_dst && mode != Mode::Fresh };
         if dst_here && parent_ok(&dst, DST_ROOT, rel) {
             // A node the source lacks (a mirror deletes it, and its
             // children first) lets this copy delete beneath it.
-            let copied = src.nodes.get(&path::join(SRC_ROOT, rel)).is_some_and(|n| !n.ephemeral);
-            let acl = if copied { dst_acl(s.dst_acl) } else { open_acl() };
+            let copied = settled.nodes.get(&path::join(SRC_ROOT, rel)).is_some_and(|n| !n.ephemeral);
+            let acl = if copied { dst_acl(s.dst_acl) } else { dst_only_acl(s.dst_acl) };
             dst.add(&path::join(DST_ROOT, rel), &data(s.dst_data), acl, false);
         }
     }
@@ -690,14 +873,27 @@ proptest! {
             ..options(mode)
         };
         let done = run(&src, &dst, &opts, seed).map_err(TestCaseError::fail)?;
+        // A mirror that cannot delete beneath a node refuses every deletion.
+        let mut ids = opts.dst_ids.clone();
+        ids.extend(opts.copy_id.clone());
+        let stuck = if mode == Mode::Mirror { undeletable(&src.settled(), &dst, &ids) } else { Vec::new() };
+        prop_assert_eq!(done.refused.is_some(), !stuck.is_empty(), "refused {:?}, expected among {:?}", &done.refused, &stuck);
+        if let Some(node) = &done.refused {
+            prop_assert!(stuck.contains(node), "refused for {}, expected among {:?}", node, stuck);
+            prop_assert_eq!(done.deleted, 0, "nothing deleted");
+            prop_assert!(dst.nodes.keys().all(|p| done.dst.nodes.contains_key(p)), "every node kept");
+            return Ok(());
+        }
 
-        // The source's persistent nodes with their data and final ACL ...
+        // The source's persistent nodes (once the vanished are gone) with
+        // their data and final ACL ...
         let open_list = open_acl();
         let final_acl = |acl: &[zk::Acl]| canonical_acl(if open { &open_list } else { acl });
-        let mut expect: BTreeMap<String, (Vec<u8>, Vec<crate::node::AclEntry>)> = persistent(&src, SRC_ROOT)
+        let settled = src.settled();
+        let mut expect: BTreeMap<String, (Vec<u8>, Vec<crate::node::AclEntry>)> = persistent(&settled, SRC_ROOT)
             .into_iter()
             .map(|rel| {
-                let n = &src.nodes[&path::join(SRC_ROOT, &rel)];
+                let n = &settled.nodes[&path::join(SRC_ROOT, &rel)];
                 (rel, (n.data.clone(), final_acl(&n.acl)))
             })
             .collect();
@@ -710,20 +906,34 @@ proptest! {
         prop_assert_eq!(done.dst.subtree(DST_ROOT), expect);
         let above = |t: &Tree| (t.nodes["/"].data.clone(), t.nodes["/"].acl.clone(), t.nodes.keys().filter(|p| !p.starts_with(DST_ROOT)).count());
         prop_assert_eq!(above(&done.dst), above(&dst), "nothing written above the root but the root itself");
-        // Counters not behind the source's.
-        if counters {
-            for rel in persistent(&src, SRC_ROOT) {
-                let s = next_sequence(&src.stat(&path::join(SRC_ROOT, &rel)).unwrap());
-                let d = next_sequence(&done.dst.stat(&path::join(DST_ROOT, &rel)).unwrap());
-                prop_assert!(d >= s, "{}: destination counter {} behind the source's {}", rel, d, s);
-            }
+        // Counters exact: where the copy creates a parent, as many creations
+        // as the source's; where the parent existed, the destination's
+        // creations plus the copy's, raised to the source's when behind
+        // (without counters, not raised).
+        let settled = src.settled();
+        for rel in persistent(&settled, SRC_ROOT) {
+            let (sp, dp) = (path::join(SRC_ROOT, &rel), path::join(DST_ROOT, &rel));
+            let s = next_sequence(&settled.stat(&sp).unwrap());
+            let created_beneath = settled
+                .children(&sp)
+                .iter()
+                .filter(|c| !settled.nodes[&path::child(&sp, c)].ephemeral && !dst.nodes.contains_key(&path::child(&dp, c)))
+                .count() as i64;
+            let expect = match dst.stat(&dp) {
+                None if counters => s,
+                None => created_beneath,
+                Some(before) if counters => s.max(next_sequence(&before) + created_beneath),
+                Some(before) => next_sequence(&before) + created_beneath,
+            };
+            let d = next_sequence(&done.dst.stat(&dp).unwrap());
+            prop_assert_eq!(d, expect, "{}: destination counter (source {})", rel, s);
         }
-        // A dry run writes nothing and plans what the real run did, pads included.
+        // A dry run writes nothing and counts what the real run wrote.
         let dry = run(&src, &dst, &CopyOptions { dry_run: true, ..opts.clone() }, seed).map_err(TestCaseError::fail)?;
         prop_assert_eq!(&dry.dst, &dst);
-        prop_assert_eq!(dry.tally.plan.creates, done.tally.plan.creates);
-        prop_assert_eq!(dry.tally.plan.deletes, done.tally.plan.deletes);
-        prop_assert_eq!(dry.tally.pads, done.tally.pads);
+        prop_assert_eq!(dry.tally.plan.creates, done.created);
+        prop_assert_eq!(dry.tally.plan.deletes, done.deleted);
+        prop_assert_eq!(dry.tally.pads, done.pads);
         prop_assert_eq!(dry.tally.padded_parents, done.tally.padded_parents);
     }
 }
