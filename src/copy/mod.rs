@@ -179,8 +179,8 @@ pub async fn check_distinct(src: &TreeReader, dst: &TreeReader) -> Result<()> {
         return Ok(());
     }
     let same_hosts = {
-        let a = resolve(&so.hosts.hosts).await;
-        let b = resolve(&do_.hosts.hosts).await;
+        let a = so.hosts.socket_addrs().await;
+        let b = do_.hosts.socket_addrs().await;
         a.iter().any(|x| b.contains(x))
     };
     let same = same_hosts || same_ensemble(src, dst, &src_abs, &dst_abs).await?;
@@ -232,16 +232,6 @@ async fn same_ensemble(src: &TreeReader, dst: &TreeReader, src_abs: &str, dst_ab
         return Ok(false);
     }
     Ok(false)
-}
-
-async fn resolve(hosts: &[String]) -> Vec<std::net::SocketAddr> {
-    let mut out = Vec::new();
-    for h in hosts {
-        if let Ok(addrs) = tokio::net::lookup_host(h.as_str()).await {
-            out.extend(addrs);
-        }
-    }
-    out
 }
 
 /// Copies `src`'s tree to `dst`'s root, writing through `writer_session`.
