@@ -294,6 +294,7 @@ async fn pinned_member_killed(lag: &mut Lagging) {
             .unwrap();
     assert_eq!(summary.created as usize, tree.len());
     assert_eq!(src.pool().moves(), 1, "all sessions moved once");
+    assert_eq!(summary.member_moves, 1, "the summary says so");
     assert_ne!(src.pool().member(), order[0]);
     let check = reader(Side::Source, &lag.hosts(false), &root).await;
     let mut found = verify::FirstDifferences::new(20);

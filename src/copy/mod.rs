@@ -158,6 +158,9 @@ pub struct CopySummary {
     pub max_source_pzxid: i64,
     /// Sessions replaced after expiring (the copy went on).
     pub session_renewals: usize,
+    /// Times a tree's reader sessions moved to another ensemble member
+    /// together.
+    pub member_moves: usize,
     /// A dry run found more deletions than --max-delete allows.
     pub delete_limit_exceeded: bool,
     /// A dry run found more pads than --max-pad allows.
@@ -387,6 +390,7 @@ async fn run_pass(
         max_source_mzxid: walked.src.max_mzxid,
         max_source_pzxid: walked.src.max_pzxid,
         session_renewals: src.pool().renewals() + dst.pool().renewals() + writer_session.renewals(),
+        member_moves: src.pool().moves() + dst.pool().moves(),
         delete_limit_exceeded: t.delete_limit_exceeded,
         pad_limit_exceeded: opts.max_pad.is_some_and(|max| t.pads > max),
         peak_rss_bytes: crate::progress::peak_rss_bytes(),

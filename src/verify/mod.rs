@@ -157,6 +157,8 @@ pub struct VerifyReport {
     pub nodes_per_sec_per_side: f64,
     /// Sessions replaced after expiring (the walk went on).
     pub session_renewals: usize,
+    /// Times a tree's sessions moved to another ensemble member together.
+    pub member_moves: usize,
     /// Peak resident memory of this process so far.
     pub peak_rss_bytes: Option<u64>,
 }
@@ -355,6 +357,7 @@ pub async fn run(
         seconds,
         nodes_per_sec_per_side: if seconds > 0.0 { most as f64 / seconds } else { 0.0 },
         session_renewals: src.pool().renewals() + dst.pool().renewals(),
+        member_moves: src.pool().moves() + dst.pool().moves(),
         peak_rss_bytes: crate::progress::peak_rss_bytes(),
     })
 }
