@@ -167,24 +167,29 @@ async fn padding_needs_delete_too_and_gets_it_for_the_copy() {
     assert_eq!(dst.get_acl(&q).await.unwrap().0, acl.to_vec());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn max_pad_refuses_before_writing_and_dry_runs_show_the_pads() {
-    let p = pair();
-    let root = unique_root("maxpad");
+/// `zkrepl gen --shape counter` of `nodes` creations under `root`.
+async fn gen_counter(hosts: &str, root: &str, nodes: u32) {
     let generated = zkrepl_async(args(&[
         "gen",
         "--zk",
-        &p.src.connect_string(),
+        hosts,
         "--root",
-        &root,
+        root,
         "--shape",
         "counter",
         "--nodes",
-        "60",
+        &nodes.to_string(),
         "-q",
     ]))
     .await;
     assert_exit(&generated, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_pad_refuses_before_writing_and_dry_runs_show_the_pads() {
+    let p = pair();
+    let root = unique_root("maxpad");
+    gen_counter(&p.src.connect_string(), &root, 60).await;
     let dst = connect(&p.dst.connect_string()).await;
     let q = format!("{root}/queue");
     // 60 creations, 10 children kept: a copy needs 50 pads.
@@ -287,20 +292,7 @@ async fn pads_of_a_server_root_are_predicted_exactly_and_max_pad_refuses_before_
 async fn a_stop_while_padding_ends_the_run_and_a_rerun_finishes_the_counter() {
     let p = pair();
     let root = unique_root("padstop");
-    let generated = zkrepl_async(args(&[
-        "gen",
-        "--zk",
-        &p.src.connect_string(),
-        "--root",
-        &root,
-        "--shape",
-        "counter",
-        "--nodes",
-        "20000",
-        "-q",
-    ]))
-    .await;
-    assert_exit(&generated, 0);
+    gen_counter(&p.src.connect_string(), &root, 20000).await;
     let q = format!("{root}/queue");
     let dst = connect(&p.dst.connect_string()).await;
     let a = args(&[
