@@ -19,7 +19,7 @@ use zookeeper_client as zk;
 use crate::error::{Error, Result, Side, is_session_lost, is_transient};
 use crate::node::{NodeInfo, Slot};
 use crate::zk::path;
-use crate::zk::session::SessionPool;
+use crate::zk::session::{SessionPool, sync_client};
 
 /// Whether to use multiRead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,7 +177,7 @@ impl TreeReader {
     /// problems are retried with the whole batch, since reads are idempotent.
     /// A node that answers NoNode is [`Slot::Vanished`] only once the member
     /// has caught up with the leader and still lacks it (see
-    /// [`TreeReader::still_present`]); otherwise it is read again.
+    /// [`TreeReader::confirm`]); otherwise it is read again.
     pub async fn read(&self, rels: &[&str]) -> Result<Vec<Slot>> {
         if rels.is_empty() {
             return Ok(Vec::new());
@@ -218,12 +218,11 @@ impl TreeReader {
         let opts = self.pool.options();
         self.with_retries(what, |clients| {
             let c = clients[0].clone();
+            // Built now, but an async block sends nothing until polled:
+            // its reads go out only once the sync has returned.
             let again = attempt(c.clone());
             async move {
-                match tokio::time::timeout(opts.session_timeout, c.sync("/")).await {
-                    Ok(r) => r?,
-                    Err(_) => return Err(zk::Error::Timeout),
-                }
+                sync_client(opts, &c).await?;
                 again.await
             }
         })

@@ -106,7 +106,7 @@ async fn connect_once(opts: &ConnectOptions, hosts: &Hosts, limit: Duration) -> 
 /// this returns see every change committed before it was called. Bounded by
 /// the session timeout (a member that cannot catch up within it is treated
 /// as unreachable).
-async fn sync_client(opts: &ConnectOptions, client: &zk::Client) -> Result<(), zk::Error> {
+pub async fn sync_client(opts: &ConnectOptions, client: &zk::Client) -> Result<(), zk::Error> {
     match tokio::time::timeout(opts.session_timeout, client.sync("/")).await {
         Ok(r) => r,
         Err(_) => Err(zk::Error::Timeout),
@@ -423,10 +423,12 @@ impl SessionPool {
         if self.pin.hosts.hosts.len() == 1 || self.pin.state().epoch != now.epoch {
             return true;
         }
-        let member = self.member();
-        let Some((host, port)) = split_member(&member) else { return true };
+        let addrs = self.pin.member_hosts(self.pin.state().member).socket_addrs().await;
+        if addrs.is_empty() {
+            return true;
+        }
         matches!(
-            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect((host, port))).await,
+            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addrs.as_slice())).await,
             Ok(Ok(_))
         )
     }
@@ -470,13 +472,6 @@ impl SessionPool {
         tracing::warn!(side = %self.side(), member = %self.pin.hosts.hosts[member], "reads moved to another member (synced first)");
         Ok(())
     }
-}
-
-/// `host:port` (or `[v6]:port`) split for a TCP connect.
-fn split_member(member: &str) -> Option<(&str, u16)> {
-    let (host, port) = member.rsplit_once(':')?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    Some((host, port.parse().ok()?))
 }
 
 /// Opens `size` synced sessions on one member, trying the members in
