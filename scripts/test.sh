@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec cargo test --all-targets "$@"
+exec cargo test --workspace --all-targets "$@"

@@ -1,0 +1,72 @@
+//! The commands, their exit statuses and the dispatch to each command's module.
+
+use clap::{Parser, Subcommand};
+
+/// Exit statuses: 0 done, 1 differences found, 2 error, 130 interrupted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    Differences = 1,
+    Error = 2,
+    Interrupted = 130,
+}
+
+pub struct Outcome {
+    pub exit: Exit,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "zkrepl",
+    version,
+    about = "Copy, verify and migrate ZooKeeper trees: fast, byte-sized multi() batches, Merkle-verified",
+    long_about = "Copy, verify and migrate ZooKeeper trees.\n\n\
+zkrepl reads a subtree with batched reads (multiRead on ZooKeeper >= 3.6), writes it with multi() \
+transactions sized to the server's request limit, and proves the copy with Merkle digests. \
+It never writes to the source and never writes outside the destination root.\n\n\
+Logs go to stderr (RUST_LOG=debug for more); results, and --json, go to stdout.",
+    after_help = "Exit status: 0 done, 1 differences found, 2 error, 130 interrupted."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Copy a subtree from one ensemble (or path) to another
+    Copy(crate::copy::CopyArgs),
+    /// Compare two subtrees node by node (presence, data, ACL) and print both Merkle digests
+    Verify(crate::verify::VerifyArgs),
+    /// Print one tree's Merkle digest, node count, bytes and largest zxids
+    Digest(crate::verify::DigestArgs),
+    /// Generate a test tree (pegasus, wide, deep or large shape), deterministically
+    Gen(crate::treegen::GenArgs),
+    /// Summarise a ZooKeeper snapshot file: node counts by kind, last zxid, containers and TTL nodes
+    SnapshotInfo(crate::snapshot::SnapshotInfoArgs),
+    /// Measure copy and verify throughput against the raw ceilings of the same servers
+    Bench(crate::bench::BenchArgs),
+    /// Start two local ZooKeeper servers, generate a 100k-node Pegasus tree, copy and verify it
+    Demo(crate::bench::DemoArgs),
+}
+
+pub async fn run(cli: Cli) -> zkrepl::Result<Outcome> {
+    let result = dispatch(cli).await;
+    if let Err(zkrepl::Error::Interrupted) = result {
+        eprintln!("zkrepl: interrupted");
+        return Ok(Outcome { exit: Exit::Interrupted });
+    }
+    result
+}
+
+async fn dispatch(cli: Cli) -> zkrepl::Result<Outcome> {
+    match cli.command {
+        Command::Copy(a) => crate::copy::run(a).await,
+        Command::Verify(a) => crate::verify::run(a).await,
+        Command::Digest(a) => crate::verify::run_digest(a).await,
+        Command::Gen(a) => crate::treegen::run(a).await,
+        Command::SnapshotInfo(a) => crate::snapshot::run(a).await,
+        Command::Bench(a) => crate::bench::run(a).await,
+        Command::Demo(a) => crate::bench::demo(a).await,
+    }
+}

@@ -1,0 +1,729 @@
+//! `zkrepl bench` and `zkrepl demo`.
+//!
+//! Both run zkrepl's own copy and verify as child processes (so each one's
+//! peak memory is its own) against servers measured in the same run: every
+//! figure comes with its ratio to a raw ceiling of the same servers.
+
+use std::time::Duration;
+use tokio::process::Command;
+
+use clap::Args;
+use serde::Deserialize;
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Value, json};
+use zkrepl::error::Side;
+use zkrepl::zk::session::{ConnectOptions, Session, SessionPool};
+use zkrepl::zk::target::Hosts;
+use zkrepl_testkit::ceilings::{self, Rate};
+use zkrepl_testkit::local::{LocalServer, ServerOptions};
+use zkrepl_testkit::treegen::{self, GenOptions, Shape};
+
+use crate::app::{Exit, Outcome};
+use crate::args::usage;
+use crate::common::{human_bytes, print_json};
+use crate::treegen::ShapeArg;
+
+#[derive(Args, Debug)]
+#[command(after_long_help = BENCH_HELP)]
+pub struct BenchArgs {
+    /// Source ensemble (default: start local servers)
+    #[arg(long, value_name = "HOSTS", requires = "dst")]
+    pub src: Option<String>,
+
+    /// Destination ensemble (default: start local servers)
+    #[arg(long, value_name = "HOSTS", requires = "src")]
+    pub dst: Option<String>,
+
+    /// Nodes in the tree (about: the pegasus shape rounds to whole apps)
+    #[arg(long, default_value_t = 100_000)]
+    pub nodes: u64,
+
+    /// Tree shape
+    #[arg(long, value_enum, default_value = "pegasus")]
+    pub shape: ShapeArg,
+
+    /// Bytes of data per node
+    #[arg(long)]
+    pub data_bytes: Option<usize>,
+
+    /// Also sweep batch size, window and read sessions (one at a time)
+    #[arg(long)]
+    pub sweep: bool,
+
+    /// Skip the verify runs
+    #[arg(long)]
+    pub no_verify: bool,
+
+    /// Leave the generated trees in place (with --src/--dst)
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Print the results as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+const BENCH_HELP: &str = "\
+What it measures, in one run:
+  raw ceilings   multi-create of the same nodes (batches of 500, 8 in flight, bare client) on a
+                 fresh destination server; multiRead getData of the tree; pipelined getACL over
+                 8 sessions
+  copy           zkrepl copy onto a fresh server (cold) and again onto the same, warm server;
+                 also with --acl open (no getACL reads)
+  verify         zkrepl verify, with and without ACL comparison; and --json against an empty
+                 destination root (every node a difference, streamed: its peak memory)
+Every figure is also given as a ratio to the matching ceiling. Without --src/--dst it starts
+three local servers (source, a destination for the raw ceiling, a destination for the copies),
+so that cold figures compare like with like.
+
+Examples:
+  zkrepl bench
+  zkrepl bench --nodes 1000000 --json
+  zkrepl bench --shape wide --nodes 200000 --sweep";
+
+struct Servers {
+    _local: Vec<LocalServer>,
+    src: String,
+    dst_raw: String,
+    dst_copy: String,
+    local: bool,
+}
+
+/// Heap for a server that holds `copies` copies of the tree, with room for
+/// the collector (a server short of heap stalls in GC and drops sessions).
+fn heap_for(nodes: u64, bytes_per_node: usize, copies: u64) -> u32 {
+    let mb = (copies * nodes) as f64 * (bytes_per_node as f64 + 600.0) * 2.0 / (1 << 20) as f64;
+    (mb as u32).clamp(768, 12 * 1024)
+}
+
+async fn start_local(heaps_mb: &[u32]) -> zkrepl::Result<Vec<LocalServer>> {
+    let starts = heaps_mb.iter().map(|&heap_mb| {
+        let o = ServerOptions { heap_mb, ..ServerOptions::default() };
+        tokio::task::spawn_blocking(move || LocalServer::start(&o))
+    });
+    futures::future::join_all(starts).await.into_iter().map(|r| r.expect("server start task")).collect()
+}
+
+async fn pool(hosts: &str, n: usize) -> zkrepl::Result<SessionPool> {
+    let mut o = ConnectOptions::new(Side::Source, Hosts::parse(hosts)?);
+    o.session_timeout = Duration::from_secs(30);
+    SessionPool::connect(o, n).await
+}
+
+/// Runs this binary with `args` and parses its JSON output. Async, so the
+/// sessions this process holds keep being served meanwhile.
+async fn child(args: Vec<String>) -> zkrepl::Result<Value> {
+    let exe = std::env::current_exe()?;
+    let out = Command::new(exe).args(&args).output().await?;
+    if !matches!(out.status.code(), Some(0) | Some(1)) {
+        return Err(zkrepl::Error::Usage(format!(
+            "zkrepl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| zkrepl::Error::Usage(format!("bad JSON from zkrepl: {e}")))
+}
+
+/// Runs this binary's `verify --json` and reads its report as it streams
+/// in: the differences are counted, not kept (there may be millions), and
+/// the other fields are returned with `differences_streamed`, their number.
+async fn child_verify_counting(args: Vec<String>) -> zkrepl::Result<Value> {
+    let exe = std::env::current_exe()?;
+    let read = move || -> zkrepl::Result<Value> {
+        let mut c = std::process::Command::new(exe)
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = std::io::BufReader::new(c.stdout.take().expect("piped stdout"));
+        let parsed = Streamed::deserialize(&mut serde_json::Deserializer::from_reader(stdout));
+        let out = c.wait_with_output()?;
+        if !matches!(out.status.code(), Some(0) | Some(1)) {
+            return Err(zkrepl::Error::Usage(format!(
+                "zkrepl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let Streamed { mut fields, differences } =
+            parsed.map_err(|e| zkrepl::Error::Usage(format!("bad JSON from zkrepl verify: {e}")))?;
+        fields.insert("differences_streamed".into(), differences.into());
+        Ok(Value::Object(fields))
+    };
+    tokio::task::spawn_blocking(read).await.expect("the verify reader")
+}
+
+/// A verify report read with its `differences` counted, not kept.
+struct Streamed {
+    fields: serde_json::Map<String, Value>,
+    differences: u64,
+}
+
+impl<'de> Deserialize<'de> for Streamed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Streamed, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = Streamed;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a verify report")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Streamed, A::Error> {
+                let mut r = Streamed { fields: serde_json::Map::new(), differences: 0 };
+                while let Some(k) = m.next_key::<String>()? {
+                    if k == "differences" {
+                        r.differences = m.next_value::<Counted>()?.0;
+                    } else {
+                        r.fields.insert(k, m.next_value()?);
+                    }
+                }
+                Ok(r)
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+/// The length of a JSON array, its elements skipped.
+struct Counted(u64);
+
+impl<'de> Deserialize<'de> for Counted {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Counted, D::Error> {
+        struct Elements;
+        impl<'de> Visitor<'de> for Elements {
+            type Value = Counted;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Counted, A::Error> {
+                let mut n = 0;
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(Counted(n))
+            }
+        }
+        d.deserialize_seq(Elements)
+    }
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+fn gen_options(shape: Shape, nodes: u64, data_bytes: Option<usize>) -> GenOptions {
+    let partitions = 250u32;
+    // A pegasus app holds 1 + partitions nodes, one in ten a duplication too.
+    let per_app = 1.0 + partitions as f64 * 1.1 + 0.2;
+    GenOptions {
+        shape,
+        apps: ((nodes as f64 / per_app).round() as u32).max(1),
+        partitions,
+        nodes,
+        data_bytes,
+        ..GenOptions::default()
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { 0.0 }
+}
+
+fn rate_of(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or(0.0)
+}
+
+pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
+    let shape: Shape = args.shape.into();
+    let spec = gen_options(shape, args.nodes, args.data_bytes);
+    let n = spec.node_count();
+    let say = |msg: &str| {
+        if !args.json {
+            eprintln!("bench: {msg}");
+        }
+    };
+    let servers = match (&args.src, &args.dst) {
+        (Some(src), Some(dst)) => {
+            Servers { _local: Vec::new(), src: src.clone(), dst_raw: dst.clone(), dst_copy: dst.clone(), local: false }
+        }
+        _ => {
+            let per_node = args.data_bytes.unwrap_or(if shape == Shape::Large { 1_000_000 } else { 300 });
+            say("starting 3 local ZooKeeper servers (source, raw-ceiling destination, copy destination)");
+            // Source: the tree; raw destination: three raw copies; copy
+            // destination: three copies (sweep copies are removed again).
+            let heaps = [heap_for(n, per_node, 1), heap_for(n, per_node, 3), heap_for(n, per_node, 3)];
+            let mut v = start_local(&heaps).await?;
+            let (c, r, s) = (v.pop().unwrap(), v.pop().unwrap(), v.pop().unwrap());
+            Servers {
+                src: s.connect_string(),
+                dst_raw: r.connect_string(),
+                dst_copy: c.connect_string(),
+                _local: vec![s, r, c],
+                local: true,
+            }
+        }
+    };
+    if shape == Shape::Counter {
+        return bench_counter(&args, &servers, &spec).await;
+    }
+    let tag = format!("{:?}-{}-s{}", shape, n, spec.seed).to_lowercase();
+    let root = format!("/zkrepl-bench/{tag}");
+
+    // The source tree.
+    let src_session =
+        Session::connect(std::sync::Arc::new(ConnectOptions::new(Side::Source, Hosts::parse(&servers.src)?))).await?;
+    let gen_rate = {
+        let (_, c) = src_session.client();
+        if c.check_stat(&root).await.ok().flatten().is_some() {
+            say(&format!("reusing {root} on the source"));
+            None
+        } else {
+            say(&format!("generating {n} nodes ({shape:?}) under {root}"));
+            Some(treegen::generate(&src_session, &root, &spec).await?)
+        }
+    };
+    let nodes: Vec<(String, Vec<u8>)> = treegen::nodes(&spec).collect();
+    let paths: Vec<String> = nodes.iter().map(|(rel, _)| zkrepl::zk::path::join(&root, rel)).collect();
+    let bytes: u64 = nodes.iter().map(|(_, d)| d.len() as u64).sum();
+
+    // Raw ceilings.
+    say("raw ceilings: multi-create (fresh server), multiRead, getACL");
+    let raw_pool = pool(&servers.dst_raw, 1).await?;
+    let (_, raw_client) = raw_pool.get(0).client();
+    let raw_cold = ceilings::multi_create(raw_pool.get(0), "/zkrepl-bench/raw-1", &nodes, 500, 8).await?;
+    let src_pool = pool(&servers.src, 8).await?;
+    let src_clients = src_pool.clients().clients;
+    let multi_read = ceilings::multi_read(&src_clients[0], &paths, 1000, 8).await?;
+    let get_acl = ceilings::get_acl(&src_clients, &paths, 1000).await?;
+
+    // Copies.
+    say("copy onto the fresh copy destination (cold)");
+    let copy = |dst_root: &str, extra: &[&str]| {
+        let mut a = s(&["copy", "--src", &servers.src, "--dst", &servers.dst_copy, "--root", &root]);
+        a.extend(s(&["--dst-root", dst_root, "--json", "-q"]));
+        a.extend(s(extra));
+        child(a)
+    };
+    let cold = copy("/zkrepl-bench/copy-1", &[]).await?;
+    say("copy again onto the same server (warm), and raw ceiling again (warm)");
+    let warm = copy("/zkrepl-bench/copy-2", &[]).await?;
+    let raw_warm = ceilings::multi_create(raw_pool.get(0), "/zkrepl-bench/raw-2", &nodes, 500, 8).await?;
+    let open = copy("/zkrepl-bench/copy-3", &["--acl", "open"]).await?;
+
+    // The same raw work run the way zkrepl runs it: both servers at once
+    // (they share this machine's cores).
+    say("raw ceilings with both servers busy at once");
+    let copy_paths: Vec<String> =
+        nodes.iter().map(|(rel, _)| zkrepl::zk::path::join("/zkrepl-bench/copy-1", rel)).collect();
+    let copy_pool = pool(&servers.dst_copy, 8).await?;
+    let copy_clients = copy_pool.clients().clients;
+    let both = |a: Rate, b: Rate| {
+        let seconds = a.seconds.max(b.seconds);
+        Rate { ops: a.ops, seconds, per_sec: a.ops as f64 / seconds.max(1e-9) }
+    };
+    let (a, b) = futures::try_join!(
+        ceilings::multi_read(&src_clients[0], &paths, 1000, 8),
+        ceilings::multi_read(&copy_clients[0], &copy_paths, 1000, 8)
+    )?;
+    let multi_read_both = both(a, b);
+    let (a, b) = futures::try_join!(
+        ceilings::get_acl(&src_clients, &paths, 1000),
+        ceilings::get_acl(&copy_clients, &copy_paths, 1000)
+    )?;
+    let get_acl_both = both(a, b);
+    let (a, b) = futures::try_join!(
+        ceilings::get_acl(&src_clients, &paths, 1000),
+        ceilings::multi_create(raw_pool.get(0), "/zkrepl-bench/raw-3", &nodes, 500, 8)
+    )?;
+    let acl_and_create = both(a, b);
+
+    let mut sweep = Vec::new();
+    if args.sweep {
+        let mut k = 4;
+        let runs: Vec<(&str, Vec<&str>)> = vec![
+            ("batch_ops", vec!["100", "250", "500", "1000", "2000"]),
+            ("window", vec!["1", "2", "4", "8", "16"]),
+            ("read_sessions", vec!["1", "2", "4", "8", "16"]),
+        ];
+        for (param, values) in runs {
+            for v in values {
+                let flag = format!("--{}", param.replace('_', "-"));
+                let flag = if param == "batch_ops" { "--batch-ops".to_string() } else { flag };
+                say(&format!("sweep: {flag} {v}"));
+                let dst_root = format!("/zkrepl-bench/copy-{k}");
+                let r = copy(&dst_root, &[&flag, v]).await?;
+                k += 1;
+                // Keep the server's heap flat: each sweep copy goes again.
+                let rels: Vec<String> = nodes.iter().map(|(r, _)| r.clone()).collect();
+                let sweep_pool = pool(&servers.dst_copy, 1).await?;
+                let (_, sc) = sweep_pool.get(0).client();
+                ceilings::multi_delete(&sc, &dst_root, &rels, 1000, 8).await?;
+                sweep.push(json!({ "param": param, "value": v, "nodes_per_sec": r["nodes_per_sec"], "latency_p99_ms": r["latency_p99_ms"] }));
+            }
+        }
+    }
+
+    // Verifies.
+    let mut verify_acl = Value::Null;
+    let mut verify_noacl = Value::Null;
+    let mut verify_empty = Value::Null;
+    if !args.no_verify {
+        say("verify (with and without ACLs)");
+        let v = |extra: &[&str]| {
+            let mut a = s(&["verify", "--src", &servers.src, "--dst", &servers.dst_copy, "--root", &root]);
+            a.extend(s(&["--dst-root", "/zkrepl-bench/copy-1", "--json", "-q"]));
+            a.extend(s(extra));
+            child(a)
+        };
+        verify_acl = v(&[]).await?;
+        verify_noacl = v(&["--no-acl"]).await?;
+        say("verify --json against an empty destination root (every node missing)");
+        verify_empty = child_verify_counting(s(&[
+            "verify",
+            "--src",
+            &servers.src,
+            "--dst",
+            &servers.dst_copy,
+            "--root",
+            &root,
+            "--dst-root",
+            "/zkrepl-bench/absent",
+            "--json",
+            "-q",
+        ]))
+        .await?;
+    }
+
+    // Clean up what was written to servers we did not start.
+    if !servers.local && !args.keep {
+        say("removing the generated trees");
+        let rels: Vec<String> = nodes.iter().map(|(r, _)| r.clone()).collect();
+        // The leader lock is an ephemeral (of this process's session, unless
+        // the tree was reused): it goes first, or its parent cannot.
+        let (_, sc) = src_session.client();
+        let lock = zkrepl::zk::path::join(&root, treegen::LEADER_PARENT);
+        for child in sc.list_children(&lock).await.unwrap_or_default() {
+            let _ = sc.delete(&format!("{lock}/{child}"), None).await;
+        }
+        ceilings::multi_delete(&sc, &root, &rels, 1000, 8).await?;
+        let dst = pool(&servers.dst_copy, 1).await?;
+        let (_, dc) = dst.get(0).client();
+        let mut k = 1;
+        loop {
+            let r = format!("/zkrepl-bench/copy-{k}");
+            if dc.check_stat(&r).await.ok().flatten().is_none() {
+                break;
+            }
+            ceilings::multi_delete(&dc, &r, &rels, 1000, 8).await?;
+            k += 1;
+        }
+        for r in ["/zkrepl-bench/raw-1", "/zkrepl-bench/raw-2", "/zkrepl-bench/raw-3"] {
+            ceilings::multi_delete(&raw_client, r, &rels, 1000, 8).await?;
+        }
+        // The common parent, where nothing else was left in it.
+        for c in [&sc, &dc, &raw_client] {
+            let _ = c.delete("/zkrepl-bench", None).await;
+        }
+    }
+
+    let report = json!({
+        "tree": { "shape": shape, "nodes": n, "bytes": bytes, "root": root },
+        "servers": if servers.local { "3 local standalone servers, started fresh for this run" } else { "given by --src/--dst (raw ceiling and copies share the destination)" },
+        "gen": gen_rate,
+        "raw": {
+            "multi_create_cold": raw_cold, "multi_create_warm": raw_warm, "multi_read": multi_read, "get_acl_8_sessions": get_acl,
+            "multi_read_both_servers": multi_read_both, "get_acl_both_servers": get_acl_both,
+            "get_acl_source_with_multi_create_destination": acl_and_create,
+        },
+        "copy": {
+            "cold": cold, "warm": warm, "acl_open_warm": open,
+            "cold_ratio_to_raw_create_cold": ratio(rate_of(&cold, "nodes_per_sec"), raw_cold.per_sec),
+            "warm_ratio_to_raw_create_warm": ratio(rate_of(&warm, "nodes_per_sec"), raw_warm.per_sec),
+            "acl_open_ratio_to_raw_create_warm": ratio(rate_of(&open, "nodes_per_sec"), raw_warm.per_sec),
+            "warm_ratio_to_get_acl": ratio(rate_of(&warm, "nodes_per_sec"), get_acl.per_sec),
+            "warm_ratio_to_get_acl_with_create": ratio(rate_of(&warm, "nodes_per_sec"), acl_and_create.per_sec),
+        },
+        "verify": {
+            "acl": verify_acl, "no_acl": verify_noacl, "empty_destination": verify_empty,
+            "acl_ratio_to_get_acl": ratio(rate_of(&verify_acl, "nodes_per_sec_per_side"), get_acl.per_sec),
+            "no_acl_ratio_to_multi_read": ratio(rate_of(&verify_noacl, "nodes_per_sec_per_side"), multi_read.per_sec),
+            "acl_ratio_to_get_acl_both": ratio(rate_of(&verify_acl, "nodes_per_sec_per_side"), get_acl_both.per_sec),
+            "no_acl_ratio_to_multi_read_both": ratio(rate_of(&verify_noacl, "nodes_per_sec_per_side"), multi_read_both.per_sec),
+        },
+        "sweep": sweep,
+    });
+    if args.json {
+        print_json(&report);
+    } else {
+        print_bench(&report, n, bytes);
+    }
+    Ok(Outcome { exit: Exit::Ok })
+}
+
+/// A parent whose sequence counter is `--nodes`: how long the copy takes to
+/// raise the destination's, against create-and-delete pairs sent raw.
+async fn bench_counter(args: &BenchArgs, servers: &Servers, spec: &GenOptions) -> zkrepl::Result<Outcome> {
+    let root = format!("/zkrepl-bench/counter-{}", spec.nodes);
+    let session =
+        Session::connect(std::sync::Arc::new(ConnectOptions::new(Side::Source, Hosts::parse(&servers.src)?))).await?;
+    let (_, c) = session.client();
+    if c.check_stat(&root).await.ok().flatten().is_none() {
+        treegen::generate(&session, &root, spec).await?;
+    }
+    let copy =
+        child(s(&["copy", "--src", &servers.src, "--dst", &servers.dst_copy, "--root", &root, "--json", "-q"])).await?;
+    let raw_pool = pool(&servers.dst_raw, 1).await?;
+    let (_, rc) = raw_pool.get(0).client();
+    let parent = "/zkrepl-bench/raw-counter";
+    // The parent and its ancestors: those of a path beneath it.
+    zkrepl::write::create_ancestors(raw_pool.get(0), &format!("{parent}/raw-pad")).await?;
+    let pads = spec.nodes.saturating_sub(treegen::COUNTER_KEPT);
+    let raw = ceilings::multi_pad(&rc, parent, pads, 500, 8).await?;
+    let copy_secs = rate_of(&copy, "seconds");
+    let report = json!({
+        "counter": spec.nodes, "padding_ops": copy["padding_ops"], "copy_seconds": copy_secs,
+        "padded_parents": copy["padded_parents"],
+        "raw_pairs": raw, "copy_pads_per_sec": pads as f64 / copy_secs.max(1e-9),
+        "ratio_to_raw": ratio(pads as f64 / copy_secs.max(1e-9), raw.per_sec),
+    });
+    if args.json {
+        print_json(&report);
+    } else {
+        println!("sequence counter of {} creations (10 children left) copied in {:.2} s:", spec.nodes, copy_secs);
+        println!(
+            "  {} padding ops = {:.0} create+delete pairs/s; raw pairs (500 per multi, 8 in flight) {:.0}/s: {:.0}%",
+            copy["padding_ops"],
+            pads as f64 / copy_secs.max(1e-9),
+            raw.per_sec,
+            100.0 * ratio(pads as f64 / copy_secs.max(1e-9), raw.per_sec)
+        );
+    }
+    Ok(Outcome { exit: Exit::Ok })
+}
+
+fn print_bench(r: &Value, n: u64, bytes: u64) {
+    let c = &r["copy"];
+    let raw = &r["raw"];
+    let per = |k: &str| rate_of(&raw[k], "per_sec");
+    let rss = |v: &Value| v["peak_rss_bytes"].as_u64().map(human_bytes).unwrap_or_else(|| "?".into());
+    println!("tree: {n} nodes, {} ({})", human_bytes(bytes), r["servers"].as_str().unwrap_or(""));
+    println!("raw ceilings (bare client, ideal batching, same servers, this run):");
+    for (label, key, unit) in [
+        ("multi-create, fresh server", "multi_create_cold", "nodes/s"),
+        ("multi-create, warm server", "multi_create_warm", "nodes/s"),
+        ("multiRead getData, one server", "multi_read", "reads/s"),
+        ("multiRead getData, both servers at once", "multi_read_both_servers", "reads/s per server"),
+        ("getACL over 8 sessions, one server", "get_acl_8_sessions", "reads/s"),
+        ("getACL over 8 sessions, both servers at once", "get_acl_both_servers", "reads/s per server"),
+        ("getACL on source while multi-create on dest.", "get_acl_source_with_multi_create_destination", "nodes/s"),
+    ] {
+        println!("  {label:<46} {:>9.0} {unit}", per(key));
+    }
+    println!("zkrepl copy:");
+    for (label, key, ratio_key, base) in [
+        ("cold (fresh server)", "cold", "cold_ratio_to_raw_create_cold", "fresh multi-create"),
+        ("warm", "warm", "warm_ratio_to_raw_create_warm", "warm multi-create"),
+        ("warm, --acl open", "acl_open_warm", "acl_open_ratio_to_raw_create_warm", "warm multi-create"),
+    ] {
+        let v = &c[key];
+        println!(
+            "  {label:<20} {:>9.0} nodes/s {:>6.2} MB/s = {:>3.0}% of {base}; p50 {:.0} ms p99 {:.0} ms; peak RSS {}",
+            rate_of(v, "nodes_per_sec"),
+            rate_of(v, "bytes_read") / rate_of(v, "seconds").max(1e-9) / 1e6,
+            100.0 * rate_of(c, ratio_key),
+            rate_of(v, "latency_p50_ms"),
+            rate_of(v, "latency_p99_ms"),
+            rss(v)
+        );
+    }
+    println!(
+        "  warm copy = {:.0}% of getACL alone, {:.0}% of getACL with multi-create at once (one getACL per node: no batched form)",
+        100.0 * rate_of(c, "warm_ratio_to_get_acl"),
+        100.0 * rate_of(c, "warm_ratio_to_get_acl_with_create")
+    );
+    let v = &r["verify"];
+    if !v["acl"].is_null() {
+        println!("zkrepl verify (both trees read at once):");
+        println!(
+            "  with ACLs      {:>9.0} nodes/s per side = {:.0}% of getACL on both servers at once; peak RSS {}",
+            rate_of(&v["acl"], "nodes_per_sec_per_side"),
+            100.0 * rate_of(v, "acl_ratio_to_get_acl_both"),
+            rss(&v["acl"])
+        );
+        println!(
+            "  without ACLs   {:>9.0} nodes/s per side = {:.0}% of multiRead on both servers at once ({:.0}% of one server alone)",
+            rate_of(&v["no_acl"], "nodes_per_sec_per_side"),
+            100.0 * rate_of(v, "no_acl_ratio_to_multi_read_both"),
+            100.0 * rate_of(v, "no_acl_ratio_to_multi_read")
+        );
+        let e = &v["empty_destination"];
+        println!(
+            "  --json against an empty destination: {} differences streamed ({} missing counted) in {:.2} s; peak RSS {}",
+            e["differences_streamed"],
+            e["counts"]["missing_on_dst"],
+            rate_of(e, "seconds"),
+            rss(e)
+        );
+    }
+    if let Some(sw) = r["sweep"].as_array().filter(|a| !a.is_empty()) {
+        println!("sweep (warm copies, one parameter at a time):");
+        for x in sw {
+            println!(
+                "  {:<14} {:>6}  {:>9.0} nodes/s  p99 {:.0} ms",
+                x["param"].as_str().unwrap_or(""),
+                x["value"].as_str().unwrap_or(""),
+                x["nodes_per_sec"].as_f64().unwrap_or(0.0),
+                x["latency_p99_ms"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_long_help = "Starts two local ZooKeeper servers (needs java and the ZooKeeper jars: apt-get install zookeeper, or ZK_HOME), generates a Pegasus-shaped tree on the first, copies it to the second with zkrepl copy --verify, prints the summary and throughput, and stops the servers."
+)]
+pub struct DemoArgs {
+    /// Nodes in the generated tree
+    #[arg(long, default_value_t = 100_000)]
+    pub nodes: u64,
+
+    /// Print the results as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Whether a verify report (JSON) shows two equal trees: every class of
+/// difference counted and at zero (a node changed during the verify is a
+/// difference too; counters behind are not, as without --strict-counters),
+/// and both digests there and equal.
+fn verified_equal(v: &Value) -> bool {
+    const CLASSES: [&str; 6] =
+        ["missing_on_dst", "extra_on_dst", "data_differs", "acl_differs", "unreadable", "changed"];
+    let zero = |k: &str| v["counts"].get(k).and_then(Value::as_u64) == Some(0);
+    CLASSES.into_iter().all(zero) && v["src_digest"].is_string() && v["src_digest"] == v["dst_digest"]
+}
+
+pub async fn demo(args: DemoArgs) -> zkrepl::Result<Outcome> {
+    let spec = gen_options(Shape::Pegasus, args.nodes, None);
+    let n = spec.node_count();
+    if n < 10 {
+        return Err(usage("--nodes must be at least 10"));
+    }
+    let note = |m: &str| {
+        if !args.json {
+            eprintln!("demo: {m}");
+        }
+    };
+    // Ctrl-C: stop now; the local servers go with this process.
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("demo: interrupted");
+            std::process::exit(130);
+        }
+    });
+    note("starting two local ZooKeeper servers");
+    let mut servers = start_local(&[heap_for(n, 300, 1), heap_for(n, 300, 2)]).await?;
+    let (dst, src) = (servers.pop().unwrap(), servers.pop().unwrap());
+    let root = "/pegasus/demo";
+    note(&format!("generating a Pegasus-shaped tree of {n} nodes under {root} on {}", src.connect_string()));
+    let session =
+        Session::connect(std::sync::Arc::new(ConnectOptions::new(Side::Source, Hosts::parse(&src.connect_string())?)))
+            .await?;
+    let generated = treegen::generate(&session, root, &spec).await?;
+    note(&format!("copying to {} with zkrepl copy --verify", dst.connect_string()));
+    let result = child(s(&[
+        "copy",
+        "--src",
+        &src.connect_string(),
+        "--dst",
+        &dst.connect_string(),
+        "--root",
+        root,
+        "--verify",
+        "--json",
+        "-q",
+    ]))
+    .await?;
+    note("measuring the raw ceilings of the same servers (now warm)");
+    let nodes: Vec<(String, Vec<u8>)> = treegen::nodes(&spec).collect();
+    let paths: Vec<String> = nodes.iter().map(|(rel, _)| zkrepl::zk::path::join(root, rel)).collect();
+    let (dst_hosts, src_hosts) = (dst.connect_string(), src.connect_string());
+    let (dst_pool, src_pool) = futures::try_join!(pool(&dst_hosts, 1), pool(&src_hosts, 8))?;
+    let src_clients = src_pool.clients().clients;
+    // What binds a copy that keeps ACLs: one getACL per node on the source
+    // while the destination creates; and the writes alone.
+    let (acl, create) = futures::try_join!(
+        ceilings::get_acl(&src_clients, &paths, 1000),
+        ceilings::multi_create(dst_pool.get(0), "/zkrepl-demo/raw-1", &nodes, 500, 8)
+    )?;
+    let both = nodes.len() as f64 / acl.seconds.max(create.seconds).max(1e-9);
+    let raw = ceilings::multi_create(dst_pool.get(0), "/zkrepl-demo/raw-2", &nodes, 500, 8).await?;
+    let copy = &result["copy"];
+    let verify = &result["verify"];
+    let equal = verified_equal(verify);
+    if args.json {
+        print_json(&json!({
+            "generated": generated, "copy": copy, "verify": verify,
+            "raw_multi_create_warm": raw, "raw_get_acl_with_multi_create_per_sec": both,
+        }));
+    } else {
+        println!("zkrepl demo: Pegasus-shaped tree, {n} nodes, two local ZooKeeper servers");
+        println!(
+            "  copied     {} nodes in {:.2} s = {:.0} nodes/s (ACLs preserved; {} ephemeral leader lock skipped)",
+            copy["created"],
+            rate_of(copy, "seconds"),
+            rate_of(copy, "nodes_per_sec"),
+            copy["skipped_ephemerals"]
+        );
+        println!(
+            "  verified   {} nodes per side in {:.2} s: {}; digest {}",
+            verify["src_nodes"],
+            rate_of(verify, "seconds"),
+            if equal { "EQUAL" } else { "DIFFERENT" },
+            verify["src_digest"].as_str().unwrap_or("?")
+        );
+        println!(
+            "  raw ceilings of the same servers: getACL of every node on the source while the destination creates them, {:.0} nodes/s (copy = {:.0}% of it: one getACL per node, no batched form); multi-create alone {:.0} nodes/s",
+            both,
+            100.0 * ratio(rate_of(copy, "nodes_per_sec"), both),
+            raw.per_sec
+        );
+        println!("  peak memory of the copy: {}", copy["peak_rss_bytes"].as_u64().map(human_bytes).unwrap_or_default());
+    }
+    drop(session);
+    Ok(Outcome { exit: if equal { Exit::Ok } else { Exit::Differences } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(changes: &[(&str, u64)], src: Value, dst: Value) -> Value {
+        let mut counts = json!({
+            "missing_on_dst": 0, "extra_on_dst": 0, "data_differs": 0, "acl_differs": 0,
+            "counter_behind": 0, "unreadable": 0, "changed": 0,
+        });
+        for (k, n) in changes {
+            counts[*k] = json!(n);
+        }
+        json!({ "counts": counts, "src_digest": src, "dst_digest": dst })
+    }
+
+    #[test]
+    fn the_demo_calls_equal_only_what_verify_proved_equal() {
+        let d = || json!("ab12");
+        assert!(verified_equal(&report(&[], d(), d())));
+        assert!(verified_equal(&report(&[("counter_behind", 3)], d(), d())), "not a difference by default");
+        for class in ["missing_on_dst", "extra_on_dst", "data_differs", "acl_differs", "unreadable", "changed"] {
+            assert!(!verified_equal(&report(&[(class, 1)], d(), d())), "{class}");
+        }
+        assert!(!verified_equal(&report(&[], d(), json!("cd34"))), "other digests");
+        assert!(!verified_equal(&report(&[], Value::Null, Value::Null)), "no digests: not proven");
+        assert!(!verified_equal(&json!({ "src_digest": "ab12", "dst_digest": "ab12" })), "no counts");
+        assert!(
+            !verified_equal(&json!({ "counts": {}, "src_digest": "ab12", "dst_digest": "ab12" })),
+            "counts missing"
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! zkrepl's test kit: what the tests, the benchmarks and the `gen`, `bench`
+//! and `demo` commands need around the engine, and nothing the engine needs.
+//!
+//! - [`local`]: local ZooKeeper servers and ensembles on loopback ports;
+//! - [`treegen`]: deterministic test trees (Pegasus-shaped, wide, deep, large);
+//! - [`proxy`]: a fault-injection TCP proxy (cut, refuse, stall, slow down);
+//! - [`ceilings`]: raw server ceilings measured with the bare client, the
+//!   baselines the benchmarks report ratios to.
+
+pub mod ceilings;
+pub mod local;
+pub mod proxy;
+pub mod treegen;
