@@ -4,6 +4,7 @@
 //! peak memory is its own) against servers measured in the same run: every
 //! figure comes with its ratio to a raw ceiling of the same servers.
 
+use bytesize::ByteSize;
 use std::time::Duration;
 use tokio::process::Command;
 
@@ -20,7 +21,7 @@ use zkrepl_testkit::treegen::{self, GenOptions, Shape};
 
 use crate::app::{Exit, Outcome};
 use crate::args::usage;
-use crate::common::{human_bytes, print_json};
+use crate::common::print_json;
 use crate::treegen::ShapeArg;
 
 #[derive(Args, Debug)]
@@ -505,8 +506,8 @@ fn print_bench(r: &Value, n: u64, bytes: u64) {
     let c = &r["copy"];
     let raw = &r["raw"];
     let per = |k: &str| rate_of(&raw[k], "per_sec");
-    let rss = |v: &Value| v["peak_rss_bytes"].as_u64().map(human_bytes).unwrap_or_else(|| "?".into());
-    println!("tree: {n} nodes, {} ({})", human_bytes(bytes), r["servers"].as_str().unwrap_or(""));
+    let rss = |v: &Value| v["peak_rss_bytes"].as_u64().map(|b| ByteSize(b).to_string()).unwrap_or_else(|| "?".into());
+    println!("tree: {n} nodes, {} ({})", ByteSize(bytes), r["servers"].as_str().unwrap_or(""));
     println!("raw ceilings (bare client, ideal batching, same servers, this run):");
     for (label, key, unit) in [
         ("multi-create, fresh server", "multi_create_cold", "nodes/s"),
@@ -689,7 +690,10 @@ pub async fn demo(args: DemoArgs) -> zkrepl::Result<Outcome> {
             100.0 * ratio(rate_of(copy, "nodes_per_sec"), both),
             raw.per_sec
         );
-        println!("  peak memory of the copy: {}", copy["peak_rss_bytes"].as_u64().map(human_bytes).unwrap_or_default());
+        println!(
+            "  peak memory of the copy: {}",
+            copy["peak_rss_bytes"].as_u64().map(|b| ByteSize(b).to_string()).unwrap_or_default()
+        );
     }
     drop(session);
     Ok(Outcome { exit: if equal { Exit::Ok } else { Exit::Differences } })

@@ -1,5 +1,6 @@
 //! Helpers shared by the commands: opening trees, progress, signals, output.
 
+use bytesize::ByteSize;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,7 +71,7 @@ impl ProgressView {
                     "{}: {read} nodes read ({:.0}/s), {written} written, {}",
                     progress.phase(),
                     read as f64 / secs,
-                    human_bytes(bytes)
+                    ByteSize(bytes)
                 ));
                 b.tick();
                 tokio::time::sleep(Duration::from_millis(150)).await;
@@ -142,17 +143,6 @@ fn quit_now() -> ! {
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     std::process::exit(130);
-}
-
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
 /// Prints a value as pretty JSON on stdout.

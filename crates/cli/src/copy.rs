@@ -1,5 +1,6 @@
 //! `zkrepl copy`.
 
+use bytesize::ByteSize;
 use std::sync::Arc;
 
 use clap::Args;
@@ -11,7 +12,7 @@ use zkrepl::read::walk::WalkOptions;
 
 use crate::app::{Exit, Outcome};
 use crate::args::{AclArg, Connection, Endpoints, Location, Output, ReadTuning, WriteTuning};
-use crate::common::{ProgressView, human_bytes, open_reader, open_session, print_json, watch_signals};
+use crate::common::{ProgressView, open_reader, open_session, print_json, watch_signals};
 use crate::verify::{VerifyTuning, run_verify_after_copy};
 
 #[derive(Args, Debug)]
@@ -158,7 +159,7 @@ pub async fn copy_between(
 async fn snapshot_kinds(
     file: &std::path::Path,
     src: &Location,
-) -> zkrepl::Result<std::collections::HashMap<String, zkrepl::write::NodeKind>> {
+) -> zkrepl::Result<std::collections::HashMap<String, zkrepl::node::NodeKind>> {
     let file = file.to_path_buf();
     let abs_root = src.hosts.absolute(&src.root);
     let chroot = src.hosts.chroot.clone();
@@ -283,7 +284,7 @@ pub fn print_summary(src: &Location, dst: &Location, s: &CopySummary) {
             Mode::Mirror => "--mirror",
         }
     );
-    println!("  nodes read      {:>10}   ({})", s.nodes_read, human_bytes(s.bytes_read));
+    println!("  nodes read      {:>10}   ({})", s.nodes_read, ByteSize(s.bytes_read));
     println!("  created         {:>10}", s.created);
     println!("  data updated    {:>10}", s.data_updated);
     println!("  ACL updated     {:>10}", s.acl_updated);

@@ -1,12 +1,13 @@
 //! `zkrepl snapshot-info`.
 
+use bytesize::ByteSize;
 use std::path::PathBuf;
 
 use clap::Args;
 use zkrepl::snapshot::{self, SnapshotInfo};
 
 use crate::app::{Exit, Outcome};
-use crate::common::{human_bytes, print_json};
+use crate::common::print_json;
 
 /// At most this many containers and TTL nodes are listed without --json.
 const LISTED: usize = 50;
@@ -45,9 +46,9 @@ pub async fn run(args: SnapshotInfoArgs) -> zkrepl::Result<Outcome> {
 fn print_summary(i: &SnapshotInfo) {
     let compression = match i.compression {
         snapshot::Compression::None => "uncompressed".to_string(),
-        c => format!("{}, {} uncompressed", c.name(), human_bytes(i.stream_bytes)),
+        c => format!("{}, {} uncompressed", c.name(), ByteSize(i.stream_bytes)),
     };
-    println!("snapshot     {} ({}, {compression})", i.file, human_bytes(i.file_bytes));
+    println!("snapshot     {} ({}, {compression})", i.file, ByteSize(i.file_bytes));
     let digest = match &i.digest {
         Some(d) => format!("; tree digest {:#x} at zxid {:#x}", d.value, d.zxid),
         None => "; no tree digest".to_string(),
@@ -68,13 +69,13 @@ fn print_summary(i: &SnapshotInfo) {
     println!("sessions     {}", i.sessions);
     println!("ACLs         {} distinct", i.acl_lists);
     if i.root == "/" {
-        println!("nodes        {} ({} of data)", i.nodes, human_bytes(i.data_bytes));
+        println!("nodes        {} ({} of data)", i.nodes, ByteSize(i.data_bytes));
     } else {
         println!(
             "nodes        {} at or under {} ({} of data), {} in the file",
             i.nodes,
             i.root,
-            human_bytes(i.data_bytes),
+            ByteSize(i.data_bytes),
             i.nodes_total
         );
     }

@@ -1,12 +1,13 @@
 //! `zkrepl gen`.
 
+use bytesize::ByteSize;
 use clap::{Args, ValueEnum};
 use zkrepl::error::Side;
 use zkrepl_testkit::treegen::{self, GenOptions, Shape};
 
 use crate::app::{Exit, Outcome};
 use crate::args::{Connection, OneTree, Output, WriteTuning};
-use crate::common::{human_bytes, open_session, print_json};
+use crate::common::{open_session, print_json};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum ShapeArg {
@@ -102,7 +103,7 @@ pub async fn run(args: GenArgs) -> zkrepl::Result<Outcome> {
             s.root,
             s.shape,
             s.nodes,
-            human_bytes(s.bytes),
+            ByteSize(s.bytes),
             s.ephemerals,
             s.seconds,
             s.nodes_per_sec

@@ -1,5 +1,6 @@
 //! `zkrepl verify` and `zkrepl digest`.
 
+use bytesize::ByteSize;
 use std::io::{IsTerminal, Write};
 
 use clap::Args;
@@ -12,7 +13,7 @@ use crate::args::{AclArg, Connection, Endpoints, Location, OneTree, Output, Read
 use zkrepl::progress::Progress;
 
 use crate::app::{Exit, Outcome};
-use crate::common::{ProgressView, before_quit, human_bytes, open_reader, print_json, watch_signals};
+use crate::common::{ProgressView, before_quit, open_reader, print_json, watch_signals};
 
 #[derive(Args, Debug)]
 #[command(after_long_help = VERIFY_EXAMPLES)]
@@ -421,8 +422,8 @@ fn summary(r: &VerifyReport) -> String {
         Verdict::Incomplete => "NOT VERIFIED (unreadable nodes)",
     };
     line!("  result          {verdict}");
-    line!("  source          {:>10} nodes ({})", r.src_nodes, human_bytes(r.src_bytes));
-    line!("  destination     {:>10} nodes ({})", r.dst_nodes, human_bytes(r.dst_bytes));
+    line!("  source          {:>10} nodes ({})", r.src_nodes, ByteSize(r.src_bytes));
+    line!("  destination     {:>10} nodes ({})", r.dst_nodes, ByteSize(r.dst_bytes));
     line!("  compared        {:>10}   (data{})", r.compared, if r.acl_compared { " and ACL" } else { " only" });
     let c = &r.counts;
     for (label, n) in [
@@ -497,7 +498,7 @@ pub async fn run_digest(args: DigestArgs) -> zkrepl::Result<Outcome> {
         println!(
             "nodes    {} ({}), ACL {}",
             d.nodes,
-            human_bytes(d.bytes),
+            ByteSize(d.bytes),
             if d.acl_included { "included" } else { "not included" }
         );
         println!("mzxid    0x{:x} (largest)", d.max_mzxid);

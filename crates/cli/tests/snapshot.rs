@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use zkrepl::Error;
+use zkrepl::node::NodeKind;
 use zkrepl::snapshot::{self, Compression, KindCounts, SnapKind, TtlNode};
-use zkrepl::write::NodeKind;
 use zkrepl_testkit::local::{LocalServer, ServerOptions, four_letter};
 use zookeeper_client as zk;
 

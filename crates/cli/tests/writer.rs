@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use zkrepl::error::Side;
+use zkrepl::node::NodeKind;
 use zkrepl::node::next_sequence;
-use zkrepl::write::{NodeKind, Op, Writer, WriterOptions};
+use zkrepl::write::{Op, Writer, WriterOptions};
 use zkrepl::zk::session::{ConnectOptions, Session};
 use zkrepl::zk::target::Hosts;
 use zkrepl_testkit::proxy::FaultProxy;

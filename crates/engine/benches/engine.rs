@@ -22,8 +22,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use zkrepl::digest::MerkleBuilder;
-use zkrepl::write::{Batch, BatchLimits, Batcher, NodeKind, Op};
+use zkrepl::merkle::MerkleBuilder;
+use zkrepl::node::NodeKind;
+use zkrepl::write::{BatchLimits, Batcher, Op, Transaction};
 use zkrepl_testkit::treegen::{self, GenOptions, Shape};
 use zookeeper_client as zk;
 
@@ -72,7 +73,7 @@ fn pegasus_creates() -> Vec<Op> {
 }
 
 /// Every batch, in order, the default batcher makes of `ops`.
-fn plan(ops: impl IntoIterator<Item = Op>) -> Vec<Batch> {
+fn plan(ops: impl IntoIterator<Item = Op>) -> Vec<Transaction> {
     let mut b = Batcher::new(BatchLimits::default());
     let mut out = Vec::new();
     for op in ops {
@@ -222,7 +223,7 @@ fn start_stub() -> (String, mpsc::Receiver<usize>) {
 }
 
 /// Encodes a batch as the writer does (it sends what `add_*` encoded).
-fn encode<'c>(client: &'c zk::Client, batch: &Batch) -> zk::MultiWriter<'c> {
+fn encode<'c>(client: &'c zk::Client, batch: &Transaction) -> zk::MultiWriter<'c> {
     let open = zkrepl::node::open_acl();
     let mut w = client.new_multi_writer();
     for op in &batch.ops {
@@ -273,7 +274,7 @@ fn bench_encode(c: &mut Criterion) {
     let first = &batches[0];
     let _ = rt.block_on(encode(&client, first).commit());
     let sent = lengths.recv_timeout(Duration::from_secs(10)).expect("the stub got the multi()");
-    assert_eq!(sent, first.bytes, "Batch::bytes must equal the encoded multi() request length");
+    assert_eq!(sent, first.bytes, "Transaction::bytes must equal the encoded multi() request length");
 
     g.bench_function("multi_writer_100k", |b| {
         b.iter(|| {

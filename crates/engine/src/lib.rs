@@ -6,8 +6,8 @@
 //! walk. [`copy`] and [`verify`] are built from them; see ARCHITECTURE.md.
 
 pub mod copy;
-pub mod digest;
 pub mod error;
+pub mod merkle;
 pub mod node;
 pub mod progress;
 pub mod read;

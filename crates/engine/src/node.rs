@@ -332,3 +332,20 @@ mod tests {
         assert_eq!(preview(&[0, 1, 255], 10), "0x0001ff (3 bytes)");
     }
 }
+
+/// The kind a node is created as. Kinds cannot be read over the client
+/// protocol; they come from the user (globs) or from a snapshot file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    #[default]
+    Persistent,
+    Container,
+    Ttl(#[serde(with = "millis")] std::time::Duration),
+}
+
+mod millis {
+    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+}

@@ -12,8 +12,9 @@ use std::time::Instant;
 use zookeeper_client as zk;
 
 use zkrepl::error::{Error, Result, Side};
+use zkrepl::node::NodeKind;
 use zkrepl::node::open_acl;
-use zkrepl::write::{NodeKind, Op, Writer, WriterOptions};
+use zkrepl::write::{Op, Writer, WriterOptions};
 use zkrepl::zk::path;
 use zkrepl::zk::session::Session;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use globset::{Glob, GlobBuilder, GlobMatcher};
 
 use crate::error::{Error, Result};
-use crate::write::NodeKind;
+use crate::node::NodeKind;
 
 /// Rules matched against source paths (absolute, inside the source chroot).
 #[derive(Clone, Default)]

@@ -116,7 +116,7 @@ pub struct Plan {
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct KindCounts {
+pub struct KindsCopied {
     pub containers: u64,
     pub ttl: u64,
     pub from_snapshot: u64,
@@ -138,7 +138,7 @@ pub struct CopySummary {
     pub skipped_system: u64,
     /// Nodes listed by their parent but gone when read (source changing).
     pub vanished: u64,
-    pub kinds: KindCounts,
+    pub kinds: KindsCopied,
     pub padded_parents: u64,
     /// Counter pads (each a create and a delete in one transaction) written,
     /// or that a dry run would write.

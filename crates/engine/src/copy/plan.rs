@@ -14,11 +14,12 @@ use std::collections::HashMap;
 
 use zookeeper_client as zk;
 
-use super::{AclMode, CopyOptions, KindCounts, Mode, Plan};
+use super::{AclMode, CopyOptions, KindsCopied, Mode, Plan};
 use crate::error::{Error, Result, Side};
+use crate::node::NodeKind;
 use crate::node::{NodeInfo, Slot, acl_equal, acl_masked, counter_deficit, grants_all, next_sequence, open_acl};
 use crate::read::walk::{Entry, ListFailure};
-use crate::write::{NodeKind, Op};
+use crate::write::Op;
 use crate::zk::path;
 
 /// The phases that follow the walk, in the order they run: mirror
@@ -46,7 +47,7 @@ pub struct Tally {
     pub unchanged: u64,
     pub data_updates: u64,
     pub acl_updates: u64,
-    pub kinds: KindCounts,
+    pub kinds: KindsCopied,
     /// Parents whose counter is (or would be) raised.
     pub padded_parents: u64,
     /// Pads (create-and-delete pairs) those parents need.

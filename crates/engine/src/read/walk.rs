@@ -21,8 +21,8 @@ use tokio::sync::mpsc;
 use zookeeper_client as zk;
 
 use super::{Listing, TreeReader};
-use crate::digest::{Digest, MerkleBuilder};
 use crate::error::{Error, Result, Side};
+use crate::merkle::{Digest, MerkleBuilder};
 use crate::node::Slot;
 use crate::zk::path;
 

@@ -43,7 +43,7 @@ use std::time::Duration;
 use self::jute::{JuteError, JuteReader};
 pub use self::stream::Compression;
 use crate::error::{Error, Result};
-use crate::write::NodeKind;
+use crate::node::NodeKind;
 use crate::zk::path;
 
 /// A node's kind as its ephemeralOwner encodes it (ZooKeeper's
@@ -124,7 +124,7 @@ pub struct SnapNode {
 
 /// The tree digest recorded after the nodes (ZooKeeper 3.6 and later).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct TreeDigest {
+pub struct SnapshotDigest {
     /// The zxid the digest belongs to.
     pub zxid: i64,
     pub version: i32,
@@ -147,7 +147,7 @@ pub struct SnapshotHeader {
     /// How many seals were verified: 1, plus one for the digest and one for
     /// the last processed zxid when present.
     pub checksums_verified: u32,
-    pub digest: Option<TreeDigest>,
+    pub digest: Option<SnapshotDigest>,
     /// The server's last processed zxid when it wrote the snapshot
     /// (ZooKeeper 3.9 and later, `zookeeper.serializeLastProcessedZxid.enabled`).
     pub last_processed_zxid: Option<i64>,
@@ -324,7 +324,7 @@ fn parse<R: std::io::Read>(
             };
             checksum = seal(r, "checksum after the digest")?;
             checksums_verified += 1;
-            digest = Some(TreeDigest { zxid: first, version, value });
+            digest = Some(SnapshotDigest { zxid: first, version, value });
             if let Some(z) = r.read_long_or_eof("the last processed zxid")? {
                 checksum = seal(r, "checksum after the last processed zxid")?;
                 checksums_verified += 1;
@@ -484,7 +484,7 @@ pub struct SnapshotInfo {
     /// Seals verified: 1, plus one each for the tree digest and the last
     /// processed zxid when present.
     pub checksums: u32,
-    pub digest: Option<TreeDigest>,
+    pub digest: Option<SnapshotDigest>,
     /// Containers at or under `root`, sorted.
     pub containers: Vec<String>,
     /// TTL nodes at or under `root`, sorted by path.

@@ -80,7 +80,7 @@ pub fn open(path: &Path) -> Result<(Compression, Box<dyn Read>), String> {
     } else {
         return Err(format!(
             "not a ZooKeeper snapshot: it starts with {}, which is neither \"ZKSN\" (a plain snapshot) nor the gzip or snappy-java magic",
-            hex(&head[..got.min(8)])
+            hex::encode(&head[..got.min(8)])
         ));
     };
     let raw = BufReader::with_capacity(64 * 1024, Cursor::new(prefix[..got].to_vec()).chain(file));
@@ -90,10 +90,6 @@ pub fn open(path: &Path) -> Result<(Compression, Box<dyn Read>), String> {
         Compression::Snappy => Box::new(SnappyJavaReader::new(raw)),
     };
     Ok((compression, reader))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
 }
 
 /// Decodes snappy-java's `SnappyOutputStream` format, block by block.
@@ -161,7 +157,7 @@ impl<R: Read> SnappyJavaReader<R> {
         };
         self.read_exact_or_eof(&mut h[start..], "the snappy-java header", false)?;
         if h[..8] != SNAPPY_MAGIC {
-            return Err(invalid(format!("bad snappy-java magic at file offset {at}: {}", hex(&h[..8]))));
+            return Err(invalid(format!("bad snappy-java magic at file offset {at}: {}", hex::encode(&h[..8]))));
         }
         let version = i32::from_be_bytes([h[8], h[9], h[10], h[11]]);
         if version < 1 {

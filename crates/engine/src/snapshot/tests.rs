@@ -193,7 +193,7 @@ fn reads_nodes_kinds_and_info_in_every_compression() {
         assert_eq!(h.acl_lists, 1);
         assert_eq!(h.nodes, 7);
         assert_eq!(h.checksums_verified, 2);
-        assert_eq!(h.digest, Some(TreeDigest { zxid: 0x99, version: 2, value: 0x1234_5678 }));
+        assert_eq!(h.digest, Some(SnapshotDigest { zxid: 0x99, version: 2, value: 0x1234_5678 }));
         assert_eq!(h.stream_bytes, plain.len() as u64);
         assert_eq!(h.trailing_bytes, 0);
         assert_eq!(seen[0].0, "/");

@@ -15,7 +15,6 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::digest::hex;
 use crate::error::Result;
 use crate::node::{NodeInfo, Slot, acl_equal, acl_masked, canonical_acl, next_sequence, preview};
 use crate::read::TreeReader;
@@ -351,8 +350,8 @@ pub async fn run(
         ephemerals_ignored: if opts.include_ephemeral { 0 } else { walked.src.ephemerals + walked.dst.ephemerals },
         acl_compared: cmp.acl,
         counts: cmp.counts,
-        src_digest: walked.src.digest.as_ref().map(hex),
-        dst_digest: walked.dst.digest.as_ref().map(hex),
+        src_digest: walked.src.digest.as_ref().map(hex::encode),
+        dst_digest: walked.dst.digest.as_ref().map(hex::encode),
         strict_counters: opts.strict_counters,
         seconds,
         nodes_per_sec_per_side: if seconds > 0.0 { most as f64 / seconds } else { 0.0 },
@@ -364,7 +363,7 @@ pub async fn run(
 
 /// One tree's fingerprint: root digest, size and the newest zxids seen.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct TreeDigest {
+pub struct DigestReport {
     pub root: String,
     pub digest: Option<String>,
     pub nodes: u64,
@@ -387,7 +386,7 @@ pub async fn digest(
     tree: &TreeReader,
     walk_opts: &WalkOptions,
     progress: &crate::progress::Progress,
-) -> Result<TreeDigest> {
+) -> Result<DigestReport> {
     progress.set_phase("digesting");
     let started = Instant::now();
     tree.catch_up().await?;
@@ -438,9 +437,9 @@ pub async fn digest(
     }
     let walked = walked?;
     let s = walked.src;
-    Ok(TreeDigest {
+    Ok(DigestReport {
         root: tree.root().to_string(),
-        digest: s.digest.as_ref().map(hex),
+        digest: s.digest.as_ref().map(hex::encode),
         nodes: s.nodes,
         bytes: s.bytes,
         ephemerals_ignored: if o.include_ephemeral { 0 } else { s.ephemerals },

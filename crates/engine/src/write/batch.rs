@@ -3,26 +3,9 @@
 //! count them against its jute.maxbuffer. Pure and synchronous, so it is
 //! benchmarked without a server.
 
-use std::time::Duration;
-
 use zookeeper_client as zk;
 
-/// The kind a node is created as. Kinds cannot be read over the client
-/// protocol; they come from the user (globs) or from a snapshot file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeKind {
-    #[default]
-    Persistent,
-    Container,
-    Ttl(#[serde(with = "millis")] Duration),
-}
-
-mod millis {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
-}
+use crate::node::NodeKind;
 
 /// One write, by absolute destination path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,13 +120,13 @@ fn acl_bytes(acl: &[zk::Acl]) -> usize {
 /// A group of operations sent together: a multi() when it has several or
 /// when its single op must be atomic, a plain request otherwise.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Batch {
+pub struct Transaction {
     pub ops: Vec<Op>,
     /// Request bytes as the server counts them.
     pub bytes: usize,
 }
 
-impl Batch {
+impl Transaction {
     /// Operations inside the transaction (a pad counts two).
     pub fn op_count(&self) -> usize {
         self.ops.iter().map(Op::op_count).sum()
@@ -171,24 +154,24 @@ impl Default for BatchLimits {
 /// Accumulates operations into batches, keeping their order.
 pub struct Batcher {
     limits: BatchLimits,
-    cur: Batch,
+    cur: Transaction,
     /// `cur.op_count()`, kept as ops arrive.
     cur_ops: usize,
 }
 
 impl Batcher {
     pub fn new(limits: BatchLimits) -> Batcher {
-        Batcher { limits, cur: Batch::default(), cur_ops: 0 }
+        Batcher { limits, cur: Transaction::default(), cur_ops: 0 }
     }
 
     /// Adds an op; returns the batches it completed, in order (at most two:
     /// the one it did not fit in, and itself when it must travel alone).
-    pub fn push(&mut self, op: Op) -> Vec<Batch> {
+    pub fn push(&mut self, op: Op) -> Vec<Transaction> {
         let mut out = Vec::new();
         if !op.multi_allowed() {
             out.extend(self.finish());
             let bytes = op.single_bytes();
-            out.push(Batch { ops: vec![op], bytes });
+            out.push(Transaction { ops: vec![op], bytes });
             return out;
         }
         let bytes = op.multi_bytes();
@@ -209,7 +192,7 @@ impl Batcher {
     }
 
     /// The partial batch, if any.
-    pub fn finish(&mut self) -> Option<Batch> {
+    pub fn finish(&mut self) -> Option<Transaction> {
         if self.cur.ops.is_empty() {
             return None;
         }
@@ -248,7 +231,7 @@ mod tests {
             path: "/a".into(),
             data: vec![],
             acl: crate::node::open_acl(),
-            kind: NodeKind::Ttl(Duration::from_secs(1)),
+            kind: NodeKind::Ttl(std::time::Duration::from_secs(1)),
         };
         assert_eq!(ttl.single_bytes(), create("/a", 0).single_bytes() + 8);
     }

@@ -23,8 +23,9 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use zookeeper_client as zk;
 
-pub use self::batch::{Batch, BatchLimits, Batcher, NodeKind, Op};
+pub use self::batch::{BatchLimits, Batcher, Op, Transaction};
 use crate::error::{Error, Result, Side, is_session_lost, is_transient};
+use crate::node::NodeKind;
 use crate::node::acl_equal;
 use crate::zk::session::Session;
 
@@ -119,7 +120,7 @@ enum Failure {
 }
 
 struct Outcome {
-    batch: Batch,
+    batch: Transaction,
     result: Result<(), Failure>,
     elapsed: Duration,
 }
@@ -132,7 +133,7 @@ pub struct Writer<'a> {
     opts: WriterOptions,
     batcher: Batcher,
     inflight: FuturesOrdered<InFlight>,
-    failed: Vec<Batch>,
+    failed: Vec<Transaction>,
     counters: WriteCounters,
     progress: Option<&'a crate::progress::Progress>,
 }
@@ -194,7 +195,7 @@ impl<'a> Writer<'a> {
 
     /// Puts a batch on the wire now (its first poll sends the request), then
     /// makes room in the window.
-    async fn submit(&mut self, batch: Batch) -> Result<()> {
+    async fn submit(&mut self, batch: Transaction) -> Result<()> {
         if batch.bytes > self.opts.max_request_bytes {
             // Land (and repair) what went before, so the counts are true.
             while !self.inflight.is_empty() {
@@ -291,7 +292,7 @@ pub async fn create_ancestors(session: &Session, path: &str) -> Result<()> {
 }
 
 /// Sends one batch; the request leaves on the first poll.
-async fn send(client: zk::Client, batch: Batch) -> Outcome {
+async fn send(client: zk::Client, batch: Transaction) -> Outcome {
     let started = Instant::now();
     let result =
         if batch.is_single() { single(&client, &batch.ops[0]).await } else { multi(&client, &batch.ops).await };

@@ -18,11 +18,6 @@ use crate::zk::path;
 
 pub type Digest = [u8; 32];
 
-/// Lower-case hex of a digest.
-pub fn hex(d: &Digest) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn put(h: &mut blake3::Hasher, bytes: &[u8]) {
     h.update(&(bytes.len() as u64).to_le_bytes());
     h.update(bytes);
