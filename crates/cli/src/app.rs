@@ -48,6 +48,10 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Start two local ZooKeeper servers, generate a 100k-node Pegasus tree, copy and verify it
     Demo(crate::bench::DemoArgs),
+    /// Print a shell completion script (bash, zsh or fish) to stdout
+    Completions(crate::completions::CompletionsArgs),
+    /// Print the zkrepl man page (roff) to stdout
+    Man(crate::completions::ManArgs),
 }
 
 pub async fn run(cli: Cli) -> zkrepl::Result<Outcome> {
@@ -68,5 +72,7 @@ async fn dispatch(cli: Cli) -> zkrepl::Result<Outcome> {
         Command::SnapshotInfo(a) => crate::snapshot::run(a).await,
         Command::Bench(a) => crate::bench::run(a).await,
         Command::Demo(a) => crate::bench::demo(a).await,
+        Command::Completions(a) => crate::completions::run(a),
+        Command::Man(a) => crate::completions::run_man(a),
     }
 }

@@ -5,6 +5,7 @@ mod app;
 mod args;
 mod bench;
 mod common;
+mod completions;
 mod copy;
 mod snapshot;
 mod treegen;

@@ -1,5 +1,6 @@
 //! The command line's refusals of malformed input: each fails at once, with
-//! exit 2 and a line saying what is accepted, before any server is reached.
+//! exit 2 and a line saying what is accepted, before any server is reached;
+//! and the completion scripts and man pages, checked against `--help`.
 
 mod common;
 
@@ -86,5 +87,107 @@ fn a_connect_string_that_cannot_be_a_host_list_fails_at_once() {
         let out = zkrepl(&[cmd, "--src", "x::y", "--dst", "127.0.0.1:2", "--root", "/a"]);
         assert_exit(&out, 2);
         assert!(stderr(&out).contains("\"x::y\""), "{cmd}: {}", stderr(&out));
+    }
+}
+
+/// The subcommand names `zkrepl --help` lists (help included).
+fn listed_commands() -> Vec<String> {
+    let out = zkrepl(&["--help"]);
+    assert_exit(&out, 0);
+    let help = stdout(&out);
+    let list = help.split("Commands:\n").nth(1).expect("a Commands section").split("\n\n").next().unwrap();
+    let names: Vec<String> = list
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    assert!(names.len() > 5, "{help}");
+    names
+}
+
+/// The about line of one subcommand, as its `--help` prints it.
+fn about(command: &str) -> String {
+    let out = zkrepl(&[command, "--help"]);
+    assert_exit(&out, 0);
+    let help = stdout(&out);
+    let about = help.split("\n\n").next().unwrap().split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(!about.is_empty() && !about.starts_with("Usage"), "{help}");
+    about
+}
+
+/// A roff page as the words it shows: escapes undone, white space collapsed.
+fn unroff(page: &str) -> String {
+    page.replace("\\-", "-").replace("\\*(Aq", "'").split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn bash_completions_know_every_command_and_their_options() {
+    let out = zkrepl(&["completions", "bash"]);
+    assert_exit(&out, 0);
+    let script = stdout(&out);
+    assert!(script.contains("complete -F _zkrepl"), "{script}");
+    for cmd in ["copy", "verify", "digest"].map(String::from).into_iter().chain(listed_commands()) {
+        assert!(script.split_whitespace().any(|w| w.trim_matches('"') == cmd), "bash completions lack {cmd}");
+    }
+    for opt in ["--dst-root", "--src", "--mirror", "--json"] {
+        assert!(script.contains(opt), "bash completions lack {opt}");
+    }
+}
+
+#[test]
+fn zsh_and_fish_completions_are_their_own_shells_scripts() {
+    let out = zkrepl(&["completions", "zsh"]);
+    assert_exit(&out, 0);
+    let zsh = stdout(&out);
+    assert!(zsh.starts_with("#compdef zkrepl"), "{zsh}");
+    assert!(zsh.contains("--dst-root") && zsh.contains("'copy:"), "{zsh}");
+
+    let out = zkrepl(&["completions", "fish"]);
+    assert_exit(&out, 0);
+    let fish = stdout(&out);
+    assert!(fish.contains("complete -c zkrepl"), "{fish}");
+    assert!(fish.contains("-l dst-root") && !fish.contains("#compdef"), "{fish}");
+}
+
+#[test]
+fn completions_for_an_unknown_shell_are_a_usage_error() {
+    for shell in ["powershell", "tcsh", ""] {
+        let out = zkrepl(&["completions", shell]);
+        assert_exit(&out, 2);
+        assert!(stdout(&out).is_empty(), "{shell}: {}", stdout(&out));
+        assert!(stderr(&out).contains("[possible values: bash, zsh, fish]"), "{shell}: {}", stderr(&out));
+    }
+    assert_exit(&zkrepl(&["completions"]), 2);
+}
+
+#[test]
+fn the_man_page_is_roff_made_from_the_help() {
+    let out = zkrepl(&["man"]);
+    assert_exit(&out, 0);
+    let page = stdout(&out);
+    assert!(page.starts_with('.'), "not roff: {page}");
+    assert!(page.lines().any(|l| l.starts_with(".TH zkrepl 1 ")), "no .TH title line: {page}");
+    let text = unroff(&page);
+    for cmd in listed_commands().iter().filter(|c| *c != "help") {
+        assert!(text.contains(&format!("zkrepl-{cmd}(1)")), "man page lacks {cmd}");
+        let about = about(cmd);
+        assert!(text.contains(&about), "man page lacks {cmd}'s about {about:?}");
+    }
+}
+
+#[test]
+fn man_all_writes_a_page_per_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let into = dir.path().join("man1");
+    let out = zkrepl(&["man", "--all", into.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    let top = std::fs::read_to_string(into.join("zkrepl.1")).expect("zkrepl.1");
+    assert_eq!(top, stdout(&zkrepl(&["man"])), "zkrepl.1 is what `zkrepl man` prints");
+    let copy = std::fs::read_to_string(into.join("zkrepl-copy.1")).expect("zkrepl-copy.1");
+    assert!(copy.lines().any(|l| l.starts_with(".TH zkrepl-copy 1 ")), "{copy}");
+    let text = unroff(&copy);
+    assert!(text.contains(&about("copy")) && text.contains("--dst-root"), "{copy}");
+    for cmd in listed_commands().iter().filter(|c| *c != "help") {
+        assert!(into.join(format!("zkrepl-{cmd}.1")).is_file(), "no page for {cmd}");
     }
 }
