@@ -1,6 +1,7 @@
 //! The commands, their exit statuses and the dispatch to each command's module.
 
 use clap::{Parser, Subcommand};
+use zkrepl::Side;
 
 /// Exit statuses: 0 done, 1 differences found, 2 error, 130 interrupted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,13 +55,90 @@ pub enum Command {
     Man(crate::completions::ManArgs),
 }
 
-pub async fn run(cli: Cli) -> zkrepl::Result<Outcome> {
-    let result = dispatch(cli).await;
-    if let Err(zkrepl::Error::Interrupted) = result {
-        eprintln!("zkrepl: interrupted");
-        return Ok(Outcome { exit: Exit::Interrupted });
+/// Runs the command; an error is printed here, with what to do about it
+/// in this program's options.
+pub async fn run(cli: Cli) -> Outcome {
+    let flags = match &cli.command {
+        Command::Digest(_) | Command::Gen(_) => Flags::One,
+        _ => Flags::Pair,
+    };
+    match dispatch(cli).await {
+        Ok(outcome) => outcome,
+        Err(zkrepl::Error::Interrupted) => {
+            eprintln!("zkrepl: interrupted");
+            Outcome { exit: Exit::Interrupted }
+        }
+        Err(e) => {
+            print_error(&e, flags);
+            Outcome { exit: Exit::Error }
+        }
     }
-    result
+}
+
+/// Which options carry credentials: `--src-auth`/`--dst-auth`, or `--auth`
+/// for a command of one tree.
+#[derive(Clone, Copy, Debug)]
+pub enum Flags {
+    Pair,
+    One,
+}
+
+impl Flags {
+    fn auth(self, side: Side) -> &'static str {
+        match (self, side) {
+            (Flags::One, _) => "--auth",
+            (Flags::Pair, Side::Source) => "--src-auth",
+            (Flags::Pair, Side::Destination) => "--dst-auth",
+        }
+    }
+}
+
+/// Prints an error on one line, with what to do about it when there is
+/// something to say.
+pub fn print_error(e: &zkrepl::Error, flags: Flags) {
+    match hint(e, flags) {
+        Some(h) => eprintln!("zkrepl: error: {e}; {h}"),
+        None => eprintln!("zkrepl: error: {e}"),
+    }
+}
+
+/// What to do about an error, in this program's options. The engine's
+/// messages say what happened; the options to change it are the command
+/// line's.
+pub fn hint(e: &zkrepl::Error, flags: Flags) -> Option<String> {
+    use zkrepl::Error as E;
+    Some(match e {
+        E::AuthRejected { side, .. } => {
+            format!("check the credentials of {}; the usual form is digest:user:password", flags.auth(*side))
+        }
+        E::NoAuth { side, .. } => {
+            let f = flags.auth(*side);
+            format!("pass credentials with {f}, e.g. {f} digest:user:password")
+        }
+        E::NodeTooLarge { .. } => {
+            "raise jute.maxbuffer on the destination servers and pass --max-request-bytes".to_string()
+        }
+        E::AclMasked { side, .. } => format!(
+            "pass {} digest:USER:PASSWORD for an id with ADMIN there (or a super user){}",
+            flags.auth(*side),
+            if *side == Side::Source && matches!(flags, Flags::Pair) {
+                ", or --acl open to write OPEN ACLs instead"
+            } else {
+                ""
+            }
+        ),
+        E::DestinationNotEmpty { .. } => {
+            "pass --update to add and change nodes, or --mirror to also delete what the source lacks".to_string()
+        }
+        E::Overlap { .. } => "choose a --dst-root outside it".to_string(),
+        E::DeleteLimit { limit, .. } => format!("the limit is --max-delete {limit}"),
+        E::PadLimit { limit, .. } => format!("the limit is --max-pad {limit}"),
+        E::Undeletable { .. } => "give --dst-auth an identity holding DELETE or ADMIN there".to_string(),
+        E::Unreachable { .. } | E::SessionLost { .. } => {
+            "check the address and port, or allow longer with --timeout / --session-timeout".to_string()
+        }
+        _ => return None,
+    })
 }
 
 async fn dispatch(cli: Cli) -> zkrepl::Result<Outcome> {

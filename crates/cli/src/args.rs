@@ -6,6 +6,7 @@ use clap::{Args, ValueEnum};
 
 use zkrepl::copy::kinds::parse_duration;
 use zkrepl::zk::target::{Auth, Hosts, parse_zkcopy_location};
+use zkrepl::{ReadSettings, Timeouts, Tree};
 
 /// The longest timeout: what the protocol carries for a session timeout (a
 /// Java int of milliseconds), about 24.8 days.
@@ -52,16 +53,8 @@ pub struct Endpoints {
     pub dst_auth: Vec<String>,
 }
 
-/// A resolved side: hosts, root, credentials.
-#[derive(Clone, Debug)]
-pub struct Location {
-    pub hosts: Hosts,
-    pub root: String,
-    pub auth: Vec<Auth>,
-}
-
 impl Endpoints {
-    pub fn resolve(&self) -> zkrepl::Result<(Location, Location)> {
+    pub fn resolve(&self) -> zkrepl::Result<(Tree, Tree)> {
         let (src_hosts, src_root) = match (&self.source, &self.src) {
             (Some(s), _) => parse_zkcopy_location(s)?,
             (None, Some(h)) => (Hosts::parse(h)?, self.root.clone().ok_or_else(|| usage("--root is required"))?),
@@ -78,8 +71,8 @@ impl Endpoints {
         zkrepl::zk::path::validate(&dst_root)?;
         let auth = |v: &[String]| v.iter().map(|a| Auth::parse(a)).collect::<zkrepl::Result<Vec<_>>>();
         Ok((
-            Location { hosts: src_hosts, root: src_root, auth: auth(&self.src_auth)? },
-            Location { hosts: dst_hosts, root: dst_root, auth: auth(&self.dst_auth)? },
+            Tree { hosts: src_hosts, root: src_root, auth: auth(&self.src_auth)? },
+            Tree { hosts: dst_hosts, root: dst_root, auth: auth(&self.dst_auth)? },
         ))
     }
 }
@@ -105,13 +98,12 @@ pub struct OneTree {
 }
 
 impl OneTree {
-    pub fn resolve(&self) -> zkrepl::Result<Location> {
-        zkrepl::zk::path::validate(&self.root)?;
-        Ok(Location {
-            hosts: Hosts::parse(&self.zk)?,
-            root: self.root.clone(),
-            auth: self.auth.iter().map(|a| Auth::parse(a)).collect::<zkrepl::Result<Vec<_>>>()?,
-        })
+    pub fn resolve(&self) -> zkrepl::Result<Tree> {
+        let mut tree = Tree::new(&self.zk, &self.root)?;
+        for a in &self.auth {
+            tree = tree.with_auth(Auth::parse(a)?);
+        }
+        Ok(tree)
     }
 }
 
@@ -138,6 +130,12 @@ pub struct Connection {
     pub retry_timeout: Duration,
 }
 
+impl Connection {
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts { connect: self.timeout, session: self.session_timeout, retry: self.retry_timeout }
+    }
+}
+
 /// Read tuning.
 #[derive(Args, Debug, Clone)]
 pub struct ReadTuning {
@@ -156,6 +154,17 @@ pub struct ReadTuning {
     /// Use pipelined single reads even if the server supports multiRead (ZooKeeper >= 3.6)
     #[arg(long)]
     pub no_multi_read: bool,
+}
+
+impl ReadTuning {
+    pub fn settings(&self) -> ReadSettings {
+        ReadSettings {
+            sessions: self.read_sessions,
+            batch: self.read_batch,
+            window: self.read_window,
+            multi_read: !self.no_multi_read,
+        }
+    }
 }
 
 /// Write tuning.

@@ -5,16 +5,12 @@
 //! figure comes with its ratio to a raw ceiling of the same servers.
 
 use bytesize::ByteSize;
-use std::time::Duration;
 use tokio::process::Command;
 
 use clap::Args;
 use serde::Deserialize;
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Value, json};
-use zkrepl::error::Side;
-use zkrepl::zk::session::{ConnectOptions, Session, SessionPool};
-use zkrepl::zk::target::Hosts;
 use zkrepl_testkit::ceilings::{self, Rate};
 use zkrepl_testkit::local::{LocalServer, ServerOptions};
 use zkrepl_testkit::treegen::{self, GenOptions, Shape};
@@ -103,12 +99,6 @@ async fn start_local(heaps_mb: &[u32]) -> zkrepl::Result<Vec<LocalServer>> {
         tokio::task::spawn_blocking(move || LocalServer::start(&o))
     });
     futures::future::join_all(starts).await.into_iter().map(|r| r.expect("server start task")).collect()
-}
-
-async fn pool(hosts: &str, n: usize) -> zkrepl::Result<SessionPool> {
-    let mut o = ConnectOptions::new(Side::Source, Hosts::parse(hosts)?);
-    o.session_timeout = Duration::from_secs(30);
-    SessionPool::connect(o, n).await
 }
 
 /// Runs this binary with `args` and parses its JSON output. Async, so the
@@ -271,8 +261,7 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
     let root = format!("/zkrepl-bench/{tag}");
 
     // The source tree.
-    let src_session =
-        Session::connect(std::sync::Arc::new(ConnectOptions::new(Side::Source, Hosts::parse(&servers.src)?))).await?;
+    let src_session = ceilings::session(&servers.src).await?;
     let gen_rate = {
         let (_, c) = src_session.client();
         if c.check_stat(&root).await.ok().flatten().is_some() {
@@ -289,10 +278,10 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
 
     // Raw ceilings.
     say("raw ceilings: multi-create (fresh server), multiRead, getACL");
-    let raw_pool = pool(&servers.dst_raw, 1).await?;
+    let raw_pool = ceilings::sessions(&servers.dst_raw, 1).await?;
     let (_, raw_client) = raw_pool.get(0).client();
     let raw_cold = ceilings::multi_create(raw_pool.get(0), "/zkrepl-bench/raw-1", &nodes, 500, 8).await?;
-    let src_pool = pool(&servers.src, 8).await?;
+    let src_pool = ceilings::sessions(&servers.src, 8).await?;
     let src_clients = src_pool.clients().clients;
     let multi_read = ceilings::multi_read(&src_clients[0], &paths, 1000, 8).await?;
     let get_acl = ceilings::get_acl(&src_clients, &paths, 1000).await?;
@@ -316,7 +305,7 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
     say("raw ceilings with both servers busy at once");
     let copy_paths: Vec<String> =
         nodes.iter().map(|(rel, _)| zkrepl::zk::path::join("/zkrepl-bench/copy-1", rel)).collect();
-    let copy_pool = pool(&servers.dst_copy, 8).await?;
+    let copy_pool = ceilings::sessions(&servers.dst_copy, 8).await?;
     let copy_clients = copy_pool.clients().clients;
     let both = |a: Rate, b: Rate| {
         let seconds = a.seconds.max(b.seconds);
@@ -356,7 +345,7 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
                 k += 1;
                 // Keep the server's heap flat: each sweep copy goes again.
                 let rels: Vec<String> = nodes.iter().map(|(r, _)| r.clone()).collect();
-                let sweep_pool = pool(&servers.dst_copy, 1).await?;
+                let sweep_pool = ceilings::sessions(&servers.dst_copy, 1).await?;
                 let (_, sc) = sweep_pool.get(0).client();
                 ceilings::multi_delete(&sc, &dst_root, &rels, 1000, 8).await?;
                 sweep.push(json!({ "param": param, "value": v, "nodes_per_sec": r["nodes_per_sec"], "latency_p99_ms": r["latency_p99_ms"] }));
@@ -407,7 +396,7 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
             let _ = sc.delete(&format!("{lock}/{child}"), None).await;
         }
         ceilings::multi_delete(&sc, &root, &rels, 1000, 8).await?;
-        let dst = pool(&servers.dst_copy, 1).await?;
+        let dst = ceilings::sessions(&servers.dst_copy, 1).await?;
         let (_, dc) = dst.get(0).client();
         let mut k = 1;
         loop {
@@ -465,19 +454,18 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
 /// raise the destination's, against create-and-delete pairs sent raw.
 async fn bench_counter(args: &BenchArgs, servers: &Servers, spec: &GenOptions) -> zkrepl::Result<Outcome> {
     let root = format!("/zkrepl-bench/counter-{}", spec.nodes);
-    let session =
-        Session::connect(std::sync::Arc::new(ConnectOptions::new(Side::Source, Hosts::parse(&servers.src)?))).await?;
+    let session = ceilings::session(&servers.src).await?;
     let (_, c) = session.client();
     if c.check_stat(&root).await.ok().flatten().is_none() {
         treegen::generate(&session, &root, spec).await?;
     }
     let copy =
         child(s(&["copy", "--src", &servers.src, "--dst", &servers.dst_copy, "--root", &root, "--json", "-q"])).await?;
-    let raw_pool = pool(&servers.dst_raw, 1).await?;
+    let raw_pool = ceilings::sessions(&servers.dst_raw, 1).await?;
     let (_, rc) = raw_pool.get(0).client();
     let parent = "/zkrepl-bench/raw-counter";
     // The parent and its ancestors: those of a path beneath it.
-    zkrepl::write::create_ancestors(raw_pool.get(0), &format!("{parent}/raw-pad")).await?;
+    ceilings::create_path(raw_pool.get(0), parent).await?;
     let pads = spec.nodes.saturating_sub(treegen::COUNTER_KEPT);
     let raw = ceilings::multi_pad(&rc, parent, pads, 500, 8).await?;
     let copy_secs = rate_of(&copy, "seconds");
@@ -628,9 +616,7 @@ pub async fn demo(args: DemoArgs) -> zkrepl::Result<Outcome> {
     let (dst, src) = (servers.pop().unwrap(), servers.pop().unwrap());
     let root = "/pegasus/demo";
     note(&format!("generating a Pegasus-shaped tree of {n} nodes under {root} on {}", src.connect_string()));
-    let session =
-        Session::connect(std::sync::Arc::new(ConnectOptions::new(Side::Source, Hosts::parse(&src.connect_string())?)))
-            .await?;
+    let session = ceilings::session(&src.connect_string()).await?;
     let generated = treegen::generate(&session, root, &spec).await?;
     note(&format!("copying to {} with zkrepl copy --verify", dst.connect_string()));
     let result = child(s(&[
@@ -650,7 +636,8 @@ pub async fn demo(args: DemoArgs) -> zkrepl::Result<Outcome> {
     let nodes: Vec<(String, Vec<u8>)> = treegen::nodes(&spec).collect();
     let paths: Vec<String> = nodes.iter().map(|(rel, _)| zkrepl::zk::path::join(root, rel)).collect();
     let (dst_hosts, src_hosts) = (dst.connect_string(), src.connect_string());
-    let (dst_pool, src_pool) = futures::try_join!(pool(&dst_hosts, 1), pool(&src_hosts, 8))?;
+    let (dst_pool, src_pool) =
+        futures::try_join!(ceilings::sessions(&dst_hosts, 1), ceilings::sessions(&src_hosts, 8))?;
     let src_clients = src_pool.clients().clients;
     // What binds a copy that keeps ACLs: one getACL per node on the source
     // while the destination creates; and the writes alone.

@@ -1,4 +1,4 @@
-//! Helpers shared by the commands: opening trees, progress, signals, output.
+//! Helpers shared by the commands: progress, signals, output.
 
 use bytesize::ByteSize;
 use std::io::IsTerminal;
@@ -6,44 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use zkrepl::error::Side;
-use zkrepl::progress::Progress;
-use zkrepl::read::{MultiRead, ReadOptions, TreeReader};
-use zkrepl::zk::session::{ConnectOptions, Session, SessionPool};
-
-use crate::args::{Connection, Location, ReadTuning};
-
-pub fn connect_options(side: Side, loc: &Location, conn: &Connection) -> ConnectOptions {
-    let mut o = ConnectOptions::new(side, loc.hosts.clone());
-    o.auth = loc.auth.clone();
-    o.connect_timeout = conn.timeout;
-    o.session_timeout = conn.session_timeout;
-    o.retry_timeout = conn.retry_timeout;
-    o
-}
-
-/// Opens a reader on one tree with `sessions` sessions.
-pub async fn open_reader(
-    side: Side,
-    loc: &Location,
-    conn: &Connection,
-    tuning: &ReadTuning,
-    acl: bool,
-    sessions: usize,
-) -> zkrepl::Result<TreeReader> {
-    let pool = SessionPool::connect(connect_options(side, loc, conn), sessions).await?;
-    let opts = ReadOptions {
-        acl,
-        multi_read: if tuning.no_multi_read { MultiRead::Off } else { MultiRead::Auto },
-        ..ReadOptions::default()
-    };
-    TreeReader::open(pool, &loc.root, opts).await
-}
-
-/// Opens one session (the writer's).
-pub async fn open_session(side: Side, loc: &Location, conn: &Connection) -> zkrepl::Result<Session> {
-    Session::connect(Arc::new(connect_options(side, loc, conn))).await
-}
+use zkrepl::Progress;
 
 /// A progress bar on stderr, drawn from the shared counters while a job runs.
 pub struct ProgressView {
@@ -113,7 +76,7 @@ pub fn watch_signals(progress: Arc<Progress>) {
             count += 1;
             if count == 1 {
                 eprintln!("zkrepl: stopping at a safe point (interrupt again to quit now)");
-                progress.request_stop();
+                progress.cancel();
             } else {
                 eprintln!("zkrepl: quitting now");
                 quit_now();

@@ -5,15 +5,14 @@ use std::sync::Arc;
 
 use clap::Args;
 use zkrepl::copy::kinds::KindRules;
-use zkrepl::copy::{self, AclMode, CopyOptions, CopySummary, Mode};
-use zkrepl::error::Side;
-use zkrepl::progress::Progress;
-use zkrepl::read::walk::WalkOptions;
+use zkrepl::copy::{self, AclMode, CopyFailure, CopyOptions, CopyRequest, CopySummary, Mode};
+use zkrepl::{Progress, Tree};
 
 use crate::app::{Exit, Outcome};
-use crate::args::{AclArg, Connection, Endpoints, Location, Output, ReadTuning, WriteTuning};
-use crate::common::{ProgressView, open_reader, open_session, print_json, watch_signals};
-use crate::verify::{VerifyTuning, run_verify_after_copy};
+use crate::app::{Flags, hint, print_error};
+use crate::args::{AclArg, Connection, Endpoints, Output, ReadTuning, WriteTuning};
+use crate::common::{ProgressView, print_json, watch_signals};
+use crate::verify::run_verify_after_copy;
 
 #[derive(Args, Debug)]
 #[command(after_long_help = COPY_EXAMPLES)]
@@ -94,6 +93,7 @@ Exit status: 0 copied (and verified with --verify), 1 --verify found differences
 2 error (nothing half-done is left unexplained: re-running converges), 130 interrupted.";
 
 impl CopyArgs {
+    /// What the copy does.
     pub fn options(&self) -> zkrepl::Result<CopyOptions> {
         let mut kinds = KindRules::default();
         for g in &self.container {
@@ -102,66 +102,50 @@ impl CopyArgs {
         for t in &self.ttl {
             kinds.add_ttl(t)?;
         }
-        Ok(CopyOptions {
-            mode: if self.mirror {
-                Mode::Mirror
-            } else if self.update {
-                Mode::Update
-            } else {
-                Mode::Fresh
-            },
-            dry_run: self.dry_run,
-            acl: match self.acl {
-                AclArg::Preserve => AclMode::Preserve,
-                AclArg::Open => AclMode::Open,
-            },
-            kinds,
-            walk: WalkOptions { batch: self.read.read_batch, window: self.read.read_window, ..WalkOptions::default() },
-            writer: self.write.writer_options(),
-            max_delete: self.max_delete,
-            max_pad: self.max_pad,
-            sequence_counters: !self.no_sequence_counters,
-            dst_ids: Vec::new(),
-            copy_id: None,
-            plan_sample: 10,
-        })
+        let mut o = CopyOptions::default();
+        o.mode = if self.mirror {
+            Mode::Mirror
+        } else if self.update {
+            Mode::Update
+        } else {
+            Mode::Fresh
+        };
+        o.dry_run = self.dry_run;
+        o.acl = match self.acl {
+            AclArg::Preserve => AclMode::Preserve,
+            AclArg::Open => AclMode::Open,
+        };
+        o.kinds = kinds;
+        o.writer = self.write.writer_options();
+        o.max_delete = self.max_delete;
+        o.max_pad = self.max_pad;
+        o.sequence_counters = !self.no_sequence_counters;
+        Ok(o)
     }
-}
 
-/// Opens both sides and copies.
-pub async fn copy_between(
-    src: &Location,
-    dst: &Location,
-    conn: &Connection,
-    read: &ReadTuning,
-    mut opts: CopyOptions,
-    progress: &Progress,
-    run_identity: (zkrepl::zk::target::Auth, (String, String)),
-) -> zkrepl::Result<CopySummary> {
-    let src_acl = opts.acl == AclMode::Preserve;
-    let dst_sessions = if opts.mode == Mode::Fresh { 1 } else { read.read_sessions };
-    // The writer also holds a one-time identity for temporary grants.
-    let (run_auth, run_id) = run_identity;
-    let mut writer_loc = dst.clone();
-    writer_loc.auth.push(run_auth);
-    let (src_reader, dst_reader, writer) = futures::try_join!(
-        open_reader(Side::Source, src, conn, read, src_acl, read.read_sessions),
-        open_reader(Side::Destination, dst, conn, read, true, dst_sessions),
-        open_session(Side::Destination, &writer_loc, conn),
-    )?;
-    opts.dst_ids = dst.auth.iter().filter_map(|a| a.acl_id()).collect();
-    opts.copy_id = Some(run_id);
-    copy::run(&src_reader, &dst_reader, &writer, &opts, progress).await
+    /// The one request handed to the engine.
+    pub async fn request(&self) -> zkrepl::Result<CopyRequest> {
+        let (src, dst) = self.endpoints.resolve()?;
+        let mut options = self.options()?;
+        if let Some(file) = &self.kinds_from_snapshot {
+            options.kinds.set_snapshot_kinds(snapshot_kinds(file, &src).await?);
+        }
+        let mut req = CopyRequest::new(src, dst);
+        req.timeouts = self.connection.timeouts();
+        req.read = self.read.settings();
+        req.options = options;
+        Ok(req)
+    }
 }
 
 /// Kinds of the source's containers and TTL nodes from a snapshot file, by
 /// path inside the source chroot.
 async fn snapshot_kinds(
     file: &std::path::Path,
-    src: &Location,
+    src: &Tree,
 ) -> zkrepl::Result<std::collections::HashMap<String, zkrepl::node::NodeKind>> {
     let file = file.to_path_buf();
-    let abs_root = src.hosts.absolute(&src.root);
+    let abs_root = src.absolute_root();
     let chroot = src.hosts.chroot.clone();
     let kinds = tokio::task::spawn_blocking(move || zkrepl::snapshot::read_kinds(&file, &abs_root))
         .await
@@ -183,58 +167,19 @@ async fn snapshot_kinds(
 }
 
 pub async fn run(args: CopyArgs) -> zkrepl::Result<Outcome> {
-    let (src, dst) = args.endpoints.resolve()?;
-    let mut opts = args.options()?;
-    let mode = opts.mode;
-    if let Some(file) = &args.kinds_from_snapshot {
-        opts.kinds.set_snapshot_kinds(snapshot_kinds(file, &src).await?);
-    }
+    let req = args.request().await?;
     let progress = Arc::new(Progress::new());
-    progress.set_phase("connecting");
     watch_signals(progress.clone());
     let view = ProgressView::start(progress.clone(), args.output.quiet);
-    let identity = copy::run_identity();
-    let credential = identity.0.credential.clone();
-    let result = copy_between(&src, &dst, &args.connection, &args.read, opts, &progress, identity).await;
+    let result = copy::run(&req, &progress).await;
     view.finish();
     let summary = match result {
         Ok(s) => s,
-        Err(e) => {
-            let interrupted = matches!(e, zkrepl::Error::Interrupted);
-            let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-            let (read, written, pending) =
-                (load(&progress.read), load(&progress.written), load(&progress.temporary_acls));
-            let again = match mode {
-                Mode::Fresh => "the same command with --update",
-                _ => "the same command",
-            };
-            if interrupted {
-                eprintln!("zkrepl: interrupted after {read} nodes read and {written} writes applied");
-            } else {
-                eprintln!("zkrepl: error: {e}");
-            }
-            if written > 0 || interrupted {
-                eprintln!("zkrepl: {written} writes had been applied to the destination; {again} completes the copy");
-            }
-            if pending > 0 {
-                eprintln!(
-                    "zkrepl: {pending} nodes still carry this run's temporary grant instead of their final ACL (a one-time identity nobody else holds); {again}, adding --dst-auth digest:{credential}, sets them"
-                );
-            }
-            if args.output.json {
-                let run_auth = (pending > 0).then(|| format!("digest:{credential}"));
-                print_json(&serde_json::json!({
-                    "error": e.to_string(), "writes_applied": written, "temporary_acls": pending, "run_auth": run_auth,
-                }));
-            }
-            return Ok(Outcome { exit: if interrupted { Exit::Interrupted } else { Exit::Error } });
-        }
+        Err(f) => return Ok(failed(&args, &req, &f, &progress)),
     };
     let mut verify_report = None;
     if args.verify && !args.dry_run {
-        let tuning = VerifyTuning::from_read(&args.read);
-        verify_report =
-            Some(run_verify_after_copy(&src, &dst, &args.connection, &tuning, args.acl, args.output.quiet).await?);
+        verify_report = Some(run_verify_after_copy(&req.verify_request(), args.output.quiet).await?);
     }
     if summary.delete_limit_exceeded {
         eprintln!(
@@ -256,7 +201,7 @@ pub async fn run(args: CopyArgs) -> zkrepl::Result<Outcome> {
             None => print_json(&summary),
         }
     } else if !args.output.quiet {
-        print_summary(&src, &dst, &summary);
+        print_summary(&req.src, &req.dst, &summary);
         if let Some(v) = &verify_report {
             println!("verify");
             crate::verify::print_report(v);
@@ -270,7 +215,41 @@ pub async fn run(args: CopyArgs) -> zkrepl::Result<Outcome> {
     Ok(Outcome { exit })
 }
 
-pub fn print_summary(src: &Location, dst: &Location, s: &CopySummary) {
+/// Says what a copy that stopped early did and how to finish it.
+fn failed(args: &CopyArgs, req: &CopyRequest, f: &CopyFailure, progress: &Progress) -> Outcome {
+    let interrupted = f.cancelled();
+    let again = match req.options.mode {
+        Mode::Fresh => "the same command with --update",
+        _ => "the same command",
+    };
+    let hint = hint(&f.error, Flags::Pair);
+    if interrupted {
+        let read = progress.read.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!("zkrepl: interrupted after {read} nodes read and {} writes applied", f.applied);
+    } else {
+        print_error(&f.error, Flags::Pair);
+    }
+    if f.applied > 0 || interrupted {
+        eprintln!("zkrepl: {} writes had been applied to the destination; {again} completes the copy", f.applied);
+    }
+    let credential = f.credential.credential();
+    if f.temporary_acls > 0 {
+        eprintln!(
+            "zkrepl: {} nodes still carry this run's temporary grant instead of their final ACL (a one-time identity nobody else holds); {again}, adding --dst-auth digest:{credential}, sets them",
+            f.temporary_acls
+        );
+    }
+    if args.output.json {
+        let run_auth = (f.temporary_acls > 0).then(|| format!("digest:{credential}"));
+        print_json(&serde_json::json!({
+            "error": f.error.to_string(), "hint": hint, "writes_applied": f.applied,
+            "temporary_acls": f.temporary_acls, "run_auth": run_auth,
+        }));
+    }
+    Outcome { exit: if interrupted { Exit::Interrupted } else { Exit::Error } }
+}
+
+pub fn print_summary(src: &Tree, dst: &Tree, s: &CopySummary) {
     let what = if s.dry_run { "would copy" } else { "copied" };
     println!(
         "{what} {}{} -> {}{} ({})",

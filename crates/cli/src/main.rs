@@ -40,19 +40,14 @@ fn main() {
         .with_target(false)
         .init();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-    let code = match runtime.block_on(async {
-        let result = app::run(cli).await;
+    let outcome = runtime.block_on(async {
+        let outcome = app::run(cli).await;
         // Every client is dropped by now: give their sessions a moment to
         // close on the servers (ephemerals go at once, not after a timeout).
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        result
-    }) {
-        Ok(outcome) => outcome.exit as i32,
-        Err(e) => {
-            eprintln!("zkrepl: error: {e}");
-            app::Exit::Error as i32
-        }
-    };
+        outcome
+    });
+    let code = outcome.exit as i32;
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     std::process::exit(code);
 }

@@ -2,12 +2,11 @@
 
 use bytesize::ByteSize;
 use clap::{Args, ValueEnum};
-use zkrepl::error::Side;
 use zkrepl_testkit::treegen::{self, GenOptions, Shape};
 
 use crate::app::{Exit, Outcome};
 use crate::args::{Connection, OneTree, Output, WriteTuning};
-use crate::common::{open_session, print_json};
+use crate::common::print_json;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum ShapeArg {
@@ -82,8 +81,7 @@ pub struct GenArgs {
 }
 
 pub async fn run(args: GenArgs) -> zkrepl::Result<Outcome> {
-    let loc = args.tree.resolve()?;
-    let session = open_session(Side::Destination, &loc, &args.connection).await?;
+    let tree = args.tree.resolve()?;
     let opts = GenOptions {
         shape: args.shape.into(),
         apps: args.apps,
@@ -94,7 +92,7 @@ pub async fn run(args: GenArgs) -> zkrepl::Result<Outcome> {
         leader_lock: true,
         writer: args.write.writer_options(),
     };
-    let s = treegen::generate(&session, &loc.root, &opts).await?;
+    let (s, _session) = treegen::generate_at(&tree, &args.connection.timeouts(), &opts).await?;
     if args.output.json {
         print_json(&s);
     } else if !args.output.quiet {

@@ -5,15 +5,14 @@ use std::io::{IsTerminal, Write};
 
 use clap::Args;
 use indicatif::ProgressBar;
-use zkrepl::error::Side;
-use zkrepl::read::walk::WalkOptions;
-use zkrepl::verify::{self, DiffSink, Difference, FirstDifferences, Verdict, VerifyOptions, VerifyReport};
+use zkrepl::digest::DigestRequest;
+use zkrepl::verify::{self, DiffSink, Difference, FirstDifferences, Verdict, VerifyReport, VerifyRequest};
 
-use crate::args::{AclArg, Connection, Endpoints, Location, OneTree, Output, ReadTuning};
-use zkrepl::progress::Progress;
+use crate::args::{Connection, Endpoints, OneTree, Output, ReadTuning};
+use zkrepl::Progress;
 
 use crate::app::{Exit, Outcome};
-use crate::common::{ProgressView, before_quit, open_reader, print_json, watch_signals};
+use crate::common::{ProgressView, before_quit, print_json, watch_signals};
 
 #[derive(Args, Debug)]
 #[command(after_long_help = VERIFY_EXAMPLES)]
@@ -67,60 +66,25 @@ Examples:
 
 Exit status: 0 equal, 1 differences, 2 could not verify (error, or a node could not be read).";
 
-/// Read settings for verify.
-pub struct VerifyTuning {
-    pub read: ReadTuning,
-    pub include_ephemeral: bool,
-    pub strict_counters: bool,
-}
-
-impl VerifyTuning {
-    pub fn from_read(read: &ReadTuning) -> VerifyTuning {
-        VerifyTuning { read: read.clone(), include_ephemeral: false, strict_counters: false }
-    }
-
-    fn options(&self) -> VerifyOptions {
-        VerifyOptions {
-            walk: WalkOptions { batch: self.read.read_batch, window: self.read.read_window, ..WalkOptions::default() },
-            include_ephemeral: self.include_ephemeral,
-            strict_counters: self.strict_counters,
-        }
-    }
-}
-
 /// Paths listed after a copy's summary.
 const COPY_VERIFY_LISTED: usize = 20;
 
-/// Verifies `src` against `dst`; `sink` gets each difference as it is found.
-/// `sink` also gets the progress bar (when one is drawn) so that what it
-/// prints does not cross the bar.
-#[allow(clippy::too_many_arguments)]
+/// Runs `req`; `sink` gets each difference as it is found, and the
+/// progress bar (when one is drawn) so that what it prints does not cross
+/// the bar.
 pub async fn verify_between(
-    src: &Location,
-    dst: &Location,
-    conn: &Connection,
-    tuning: &VerifyTuning,
-    acl: bool,
+    req: &VerifyRequest,
     quiet: bool,
     signals: bool,
     sink: &mut dyn Sink,
 ) -> zkrepl::Result<VerifyReport> {
     let progress = std::sync::Arc::new(Progress::new());
-    progress.set_phase("connecting");
     if signals {
         watch_signals(progress.clone());
     }
     let view = ProgressView::start(progress.clone(), quiet);
     sink.set_bar(view.bar());
-    let n = tuning.read.read_sessions;
-    let result = async {
-        let (s, d) = futures::try_join!(
-            open_reader(Side::Source, src, conn, &tuning.read, acl, n),
-            open_reader(Side::Destination, dst, conn, &tuning.read, acl, n),
-        )?;
-        verify::run(&s, &d, &tuning.options(), &progress, sink.as_diff_sink()).await
-    }
-    .await;
+    let result = verify::run(req, &progress, sink.as_diff_sink()).await;
     view.finish();
     result
 }
@@ -145,18 +109,10 @@ impl serde::Serialize for CopyVerify {
     }
 }
 
-/// Verify right after a copy: ACLs are compared unless the copy replaced them.
-pub async fn run_verify_after_copy(
-    src: &Location,
-    dst: &Location,
-    conn: &Connection,
-    tuning: &VerifyTuning,
-    acl: AclArg,
-    quiet: bool,
-) -> zkrepl::Result<CopyVerify> {
+/// Verify right after a copy (see [`zkrepl::copy::CopyRequest::verify_request`]).
+pub async fn run_verify_after_copy(req: &VerifyRequest, quiet: bool) -> zkrepl::Result<CopyVerify> {
     let mut first = FirstDifferences::new(COPY_VERIFY_LISTED);
-    let acl = matches!(acl, AclArg::Preserve);
-    let report = verify_between(src, dst, conn, tuning, acl, quiet, false, &mut first).await?;
+    let report = verify_between(req, quiet, false, &mut first).await?;
     Ok(CopyVerify { report, first })
 }
 
@@ -350,14 +306,17 @@ pub async fn run(args: VerifyArgs) -> zkrepl::Result<Outcome> {
             return Err(e);
         }
     };
-    let tuning = VerifyTuning {
-        read: args.read.clone(),
-        include_ephemeral: args.include_ephemeral,
-        strict_counters: args.strict_counters,
-    };
+    let header =
+        format!("verify {}{} against {}{}\n", src.hosts.host_list(), src.root, dst.hosts.host_list(), dst.root);
+    let mut req = VerifyRequest::new(src, dst);
+    req.timeouts = args.connection.timeouts();
+    req.read = args.read.settings();
+    req.acl = !args.no_acl;
+    req.include_ephemeral = args.include_ephemeral;
+    req.strict_counters = args.strict_counters;
     let mut text = TextReport {
         lines: Lines::new(),
-        header: format!("verify {}{} against {}{}\n", src.hosts.host_list(), src.root, dst.hosts.host_list(), dst.root),
+        header,
         started: false,
         limit: if args.all { usize::MAX } else { args.limit },
         listed: 0,
@@ -365,8 +324,7 @@ pub async fn run(args: VerifyArgs) -> zkrepl::Result<Outcome> {
         quiet: args.output.quiet,
     };
     let sink: &mut dyn Sink = if args.output.json { &mut json } else { &mut text };
-    let result =
-        verify_between(&src, &dst, &args.connection, &tuning, !args.no_acl, args.output.quiet, true, sink).await;
+    let result = verify_between(&req, args.output.quiet, true, sink).await;
     let report = match result {
         Ok(r) => r,
         Err(e) => {
@@ -475,26 +433,23 @@ pub struct DigestArgs {
 }
 
 pub async fn run_digest(args: DigestArgs) -> zkrepl::Result<Outcome> {
-    let loc = args.tree.resolve()?;
-    let reader =
-        open_reader(Side::Source, &loc, &args.connection, &args.read, !args.no_acl, args.read.read_sessions).await?;
-    let walk = WalkOptions {
-        batch: args.read.read_batch,
-        window: args.read.read_window,
-        include_ephemeral: args.include_ephemeral,
-        ..WalkOptions::default()
-    };
+    let tree = args.tree.resolve()?;
+    let mut req = DigestRequest::new(tree);
+    req.timeouts = args.connection.timeouts();
+    req.read = args.read.settings();
+    req.acl = !args.no_acl;
+    req.include_ephemeral = args.include_ephemeral;
     let progress = std::sync::Arc::new(Progress::new());
     watch_signals(progress.clone());
     let view = ProgressView::start(progress.clone(), args.output.quiet);
-    let d = verify::digest(&reader, &walk, &progress).await;
+    let d = zkrepl::digest::run(&req, &progress).await;
     view.finish();
     let d = d?;
     if args.output.json {
         print_json(&d);
     } else if !args.output.quiet {
         println!("digest   {}", d.digest.as_deref().unwrap_or("(incomplete: unreadable nodes)"));
-        println!("root     {}{}", loc.hosts.host_list(), d.root);
+        println!("root     {}{}", req.tree.hosts.host_list(), d.root);
         println!(
             "nodes    {} ({}), ACL {}",
             d.nodes,

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use zkrepl::copy::{self, CopyOptions, Mode};
 use zkrepl::error::Side;
+use zkrepl::internals::{ReadOptions, TreeReader, VerifyOptions, copy_on, run_credential, verify_on};
 use zkrepl::progress::Progress;
-use zkrepl::read::{ReadOptions, TreeReader};
-use zkrepl::verify::{self, DiffClass, VerifyOptions};
+use zkrepl::verify::{self, DiffClass};
 use zkrepl::zk::session::{ConnectOptions, Session, SessionPool};
 use zkrepl::zk::target::Hosts;
 use zkrepl_testkit::local::LocalEnsemble;
@@ -126,6 +126,7 @@ struct Run {
     src: TreeReader,
     dst: TreeReader,
     writer: Session,
+    run: zkrepl::RunCredential,
     opts: CopyOptions,
 }
 
@@ -140,23 +141,23 @@ impl Run {
         }
         create_all(&c, &tree).await;
         let dst_hosts = pair().dst.connect_string();
-        let (run_auth, run_id) = copy::run_identity();
+        let run = run_credential();
         let writer = Session::connect(Arc::new({
             let mut o = ConnectOptions::new(Side::Destination, Hosts::parse(&dst_hosts).unwrap());
-            o.auth = vec![run_auth];
+            o.auth = vec![run.auth().clone()];
             o
         }))
         .await
         .unwrap();
         let src = reader(Side::Source, &lag.hosts(lagging_first), &root).await;
         let dst = reader(Side::Destination, &dst_hosts, &root).await;
-        let opts = CopyOptions { copy_id: Some(run_id), ..CopyOptions::default() };
-        Run { root, src, dst, writer, opts }
+        Run { root, src, dst, writer, run, opts: CopyOptions::default() }
     }
 
     async fn copy(&self, mode: Mode) -> copy::CopySummary {
-        let opts = CopyOptions { mode, ..self.opts.clone() };
-        copy::run(&self.src, &self.dst, &self.writer, &opts, &Progress::new()).await.unwrap()
+        let mut opts = self.opts.clone();
+        opts.mode = mode;
+        copy_on(&self.src, &self.dst, &self.writer, &opts, &self.run, &Progress::new()).await.unwrap()
     }
 
     /// `n` new children of every parent, named `tag-k`.
@@ -247,7 +248,7 @@ async fn scenario(lag: &Lagging, lagging_first: bool) {
     let mut found = Vec::new();
     let mut sink = |d: verify::Difference| found.push(d);
     let (opts, progress) = (VerifyOptions::default(), Progress::new());
-    let verifying = verify::run(&run.src, &run.dst, &opts, &progress, &mut sink);
+    let verifying = verify_on(&run.src, &run.dst, &opts, &progress, &mut sink);
     let report = while_lagging(lag, &run.root, verifying).await.unwrap();
     let stable: Vec<_> = found
         .iter()
@@ -280,15 +281,15 @@ async fn pinned_member_killed(lag: &mut Lagging) {
     assert_eq!(src.pool().member(), order[0], "sessions pinned to the first member given");
     let dst_hosts = pair().dst.connect_string();
     let dst = reader(Side::Destination, &dst_hosts, &root).await;
-    let (run_auth, run_id) = copy::run_identity();
+    let run = run_credential();
     let mut o = ConnectOptions::new(Side::Destination, Hosts::parse(&dst_hosts).unwrap());
-    o.auth = vec![run_auth];
+    o.auth = vec![run.auth().clone()];
     let writer = Session::connect(Arc::new(o)).await.unwrap();
 
     lag.ensemble.servers[f].kill();
-    let opts = CopyOptions { copy_id: Some(run_id), ..CopyOptions::default() };
+    let opts = CopyOptions::default();
     let summary =
-        tokio::time::timeout(Duration::from_secs(60), copy::run(&src, &dst, &writer, &opts, &Progress::new()))
+        tokio::time::timeout(Duration::from_secs(60), copy_on(&src, &dst, &writer, &opts, &run, &Progress::new()))
             .await
             .expect("copy finished in time")
             .unwrap();
@@ -298,7 +299,7 @@ async fn pinned_member_killed(lag: &mut Lagging) {
     assert_ne!(src.pool().member(), order[0]);
     let check = reader(Side::Source, &lag.hosts(false), &root).await;
     let mut found = verify::FirstDifferences::new(20);
-    let report = verify::run(&check, &dst, &VerifyOptions::default(), &Progress::new(), &mut found).await.unwrap();
+    let report = verify_on(&check, &dst, &VerifyOptions::default(), &Progress::new(), &mut found).await.unwrap();
     assert!(report.equal(), "{report:?} {:?}", found.listed);
     lag.ensemble.servers[f].restart().unwrap();
 }
@@ -332,7 +333,7 @@ async fn a_nonode_from_a_lagging_member_is_confirmed(lag: &Lagging) {
             let slots = src.read(&["/x"]).await.unwrap();
             assert!(matches!(&slots[..], [zkrepl::node::Slot::Node(_)]), "{slots:?}");
             let listed = src.list(&["/x"], &[1]).await.unwrap();
-            assert!(matches!(&listed[..], [zkrepl::read::Listing::Names(n)] if n == &["child"]), "{listed:?}");
+            assert!(matches!(&listed[..], [zkrepl::internals::Listing::Names(n)] if n == &["child"]), "{listed:?}");
         }
     };
     while_lagging(lag, &root, reads).await;

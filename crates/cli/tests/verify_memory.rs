@@ -7,9 +7,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use zkrepl::internals::{Comparer, Entry};
 use zkrepl::node::{NodeInfo, Slot};
-use zkrepl::read::walk::Entry;
-use zkrepl::verify::{Comparer, DiffClass, DiffSink, Difference, FirstDifferences};
+use zkrepl::verify::{DiffClass, DiffSink, Difference, FirstDifferences};
 use zookeeper_client as zk;
 
 /// Counts the bytes each thread holds (allocated and not yet freed by it).

@@ -22,9 +22,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use zkrepl::merkle::MerkleBuilder;
+use zkrepl::internals::MerkleBuilder;
+use zkrepl::internals::{Batcher, Transaction};
 use zkrepl::node::NodeKind;
-use zkrepl::write::{BatchLimits, Batcher, Op, Transaction};
+use zkrepl::write::{BatchLimits, Op};
 use zkrepl_testkit::treegen::{self, GenOptions, Shape};
 use zookeeper_client as zk;
 

@@ -24,17 +24,25 @@ impl fmt::Display for Side {
     }
 }
 
-impl Side {
-    /// The command-line flag that carries credentials for this side.
-    pub fn auth_flag(self) -> &'static str {
-        match self {
-            Side::Source => "--src-auth",
-            Side::Destination => "--dst-auth",
-        }
-    }
+/// How the destination root relates to the source root when the two are on
+/// one ensemble.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// The same node.
+    Same,
+    /// The destination root lies inside the source tree.
+    Inside,
+    /// The destination root contains the source root.
+    Contains,
 }
 
+/// What the engine's operations fail with. Every variant that concerns a
+/// node names its path and side; those that come from a ZooKeeper answer
+/// keep it ([`Error::zk_error`]). Messages describe what happened, not
+/// which option of which program changes it: a caller adds that.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("invalid connect string {input:?}: {reason}")]
     InvalidHosts { input: String, reason: String },
@@ -42,16 +50,15 @@ pub enum Error {
     #[error("invalid path {path:?}: {reason}")]
     InvalidPath { path: String, reason: String },
 
+    /// An argument the engine cannot use (an option value, a credential's
+    /// form, a glob).
     #[error("{0}")]
     Usage(String),
 
     #[error("cannot reach {side} ZooKeeper at {hosts} within {timeout:?}: {reason}")]
     Unreachable { side: Side, hosts: String, timeout: Duration, reason: String },
 
-    #[error(
-        "the {side} ZooKeeper at {hosts} rejected the credentials of {flag} (scheme {schemes}); the usual form is digest:user:password",
-        flag = side.auth_flag()
-    )]
+    #[error("the {side} ZooKeeper at {hosts} rejected the credentials (scheme {schemes})")]
     AuthRejected { side: Side, hosts: String, schemes: String },
 
     #[error("cannot connect to the {side} ZooKeeper at {hosts}: {source}")]
@@ -60,21 +67,19 @@ pub enum Error {
     #[error("{side} root {path} does not exist")]
     NoRoot { side: Side, path: String },
 
-    #[error("not authorized to {op} {path} on the {side} (pass credentials with {flag}, e.g. {flag} digest:user:password)", flag = side.auth_flag())]
+    #[error("not authorized to {op} {path} on the {side}")]
     NoAuth { side: Side, op: &'static str, path: String },
 
     #[error("{op} {path} on the {side} failed: {source}")]
     Zk { side: Side, op: &'static str, path: String, source: zk::Error },
 
     #[error(
-        "node {path} needs a {size}-byte request, more than the destination accepts ({limit} bytes, its jute.maxbuffer); raise jute.maxbuffer on the destination servers and pass --max-request-bytes"
+        "node {path} needs a {size}-byte request, more than the destination accepts ({limit} bytes, its jute.maxbuffer)"
     )]
     NodeTooLarge { path: String, size: usize, limit: usize },
 
     #[error(
-        "the {side} hides the digest ACL of {path}: ZooKeeper shows digest ids only to sessions with ADMIN permission on the node; pass {flag} digest:USER:PASSWORD for an id with ADMIN there (or a super user){alt}",
-        flag = side.auth_flag(),
-        alt = if *side == Side::Source { ", or --acl open to write OPEN ACLs instead" } else { "" }
+        "the {side} hides the digest ACL of {path}: ZooKeeper shows digest ids only to sessions with ADMIN permission on the node"
     )]
     AclMasked { side: Side, path: String },
 
@@ -83,13 +88,35 @@ pub enum Error {
     )]
     TtlUnsupported { path: String },
 
-    #[error(
-        "destination root {path} exists and has {children} children; pass --update to add and change nodes, or --mirror to also delete what the source lacks"
-    )]
+    #[error("destination root {path} exists and has {children} children")]
     DestinationNotEmpty { path: String, children: i32 },
 
-    #[error("{0}")]
-    Overlap(String),
+    #[error("destination root {dst_root} {} on the same ensemble", relation.describe(src_root))]
+    Overlap { src_root: String, dst_root: String, relation: Overlap },
+
+    #[error("{side} root {path} is an ephemeral node: nothing to copy")]
+    EphemeralRoot { side: Side, path: String },
+
+    #[error("destination {path} is an ephemeral node of a live session; the persistent source node cannot replace it")]
+    EphemeralInTheWay { path: String },
+
+    #[error(
+        "the mirror would delete {deletes} destination nodes, more than the limit of {limit}; {}",
+        done(*others_applied, "deleted")
+    )]
+    DeleteLimit { deletes: u64, limit: u64, others_applied: bool },
+
+    #[error(
+        "the copy would write {pads} counter pads (a create and a delete each, raising {parents} sequence counters), more than the limit of {limit}; {}",
+        done(*others_applied, "padded")
+    )]
+    PadLimit { pads: u64, parents: u64, limit: u64, others_applied: bool },
+
+    #[error(
+        "the mirror would delete beneath destination node {path}, whose ACL lets this copy neither delete beneath it nor change it (DELETE, ADMIN); {}",
+        done(*others_applied, "deleted")
+    )]
+    Undeletable { path: String, others_applied: bool },
 
     #[error("the {side} session could not be re-established: {reason}")]
     SessionLost { side: Side, reason: String },
@@ -108,9 +135,82 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+impl Overlap {
+    fn describe(self, src_root: &str) -> String {
+        match self {
+            Overlap::Same => "is the source root".to_string(),
+            Overlap::Inside => format!("lies inside the source root {src_root}"),
+            Overlap::Contains => format!("contains the source root {src_root}"),
+        }
+    }
+}
+
+/// The end of a refusal's message: whether anything was written.
+fn done(others_applied: bool, what: &str) -> String {
+    if others_applied {
+        format!("nothing was {what} (the other changes were applied)")
+    } else {
+        "nothing was written".to_string()
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The tree the error concerns, when it concerns one.
+    pub fn side(&self) -> Option<Side> {
+        match self {
+            Error::Unreachable { side, .. }
+            | Error::AuthRejected { side, .. }
+            | Error::ConnectFailed { side, .. }
+            | Error::NoRoot { side, .. }
+            | Error::NoAuth { side, .. }
+            | Error::Zk { side, .. }
+            | Error::AclMasked { side, .. }
+            | Error::EphemeralRoot { side, .. }
+            | Error::SessionLost { side, .. } => Some(*side),
+            Error::NodeTooLarge { .. }
+            | Error::TtlUnsupported { .. }
+            | Error::DestinationNotEmpty { .. }
+            | Error::Overlap { .. }
+            | Error::EphemeralInTheWay { .. }
+            | Error::DeleteLimit { .. }
+            | Error::PadLimit { .. }
+            | Error::Undeletable { .. } => Some(Side::Destination),
+            _ => None,
+        }
+    }
+
+    /// The node the error concerns, when it concerns one (a path inside
+    /// the side's chroot).
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            Error::InvalidPath { path, .. }
+            | Error::NoRoot { path, .. }
+            | Error::NoAuth { path, .. }
+            | Error::Zk { path, .. }
+            | Error::NodeTooLarge { path, .. }
+            | Error::AclMasked { path, .. }
+            | Error::TtlUnsupported { path }
+            | Error::DestinationNotEmpty { path, .. }
+            | Error::EphemeralRoot { path, .. }
+            | Error::EphemeralInTheWay { path }
+            | Error::Undeletable { path, .. } => Some(path),
+            Error::Overlap { dst_root, .. } => Some(dst_root),
+            _ => None,
+        }
+    }
+
+    /// The ZooKeeper answer behind the error, when there is one
+    /// (`NoAuth` is ZooKeeper's NOAUTH).
+    pub fn zk_error(&self) -> Option<&zk::Error> {
+        match self {
+            Error::Zk { source, .. } | Error::ConnectFailed { source, .. } => Some(source),
+            Error::NoAuth { .. } => Some(&zk::Error::NoAuth),
+            _ => None,
+        }
+    }
+
     /// Wraps a ZooKeeper error for a node, turning NoAuth into its own,
     /// actionable variant.
     pub fn zk(side: Side, op: &'static str, path: &str, source: zk::Error) -> Error {

@@ -1,19 +1,92 @@
-//! zkrepl: copy, verify and migrate ZooKeeper trees.
+//! zkrepl's engine: copy, verify and digest ZooKeeper trees.
 //!
-//! The engine is three reusable parts joined by a bounded channel:
-//! [`read`] (the reader and the walker) -> [`write::batch`] (the batcher) ->
-//! [`write`] (the writer), with [`digest`] computing Merkle digests along the
-//! walk. [`copy`] and [`verify`] are built from them; see ARCHITECTURE.md.
+//! A driver (the command line, a migration, a live sync) calls one entry
+//! point per operation, each with one request value:
+//!
+//! - [`copy::run`] with a [`copy::CopyRequest`],
+//! - [`verify::run`] with a [`verify::VerifyRequest`] and a [`verify::DiffSink`],
+//! - [`digest::run`] with a [`digest::DigestRequest`].
+//!
+//! Each opens its own sessions from the request's [`Tree`]s, and reports
+//! through a [`Progress`]: counters to read while it runs, and a
+//! cancellation token. Failures are typed ([`Error`]); a copy that fails
+//! says what it applied and returns the credential that finishes it
+//! ([`copy::CopyFailure`]).
+//!
+//! Inside, the reader and walker feed the planner over a bounded channel,
+//! the batcher groups its operations into multi() transactions and the
+//! [`write::Writer`] applies them; see ARCHITECTURE.md.
 
 pub mod copy;
+pub mod digest;
 pub mod error;
-pub mod merkle;
+pub(crate) mod merkle;
 pub mod node;
 pub mod progress;
-pub mod read;
+pub(crate) mod read;
 pub mod snapshot;
+pub mod tree;
 pub mod verify;
 pub mod write;
 pub mod zk;
 
 pub use error::{Error, Result, Side};
+pub use progress::{CancellationToken, Progress};
+pub use tree::{ReadSettings, RunCredential, Timeouts, Tree};
+
+/// 64 bits from the OS random source.
+pub(crate) fn random_u64() -> u64 {
+    getrandom::u64().expect("the operating system's random source (getrandom) failed")
+}
+
+/// Parts of the engine that its own tests and benchmarks reach into (with
+/// the `internals` feature): readers opened before a fault, the comparer
+/// fed by hand, the batcher and the Merkle builder timed alone. Not part of
+/// the API: drivers use the entry points.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::merkle::MerkleBuilder;
+    pub use crate::read::walk::{Entry, WalkOptions};
+    pub use crate::read::{Listing, MultiRead, ReadOptions, TreeReader};
+    pub use crate::verify::compare::{Comparer, VerifyOptions};
+    pub use crate::write::batch::{Batcher, Transaction};
+
+    use crate::copy::{CopyOptions, CopySummary, Job, Left};
+    use crate::zk::session::Session;
+    use crate::{Progress, Result, RunCredential, verify};
+
+    /// A copy on readers and a writer session opened by the caller; the
+    /// writer must present `run`.
+    pub async fn copy_on(
+        src: &TreeReader,
+        dst: &TreeReader,
+        writer: &Session,
+        opts: &CopyOptions,
+        run: &RunCredential,
+        progress: &Progress,
+    ) -> Result<CopySummary> {
+        let mut opts = opts.clone();
+        opts.dst_ids = dst.pool().options().auth.iter().filter_map(|a| a.acl_id()).collect();
+        opts.copy_id = Some(run.acl_id());
+        let walk = WalkOptions::default();
+        let job = Job { opts: &opts, walk: &walk, allow_overlap: false };
+        crate::copy::run_on(src, dst, writer, &job, progress, &mut Left::default()).await
+    }
+
+    /// A verify on readers opened by the caller.
+    pub async fn verify_on(
+        src: &TreeReader,
+        dst: &TreeReader,
+        opts: &VerifyOptions,
+        progress: &Progress,
+        sink: &mut dyn verify::DiffSink,
+    ) -> Result<verify::VerifyReport> {
+        verify::run_on(src, dst, opts, progress, sink).await
+    }
+
+    /// A new one-time identity.
+    pub fn run_credential() -> RunCredential {
+        RunCredential::generate()
+    }
+}

@@ -1,19 +1,26 @@
-//! Live counters shared between a running job and whoever watches it (a
-//! progress bar, a signal handler that asks the job to stop).
+//! What a running operation shares with its caller: live counters to read
+//! (a progress bar, a migration's log) and a cancellation token.
+//!
+//! Cancelling asks the operation to stop at its next safe point: what is in
+//! flight lands, nothing more is sent, and the operation returns
+//! [`crate::Error::Interrupted`] (a copy says what it applied, see
+//! [`crate::copy::CopyFailure`]).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Default)]
 pub struct Progress {
+    /// Nodes read (source side of a copy or verify).
     pub read: AtomicU64,
+    /// Write operations applied (landed) on the destination.
     pub written: AtomicU64,
+    /// Bytes of the transactions applied.
     pub bytes: AtomicU64,
-    /// Set when a copy ends early: nodes that still carry the copy's
-    /// temporary grant, their final ACL not set yet.
-    pub temporary_acls: AtomicU64,
-    stop: AtomicBool,
-    phase: Mutex<String>,
+    cancel: CancellationToken,
+    phase: Mutex<&'static str>,
 }
 
 impl Progress {
@@ -21,35 +28,46 @@ impl Progress {
         Progress::default()
     }
 
-    /// Asks the job to stop at its next safe point.
-    pub fn request_stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
+    /// Counters for an operation that `token` cancels (a child token of a
+    /// driver's own, say).
+    pub fn with_cancel(token: CancellationToken) -> Progress {
+        Progress { cancel: token, ..Progress::default() }
     }
 
-    pub fn stop_requested(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
+    /// The token that cancels the operation.
+    pub fn cancel_token(&self) -> &CancellationToken {
+        &self.cancel
     }
 
-    /// Resolves once a stop is requested.
-    pub async fn stopped(&self) {
-        while !self.stop_requested() {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+    /// Asks the operation to stop at its next safe point.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
     }
 
-    pub fn set_phase(&self, phase: &str) {
-        *self.phase.lock().unwrap() = phase.to_string();
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
     }
 
-    pub fn phase(&self) -> String {
-        self.phase.lock().unwrap().clone()
+    /// Resolves once the operation is cancelled.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
     }
 
-    pub fn add_read(&self, n: u64) {
+    /// What the operation is doing now: "connecting", "copying", "deleting",
+    /// "sequence counters", "ACLs", "verifying"...
+    pub fn phase(&self) -> &'static str {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_phase(&self, phase: &'static str) {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase;
+    }
+
+    pub(crate) fn add_read(&self, n: u64) {
         self.read.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub fn add_written(&self, n: u64, bytes: u64) {
+    pub(crate) fn add_written(&self, n: u64, bytes: u64) {
         self.written.fetch_add(n, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }

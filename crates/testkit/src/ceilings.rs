@@ -10,7 +10,8 @@ use zookeeper_client as zk;
 
 use zkrepl::error::{Error, Result, Side};
 use zkrepl::zk::path;
-use zkrepl::zk::session::Session;
+use zkrepl::zk::session::{ConnectOptions, Session, SessionPool};
+use zkrepl::zk::target::Hosts;
 
 /// Operations done and how fast.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
@@ -25,6 +26,24 @@ impl Rate {
         let seconds = started.elapsed().as_secs_f64();
         Rate { ops, seconds, per_sec: ops as f64 / seconds.max(1e-9) }
     }
+}
+
+/// `n` sessions to `hosts` for raw measurements (one member, synced), with
+/// a session timeout long enough for a loaded machine.
+pub async fn sessions(hosts: &str, n: usize) -> Result<SessionPool> {
+    let mut o = ConnectOptions::new(Side::Source, Hosts::parse(hosts)?);
+    o.session_timeout = std::time::Duration::from_secs(30);
+    SessionPool::connect(o, n).await
+}
+
+/// One session to `hosts` (a tree generator's).
+pub async fn session(hosts: &str) -> Result<Session> {
+    Session::connect(std::sync::Arc::new(ConnectOptions::new(Side::Source, Hosts::parse(hosts)?))).await
+}
+
+/// Creates `path` and its missing ancestors, empty and open.
+pub async fn create_path(session: &Session, path: &str) -> Result<()> {
+    zkrepl::write::create_ancestors(session, &format!("{path}/child")).await
 }
 
 fn zk_err(op: &'static str, path: &str, e: impl Into<zk::Error>) -> Error {

@@ -250,6 +250,20 @@ pub fn nodes(opts: &GenOptions) -> Box<dyn Iterator<Item = (String, Vec<u8>)>> {
 /// Where the Pegasus shape's ephemeral leader lock lives, relative to the root.
 pub const LEADER_PARENT: &str = "/lock/meta/dsn.meta.server.leader";
 
+/// Generates `opts`'s tree at `tree` (its root, with its credentials) on a
+/// session of its own, returned: the tree's ephemerals (the leader lock)
+/// live as long as it.
+pub async fn generate_at(
+    tree: &zkrepl::Tree,
+    timeouts: &zkrepl::Timeouts,
+    opts: &GenOptions,
+) -> Result<(GenSummary, Session)> {
+    let connect = tree.connect_options(Side::Destination, timeouts);
+    let session = Session::connect(std::sync::Arc::new(connect)).await?;
+    let summary = generate(&session, &tree.root, opts).await?;
+    Ok((summary, session))
+}
+
 /// Generates a tree under `root` (which must not exist yet; its ancestors
 /// are created). Ephemerals live as long as `session`.
 pub async fn generate(session: &Session, root: &str, opts: &GenOptions) -> Result<GenSummary> {

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::node::NodeKind;
 
 /// Rules matched against source paths (absolute, inside the source chroot).
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct KindRules {
     containers: Vec<(String, GlobMatcher)>,
     ttls: Vec<(String, GlobMatcher, Duration)>,
@@ -98,7 +98,7 @@ impl KindRules {
     pub fn add_ttl(&mut self, spec: &str) -> Result<()> {
         let (pattern, dur) = spec
             .rsplit_once('=')
-            .ok_or_else(|| Error::Usage(format!("--ttl {spec:?} must be GLOB=DURATION, e.g. '/app/cache/*=1h'")))?;
+            .ok_or_else(|| Error::Usage(format!("TTL rule {spec:?} must be GLOB=DURATION, e.g. '/app/cache/*=1h'")))?;
         self.ttls.push((pattern.to_string(), glob(pattern)?, parse_duration(dur, MAX_TTL)?));
         Ok(())
     }

@@ -9,8 +9,9 @@
 //! nothing.
 
 pub mod kinds;
-pub mod plan;
+pub(crate) mod plan;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -22,6 +23,7 @@ use crate::error::{Error, Result, Side};
 use crate::progress::Progress;
 use crate::read::TreeReader;
 use crate::read::walk::{self, Batch, DstOnly, WalkOptions};
+use crate::tree::{ReadSettings, RunCredential, Timeouts, Tree};
 use crate::write::{Op, Writer, WriterOptions};
 use crate::zk::path;
 use crate::zk::session::Session;
@@ -47,13 +49,16 @@ pub enum AclMode {
     Open,
 }
 
-#[derive(Clone)]
+/// What a copy does (the trees and how to reach them are in
+/// [`CopyRequest`]).
+#[derive(Clone, Debug)]
 pub struct CopyOptions {
     pub mode: Mode,
+    /// Plan and count, write nothing.
     pub dry_run: bool,
     pub acl: AclMode,
+    /// Node kinds (containers, TTL nodes): clients cannot see them.
     pub kinds: KindRules,
-    pub walk: WalkOptions,
     pub writer: WriterOptions,
     /// Refuse a mirror that would delete more nodes than this.
     pub max_delete: Option<u64>,
@@ -62,13 +67,12 @@ pub struct CopyOptions {
     /// Raise destination parents' child versions to the source's so that
     /// new sequential nodes keep counting from where the source was.
     pub sequence_counters: bool,
-    /// ACL ids the destination session authenticates as.
-    pub dst_ids: Vec<(String, String)>,
-    /// This run's own identity, held by the writer session only (see
-    /// [`run_identity`]): the temporary grant on nodes whose ACL would stop
-    /// the copy from writing beneath them. Without one, the grant goes to
-    /// `world:anyone`.
-    pub copy_id: Option<(String, String)>,
+    /// ACL ids the destination sessions authenticate as (set by [`run`]).
+    pub(crate) dst_ids: Vec<(String, String)>,
+    /// This run's own identity, held by the writer session only (set by
+    /// [`run`] from a [`RunCredential`]): the temporary grant on nodes
+    /// whose ACL would stop the copy from writing beneath them.
+    pub(crate) copy_id: Option<(String, String)>,
     /// Paths listed per class in a dry-run plan.
     pub plan_sample: usize,
 }
@@ -80,7 +84,6 @@ impl Default for CopyOptions {
             dry_run: false,
             acl: AclMode::Preserve,
             kinds: KindRules::default(),
-            walk: WalkOptions::default(),
             writer: WriterOptions::default(),
             max_delete: None,
             max_pad: None,
@@ -90,17 +93,6 @@ impl Default for CopyOptions {
             plan_sample: 10,
         }
     }
-}
-
-/// A one-time digest identity for a copy: give the credential to the writer
-/// session and the id to [`CopyOptions::copy_id`]. No one else holds it, so
-/// the temporary grants made with it open nothing to anyone else: the user
-/// name holds 64 and the password 192 bits from the OS random source.
-pub fn run_identity() -> (crate::zk::target::Auth, (String, String)) {
-    let word = || format!("{:016x}", random_u64());
-    let credential = format!("zkrepl-{}:{}{}{}", word(), word(), word(), word());
-    let id = ("digest".to_string(), crate::zk::target::digest_id(&credential));
-    (crate::zk::target::Auth { scheme: "digest".to_string(), credential }, id)
 }
 
 /// What a dry run would do.
@@ -171,11 +163,153 @@ pub struct CopySummary {
     pub plan: Option<Plan>,
 }
 
+/// A copy: the two trees, how to reach and read them, and what to do. The
+/// one value a driver hands to [`run`].
+#[derive(Clone, Debug)]
+pub struct CopyRequest {
+    pub src: Tree,
+    pub dst: Tree,
+    pub timeouts: Timeouts,
+    /// How both trees are read (the destination with one session in a
+    /// fresh copy: it is only looked at).
+    pub read: ReadSettings,
+    pub options: CopyOptions,
+    /// Copy even when the roots overlap on one ensemble (one is the other,
+    /// or lies inside it). Off: such a copy is refused before anything is
+    /// written, however the two are addressed, because it would read what
+    /// it writes.
+    pub allow_overlap: bool,
+    /// Finish an earlier copy that failed or was cancelled: the identity
+    /// it returned ([`CopyFailure::credential`]). This copy presents it
+    /// again, so it can set the final ACLs of nodes that still carry that
+    /// copy's temporary grant. Without it, a new identity is made.
+    pub resume: Option<RunCredential>,
+}
+
+impl CopyRequest {
+    /// A fresh copy of `src` to `dst` with the default settings.
+    pub fn new(src: Tree, dst: Tree) -> CopyRequest {
+        CopyRequest {
+            src,
+            dst,
+            timeouts: Timeouts::default(),
+            read: ReadSettings::default(),
+            options: CopyOptions::default(),
+            allow_overlap: false,
+            resume: None,
+        }
+    }
+
+    /// The request that finishes the copy `failure` came from: the same
+    /// trees and options, the destination taken as it is now (a fresh copy
+    /// becomes an update: its root has children), and the failed copy's
+    /// identity presented again.
+    pub fn resume(&self, failure: &CopyFailure) -> CopyRequest {
+        let mut next = self.clone();
+        if next.options.mode == Mode::Fresh {
+            next.options.mode = Mode::Update;
+        }
+        next.resume = Some(failure.credential.clone());
+        next
+    }
+
+    /// The verify that checks this copy: the same trees, readers and
+    /// timeouts; ACLs compared unless the copy replaced them.
+    pub fn verify_request(&self) -> crate::verify::VerifyRequest {
+        let mut v = crate::verify::VerifyRequest::new(self.src.clone(), self.dst.clone());
+        v.timeouts = self.timeouts;
+        v.read = self.read;
+        v.acl = self.options.acl == AclMode::Preserve;
+        v
+    }
+}
+
+/// A copy that stopped before its end: why, and what it left.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct CopyFailure {
+    pub error: Error,
+    /// Write operations that landed on the destination before it stopped.
+    pub applied: u64,
+    /// Nodes that still carry the temporary grant to [`Self::credential`]
+    /// instead of their final ACL.
+    pub temporary_acls: u64,
+    /// The copy's one-time identity: hand it to [`CopyRequest::resume`]
+    /// (or present it as a digest credential) to finish the job.
+    pub credential: RunCredential,
+}
+
+impl CopyFailure {
+    /// Whether the copy was cancelled (rather than failed).
+    pub fn cancelled(&self) -> bool {
+        matches!(self.error, Error::Interrupted)
+    }
+}
+
+/// Copies `req.src` to `req.dst`: opens the readers of both trees and the
+/// writer session (which alone presents the copy's one-time identity),
+/// refuses overlapping roots (unless `allow_overlap`), copies, and closes
+/// them. Counters and cancellation go through `progress`.
+pub async fn run(req: &CopyRequest, progress: &Progress) -> Result<CopySummary, Box<CopyFailure>> {
+    let credential = req.resume.clone().unwrap_or_else(RunCredential::generate);
+    let mut left = Left::default();
+    match copy_request(req, &credential, progress, &mut left).await {
+        Ok(summary) => Ok(summary),
+        Err(error) => {
+            Err(Box::new(CopyFailure { error, applied: left.applied, temporary_acls: left.temporary_acls, credential }))
+        }
+    }
+}
+
+/// What a copy that failed left behind.
+#[derive(Default)]
+pub(crate) struct Left {
+    applied: u64,
+    temporary_acls: u64,
+}
+
+async fn copy_request(
+    req: &CopyRequest,
+    run: &RunCredential,
+    progress: &Progress,
+    left: &mut Left,
+) -> Result<CopySummary> {
+    progress.set_phase("connecting");
+    let mut dst = req.dst.clone();
+    if req.resume.is_some() {
+        // The earlier copy's grant lets the destination reader see beneath
+        // the nodes that still carry it.
+        dst.auth.push(run.auth().clone());
+    }
+    let mut writer_tree = req.dst.clone();
+    writer_tree.auth.push(run.auth().clone());
+    let src_acl = req.options.acl == AclMode::Preserve;
+    let dst_sessions = if req.options.mode == Mode::Fresh { 1 } else { req.read.sessions };
+    let (src_reader, dst_reader, writer) = futures::try_join!(
+        TreeReader::connect(Side::Source, &req.src, &req.timeouts, &req.read, src_acl, req.read.sessions),
+        TreeReader::connect(Side::Destination, &dst, &req.timeouts, &req.read, true, dst_sessions),
+        Session::connect(Arc::new(writer_tree.connect_options(Side::Destination, &req.timeouts))),
+    )?;
+    let mut opts = req.options.clone();
+    opts.dst_ids = dst.acl_ids();
+    opts.copy_id = Some(run.acl_id());
+    let walk = WalkOptions { batch: req.read.batch, window: req.read.window, ..WalkOptions::default() };
+    let job = Job { opts: &opts, walk: &walk, allow_overlap: req.allow_overlap };
+    run_on(&src_reader, &dst_reader, &writer, &job, progress, left).await
+}
+
+/// One copy's settings inside the engine.
+pub(crate) struct Job<'a> {
+    pub opts: &'a CopyOptions,
+    pub walk: &'a WalkOptions,
+    pub allow_overlap: bool,
+}
+
 /// Refuses a copy whose source and destination are the same tree or nest in
 /// each other on the same ensemble, however the two are addressed (another
 /// member, an alias, a proxy): a node seen through both sessions with the
 /// same creation zxid and time is one node.
-pub async fn check_distinct(src: &TreeReader, dst: &TreeReader) -> Result<()> {
+pub(crate) async fn check_distinct(src: &TreeReader, dst: &TreeReader) -> Result<()> {
     let (so, do_) = (src.pool().options(), dst.pool().options());
     let (src_abs, dst_abs) = (src.absolute_root(), dst.absolute_root());
     if !path::overlaps(&src_abs, &dst_abs) {
@@ -188,16 +322,14 @@ pub async fn check_distinct(src: &TreeReader, dst: &TreeReader) -> Result<()> {
     };
     let same = same_hosts || same_ensemble(src, dst, &src_abs, &dst_abs).await?;
     if same {
-        let how = if src_abs == dst_abs {
-            "is the source root".to_string()
+        let relation = if src_abs == dst_abs {
+            crate::error::Overlap::Same
         } else if path::is_within(&src_abs, &dst_abs) {
-            format!("lies inside the source root {src_abs}")
+            crate::error::Overlap::Inside
         } else {
-            format!("contains the source root {src_abs}")
+            crate::error::Overlap::Contains
         };
-        return Err(Error::Overlap(format!(
-            "destination root {dst_abs} {how} on the same ensemble; choose a --dst-root outside it"
-        )));
+        return Err(Error::Overlap { src_root: src_abs, dst_root: dst_abs, relation });
     }
     Ok(())
 }
@@ -240,55 +372,63 @@ async fn same_ensemble(src: &TreeReader, dst: &TreeReader, src_abs: &str, dst_ab
 /// Copies `src`'s tree to `dst`'s root, writing through `writer_session`.
 /// `dst` reads the destination (its root, and everything in update and
 /// mirror modes). Refuses, before anything else, a missing source root,
-/// then roots that overlap on one ensemble (see [`check_distinct`]).
-pub async fn run(
+/// then roots that overlap on one ensemble (see [`check_distinct`]) unless
+/// the job allows them. On failure, `left` says what was applied.
+pub(crate) async fn run_on(
     src: &TreeReader,
     dst: &TreeReader,
     writer_session: &Session,
-    opts: &CopyOptions,
+    job: &Job<'_>,
     progress: &Progress,
+    left: &mut Left,
 ) -> Result<CopySummary> {
+    let opts = job.opts;
     // A missing source is what the user must fix first: whatever overlaps
     // would, it holds nothing to copy.
     if src.root_stat().await?.is_none() {
         return Err(Error::NoRoot { side: Side::Source, path: src.root().to_string() });
     }
-    check_distinct(src, dst).await?;
+    if !job.allow_overlap {
+        check_distinct(src, dst).await?;
+    }
     // Limits on deletions and pads are safety nets: know the counts before
     // writing.
     let max_delete = opts.max_delete.filter(|_| opts.mode == Mode::Mirror);
     if !opts.dry_run && (max_delete.is_some() || opts.max_pad.is_some()) {
         progress.set_phase("counting before writing");
         let probe = CopyOptions { dry_run: true, ..opts.clone() };
-        let planned = run_pass(src, dst, writer_session, &probe, progress).await?;
+        let probe_job = Job { opts: &probe, walk: job.walk, allow_overlap: job.allow_overlap };
+        let planned = run_pass(src, dst, writer_session, &probe_job, progress, left).await?;
         let deletes = planned.plan.as_ref().map_or(0, |p| p.deletes);
-        if let Some(max) = max_delete
-            && deletes > max
+        if let Some(limit) = max_delete
+            && deletes > limit
         {
-            return Err(Error::Usage(format!(
-                "the mirror would delete {deletes} destination nodes, more than --max-delete {max}; nothing was written"
-            )));
+            return Err(Error::DeleteLimit { deletes, limit, others_applied: false });
         }
-        if let Some(max) = opts.max_pad
-            && planned.pads > max
+        if let Some(limit) = opts.max_pad
+            && planned.pads > limit
         {
-            return Err(Error::Usage(format!(
-                "the copy would write {} counter pads (a create and a delete each, raising {} sequence counters), more than --max-pad {max}; nothing was written",
-                planned.pads, planned.padded_parents
-            )));
+            return Err(Error::PadLimit {
+                pads: planned.pads,
+                parents: planned.padded_parents,
+                limit,
+                others_applied: false,
+            });
         }
         progress.read.store(0, std::sync::atomic::Ordering::Relaxed);
     }
-    run_pass(src, dst, writer_session, opts, progress).await
+    run_pass(src, dst, writer_session, job, progress, left).await
 }
 
 async fn run_pass(
     src: &TreeReader,
     dst: &TreeReader,
     writer_session: &Session,
-    opts: &CopyOptions,
+    job: &Job<'_>,
     progress: &Progress,
+    left: &mut Left,
 ) -> Result<CopySummary> {
+    let opts = job.opts;
     let started = Instant::now();
     progress.set_phase("checking");
     // Both trees as of now at least, whichever members they are read from.
@@ -307,13 +447,13 @@ async fn run_pass(
         }
     }
     if src_root.ephemeral_owner != 0 {
-        return Err(Error::Usage(format!("source root {} is an ephemeral node: nothing to copy", src.root())));
+        return Err(Error::EphemeralRoot { side: Side::Source, path: src.root().to_string() });
     }
     if dst_root.is_none() && !opts.dry_run {
         crate::write::create_ancestors(writer_session, dst.root()).await?;
     }
 
-    let mut walk_opts = opts.walk.clone();
+    let mut walk_opts = job.walk.clone();
     walk_opts.dst_only = if opts.mode == Mode::Mirror { DstOnly::Descend } else { DstOnly::Skip };
     walk_opts.skip_system = walk::system_skips(src, dst);
     let root_sides = walk::SRC | if dst_root.is_some() { walk::DST } else { 0 };
@@ -329,9 +469,9 @@ async fn run_pass(
         loop {
             let batch = tokio::select! {
                 b = rx.recv() => b,
-                _ = progress.stopped() => None,
+                _ = progress.cancelled() => None,
             };
-            if progress.stop_requested() {
+            if progress.is_cancelled() {
                 return Err(Error::Interrupted);
             }
             match batch {
@@ -352,7 +492,8 @@ async fn run_pass(
             // Land what is in flight so the report is true, then fail; nodes
             // still waiting for their final ACL keep this run's grant.
             let _ = driver.land().await;
-            progress.temporary_acls.store(driver.planner.pending_acls() as u64, std::sync::atomic::Ordering::Relaxed);
+            left.applied = driver.applied();
+            left.temporary_acls = driver.planner.pending_acls() as u64;
             return Err(e);
         }
     };
@@ -490,8 +631,13 @@ impl<'a> Driver<'a> {
         }
     }
 
+    /// Operations that have landed on the destination.
+    fn applied(&self) -> u64 {
+        self.writer.as_ref().map_or(0, |w| w.counters().applied())
+    }
+
     fn check_stop(&self) -> Result<()> {
-        if self.progress.stop_requested() { Err(Error::Interrupted) } else { Ok(()) }
+        if self.progress.is_cancelled() { Err(Error::Interrupted) } else { Ok(()) }
     }
 
     /// The phases after the walk, in the order of [`plan::PHASES`]. Each
@@ -508,28 +654,25 @@ impl<'a> Driver<'a> {
         }
         // Always: whatever is still queued goes out and lands here.
         self.finish_inflight().await?;
+        // Nothing was written in a dry run; otherwise the other changes were.
+        let others_applied = !self.opts.dry_run;
         if let Some(node) = self.planner.undeletable() {
-            let done = if self.opts.dry_run {
-                "nothing was written"
-            } else {
-                "nothing was deleted (the other changes were applied)"
-            };
-            return Err(Error::Usage(format!(
-                "the mirror would delete beneath destination node {node}, whose ACL lets this copy neither delete beneath it nor change it (DELETE, ADMIN); {done}; give --dst-auth an identity holding one of them"
-            )));
+            return Err(Error::Undeletable { path: node.to_string(), others_applied });
         }
         if refused {
-            return Err(Error::Usage(format!(
-                "the mirror would delete {} destination nodes, more than --max-delete {}; nothing was deleted (the other changes were applied)",
-                self.planner.pending_deletions(),
-                self.opts.max_delete.unwrap_or_default()
-            )));
+            return Err(Error::DeleteLimit {
+                deletes: self.planner.pending_deletions() as u64,
+                limit: self.opts.max_delete.unwrap_or_default(),
+                others_applied,
+            });
         }
-        if let Some(pads) = pads_refused {
-            return Err(Error::Usage(format!(
-                "the copy needs {pads} counter pads, more than --max-pad {}; no counter was padded (the other changes were applied)",
-                self.opts.max_pad.unwrap_or_default()
-            )));
+        if let Some((pads, parents)) = pads_refused {
+            return Err(Error::PadLimit {
+                pads,
+                parents,
+                limit: self.opts.max_pad.unwrap_or_default(),
+                others_applied,
+            });
         }
         Ok(())
     }
@@ -548,7 +691,7 @@ impl<'a> Driver<'a> {
         Ok(())
     }
 
-    async fn counters(&mut self, src: &TreeReader, dst: &TreeReader) -> Result<Option<u64>> {
+    async fn counters(&mut self, src: &TreeReader, dst: &TreeReader) -> Result<Option<(u64, u64)>> {
         // Everything lands before counters are read and padded.
         self.finish_inflight().await?;
         let candidates = self.planner.counter_candidates();
@@ -587,8 +730,14 @@ impl<'a> Driver<'a> {
     /// Raises destination child versions to the source's, so sequential
     /// children created later get numbers the source never handed out. A
     /// dry run reads the counters as they are and predicts the pads. Returns
-    /// the pads needed when they are more than `--max-pad` (none written).
-    async fn pad_counters(&mut self, rels: &[String], src: &TreeReader, dst: &TreeReader) -> Result<Option<u64>> {
+    /// the pads needed, and the parents needing them, when they are more
+    /// than the limit (none written).
+    async fn pad_counters(
+        &mut self,
+        rels: &[String],
+        src: &TreeReader,
+        dst: &TreeReader,
+    ) -> Result<Option<(u64, u64)>> {
         let mut needed = Vec::new();
         for chunk in rels.chunks(500) {
             let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
@@ -603,9 +752,9 @@ impl<'a> Driver<'a> {
             }
         }
         if let Some(total) = self.planner.pads_refused(&needed) {
-            return Ok(Some(total));
+            return Ok(Some((total, needed.len() as u64)));
         }
-        let name = format!("zkrepl-cversion-pad-{:016x}", random_u64());
+        let name = format!("zkrepl-cversion-pad-{:016x}", crate::random_u64());
         for mut pads in needed {
             while self.planner.pad(&mut pads, &name, PHASE_CHUNK, &mut self.ops) > 0 {
                 self.send().await?;
@@ -615,9 +764,4 @@ impl<'a> Driver<'a> {
         self.finish_inflight().await?;
         Ok(None)
     }
-}
-
-/// 64 bits from the OS random source.
-fn random_u64() -> u64 {
-    getrandom::u64().expect("the operating system's random source (getrandom) failed")
 }

@@ -215,9 +215,7 @@ impl<'a> Planner<'a> {
                     return Err(Error::AclMasked { side: Side::Source, path: src_path() });
                 }
                 match dst {
-                    Slot::Node(d) if d.is_ephemeral() => Err(Error::Usage(format!(
-                        "destination {dst_path} is an ephemeral node of a live session; the persistent source node cannot replace it"
-                    ))),
+                    Slot::Node(d) if d.is_ephemeral() => Err(Error::EphemeralInTheWay { path: dst_path }),
                     Slot::Node(d) => self.update(&e.rel, dst_path, *s, d, out),
                     _ => {
                         let kind = if self.opts.kinds.is_empty() {

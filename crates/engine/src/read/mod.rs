@@ -9,7 +9,7 @@
 //! server without multiRead (< 3.6), the same requests go out pipelined, one
 //! by one.
 
-pub mod walk;
+pub(crate) mod walk;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -112,6 +112,25 @@ impl TreeReader {
             reader.probe_multi_read().await?;
         }
         Ok(reader)
+    }
+
+    /// Opens `sessions` sessions on `tree` (pinned to one member) and a
+    /// reader of its root.
+    pub async fn connect(
+        side: Side,
+        tree: &crate::tree::Tree,
+        timeouts: &crate::tree::Timeouts,
+        settings: &crate::tree::ReadSettings,
+        acl: bool,
+        sessions: usize,
+    ) -> Result<TreeReader> {
+        let pool = SessionPool::connect(tree.connect_options(side, timeouts), sessions).await?;
+        let opts = ReadOptions {
+            acl,
+            multi_read: if settings.multi_read { MultiRead::Auto } else { MultiRead::Off },
+            ..ReadOptions::default()
+        };
+        TreeReader::open(pool, &tree.root, opts).await
     }
 
     async fn probe_multi_read(&self) -> Result<()> {
@@ -237,6 +256,7 @@ impl TreeReader {
     }
 
     /// NoNode answers that a synced member did not confirm (read again).
+    #[cfg(feature = "internals")]
     pub fn unconfirmed_vanishes(&self) -> u64 {
         self.unconfirmed.load(Ordering::Relaxed)
     }

@@ -114,12 +114,6 @@ impl<R: Read> JuteReader<R> {
         Ok(i64::from_be_bytes(self.array(what)?))
     }
 
-    /// An `int`, or `None` at a clean end of stream (nothing of it read).
-    pub fn read_int_or_eof(&mut self, what: &str) -> JuteResult<Option<i32>> {
-        let mut b = [0u8; 4];
-        if self.fill(&mut b, what, true)? { Ok(Some(i32::from_be_bytes(b))) } else { Ok(None) }
-    }
-
     /// A `long`, or `None` at a clean end of stream (nothing of it read).
     pub fn read_long_or_eof(&mut self, what: &str) -> JuteResult<Option<i64>> {
         let mut b = [0u8; 8];
@@ -242,7 +236,6 @@ mod tests {
         assert_eq!(r.read_int("i").unwrap(), 0x0102_0304);
         assert_eq!(r.read_long("l").unwrap(), -2);
         assert_eq!(r.offset(), 12);
-        assert!(r.read_int_or_eof("x").unwrap().is_none());
         assert!(r.read_long_or_eof("x").unwrap().is_none());
     }
 

@@ -33,8 +33,8 @@
 //! snapshot of any size is read in constant memory (apart from what the
 //! caller keeps).
 
-pub mod jute;
-pub mod stream;
+mod jute;
+mod stream;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -15,19 +15,14 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::error::Result;
-use crate::node::{NodeInfo, Slot, acl_equal, acl_masked, canonical_acl, next_sequence, preview};
-use crate::read::TreeReader;
-use crate::read::walk::{self, Batch, DstOnly, Entry, ListFailure, WalkOptions};
+use crate::error::{Result, Side};
+use crate::progress::Progress;
+use crate::tree::{ReadSettings, Timeouts, Tree};
 
-#[derive(Clone, Debug, Default)]
-pub struct VerifyOptions {
-    pub walk: WalkOptions,
-    /// Compare ephemeral nodes too (ignored on both sides by default).
-    pub include_ephemeral: bool,
-    /// Count lagging sequence counters as differences.
-    pub strict_counters: bool,
-}
+pub(crate) mod compare;
+pub(crate) use self::compare::{Comparer, VerifyOptions};
+use crate::read::TreeReader;
+use crate::read::walk::{self, Batch, DstOnly, WalkOptions};
 
 /// Kinds of difference, with the symbols of rclone's check report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -191,112 +186,62 @@ impl VerifyReport {
     }
 }
 
-/// Compares walked entries one at a time. It keeps counts only: each
-/// difference goes to the sink as soon as it is found.
-pub struct Comparer<'s> {
-    include_ephemeral: bool,
-    acl: bool,
-    counts: DiffCounts,
-    compared: u64,
-    sink: &'s mut dyn DiffSink,
+/// A verify: the two trees, how to reach and read them, and what to
+/// compare. The one value a driver hands to [`run`].
+#[derive(Clone, Debug)]
+pub struct VerifyRequest {
+    pub src: Tree,
+    pub dst: Tree,
+    pub timeouts: Timeouts,
+    pub read: ReadSettings,
+    /// Read and compare ACLs (one getACL per node on each side).
+    pub acl: bool,
+    /// Compare ephemeral nodes too (left out on both sides by default).
+    pub include_ephemeral: bool,
+    /// Count destination sequence counters behind the source's as
+    /// differences.
+    pub strict_counters: bool,
 }
 
-impl<'s> Comparer<'s> {
-    /// `acl`: compare ACLs (both sides read them).
-    pub fn new(include_ephemeral: bool, acl: bool, sink: &'s mut dyn DiffSink) -> Comparer<'s> {
-        Comparer { include_ephemeral, acl, counts: DiffCounts::default(), compared: 0, sink }
-    }
-
-    pub fn counts(&self) -> &DiffCounts {
-        &self.counts
-    }
-
-    /// Nodes present on both sides and compared so far.
-    pub fn compared(&self) -> u64 {
-        self.compared
-    }
-
-    fn note(&mut self, class: DiffClass, rel: &str, detail: String) {
-        self.counts.add(class);
-        let path = if rel.is_empty() { "/".to_string() } else { rel.to_string() };
-        self.sink.difference(Difference { class, path, detail });
-    }
-
-    /// A node whose children could not be listed.
-    pub fn list_failure(&mut self, f: &ListFailure) {
-        self.note(DiffClass::Unreadable, &f.rel, format!("children on the {}: {}", f.side, f.error));
-    }
-
-    fn visible<'e>(&self, slot: &'e Slot) -> Option<&'e NodeInfo> {
-        slot.persistent(self.include_ephemeral)
-    }
-
-    /// One walked path, both sides.
-    pub fn entry(&mut self, e: &Entry) {
-        for (slot, side, flag) in [(&e.src, "source", "--src-auth"), (&e.dst, "destination", "--dst-auth")] {
-            match slot {
-                Slot::Failed(err @ zookeeper_client::Error::NoAuth) => {
-                    self.note(DiffClass::Unreadable, &e.rel, format!("on the {side}: {err} (pass {flag})"))
-                }
-                Slot::Failed(err) => self.note(DiffClass::Unreadable, &e.rel, format!("on the {side}: {err}")),
-                Slot::Vanished => self.note(DiffClass::Changed, &e.rel, format!("deleted on the {side} during verify")),
-                _ => {}
-            }
-        }
-        if matches!(e.src, Slot::Failed(_) | Slot::Vanished) || matches!(e.dst, Slot::Failed(_) | Slot::Vanished) {
-            return;
-        }
-        match (self.visible(&e.src), self.visible(&e.dst)) {
-            (Some(s), Some(d)) => {
-                self.compared += 1;
-                if s.data != d.data {
-                    let at =
-                        s.data.iter().zip(&d.data).position(|(a, b)| a != b).unwrap_or(s.data.len().min(d.data.len()));
-                    let from = at.saturating_sub(8);
-                    let detail = format!(
-                        "{} / {} bytes, first difference at byte {at}: source {} / destination {}",
-                        s.data.len(),
-                        d.data.len(),
-                        preview(&s.data[from.min(s.data.len())..], 40),
-                        preview(&d.data[from.min(d.data.len())..], 40)
-                    );
-                    self.note(DiffClass::DataDiffers, &e.rel, detail);
-                }
-                let masked = [(&s.acl, "source", "--src-auth"), (&d.acl, "destination", "--dst-auth")]
-                    .into_iter()
-                    .find(|(acl, _, _)| self.acl && acl_masked(acl));
-                if let Some((_, side, flag)) = masked {
-                    let detail = format!(
-                        "ACL hidden on the {side}: digest ids show only with ADMIN permission (pass {flag}, or --no-acl)"
-                    );
-                    self.note(DiffClass::Unreadable, &e.rel, detail);
-                } else if self.acl && !acl_equal(&s.acl, &d.acl) {
-                    let show = |a: &[zookeeper_client::Acl]| {
-                        canonical_acl(a).iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
-                    };
-                    let detail = format!("source [{}] / destination [{}]", show(&s.acl), show(&d.acl));
-                    self.note(DiffClass::AclDiffers, &e.rel, detail);
-                }
-                let (next_s, next_d) = (next_sequence(&s.stat), next_sequence(&d.stat));
-                if next_d < next_s {
-                    let detail = format!("next sequential number: source {next_s} / destination {next_d}");
-                    self.note(DiffClass::CounterBehind, &e.rel, detail);
-                }
-            }
-            (Some(_), None) => self.note(DiffClass::MissingOnDst, &e.rel, String::new()),
-            (None, Some(_)) => self.note(DiffClass::ExtraOnDst, &e.rel, String::new()),
-            (None, None) => {}
+impl VerifyRequest {
+    /// A verify of `dst` against `src`: ACLs compared, ephemerals left out.
+    pub fn new(src: Tree, dst: Tree) -> VerifyRequest {
+        VerifyRequest {
+            src,
+            dst,
+            timeouts: Timeouts::default(),
+            read: ReadSettings::default(),
+            acl: true,
+            include_ephemeral: false,
+            strict_counters: false,
         }
     }
+}
+
+/// Verifies `req.dst` against `req.src`: opens readers on both, compares
+/// every node, and hands each difference to `sink` as it is found.
+pub async fn run(req: &VerifyRequest, progress: &Progress, sink: &mut dyn DiffSink) -> Result<VerifyReport> {
+    progress.set_phase("connecting");
+    let n = req.read.sessions;
+    let (src, dst) = futures::try_join!(
+        TreeReader::connect(Side::Source, &req.src, &req.timeouts, &req.read, req.acl, n),
+        TreeReader::connect(Side::Destination, &req.dst, &req.timeouts, &req.read, req.acl, n),
+    )?;
+    let opts = VerifyOptions {
+        walk: WalkOptions { batch: req.read.batch, window: req.read.window, ..WalkOptions::default() },
+        include_ephemeral: req.include_ephemeral,
+        strict_counters: req.strict_counters,
+    };
+    run_on(&src, &dst, &opts, progress, sink).await
 }
 
 /// Compares the trees under `src` and `dst`, handing every difference to
 /// `sink` as it is found.
-pub async fn run(
+pub(crate) async fn run_on(
     src: &TreeReader,
     dst: &TreeReader,
     opts: &VerifyOptions,
-    progress: &crate::progress::Progress,
+    progress: &Progress,
     sink: &mut dyn DiffSink,
 ) -> Result<VerifyReport> {
     progress.set_phase("verifying");
@@ -322,7 +267,7 @@ pub async fn run(
         loop {
             let batch = tokio::select! {
                 b = rx.recv() => b,
-                _ = progress.stopped() => None,
+                _ = progress.cancelled() => None,
             };
             let Some(batch) = batch else { break };
             for f in &batch.list_failures {
@@ -335,7 +280,7 @@ pub async fn run(
         }
     };
     let (walked, ()) = tokio::join!(walking, comparing);
-    if progress.stop_requested() {
+    if progress.is_cancelled() {
         return Err(crate::Error::Interrupted);
     }
     let walked = walked?;
@@ -358,97 +303,5 @@ pub async fn run(
         session_renewals: src.pool().renewals() + dst.pool().renewals(),
         member_moves: src.pool().moves() + dst.pool().moves(),
         peak_rss_bytes: crate::progress::peak_rss_bytes(),
-    })
-}
-
-/// One tree's fingerprint: root digest, size and the newest zxids seen.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct DigestReport {
-    pub root: String,
-    pub digest: Option<String>,
-    pub nodes: u64,
-    pub bytes: u64,
-    pub ephemerals_ignored: u64,
-    pub max_mzxid: i64,
-    pub max_pzxid: i64,
-    pub acl_included: bool,
-    /// Nodes that could not be read (the digest is then absent).
-    pub unreadable: u64,
-    /// Nodes that vanished while being read (the tree was changing).
-    pub vanished: u64,
-    /// The first nodes that could not be read, and why.
-    pub unreadable_paths: Vec<(String, String)>,
-    pub seconds: f64,
-}
-
-/// Digests one tree.
-pub async fn digest(
-    tree: &TreeReader,
-    walk_opts: &WalkOptions,
-    progress: &crate::progress::Progress,
-) -> Result<DigestReport> {
-    progress.set_phase("digesting");
-    let started = Instant::now();
-    tree.catch_up().await?;
-    if tree.root_stat().await?.is_none() {
-        return Err(crate::Error::NoRoot { side: tree.side(), path: tree.root().to_string() });
-    }
-    let mut o = walk_opts.clone();
-    o.digest = true;
-    o.skip_system = [tree.absolute_root() == "/", false];
-    let (tx, rx) = mpsc::channel::<Batch>(8);
-    let with_acl = tree.reads_acl();
-    let draining = async {
-        let mut unreadable = 0u64;
-        let mut paths = Vec::new();
-        let mut note = |rel: &str, why: String| {
-            if paths.len() < 20 {
-                paths.push((if rel.is_empty() { "/".to_string() } else { rel.to_string() }, why));
-            }
-        };
-        let mut rx = rx;
-        loop {
-            let b = tokio::select! {
-                b = rx.recv() => b,
-                _ = progress.stopped() => None,
-            };
-            let Some(b) = b else { break };
-            progress.add_read(b.entries.len() as u64);
-            unreadable += b.list_failures.len() as u64;
-            for f in &b.list_failures {
-                note(&f.rel, format!("children: {}", f.error));
-            }
-            for e in &b.entries {
-                match &e.src {
-                    Slot::Failed(err) => note(&e.rel, err.to_string()),
-                    Slot::Node(n) if with_acl && acl_masked(&n.acl) => {
-                        note(&e.rel, "digest ACL hidden: ZooKeeper shows it only with ADMIN permission".to_string())
-                    }
-                    _ => {}
-                }
-            }
-        }
-        (unreadable, paths)
-    };
-    let (walked, (list_failures, unreadable_paths)) =
-        tokio::join!(walk::walk(Some(tree), None, walk::SRC, &o, tx), draining);
-    if progress.stop_requested() {
-        return Err(crate::Error::Interrupted);
-    }
-    let walked = walked?;
-    let s = walked.src;
-    Ok(DigestReport {
-        root: tree.root().to_string(),
-        digest: s.digest.as_ref().map(hex::encode),
-        nodes: s.nodes,
-        bytes: s.bytes,
-        ephemerals_ignored: if o.include_ephemeral { 0 } else { s.ephemerals },
-        max_mzxid: s.max_mzxid,
-        max_pzxid: s.max_pzxid,
-        acl_included: tree.reads_acl(),
-        unreadable: s.unreadable + list_failures,
-        vanished: s.vanished,
-        unreadable_paths,
-        seconds: started.elapsed().as_secs_f64(),
     })
 }

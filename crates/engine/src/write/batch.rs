@@ -127,11 +127,6 @@ pub struct Transaction {
 }
 
 impl Transaction {
-    /// Operations inside the transaction (a pad counts two).
-    pub fn op_count(&self) -> usize {
-        self.ops.iter().map(Op::op_count).sum()
-    }
-
     /// Sent as a plain request rather than a multi().
     pub fn is_single(&self) -> bool {
         self.ops.len() == 1 && !matches!(self.ops[0], Op::Pad { .. })
@@ -202,10 +197,6 @@ impl Batcher {
             b.bytes = b.ops[0].single_bytes();
         }
         Some(b)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.cur.ops.is_empty()
     }
 }
 

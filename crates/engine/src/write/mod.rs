@@ -12,7 +12,7 @@
 //! when the node exists; delete unless already gone. Running the same stream
 //! again therefore converges to the same tree.
 
-pub mod batch;
+pub(crate) mod batch;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,7 +23,8 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use zookeeper_client as zk;
 
-pub use self::batch::{BatchLimits, Batcher, Op, Transaction};
+pub use self::batch::{BatchLimits, Op};
+use self::batch::{Batcher, Transaction};
 use crate::error::{Error, Result, Side, is_session_lost, is_transient};
 use crate::node::NodeKind;
 use crate::node::acl_equal;
@@ -87,6 +88,12 @@ impl Default for Latency {
 }
 
 impl WriteCounters {
+    /// Operations known to have landed (counted only once their
+    /// transaction, or their reconciliation, has an answer).
+    pub fn applied(&self) -> u64 {
+        self.created + self.existed + self.data_set + self.acl_set + self.deleted + self.padded
+    }
+
     /// Latency percentile of transactions, in milliseconds (0 without any).
     pub fn latency_ms(&self, pct: f64) -> f64 {
         let h = &self.latency.0;

@@ -3,8 +3,8 @@
 
 use std::collections::HashSet;
 
-use zkrepl::copy::run_identity;
-use zkrepl::zk::target::digest_id;
+use super::RunCredential;
+use crate::zk::target::digest_id;
 
 /// `zkrepl-<16 hex digits>:<48 hex digits>`: the user and password words.
 fn words(credential: &str) -> (&str, &str) {
@@ -19,7 +19,8 @@ fn is_hex(s: &str, len: usize) -> bool {
 
 #[test]
 fn identities_are_digest_credentials_of_64_and_192_random_bits() {
-    let (auth, (scheme, id)) = run_identity();
+    let run = RunCredential::generate();
+    let (auth, (scheme, id)) = (run.auth(), run.acl_id());
     assert_eq!((auth.scheme.as_str(), scheme.as_str()), ("digest", "digest"));
     let (user, password) = words(&auth.credential);
     assert!(is_hex(user, 16), "{user}");
@@ -38,8 +39,8 @@ fn every_identity_differs_and_its_bits_are_unbiased() {
     // Per hex digit position of the password: which values it took.
     let mut seen = [0u16; 48];
     for _ in 0..N {
-        let (auth, _) = run_identity();
-        let (user, password) = words(&auth.credential);
+        let run = RunCredential::generate();
+        let (user, password) = words(run.credential());
         assert!(users.insert(user.to_string()), "user name {user} came twice");
         assert!(passwords.insert(password.to_string()), "password {password} came twice");
         for (i, c) in password.chars().enumerate() {
