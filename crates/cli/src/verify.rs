@@ -397,6 +397,11 @@ fn summary(r: &VerifyReport) -> String {
             line!("  {label:<16}{n:>10}");
         }
     }
+    if c.unreadable > 0 {
+        line!(
+            "  (unreadable: pass --src-auth / --dst-auth digest:USER:PASSWORD of an id allowed to read them, with ADMIN for hidden ACLs; or --no-acl)"
+        );
+    }
     if r.ephemerals_ignored > 0 {
         line!("  ephemerals      {:>10}   (ignored)", r.ephemerals_ignored);
     }

@@ -1,4 +1,4 @@
-//! One tree's Merkle digest (see [`crate::merkle`]), its size and the
+//! One tree's Merkle digest (BLAKE3 over path, data, ACL and children), its size and the
 //! newest zxids seen: two digests of one tree taken at different times tell
 //! whether it changed, two of different trees whether they are equal.
 

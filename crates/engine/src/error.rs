@@ -223,7 +223,7 @@ impl Error {
 
 /// Errors after which the outcome of a request is unknown but the session is
 /// alive: retry reads, reconcile writes.
-pub fn is_transient(err: &zk::Error) -> bool {
+pub(crate) fn is_transient(err: &zk::Error) -> bool {
     match err {
         zk::Error::ConnectionLoss | zk::Error::Timeout | zk::Error::Throttled => true,
         zk::Error::Custom(_) => !custom_is_permanent(err),
@@ -233,7 +233,7 @@ pub fn is_transient(err: &zk::Error) -> bool {
 
 /// Errors that no retry can change: a request or connection the client
 /// itself refuses (bad arguments, a CA, certificate or key it cannot use).
-pub fn is_permanent(err: &zk::Error) -> bool {
+pub(crate) fn is_permanent(err: &zk::Error) -> bool {
     match err {
         zk::Error::BadArguments(_) | zk::Error::InvalidAcl | zk::Error::MarshallingError => true,
         zk::Error::Custom(_) => custom_is_permanent(err),
@@ -260,7 +260,7 @@ fn custom_is_permanent(err: &zk::Error) -> bool {
 }
 
 /// Errors after which the session is gone for good: a new one is needed.
-pub fn is_session_lost(err: &zk::Error) -> bool {
+pub(crate) fn is_session_lost(err: &zk::Error) -> bool {
     matches!(err, zk::Error::SessionExpired | zk::Error::ClientClosed | zk::Error::NoHosts | zk::Error::SessionMoved)
 }
 

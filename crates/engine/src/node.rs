@@ -57,18 +57,19 @@ const PERMS: [(zk::Permission, i32); 5] = [
 ];
 
 /// The raw permission bits of an ACL entry.
-pub fn perm_bits(p: zk::Permission) -> i32 {
+pub(crate) fn perm_bits(p: zk::Permission) -> i32 {
     PERMS.iter().filter(|(perm, _)| p.has(*perm)).map(|(_, bit)| bit).sum()
 }
 
 /// A permission from raw bits.
-pub fn perm_from_bits(bits: i32) -> zk::Permission {
+#[cfg(test)]
+pub(crate) fn perm_from_bits(bits: i32) -> zk::Permission {
     PERMS.iter().filter(|(_, bit)| bits & bit != 0).fold(zk::Permission::NONE, |acc, (p, _)| acc | *p)
 }
 
 /// An ACL entry as plain data, for reports, hashing and ordering.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
-pub struct AclEntry {
+pub(crate) struct AclEntry {
     pub scheme: String,
     pub id: String,
     pub perms: i32,
@@ -81,10 +82,6 @@ impl AclEntry {
             id: acl.auth_id().id().to_string(),
             perms: perm_bits(acl.permission()),
         }
-    }
-
-    pub fn to_zk(&self) -> zk::Acl {
-        zk::Acl::new(perm_from_bits(self.perms), zk::AuthId::new(&self.scheme, &self.id))
     }
 }
 
@@ -102,7 +99,7 @@ impl std::fmt::Display for AclEntry {
 
 /// An ACL in canonical order: two ACLs grant the same when their canonical
 /// forms are equal.
-pub fn canonical_acl(acl: &[zk::Acl]) -> Vec<AclEntry> {
+pub(crate) fn canonical_acl(acl: &[zk::Acl]) -> Vec<AclEntry> {
     let mut v: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
     v.sort();
     v.dedup();
@@ -127,7 +124,7 @@ pub fn acl_masked(acl: &[zk::Acl]) -> bool {
 /// The server stores a count of child creations (a Java `int`, one more per
 /// create, the number it gives the next sequential child) and shows clients
 /// `cversion = creations * 2 - children`, in `int` arithmetic
-/// ([`client_cversion`]): from 2^30 creations on the product wraps and the
+/// (`client_cversion`): from 2^30 creations on the product wraps and the
 /// cversion clients see is negative. So `creations * 2 = cversion +
 /// children` holds modulo 2^32, which fixes the count modulo 2^31: it is
 /// taken from 0 to 2^31 - 1, the range of the server's own counter (beyond
@@ -140,13 +137,14 @@ pub fn next_sequence(stat: &zk::Stat) -> i64 {
 /// The cversion a client sees for a node with `creations` child creations
 /// and `children` children, computed as the server computes it (Java `int`
 /// arithmetic, wrapping).
-pub fn client_cversion(creations: i32, children: i32) -> i32 {
+#[cfg(test)]
+pub(crate) fn client_cversion(creations: i32, children: i32) -> i32 {
     creations.wrapping_mul(2).wrapping_sub(children)
 }
 
 /// How many child creations (pads) bring the destination's counter up to
 /// the source's; zero or less when it is not behind.
-pub fn counter_deficit(src: &zk::Stat, dst: &zk::Stat) -> i64 {
+pub(crate) fn counter_deficit(src: &zk::Stat, dst: &zk::Stat) -> i64 {
     next_sequence(src) - next_sequence(dst)
 }
 
@@ -156,7 +154,7 @@ pub fn open_acl() -> Vec<zk::Acl> {
 }
 
 /// Does `acl` let a session holding `ids` (plus world:anyone) do `perm`?
-pub fn grants(acl: &[zk::Acl], ids: &[(String, String)], perm: zk::Permission) -> bool {
+pub(crate) fn grants(acl: &[zk::Acl], ids: &[(String, String)], perm: zk::Permission) -> bool {
     acl.iter().any(|a| {
         a.permission().has(perm)
             && ((a.auth_id().scheme() == "world" && a.auth_id().id() == "anyone")
@@ -166,12 +164,12 @@ pub fn grants(acl: &[zk::Acl], ids: &[(String, String)], perm: zk::Permission) -
 
 /// Whether every one of `perms` is granted to `ids` (or world:anyone) by
 /// some entry of `acl`.
-pub fn grants_all(acl: &[zk::Acl], ids: &[(String, String)], perms: &[zk::Permission]) -> bool {
+pub(crate) fn grants_all(acl: &[zk::Acl], ids: &[(String, String)], perms: &[zk::Permission]) -> bool {
     perms.iter().all(|p| grants(acl, ids, *p))
 }
 
 /// Renders bytes for humans: UTF-8 text as is (shortened), otherwise hex.
-pub fn preview(data: &[u8], max: usize) -> String {
+pub(crate) fn preview(data: &[u8], max: usize) -> String {
     match std::str::from_utf8(data) {
         Ok(s) if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => {
             let mut out: String = s.chars().take(max).collect();

@@ -1,5 +1,5 @@
 //! Copy: the walker streams source (and, where needed, destination) nodes,
-//! the planner ([`plan`], no I/O) turns each into write operations, and a
+//! the planner (`plan`, no I/O) turns each into write operations, and a
 //! thin driver here hands them to the writer and runs the end-of-run reads.
 //!
 //! Modes: into an empty or missing destination root (default); `update`

@@ -2,8 +2,8 @@
 //! hides: which nodes are containers and which are TTL nodes (over the wire
 //! both look persistent, with ephemeralOwner 0).
 //!
-//! The file, once decompressed (see [`stream`]), is Jute-encoded (see
-//! [`jute`]) as ZooKeeper 3.3 to 3.9 write it (`FileSnap`, `SnapStream`,
+//! The file, once decompressed (see `stream`), is Jute-encoded (see
+//! `jute`) as ZooKeeper 3.3 to 3.9 write it (`FileSnap`, `SnapStream`,
 //! `SerializeUtils`, `DataTree`, `ReferenceCountedACLCache`, `DataNode`):
 //!
 //! 1. the file header: `int` magic `"ZKSN"`, `int` version (2), `long` dbid;

@@ -59,11 +59,8 @@ impl<'s> Comparer<'s> {
 
     /// One walked path, both sides.
     pub fn entry(&mut self, e: &Entry) {
-        for (slot, side, flag) in [(&e.src, "source", "--src-auth"), (&e.dst, "destination", "--dst-auth")] {
+        for (slot, side) in [(&e.src, "source"), (&e.dst, "destination")] {
             match slot {
-                Slot::Failed(err @ zookeeper_client::Error::NoAuth) => {
-                    self.note(DiffClass::Unreadable, &e.rel, format!("on the {side}: {err} (pass {flag})"))
-                }
                 Slot::Failed(err) => self.note(DiffClass::Unreadable, &e.rel, format!("on the {side}: {err}")),
                 Slot::Vanished => self.note(DiffClass::Changed, &e.rel, format!("deleted on the {side} during verify")),
                 _ => {}
@@ -88,13 +85,11 @@ impl<'s> Comparer<'s> {
                     );
                     self.note(DiffClass::DataDiffers, &e.rel, detail);
                 }
-                let masked = [(&s.acl, "source", "--src-auth"), (&d.acl, "destination", "--dst-auth")]
+                let masked = [(&s.acl, "source"), (&d.acl, "destination")]
                     .into_iter()
-                    .find(|(acl, _, _)| self.acl && acl_masked(acl));
-                if let Some((_, side, flag)) = masked {
-                    let detail = format!(
-                        "ACL hidden on the {side}: digest ids show only with ADMIN permission (pass {flag}, or --no-acl)"
-                    );
+                    .find(|(acl, _)| self.acl && acl_masked(acl));
+                if let Some((_, side)) = masked {
+                    let detail = format!("ACL hidden on the {side}: digest ids show only with ADMIN permission");
                     self.note(DiffClass::Unreadable, &e.rel, detail);
                 } else if self.acl && !acl_equal(&s.acl, &d.acl) {
                     let show = |a: &[zookeeper_client::Acl]| {

@@ -3,7 +3,7 @@
 //!
 //! One session serves its requests in order, so a transaction holding a
 //! parent is applied before a later one holding its children. A request is
-//! put on the wire when it is submitted (see [`Writer::submit`]), never later.
+//! put on the wire when it is submitted (see `Writer::submit`), never later.
 //!
 //! A transaction is atomic. When one fails (an operation refused) or its
 //! outcome is unknown (connection lost, session expired), the writer waits

@@ -106,7 +106,7 @@ async fn connect_once(opts: &ConnectOptions, hosts: &Hosts, limit: Duration) -> 
 /// this returns see every change committed before it was called. Bounded by
 /// the session timeout (a member that cannot catch up within it is treated
 /// as unreachable).
-pub async fn sync_client(opts: &ConnectOptions, client: &zk::Client) -> Result<(), zk::Error> {
+pub(crate) async fn sync_client(opts: &ConnectOptions, client: &zk::Client) -> Result<(), zk::Error> {
     match tokio::time::timeout(opts.session_timeout, client.sync("/")).await {
         Ok(r) => r,
         Err(_) => Err(zk::Error::Timeout),
@@ -254,7 +254,7 @@ const PINNED_RECONNECT: Duration = Duration::from_secs(2);
 
 /// How requests failing with connection problems are retried: after pauses
 /// doubling from 20 ms to 1 s, for up to the `retry_timeout` of a side.
-pub struct Backoff<'a> {
+pub(crate) struct Backoff<'a> {
     opts: &'a ConnectOptions,
     started: Instant,
     pause: Duration,
