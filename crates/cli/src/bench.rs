@@ -271,8 +271,9 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
     let root = format!("/zkrepl-bench/{tag}");
 
     // The source tree.
-    let src_session =
-        Session::connect(std::sync::Arc::new(ConnectOptions::new(Side::Source, Hosts::parse(&servers.src)?))).await?;
+    let src_session = std::sync::Arc::new(
+        Session::connect(std::sync::Arc::new(ConnectOptions::new(Side::Source, Hosts::parse(&servers.src)?))).await?,
+    );
     let gen_rate = {
         let (_, c) = src_session.client();
         if c.check_stat(&root).await.ok().flatten().is_some() {
@@ -465,8 +466,9 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
 /// raise the destination's, against create-and-delete pairs sent raw.
 async fn bench_counter(args: &BenchArgs, servers: &Servers, spec: &GenOptions) -> zkrepl::Result<Outcome> {
     let root = format!("/zkrepl-bench/counter-{}", spec.nodes);
-    let session =
-        Session::connect(std::sync::Arc::new(ConnectOptions::new(Side::Source, Hosts::parse(&servers.src)?))).await?;
+    let session = std::sync::Arc::new(
+        Session::connect(std::sync::Arc::new(ConnectOptions::new(Side::Source, Hosts::parse(&servers.src)?))).await?,
+    );
     let (_, c) = session.client();
     if c.check_stat(&root).await.ok().flatten().is_none() {
         treegen::generate(&session, &root, spec).await?;
@@ -628,9 +630,10 @@ pub async fn demo(args: DemoArgs) -> zkrepl::Result<Outcome> {
     let (dst, src) = (servers.pop().unwrap(), servers.pop().unwrap());
     let root = "/pegasus/demo";
     note(&format!("generating a Pegasus-shaped tree of {n} nodes under {root} on {}", src.connect_string()));
-    let session =
+    let session = std::sync::Arc::new(
         Session::connect(std::sync::Arc::new(ConnectOptions::new(Side::Source, Hosts::parse(&src.connect_string())?)))
-            .await?;
+            .await?,
+    );
     let generated = treegen::generate(&session, root, &spec).await?;
     note(&format!("copying to {} with zkrepl copy --verify", dst.connect_string()));
     let result = child(s(&[

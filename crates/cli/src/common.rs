@@ -41,8 +41,8 @@ pub async fn open_reader(
 }
 
 /// Opens one session (the writer's).
-pub async fn open_session(side: Side, loc: &Location, conn: &Connection) -> zkrepl::Result<Session> {
-    Session::connect(Arc::new(connect_options(side, loc, conn))).await
+pub async fn open_session(side: Side, loc: &Location, conn: &Connection) -> zkrepl::Result<Arc<Session>> {
+    Ok(Arc::new(Session::connect(Arc::new(connect_options(side, loc, conn))).await?))
 }
 
 /// A progress bar on stderr, drawn from the shared counters while a job runs.

@@ -135,7 +135,7 @@ pub async fn copy_between(
     conn: &Connection,
     read: &ReadTuning,
     mut opts: CopyOptions,
-    progress: &Progress,
+    progress: &Arc<Progress>,
     run_identity: (zkrepl::zk::target::Auth, (String, String)),
 ) -> zkrepl::Result<CopySummary> {
     let src_acl = opts.acl == AclMode::Preserve;

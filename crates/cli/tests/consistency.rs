@@ -125,7 +125,7 @@ struct Run {
     root: String,
     src: TreeReader,
     dst: TreeReader,
-    writer: Session,
+    writer: Arc<Session>,
     opts: CopyOptions,
 }
 
@@ -141,13 +141,15 @@ impl Run {
         create_all(&c, &tree).await;
         let dst_hosts = pair().dst.connect_string();
         let (run_auth, run_id) = copy::run_identity();
-        let writer = Session::connect(Arc::new({
-            let mut o = ConnectOptions::new(Side::Destination, Hosts::parse(&dst_hosts).unwrap());
-            o.auth = vec![run_auth];
-            o
-        }))
-        .await
-        .unwrap();
+        let writer = Arc::new(
+            Session::connect(Arc::new({
+                let mut o = ConnectOptions::new(Side::Destination, Hosts::parse(&dst_hosts).unwrap());
+                o.auth = vec![run_auth];
+                o
+            }))
+            .await
+            .unwrap(),
+        );
         let src = reader(Side::Source, &lag.hosts(lagging_first), &root).await;
         let dst = reader(Side::Destination, &dst_hosts, &root).await;
         let opts = CopyOptions { copy_id: Some(run_id), ..CopyOptions::default() };
@@ -156,7 +158,7 @@ impl Run {
 
     async fn copy(&self, mode: Mode) -> copy::CopySummary {
         let opts = CopyOptions { mode, ..self.opts.clone() };
-        copy::run(&self.src, &self.dst, &self.writer, &opts, &Progress::new()).await.unwrap()
+        copy::run(&self.src, &self.dst, &self.writer, &opts, &Arc::new(Progress::new())).await.unwrap()
     }
 
     /// `n` new children of every parent, named `tag-k`.
@@ -283,15 +285,17 @@ async fn pinned_member_killed(lag: &mut Lagging) {
     let (run_auth, run_id) = copy::run_identity();
     let mut o = ConnectOptions::new(Side::Destination, Hosts::parse(&dst_hosts).unwrap());
     o.auth = vec![run_auth];
-    let writer = Session::connect(Arc::new(o)).await.unwrap();
+    let writer = Arc::new(Session::connect(Arc::new(o)).await.unwrap());
 
     lag.ensemble.servers[f].kill();
     let opts = CopyOptions { copy_id: Some(run_id), ..CopyOptions::default() };
-    let summary =
-        tokio::time::timeout(Duration::from_secs(60), copy::run(&src, &dst, &writer, &opts, &Progress::new()))
-            .await
-            .expect("copy finished in time")
-            .unwrap();
+    let summary = tokio::time::timeout(
+        Duration::from_secs(60),
+        copy::run(&src, &dst, &writer, &opts, &Arc::new(Progress::new())),
+    )
+    .await
+    .expect("copy finished in time")
+    .unwrap();
     assert_eq!(summary.created as usize, tree.len());
     assert_eq!(src.pool().moves(), 1, "all sessions moved once");
     assert_eq!(summary.member_moves, 1, "the summary says so");

@@ -7,6 +7,7 @@
 //! `wide` (one parent, N children), `deep` (a chain N levels deep) and
 //! `large` (N nodes near 1 MiB).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use zookeeper_client as zk;
@@ -252,7 +253,7 @@ pub const LEADER_PARENT: &str = "/lock/meta/dsn.meta.server.leader";
 
 /// Generates a tree under `root` (which must not exist yet; its ancestors
 /// are created). Ephemerals live as long as `session`.
-pub async fn generate(session: &Session, root: &str, opts: &GenOptions) -> Result<GenSummary> {
+pub async fn generate(session: &Arc<Session>, root: &str, opts: &GenOptions) -> Result<GenSummary> {
     path::validate(root)?;
     if root == "/" {
         return Err(Error::Usage("generate under a new root path, not /".to_string()));
@@ -263,7 +264,7 @@ pub async fn generate(session: &Session, root: &str, opts: &GenOptions) -> Resul
     }
     let started = Instant::now();
     zkrepl::write::create_ancestors(session, root).await?;
-    let mut w = Writer::new(session, opts.writer);
+    let mut w = Writer::new(session.clone(), opts.writer);
     let (mut count, mut bytes) = (0u64, 0u64);
     let acl = open_acl();
     // The iterator is not Send (it shares its generator): take it in chunks.

@@ -11,6 +11,7 @@
 pub mod kinds;
 pub mod plan;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -244,9 +245,9 @@ async fn same_ensemble(src: &TreeReader, dst: &TreeReader, src_abs: &str, dst_ab
 pub async fn run(
     src: &TreeReader,
     dst: &TreeReader,
-    writer_session: &Session,
+    writer_session: &Arc<Session>,
     opts: &CopyOptions,
-    progress: &Progress,
+    progress: &Arc<Progress>,
 ) -> Result<CopySummary> {
     // A missing source is what the user must fix first: whatever overlaps
     // would, it holds nothing to copy.
@@ -285,9 +286,9 @@ pub async fn run(
 async fn run_pass(
     src: &TreeReader,
     dst: &TreeReader,
-    writer_session: &Session,
+    writer_session: &Arc<Session>,
     opts: &CopyOptions,
-    progress: &Progress,
+    progress: &Arc<Progress>,
 ) -> Result<CopySummary> {
     let started = Instant::now();
     progress.set_phase("checking");
@@ -344,7 +345,7 @@ async fn run_pass(
     let (walked, planned) = tokio::join!(walking, planning);
     let outcome = match (walked, planned) {
         (_, Err(e)) | (Err(e), _) => Err(e),
-        (Ok(walked), Ok(())) => driver.finish(src, dst).await.map(|_| walked),
+        (Ok(walked), Ok(())) => driver.finish(plan::WHOLE, src, dst).await.map(|_| walked),
     };
     let walked = match outcome {
         Ok(w) => w,
@@ -414,7 +415,7 @@ async fn own_children(dst: &TreeReader, stat: &zk::Stat) -> Result<i32> {
 struct Driver<'a> {
     planner: Planner<'a>,
     opts: &'a CopyOptions,
-    writer: Option<Writer<'a>>,
+    writer: Option<Writer>,
     progress: &'a Progress,
     /// Operations of the current planner call, sent before the next one.
     ops: Vec<Op>,
@@ -429,13 +430,13 @@ impl<'a> Driver<'a> {
         src_root: &str,
         dst_root: &str,
         opts: &'a CopyOptions,
-        session: &'a Session,
-        progress: &'a Progress,
+        session: &Arc<Session>,
+        progress: &'a Arc<Progress>,
     ) -> Self {
         Driver {
             planner: Planner::new(src_root, dst_root, opts),
             opts,
-            writer: (!opts.dry_run).then(|| Writer::new(session, opts.writer).with_progress(progress)),
+            writer: (!opts.dry_run).then(|| Writer::new(session.clone(), opts.writer).with_progress(progress.clone())),
             progress,
             ops: Vec::new(),
             padding_seconds: 0.0,
@@ -494,21 +495,26 @@ impl<'a> Driver<'a> {
         if self.progress.stop_requested() { Err(Error::Interrupted) } else { Ok(()) }
     }
 
-    /// The phases after the walk, in the order of [`plan::PHASES`]. Each
-    /// checks for a stop between chunks: what a phase does can be done again.
-    async fn finish(&mut self, src: &TreeReader, dst: &TreeReader) -> Result<()> {
-        let refused = self.planner.deletions_refused();
+    /// The phases after the walk, in the order of [`plan::PHASES`], for the
+    /// pending work inside `scope` (a relative path; [`plan::WHOLE`] for all
+    /// of it, see the [`plan`] module). Each checks for a stop between
+    /// chunks: what a phase does can be done again. The refusals (deletions
+    /// over `--max-delete` or beneath an undeletable node, pads over
+    /// `--max-pad`) count the scope's work only.
+    async fn finish(&mut self, scope: &str, src: &TreeReader, dst: &TreeReader) -> Result<()> {
+        path::validate(scope)?;
+        let refused = self.planner.deletions_refused_in(scope);
         let mut pads_refused = None;
         for phase in plan::PHASES {
             match phase {
-                plan::Phase::Deletions => self.delete(refused).await?,
-                plan::Phase::Counters => pads_refused = self.counters(src, dst).await?,
-                plan::Phase::FinalAcls => self.final_acls().await?,
+                plan::Phase::Deletions => self.delete(scope, refused).await?,
+                plan::Phase::Counters => pads_refused = self.counters(scope, src, dst).await?,
+                plan::Phase::FinalAcls => self.final_acls(scope).await?,
             }
         }
         // Always: whatever is still queued goes out and lands here.
         self.finish_inflight().await?;
-        if let Some(node) = self.planner.undeletable() {
+        if let Some(node) = self.planner.undeletable_in(scope) {
             let done = if self.opts.dry_run {
                 "nothing was written"
             } else {
@@ -521,7 +527,7 @@ impl<'a> Driver<'a> {
         if refused {
             return Err(Error::Usage(format!(
                 "the mirror would delete {} destination nodes, more than --max-delete {}; nothing was deleted (the other changes were applied)",
-                self.planner.pending_deletions(),
+                self.planner.pending_deletions_in(scope),
                 self.opts.max_delete.unwrap_or_default()
             )));
         }
@@ -534,24 +540,24 @@ impl<'a> Driver<'a> {
         Ok(())
     }
 
-    async fn delete(&mut self, refused: bool) -> Result<()> {
+    async fn delete(&mut self, scope: &str, refused: bool) -> Result<()> {
         self.check_stop()?;
-        if !refused && self.planner.pending_deletions() > 0 {
+        if !refused && self.planner.pending_deletions_in(scope) > 0 {
             self.progress.set_phase("deleting");
-            while self.planner.deletions(PHASE_CHUNK, &mut self.ops) > 0 {
+            while self.planner.deletions_in(scope, PHASE_CHUNK, &mut self.ops) > 0 {
                 self.send().await?;
                 self.check_stop()?;
             }
             self.finish_inflight().await?;
-            self.planner.deletions_applied();
+            self.planner.deletions_applied_in(scope);
         }
         Ok(())
     }
 
-    async fn counters(&mut self, src: &TreeReader, dst: &TreeReader) -> Result<Option<u64>> {
+    async fn counters(&mut self, scope: &str, src: &TreeReader, dst: &TreeReader) -> Result<Option<u64>> {
         // Everything lands before counters are read and padded.
         self.finish_inflight().await?;
-        let candidates = self.planner.counter_candidates();
+        let candidates = self.planner.counter_candidates_in(scope);
         if !self.opts.sequence_counters || candidates.is_empty() {
             return Ok(None);
         }
@@ -562,20 +568,23 @@ impl<'a> Driver<'a> {
         // the writes went through the writer's: let that member catch up.
         dst.catch_up().await?;
         let refused = self.pad_counters(&candidates, src, dst).await;
-        self.padding_seconds = started.elapsed().as_secs_f64();
+        self.padding_seconds += started.elapsed().as_secs_f64();
+        if let Ok(None) = refused {
+            self.planner.counters_applied_in(scope);
+        }
         refused
     }
 
     /// Final ACLs, a chunk at a time; each chunk stays pending (its nodes
     /// may still carry the temporary grant) until it has landed.
-    async fn final_acls(&mut self) -> Result<()> {
-        if self.planner.pending_acls() == 0 {
+    async fn final_acls(&mut self, scope: &str) -> Result<()> {
+        if self.planner.pending_acls_in(scope) == 0 {
             return Ok(());
         }
         self.progress.set_phase("ACLs");
         loop {
             self.check_stop()?;
-            if self.planner.final_acls(PHASE_CHUNK, &mut self.ops) == 0 {
+            if self.planner.final_acls_in(scope, PHASE_CHUNK, &mut self.ops) == 0 {
                 return Ok(());
             }
             self.send().await?;
