@@ -125,7 +125,7 @@ struct Run {
     root: String,
     src: TreeReader,
     dst: TreeReader,
-    writer: Session,
+    writer: Arc<Session>,
     run: zkrepl::RunCredential,
     opts: CopyOptions,
 }
@@ -149,6 +149,7 @@ impl Run {
         }))
         .await
         .unwrap();
+        let writer = Arc::new(writer);
         let src = reader(Side::Source, &lag.hosts(lagging_first), &root).await;
         let dst = reader(Side::Destination, &dst_hosts, &root).await;
         Run { root, src, dst, writer, run, opts: CopyOptions::default() }
@@ -157,7 +158,7 @@ impl Run {
     async fn copy(&self, mode: Mode) -> copy::CopySummary {
         let mut opts = self.opts.clone();
         opts.mode = mode;
-        copy_on(&self.src, &self.dst, &self.writer, &opts, &self.run, &Progress::new()).await.unwrap()
+        copy_on(&self.src, &self.dst, &self.writer, &opts, &self.run, &Arc::new(Progress::new())).await.unwrap()
     }
 
     /// `n` new children of every parent, named `tag-k`.
@@ -288,11 +289,13 @@ async fn pinned_member_killed(lag: &mut Lagging) {
 
     lag.ensemble.servers[f].kill();
     let opts = CopyOptions::default();
-    let summary =
-        tokio::time::timeout(Duration::from_secs(60), copy_on(&src, &dst, &writer, &opts, &run, &Progress::new()))
-            .await
-            .expect("copy finished in time")
-            .unwrap();
+    let summary = tokio::time::timeout(
+        Duration::from_secs(60),
+        copy_on(&src, &dst, &Arc::new(writer), &opts, &run, &Arc::new(Progress::new())),
+    )
+    .await
+    .expect("copy finished in time")
+    .unwrap();
     assert_eq!(summary.created as usize, tree.len());
     assert_eq!(src.pool().moves(), 1, "all sessions moved once");
     assert_eq!(summary.member_moves, 1, "the summary says so");

@@ -52,6 +52,8 @@ pub mod internals {
     pub use crate::verify::compare::{Comparer, VerifyOptions};
     pub use crate::write::batch::{Batcher, Transaction};
 
+    use std::sync::Arc;
+
     use crate::copy::{CopyOptions, CopySummary, Job, Left};
     use crate::zk::session::Session;
     use crate::{Progress, Result, RunCredential, verify};
@@ -61,10 +63,10 @@ pub mod internals {
     pub async fn copy_on(
         src: &TreeReader,
         dst: &TreeReader,
-        writer: &Session,
+        writer: &Arc<Session>,
         opts: &CopyOptions,
         run: &RunCredential,
-        progress: &Progress,
+        progress: &Arc<Progress>,
     ) -> Result<CopySummary> {
         let mut opts = opts.clone();
         opts.dst_ids = dst.pool().options().auth.iter().filter_map(|a| a.acl_id()).collect();

@@ -100,7 +100,7 @@ async fn copy_verify_and_digest_through_the_entry_points() {
     let src_tree = Tree::new(&src.connect_string(), root).unwrap().with_auth(owner_auth());
     let dst_tree = Tree::new(&dst.connect_string(), root).unwrap();
     let req = CopyRequest::new(src_tree.clone(), dst_tree.clone());
-    let progress = Progress::new();
+    let progress = Arc::new(Progress::new());
     let summary = copy::run(&req, &progress).await.expect("copy");
     let total = 1 + 1 + 5 + 1 + 300;
     assert_eq!(summary.created, total);
@@ -128,7 +128,7 @@ async fn copy_verify_and_digest_through_the_entry_points() {
 
     // A second fresh copy is refused by type, with the path and no
     // command-line vocabulary in the message.
-    let again = copy::run(&req, &Progress::new()).await.expect_err("the root has children now");
+    let again = copy::run(&req, &Arc::new(Progress::new())).await.expect_err("the root has children now");
     match &again.error {
         Error::DestinationNotEmpty { path, children } => assert_eq!((path.as_str(), *children), (root, 2)),
         e => panic!("{e:?}"),
@@ -148,7 +148,7 @@ async fn overlapping_roots_are_refused_unless_allowed() {
     let src_tree = Tree::new(&src.connect_string(), "/api/overlap").unwrap().with_auth(owner_auth());
     for dst_root in ["/api/overlap", "/api/overlap/open/inside", "/api"] {
         let req = CopyRequest::new(src_tree.clone(), Tree::new(&alias, dst_root).unwrap());
-        let f = copy::run(&req, &Progress::new()).await.expect_err("overlap");
+        let f = copy::run(&req, &Arc::new(Progress::new())).await.expect_err("overlap");
         assert!(matches!(f.error, Error::Overlap { .. }), "{dst_root}: {:?}", f.error);
         assert_eq!(f.applied, 0);
     }
@@ -159,7 +159,7 @@ async fn overlapping_roots_are_refused_unless_allowed() {
     req.allow_overlap = true;
     req.options.mode = Mode::Update;
     req.options.dry_run = true;
-    let summary = copy::run(&req, &Progress::new()).await.expect("allowed");
+    let summary = copy::run(&req, &Arc::new(Progress::new())).await.expect("allowed");
     assert!(summary.dry_run && summary.plan.is_some());
 }
 
@@ -211,7 +211,7 @@ async fn a_cancelled_copy_is_finished_by_a_second_call_with_its_credential() {
     // The second call: the same request, resumed with the credential.
     let resumed = req.resume(&failure);
     assert_eq!(resumed.options.mode, Mode::Update);
-    let summary = copy::run(&resumed, &Progress::new()).await.expect("resumed copy");
+    let summary = copy::run(&resumed, &Arc::new(Progress::new())).await.expect("resumed copy");
     assert!(summary.created > 0 && summary.created < 1 + 1 + 5 + 1 + n as u64, "{summary:?}");
     let (acl, _) = owner.get_acl(&format!("{root}/locked")).await.unwrap();
     assert_eq!(acl, restrictive(), "the grant is gone");

@@ -37,8 +37,9 @@ pub async fn sessions(hosts: &str, n: usize) -> Result<SessionPool> {
 }
 
 /// One session to `hosts` (a tree generator's).
-pub async fn session(hosts: &str) -> Result<Session> {
-    Session::connect(std::sync::Arc::new(ConnectOptions::new(Side::Source, Hosts::parse(hosts)?))).await
+pub async fn session(hosts: &str) -> Result<std::sync::Arc<Session>> {
+    let opts = ConnectOptions::new(Side::Source, Hosts::parse(hosts)?);
+    Ok(std::sync::Arc::new(Session::connect(std::sync::Arc::new(opts)).await?))
 }
 
 /// Creates `path` and its missing ancestors, empty and open.

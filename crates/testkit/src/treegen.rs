@@ -7,6 +7,7 @@
 //! `wide` (one parent, N children), `deep` (a chain N levels deep) and
 //! `large` (N nodes near 1 MiB).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use zookeeper_client as zk;
@@ -257,16 +258,16 @@ pub async fn generate_at(
     tree: &zkrepl::Tree,
     timeouts: &zkrepl::Timeouts,
     opts: &GenOptions,
-) -> Result<(GenSummary, Session)> {
+) -> Result<(GenSummary, std::sync::Arc<Session>)> {
     let connect = tree.connect_options(Side::Destination, timeouts);
-    let session = Session::connect(std::sync::Arc::new(connect)).await?;
+    let session = std::sync::Arc::new(Session::connect(std::sync::Arc::new(connect)).await?);
     let summary = generate(&session, &tree.root, opts).await?;
     Ok((summary, session))
 }
 
 /// Generates a tree under `root` (which must not exist yet; its ancestors
 /// are created). Ephemerals live as long as `session`.
-pub async fn generate(session: &Session, root: &str, opts: &GenOptions) -> Result<GenSummary> {
+pub async fn generate(session: &Arc<Session>, root: &str, opts: &GenOptions) -> Result<GenSummary> {
     path::validate(root)?;
     if root == "/" {
         return Err(Error::Usage("generate under a new root path, not /".to_string()));
@@ -277,7 +278,7 @@ pub async fn generate(session: &Session, root: &str, opts: &GenOptions) -> Resul
     }
     let started = Instant::now();
     zkrepl::write::create_ancestors(session, root).await?;
-    let mut w = Writer::new(session, opts.writer);
+    let mut w = Writer::new(session.clone(), opts.writer);
     let (mut count, mut bytes) = (0u64, 0u64);
     let acl = open_acl();
     // The iterator is not Send (it shares its generator): take it in chunks.

@@ -250,7 +250,7 @@ impl CopyFailure {
 /// writer session (which alone presents the copy's one-time identity),
 /// refuses overlapping roots (unless `allow_overlap`), copies, and closes
 /// them. Counters and cancellation go through `progress`.
-pub async fn run(req: &CopyRequest, progress: &Progress) -> Result<CopySummary, Box<CopyFailure>> {
+pub async fn run(req: &CopyRequest, progress: &Arc<Progress>) -> Result<CopySummary, Box<CopyFailure>> {
     let credential = req.resume.clone().unwrap_or_else(RunCredential::generate);
     let mut left = Left::default();
     match copy_request(req, &credential, progress, &mut left).await {
@@ -271,7 +271,7 @@ pub(crate) struct Left {
 async fn copy_request(
     req: &CopyRequest,
     run: &RunCredential,
-    progress: &Progress,
+    progress: &Arc<Progress>,
     left: &mut Left,
 ) -> Result<CopySummary> {
     progress.set_phase("connecting");
@@ -295,7 +295,7 @@ async fn copy_request(
     opts.copy_id = Some(run.acl_id());
     let walk = WalkOptions { batch: req.read.batch, window: req.read.window, ..WalkOptions::default() };
     let job = Job { opts: &opts, walk: &walk, allow_overlap: req.allow_overlap };
-    run_on(&src_reader, &dst_reader, &writer, &job, progress, left).await
+    run_on(&src_reader, &dst_reader, &Arc::new(writer), &job, progress, left).await
 }
 
 /// One copy's settings inside the engine.
@@ -377,9 +377,9 @@ async fn same_ensemble(src: &TreeReader, dst: &TreeReader, src_abs: &str, dst_ab
 pub(crate) async fn run_on(
     src: &TreeReader,
     dst: &TreeReader,
-    writer_session: &Session,
+    writer_session: &Arc<Session>,
     job: &Job<'_>,
-    progress: &Progress,
+    progress: &Arc<Progress>,
     left: &mut Left,
 ) -> Result<CopySummary> {
     let opts = job.opts;
@@ -423,9 +423,9 @@ pub(crate) async fn run_on(
 async fn run_pass(
     src: &TreeReader,
     dst: &TreeReader,
-    writer_session: &Session,
+    writer_session: &Arc<Session>,
     job: &Job<'_>,
-    progress: &Progress,
+    progress: &Arc<Progress>,
     left: &mut Left,
 ) -> Result<CopySummary> {
     let opts = job.opts;
@@ -484,7 +484,7 @@ async fn run_pass(
     let (walked, planned) = tokio::join!(walking, planning);
     let outcome = match (walked, planned) {
         (_, Err(e)) | (Err(e), _) => Err(e),
-        (Ok(walked), Ok(())) => driver.finish(src, dst).await.map(|_| walked),
+        (Ok(walked), Ok(())) => driver.finish(plan::WHOLE, src, dst).await.map(|_| walked),
     };
     let walked = match outcome {
         Ok(w) => w,
@@ -555,7 +555,7 @@ async fn own_children(dst: &TreeReader, stat: &zk::Stat) -> Result<i32> {
 struct Driver<'a> {
     planner: Planner<'a>,
     opts: &'a CopyOptions,
-    writer: Option<Writer<'a>>,
+    writer: Option<Writer>,
     progress: &'a Progress,
     /// Operations of the current planner call, sent before the next one.
     ops: Vec<Op>,
@@ -570,13 +570,13 @@ impl<'a> Driver<'a> {
         src_root: &str,
         dst_root: &str,
         opts: &'a CopyOptions,
-        session: &'a Session,
-        progress: &'a Progress,
+        session: &Arc<Session>,
+        progress: &'a Arc<Progress>,
     ) -> Self {
         Driver {
             planner: Planner::new(src_root, dst_root, opts),
             opts,
-            writer: (!opts.dry_run).then(|| Writer::new(session, opts.writer).with_progress(progress)),
+            writer: (!opts.dry_run).then(|| Writer::new(session.clone(), opts.writer).with_progress(progress.clone())),
             progress,
             ops: Vec::new(),
             padding_seconds: 0.0,
@@ -640,28 +640,33 @@ impl<'a> Driver<'a> {
         if self.progress.is_cancelled() { Err(Error::Interrupted) } else { Ok(()) }
     }
 
-    /// The phases after the walk, in the order of [`plan::PHASES`]. Each
-    /// checks for a stop between chunks: what a phase does can be done again.
-    async fn finish(&mut self, src: &TreeReader, dst: &TreeReader) -> Result<()> {
-        let refused = self.planner.deletions_refused();
+    /// The phases after the walk, in the order of [`plan::PHASES`], for the
+    /// pending work inside `scope` (a relative path; [`plan::WHOLE`] for all
+    /// of it, see the [`plan`] module). Each checks for a stop between
+    /// chunks: what a phase does can be done again. The refusals (deletions
+    /// over `--max-delete` or beneath an undeletable node, pads over
+    /// `--max-pad`) count the scope's work only.
+    async fn finish(&mut self, scope: &str, src: &TreeReader, dst: &TreeReader) -> Result<()> {
+        path::validate(scope)?;
+        let refused = self.planner.deletions_refused_in(scope);
         let mut pads_refused = None;
         for phase in plan::PHASES {
             match phase {
-                plan::Phase::Deletions => self.delete(refused).await?,
-                plan::Phase::Counters => pads_refused = self.counters(src, dst).await?,
-                plan::Phase::FinalAcls => self.final_acls().await?,
+                plan::Phase::Deletions => self.delete(scope, refused).await?,
+                plan::Phase::Counters => pads_refused = self.counters(scope, src, dst).await?,
+                plan::Phase::FinalAcls => self.final_acls(scope).await?,
             }
         }
         // Always: whatever is still queued goes out and lands here.
         self.finish_inflight().await?;
         // Nothing was written in a dry run; otherwise the other changes were.
         let others_applied = !self.opts.dry_run;
-        if let Some(node) = self.planner.undeletable() {
+        if let Some(node) = self.planner.undeletable_in(scope) {
             return Err(Error::Undeletable { path: node.to_string(), others_applied });
         }
         if refused {
             return Err(Error::DeleteLimit {
-                deletes: self.planner.pending_deletions() as u64,
+                deletes: self.planner.pending_deletions_in(scope) as u64,
                 limit: self.opts.max_delete.unwrap_or_default(),
                 others_applied,
             });
@@ -677,24 +682,24 @@ impl<'a> Driver<'a> {
         Ok(())
     }
 
-    async fn delete(&mut self, refused: bool) -> Result<()> {
+    async fn delete(&mut self, scope: &str, refused: bool) -> Result<()> {
         self.check_stop()?;
-        if !refused && self.planner.pending_deletions() > 0 {
+        if !refused && self.planner.pending_deletions_in(scope) > 0 {
             self.progress.set_phase("deleting");
-            while self.planner.deletions(PHASE_CHUNK, &mut self.ops) > 0 {
+            while self.planner.deletions_in(scope, PHASE_CHUNK, &mut self.ops) > 0 {
                 self.send().await?;
                 self.check_stop()?;
             }
             self.finish_inflight().await?;
-            self.planner.deletions_applied();
+            self.planner.deletions_applied_in(scope);
         }
         Ok(())
     }
 
-    async fn counters(&mut self, src: &TreeReader, dst: &TreeReader) -> Result<Option<(u64, u64)>> {
+    async fn counters(&mut self, scope: &str, src: &TreeReader, dst: &TreeReader) -> Result<Option<(u64, u64)>> {
         // Everything lands before counters are read and padded.
         self.finish_inflight().await?;
-        let candidates = self.planner.counter_candidates();
+        let candidates = self.planner.counter_candidates_in(scope);
         if !self.opts.sequence_counters || candidates.is_empty() {
             return Ok(None);
         }
@@ -705,20 +710,23 @@ impl<'a> Driver<'a> {
         // the writes went through the writer's: let that member catch up.
         dst.catch_up().await?;
         let refused = self.pad_counters(&candidates, src, dst).await;
-        self.padding_seconds = started.elapsed().as_secs_f64();
+        self.padding_seconds += started.elapsed().as_secs_f64();
+        if let Ok(None) = refused {
+            self.planner.counters_applied_in(scope);
+        }
         refused
     }
 
     /// Final ACLs, a chunk at a time; each chunk stays pending (its nodes
     /// may still carry the temporary grant) until it has landed.
-    async fn final_acls(&mut self) -> Result<()> {
-        if self.planner.pending_acls() == 0 {
+    async fn final_acls(&mut self, scope: &str) -> Result<()> {
+        if self.planner.pending_acls_in(scope) == 0 {
             return Ok(());
         }
         self.progress.set_phase("ACLs");
         loop {
             self.check_stop()?;
-            if self.planner.final_acls(PHASE_CHUNK, &mut self.ops) == 0 {
+            if self.planner.final_acls_in(scope, PHASE_CHUNK, &mut self.ops) == 0 {
                 return Ok(());
             }
             self.send().await?;

@@ -9,8 +9,14 @@
 //! call, in order: the rules below rely on that order (a parent is opened
 //! before a child is created beneath it, a final ACL is set only after its
 //! subtree and counter are done).
+//!
+//! The end-of-run phases can also run for one subtree at a time: each call
+//! that emits or clears pending work has a form taking a scope, a relative
+//! path (`"/a"` holds `/a` and everything beneath it, not `/ab`; `"/"` is
+//! the whole tree), and touches only what lies inside it. The whole-tree
+//! calls are those with scope `"/"`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use zookeeper_client as zk;
 
@@ -39,6 +45,28 @@ pub enum Phase {
 
 /// See [`Phase`].
 pub const PHASES: [Phase; 3] = [Phase::Deletions, Phase::Counters, Phase::FinalAcls];
+
+/// The scope of the whole tree.
+pub const WHOLE: &str = "/";
+
+/// A subtree the end-of-run phases are run for, as the relative path of its
+/// top and the absolute destination path of it.
+struct Scope {
+    rel: String,
+    abs: String,
+}
+
+impl Scope {
+    /// Holds the relative path `rel`.
+    fn holds_rel(&self, rel: &str) -> bool {
+        path::is_within(&self.rel, rel)
+    }
+
+    /// Holds the absolute destination path `abs`.
+    fn holds(&self, abs: &str) -> bool {
+        path::is_within(&self.abs, abs)
+    }
+}
 
 /// What a plan did, or would do, counted as it is made.
 #[derive(Clone, Debug, Default)]
@@ -102,22 +130,22 @@ pub struct Planner<'a> {
     /// Destination paths to delete (mirror), in discovery order (parents
     /// first): taken from the end, children go first.
     deletes: Vec<String>,
-    /// Final ACLs of nodes created or kept writable during the copy, until
-    /// they are known to have landed.
+    /// Final ACLs of nodes created or kept writable during the copy, not
+    /// emitted yet.
     deferred_acl: Vec<(String, Vec<zk::Acl>)>,
-    /// How many of `deferred_acl` (from its start) were emitted.
-    acls_emitted: usize,
+    /// Paths whose final ACL was emitted and is not known to have landed.
+    acls_sent: Vec<String>,
     /// Existing destination nodes whose ACL denies this copy CREATE, with
     /// their final ACL: opened only if something is created beneath them.
     closed: HashMap<String, Vec<zk::Acl>>,
     /// Destination-only nodes to delete beneath whose ACL denies this copy
     /// DELETE, with an ACL that allows it (set before the deletions).
     unlock: Vec<(String, Vec<zk::Acl>)>,
-    /// The first such node whose ACL denies ADMIN too.
-    undeletable: Option<String>,
-    /// Of those given the grant, how many may still exist (until the
-    /// deletions are known to have landed).
-    unlocked: usize,
+    /// Such nodes whose ACL denies ADMIN too, in discovery order.
+    undeletable: Vec<String>,
+    /// Of those given the grant, the ones that may still exist (until their
+    /// own deletion is known to have landed).
+    unlocked: Vec<String>,
     /// Relative paths of parents whose sequence counter may lag.
     counters: HashMap<String, Counter>,
     /// Relative paths of parents this plan creates, until all their listed
@@ -136,11 +164,11 @@ impl<'a> Planner<'a> {
             tally: Tally::default(),
             deletes: Vec::new(),
             deferred_acl: Vec::new(),
-            acls_emitted: 0,
+            acls_sent: Vec::new(),
             closed: HashMap::new(),
             unlock: Vec::new(),
-            undeletable: None,
-            unlocked: 0,
+            undeletable: Vec::new(),
+            unlocked: Vec::new(),
             counters: HashMap::new(),
             listings: HashMap::new(),
             warned_open: false,
@@ -250,8 +278,8 @@ impl<'a> Planner<'a> {
                         if self.may_beneath(&d.acl, zk::Permission::ADMIN) {
                             let acl = self.writable(&d.acl);
                             self.unlock.push((dst_path.clone(), acl));
-                        } else if self.undeletable.is_none() {
-                            self.undeletable = Some(dst_path.clone());
+                        } else {
+                            self.undeletable.push(dst_path.clone());
                         }
                     }
                     self.deletes.push(dst_path);
@@ -266,7 +294,7 @@ impl<'a> Planner<'a> {
         if let Some(final_acl) = self.closed.remove(parent) {
             let writable = self.writable(&final_acl);
             out.push(Op::SetAcl { path: parent.to_string(), acl: writable });
-            if !self.deferred_acl.iter().any(|(p, _)| p == parent) {
+            if !self.deferred_acl.iter().any(|(p, _)| p == parent) && !self.acls_sent.iter().any(|p| p == parent) {
                 self.deferred_acl.push((parent.to_string(), final_acl));
             }
         }
@@ -439,60 +467,158 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
+    /// The scope of relative path `rel` (`"/"` or empty: the whole tree).
+    fn scope(&self, rel: &str) -> Scope {
+        let rel = if rel.is_empty() { WHOLE } else { rel };
+        let abs = if rel == WHOLE { self.dst_root.clone() } else { path::join(&self.dst_root, rel) };
+        Scope { rel: rel.to_string(), abs }
+    }
+
     /// Once the walk is done: whether the mirror deletions go ahead. A dry
     /// run lists every deletion; a real run over `--max-delete`, or with a
     /// node to delete beneath which this copy may neither delete nor change
     /// the ACL of ([`Planner::undeletable`]), deletes none.
+    #[cfg(test)]
     pub fn deletions_refused(&mut self) -> bool {
-        self.tally.delete_limit_exceeded = self.opts.max_delete.is_some_and(|max| self.deletes.len() as u64 > max);
-        (self.tally.delete_limit_exceeded || self.undeletable.is_some()) && !self.opts.dry_run
+        self.deletions_refused_in(WHOLE)
+    }
+
+    /// [`Planner::deletions_refused`] for the deletions inside `scope`: the
+    /// limit applies to those, and only a node they would delete beneath
+    /// ([`Planner::undeletable_in`]) refuses them.
+    pub fn deletions_refused_in(&mut self, scope: &str) -> bool {
+        let over = self.opts.max_delete.is_some_and(|max| self.pending_deletions_in(scope) as u64 > max);
+        self.tally.delete_limit_exceeded |= over;
+        (over || self.undeletable_in(scope).is_some()) && !self.opts.dry_run
     }
 
     /// The first destination node the mirror would delete beneath whose ACL
     /// grants this copy neither DELETE nor ADMIN.
+    #[cfg(test)]
     pub fn undeletable(&self) -> Option<&str> {
-        self.undeletable.as_deref()
+        self.undeletable.first().map(String::as_str)
+    }
+
+    /// The first such node the deletions inside `scope` would delete
+    /// beneath: one inside it, or the parent of its top.
+    pub fn undeletable_in(&self, scope: &str) -> Option<&str> {
+        let scope = self.scope(scope);
+        let parent = path::parent(&scope.abs);
+        self.undeletable.iter().find(|p| scope.holds(p) || Some(p.as_str()) == parent).map(String::as_str)
     }
 
     /// Deletions planned and not emitted yet.
+    #[cfg(test)]
     pub fn pending_deletions(&self) -> usize {
         self.deletes.len()
+    }
+
+    /// Deletions planned inside `scope` and not emitted yet.
+    pub fn pending_deletions_in(&self, scope: &str) -> usize {
+        let scope = self.scope(scope);
+        self.deletes.iter().filter(|p| scope.holds(p)).count()
     }
 
     /// Emits up to `max` mirror deletions, children before parents; returns
     /// how many.
     /// Nodes only the destination has whose ACL denies this copy DELETE
     /// are first given a grant that lets it delete beneath them.
+    #[cfg(test)]
     pub fn deletions(&mut self, max: usize, out: &mut Vec<Op>) -> usize {
+        self.deletions_in(WHOLE, max, out)
+    }
+
+    /// [`Planner::deletions`] inside `scope`. The top of the scope waits
+    /// (for a scope holding its parent) when its parent would first have to
+    /// be opened or given a grant to delete beneath it: that would write
+    /// outside the scope.
+    pub fn deletions_in(&mut self, scope: &str, max: usize, out: &mut Vec<Op>) -> usize {
+        let scope = self.scope(scope);
         let mut n = 0;
-        for (p, acl) in std::mem::take(&mut self.unlock) {
+        let (unlock, rest) = std::mem::take(&mut self.unlock).into_iter().partition(|(p, _)| scope.holds(p));
+        self.unlock = rest;
+        for (p, acl) in unlock {
+            self.unlocked.push(p.clone());
             self.emit(Op::SetAcl { path: p, acl }, out);
-            self.unlocked += 1;
             n += 1;
         }
-        while n < max
-            && let Some(p) = self.deletes.pop()
-        {
+        // From the end (discovery order is parents first), skipping what
+        // lies outside the scope or waits for its parent.
+        let mut picked = Vec::new();
+        let mut i = self.deletes.len();
+        while n + picked.len() < max && i > 0 {
+            i -= 1;
+            let p = &self.deletes[i];
+            let waits = path::parent(p).is_some_and(|parent| !scope.holds(parent) && self.guarded(parent));
+            if scope.holds(p) && !waits {
+                picked.push(i);
+            }
+        }
+        // `picked` runs from the highest index down: take those entries out,
+        // keep the others in their order, emit the highest first.
+        let mut taken = Vec::with_capacity(picked.len());
+        if let Some(&low) = picked.last() {
+            let mut next = picked.iter().rev().copied().peekable();
+            for (i, p) in self.deletes.split_off(low).into_iter().enumerate() {
+                if next.next_if_eq(&(low + i)).is_some() {
+                    taken.push(p);
+                } else {
+                    self.deletes.push(p);
+                }
+            }
+            taken.reverse();
+        }
+        for p in taken {
             self.emit(Op::Delete { path: p }, out);
             n += 1;
         }
         n
     }
 
+    /// Whether the ACL of `node` must change before a child of it can be
+    /// deleted, and has not yet.
+    fn guarded(&self, node: &str) -> bool {
+        self.closed.contains_key(node) || self.unlock.iter().any(|(p, _)| p == node)
+    }
+
     /// The deletions emitted so far have landed: the nodes given a grant to
-    /// be deleted beneath are gone once none is left to emit.
+    /// be deleted beneath are gone once they were deleted.
+    #[cfg(test)]
     pub fn deletions_applied(&mut self) {
-        if self.deletes.is_empty() {
-            self.unlocked = 0;
+        self.deletions_applied_in(WHOLE);
+    }
+
+    /// [`Planner::deletions_applied`] for the nodes inside `scope`.
+    pub fn deletions_applied_in(&mut self, scope: &str) {
+        let scope = self.scope(scope);
+        if !self.unlocked.iter().any(|p| scope.holds(p)) {
+            return;
         }
+        let pending: HashSet<&str> = self.deletes.iter().filter(|p| scope.holds(p)).map(String::as_str).collect();
+        self.unlocked.retain(|p| !scope.holds(p) || pending.contains(p.as_str()));
     }
 
     /// The parents (relative paths, sorted) whose counters are to be read
     /// once everything else has landed.
+    #[cfg(test)]
     pub fn counter_candidates(&self) -> Vec<String> {
-        let mut rels: Vec<String> = self.counters.keys().cloned().collect();
+        self.counter_candidates_in(WHOLE)
+    }
+
+    /// The parents inside `scope` whose counters are to be read once
+    /// everything else there has landed.
+    pub fn counter_candidates_in(&self, scope: &str) -> Vec<String> {
+        let scope = self.scope(scope);
+        let mut rels: Vec<String> = self.counters.keys().filter(|rel| scope.holds_rel(rel)).cloned().collect();
         rels.sort();
         rels
+    }
+
+    /// The counters inside `scope` were read and their pads have landed (or,
+    /// in a dry run, were predicted): they are candidates no more.
+    pub fn counters_applied_in(&mut self, scope: &str) {
+        let scope = self.scope(scope);
+        self.counters.retain(|rel, _| !scope.holds_rel(rel));
     }
 
     /// The pads a parent needs, from stats read after everything else
@@ -554,28 +680,50 @@ impl<'a> Planner<'a> {
     /// Emits up to `max` of the ACLs that waited for their subtrees, the
     /// ones not emitted yet; returns how many. They stay pending until
     /// [`Planner::acls_applied`].
+    #[cfg(test)]
     pub fn final_acls(&mut self, max: usize, out: &mut Vec<Op>) -> usize {
-        let end = (self.acls_emitted + max).min(self.deferred_acl.len());
-        for i in self.acls_emitted..end {
-            let (p, acl) = self.deferred_acl[i].clone();
+        self.final_acls_in(WHOLE, max, out)
+    }
+
+    /// [`Planner::final_acls`] of the nodes inside `scope`.
+    pub fn final_acls_in(&mut self, scope: &str, max: usize, out: &mut Vec<Op>) -> usize {
+        let scope = self.scope(scope);
+        let mut taken = Vec::new();
+        let mut kept = Vec::with_capacity(self.deferred_acl.len());
+        for (p, acl) in std::mem::take(&mut self.deferred_acl) {
+            if taken.len() < max && scope.holds(&p) {
+                taken.push((p, acl));
+            } else {
+                kept.push((p, acl));
+            }
+        }
+        self.deferred_acl = kept;
+        let n = taken.len();
+        for (p, acl) in taken {
+            self.acls_sent.push(p.clone());
             self.emit(Op::SetAcl { path: p, acl }, out);
         }
-        let n = end - self.acls_emitted;
-        self.acls_emitted = end;
         n
     }
 
     /// The final ACLs emitted so far have landed: they are pending no more.
     pub fn acls_applied(&mut self) {
-        self.deferred_acl.drain(..self.acls_emitted);
-        self.acls_emitted = 0;
+        self.acls_sent.clear();
     }
 
     /// How many nodes may still carry a temporary grant: waiting for their
     /// final ACL, given it in operations not known to have landed, or given
     /// one to be deleted beneath and not known to be deleted.
     pub fn pending_acls(&self) -> usize {
-        self.deferred_acl.len() + self.unlocked
+        self.deferred_acl.len() + self.acls_sent.len() + self.unlocked.len()
+    }
+
+    /// [`Planner::pending_acls`] inside `scope`.
+    pub fn pending_acls_in(&self, scope: &str) -> usize {
+        let scope = self.scope(scope);
+        self.deferred_acl.iter().filter(|(p, _)| scope.holds(p)).count()
+            + self.acls_sent.iter().filter(|p| scope.holds(p)).count()
+            + self.unlocked.iter().filter(|p| scope.holds(p)).count()
     }
 }
 

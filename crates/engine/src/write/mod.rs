@@ -11,11 +11,15 @@
 //! order, operation by operation: create, or compare and set what differs
 //! when the node exists; delete unless already gone. Running the same stream
 //! again therefore converges to the same tree.
+//!
+//! The writer owns its session and progress, so it may live in a task of
+//! its own and serve more than one run (see [`Writer::applied`]).
 
 pub(crate) mod batch;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -45,7 +49,10 @@ impl Default for WriterOptions {
     }
 }
 
-/// What the writer did.
+/// What the writer did. Operations (and `bytes`) are counted only once the
+/// transaction holding them has landed, or they were reconciled one by one:
+/// never while queued or in flight. `transactions` counts every transaction
+/// answered, the failed ones too.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct WriteCounters {
     pub created: u64,
@@ -135,18 +142,23 @@ struct Outcome {
 type InFlight = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
 /// Applies operations in order; see the module documentation.
-pub struct Writer<'a> {
-    session: &'a Session,
+///
+/// It holds its session and progress, so it can be moved into a spawned
+/// task and handed back when that task ends.
+pub struct Writer {
+    session: Arc<Session>,
     opts: WriterOptions,
     batcher: Batcher,
     inflight: FuturesOrdered<InFlight>,
     failed: Vec<Transaction>,
     counters: WriteCounters,
-    progress: Option<&'a crate::progress::Progress>,
+    /// Operations known to have landed.
+    applied: u64,
+    progress: Option<Arc<crate::progress::Progress>>,
 }
 
-impl<'a> Writer<'a> {
-    pub fn new(session: &'a Session, mut opts: WriterOptions) -> Writer<'a> {
+impl Writer {
+    pub fn new(session: Arc<Session>, mut opts: WriterOptions) -> Writer {
         // A transaction never exceeds what the destination accepts, so an op
         // too large for it travels alone and is refused by name.
         opts.limits.max_bytes = opts.limits.max_bytes.min(opts.max_request_bytes);
@@ -157,18 +169,34 @@ impl<'a> Writer<'a> {
             inflight: FuturesOrdered::new(),
             failed: Vec::new(),
             counters: WriteCounters::default(),
+            applied: 0,
             progress: None,
         }
     }
 
     /// Reports applied operations to `progress`.
-    pub fn with_progress(mut self, progress: &'a crate::progress::Progress) -> Writer<'a> {
+    pub fn with_progress(mut self, progress: Arc<crate::progress::Progress>) -> Writer {
         self.progress = Some(progress);
         self
     }
 
+    /// The session it writes through.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// What was applied so far; see [`WriteCounters`].
     pub fn counters(&self) -> &WriteCounters {
         &self.counters
+    }
+
+    /// Operations pushed so far that are known to have landed: their
+    /// transaction succeeded, or they were reconciled one by one after it
+    /// failed. Queued and in-flight operations are not counted, nor the ones
+    /// [`Writer::land`] dropped. Once [`Writer::flush`] returns `Ok`, it is
+    /// every operation pushed.
+    pub fn applied(&self) -> u64 {
+        self.applied
     }
 
     /// Queues an operation; may wait for room in the window.
@@ -179,7 +207,9 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    /// Sends what is queued and waits until everything is applied.
+    /// Sends what is queued and returns only once everything pushed so far
+    /// has landed (failed transactions reconciled). The writer may be used
+    /// again afterwards.
     pub async fn flush(&mut self) -> Result<()> {
         if let Some(batch) = self.batcher.finish() {
             self.submit(batch).await?;
@@ -247,7 +277,8 @@ impl<'a> Writer<'a> {
                 for op in &outcome.batch.ops {
                     self.counters.count(op);
                 }
-                if let Some(p) = self.progress {
+                self.applied += outcome.batch.ops.len() as u64;
+                if let Some(p) = &self.progress {
                     p.add_written(outcome.batch.ops.len() as u64, outcome.batch.bytes as u64);
                 }
             }
@@ -271,8 +302,9 @@ impl<'a> Writer<'a> {
         for batch in std::mem::take(&mut self.failed) {
             self.counters.reconciled += 1;
             for op in &batch.ops {
-                reconcile(self.session, op, &mut self.counters).await?;
-                if let Some(p) = self.progress {
+                reconcile(&self.session, op, &mut self.counters).await?;
+                self.applied += 1;
+                if let Some(p) = &self.progress {
                     p.add_written(1, op.single_bytes() as u64);
                 }
             }
@@ -464,6 +496,12 @@ mod tests {
     #[track_caller]
     fn near(got: f64, want: f64) {
         assert!((got - want).abs() <= want * 0.01, "got {got} ms, want {want} ms within 1%");
+    }
+
+    #[test]
+    fn a_writer_may_move_into_a_task() {
+        fn movable<T: Send + 'static>() {}
+        movable::<Writer>();
     }
 
     #[test]

@@ -262,6 +262,8 @@ struct Outcome {
     pads: u64,
     /// The node the mirror's deletions were refused for.
     refused: Option<String>,
+    /// The scopes whose deletions were refused.
+    refused_in: Vec<String>,
 }
 
 /// Runs a whole copy against the model, phase by phase as the driver does
@@ -269,6 +271,19 @@ struct Outcome {
 /// applied before the next call. Fails with the first error (the planner's
 /// or a refusal of the model).
 fn run(src: &Tree, dst: &Tree, opts: &CopyOptions, seed: u64) -> Result<Outcome, String> {
+    run_in(src, dst, opts, seed, &[WHOLE])
+}
+
+/// The destination nodes outside the scope of relative path `scope`.
+fn outside(t: &Tree, scope: &str) -> BTreeMap<String, Node> {
+    let abs = if scope == WHOLE { DST_ROOT.to_string() } else { path::join(DST_ROOT, scope) };
+    t.nodes.iter().filter(|(p, _)| !path::is_within(&abs, p)).map(|(p, n)| (p.clone(), n.clone())).collect()
+}
+
+/// [`run`] with the end-of-run phases run for each of `scopes` in turn.
+/// Fails also when a scope's operations write outside it, or change any
+/// node outside it.
+fn run_in(src: &Tree, dst: &Tree, opts: &CopyOptions, seed: u64, scopes: &[&str]) -> Result<Outcome, String> {
     let mut ids = opts.dst_ids.clone();
     ids.extend(opts.copy_id.clone());
     let mut state = seed | 1;
@@ -282,12 +297,31 @@ fn run(src: &Tree, dst: &Tree, opts: &CopyOptions, seed: u64) -> Result<Outcome,
     // Stats are read after the walk: the vanished nodes are gone by then.
     let src = src.settled();
     let mut planner = Planner::new(SRC_ROOT, DST_ROOT, opts);
-    let mut out = Outcome { dst: dst.clone(), tally: Tally::default(), created: 0, deleted: 0, pads: 0, refused: None };
+    let mut out = Outcome {
+        dst: dst.clone(),
+        tally: Tally::default(),
+        created: 0,
+        deleted: 0,
+        pads: 0,
+        refused: None,
+        refused_in: Vec::new(),
+    };
     let mut ops = Vec::new();
-    let apply = |ops: &mut Vec<Op>, o: &mut Outcome| -> Result<(), String> {
+    // Applies `ops`; in an end phase, each must write inside `scope`.
+    let apply = |ops: &mut Vec<Op>, o: &mut Outcome, scope: Option<&str>| -> Result<(), String> {
         for op in ops.drain(..) {
+            if let Some(scope) = scope {
+                let written = match &op {
+                    Op::Pad { parent, name, .. } => path::child(parent, name),
+                    op => op.path().to_string(),
+                };
+                let top = if scope == WHOLE { DST_ROOT.to_string() } else { path::join(DST_ROOT, scope) };
+                if !path::is_within(&top, &written) {
+                    return Err(format!("{op:?} in scope {scope} writes outside it"));
+                }
+            }
             if !opts.dry_run {
-                o.dst.apply(&op, &ids)?;
+                o.dst.apply(&op, &ids).map_err(|e| format!("{e} (scope {scope:?})"))?;
                 match op {
                     Op::Create { .. } => o.created += 1,
                     Op::Delete { .. } => o.deleted += 1,
@@ -303,53 +337,71 @@ fn run(src: &Tree, dst: &Tree, opts: &CopyOptions, seed: u64) -> Result<Outcome,
             Step::Listed(rel, names) => planner.children_listed(&rel, names),
             Step::Entry(e) => {
                 planner.entry(e, &mut ops).map_err(|e| e.to_string())?;
-                apply(&mut ops, &mut out)?;
+                apply(&mut ops, &mut out, None)?;
             }
         }
     }
-    let refused = planner.deletions_refused();
-    for phase in PHASES {
-        match phase {
-            Phase::Deletions => {
-                if !refused {
-                    while planner.deletions(3, &mut ops) > 0 {
-                        apply(&mut ops, &mut out)?;
-                    }
-                    planner.deletions_applied();
-                }
-            }
-            Phase::Counters => {
-                if !opts.sequence_counters {
-                    continue;
-                }
-                let mut needed = Vec::new();
-                for rel in planner.counter_candidates() {
-                    let Some(s) = src.stat(&path::join(SRC_ROOT, &rel)) else { continue };
-                    let d = out.dst.stat(&path::join(DST_ROOT, &rel));
-                    if opts.dry_run {
-                        planner.predict_pads(&rel, &s, d.as_ref());
-                    } else if let Some(d) = d {
-                        needed.extend(planner.pads(&rel, &s, &d));
+    for &scope in scopes {
+        let before = outside(&out.dst, scope);
+        let within = Some(scope);
+        let refused = planner.deletions_refused_in(scope);
+        if refused {
+            out.refused_in.push(scope.to_string());
+        }
+        for phase in PHASES {
+            match phase {
+                Phase::Deletions => {
+                    if !refused {
+                        while planner.deletions_in(scope, 3, &mut ops) > 0 {
+                            apply(&mut ops, &mut out, within)?;
+                        }
+                        planner.deletions_applied_in(scope);
                     }
                 }
-                if let Some(n) = planner.pads_refused(&needed) {
-                    return Err(format!("{n} pads refused"));
-                }
-                for mut pads in needed {
-                    while planner.pad(&mut pads, "pad", 7, &mut ops) > 0 {
-                        apply(&mut ops, &mut out)?;
+                Phase::Counters => {
+                    if !opts.sequence_counters {
+                        continue;
                     }
+                    let mut needed = Vec::new();
+                    for rel in planner.counter_candidates_in(scope) {
+                        let Some(s) = src.stat(&path::join(SRC_ROOT, &rel)) else { continue };
+                        let d = out.dst.stat(&path::join(DST_ROOT, &rel));
+                        if opts.dry_run {
+                            planner.predict_pads(&rel, &s, d.as_ref());
+                        } else if let Some(d) = d {
+                            needed.extend(planner.pads(&rel, &s, &d));
+                        }
+                    }
+                    if let Some(n) = planner.pads_refused(&needed) {
+                        return Err(format!("{n} pads refused"));
+                    }
+                    for mut pads in needed {
+                        while planner.pad(&mut pads, "pad", 7, &mut ops) > 0 {
+                            apply(&mut ops, &mut out, within)?;
+                        }
+                    }
+                    planner.counters_applied_in(scope);
                 }
-            }
-            Phase::FinalAcls => {
-                while planner.final_acls(2, &mut ops) > 0 {
-                    apply(&mut ops, &mut out)?;
-                    planner.acls_applied();
+                Phase::FinalAcls => {
+                    while planner.final_acls_in(scope, 2, &mut ops) > 0 {
+                        apply(&mut ops, &mut out, within)?;
+                        planner.acls_applied();
+                    }
                 }
             }
         }
+        // Only a node still to be deleted (refused, or waiting for its
+        // parent) may keep a grant.
+        if planner.pending_acls_in(scope) != 0 && planner.pending_deletions_in(scope) == 0 {
+            return Err(format!("{} final ACLs still pending in {scope}", planner.pending_acls_in(scope)));
+        }
+        if outside(&out.dst, scope) != before {
+            return Err(format!("the phases for {scope} changed nodes outside it"));
+        }
     }
-    if planner.pending_acls() != 0 {
+    // A node given a grant to be deleted beneath keeps it when its parent's
+    // scope refused its deletion.
+    if planner.pending_acls() != 0 && out.refused_in.is_empty() {
         return Err(format!("{} final ACLs still pending", planner.pending_acls()));
     }
     out.tally = planner.tally().clone();
@@ -517,6 +569,114 @@ fn a_mirror_over_max_delete_is_refused_in_a_real_run_and_shown_in_a_dry_run() {
     let allowed = CopyOptions { max_delete: Some(2), ..real };
     let (_, mut planner) = plan(&allowed, &src, &dst);
     assert!(!planner.deletions_refused());
+}
+
+#[test]
+fn a_scope_holds_its_top_and_what_lies_beneath_not_a_sibling_sharing_its_name_prefix() {
+    let mut src = tree(
+        SRC_ROOT,
+        &[
+            node("", b""),
+            ("/a", b"", read_only(), false),
+            node("/a/k", b""),
+            ("/ab", b"", read_only(), false),
+            node("/ab/k", b""),
+        ],
+    );
+    // Two children created and deleted since: both counters lag.
+    src.nodes.get_mut("/src/a").unwrap().creations += 2;
+    src.nodes.get_mut("/src/ab").unwrap().creations += 2;
+    let dst =
+        tree(DST_ROOT, &[node("", b""), node("/a", b""), node("/a/x", b""), node("/ab", b""), node("/ab/x", b"")]);
+    let opts = options(Mode::Mirror);
+    let (ops, mut planner) = plan(&opts, &src, &dst);
+    let mut created = paths(&ops);
+    created.sort();
+    assert_eq!(created, ["create /dst/a/k", "create /dst/ab/k"]);
+    assert_eq!(planner.pending_deletions_in("/a"), 1);
+    assert_eq!(planner.pending_deletions_in("/ab"), 1);
+    assert_eq!(planner.pending_deletions_in("/a/x"), 1, "the top itself");
+    assert_eq!(planner.pending_deletions_in(WHOLE), 2);
+    assert_eq!(planner.counter_candidates_in("/a"), ["/a"]);
+    assert_eq!(planner.counter_candidates_in("/ab"), ["/ab"]);
+    assert_eq!(planner.pending_acls_in("/a"), 1);
+    assert!(!planner.deletions_refused_in("/a"));
+
+    let mut out = Vec::new();
+    while planner.deletions_in("/a", 10, &mut out) > 0 {}
+    planner.deletions_applied_in("/a");
+    planner.counters_applied_in("/a");
+    while planner.final_acls_in("/a", 10, &mut out) > 0 {}
+    assert_eq!(paths(&out), ["delete /dst/a/x", "acl /dst/a"]);
+    assert_eq!(planner.pending_acls_in("/a"), 1, "sent, not known to have landed");
+    planner.acls_applied();
+    assert_eq!(planner.pending_acls_in("/a"), 0);
+    assert_eq!(planner.pending_acls(), 1, "/ab still waits");
+    assert_eq!(planner.counter_candidates(), ["/ab"]);
+    assert_eq!(planner.pending_deletions(), 1);
+
+    // What is left, for the whole tree: /ab's work only.
+    let mut out = Vec::new();
+    while planner.deletions(10, &mut out) > 0 {}
+    while planner.final_acls(10, &mut out) > 0 {}
+    assert_eq!(paths(&out), ["delete /dst/ab/x", "acl /dst/ab"]);
+}
+
+#[test]
+fn the_top_of_a_scope_waits_for_its_parent_when_the_parent_must_be_opened() {
+    // The destination root denies this copy DELETE: it is opened for the
+    // deletion of /x, which only a scope holding the root may do.
+    let closed = vec![
+        entry_acl(zk::Permission::READ, None),
+        entry_acl(zk::Permission::WRITE | zk::Permission::ADMIN, Some(&me())),
+    ];
+    let src = tree(SRC_ROOT, &[("", b"", read_only(), false)]);
+    let dst = tree(DST_ROOT, &[("", b"", closed, false), node("/x", b""), node("/x/y", b"")]);
+    let opts = options(Mode::Mirror);
+    let (_, mut planner) = plan(&opts, &src, &dst);
+    let mut out = Vec::new();
+    while planner.deletions_in("/x", 10, &mut out) > 0 {}
+    assert_eq!(paths(&out), ["delete /dst/x/y"]);
+    assert_eq!(planner.pending_deletions_in("/x"), 1, "/x waits");
+    let mut out = Vec::new();
+    while planner.deletions(10, &mut out) > 0 {}
+    assert_eq!(paths(&out), ["acl /dst", "delete /dst/x"]);
+}
+
+#[test]
+fn max_delete_and_undeletable_nodes_refuse_the_deletions_of_the_scopes_they_concern() {
+    let src = tree(SRC_ROOT, &[node("", b"")]);
+    let dst = tree(DST_ROOT, &[node("", b""), node("/a", b""), node("/a/x", b""), node("/b", b""), node("/b/x", b"")]);
+    let opts = CopyOptions { max_delete: Some(2), ..options(Mode::Mirror) };
+    let (_, mut planner) = plan(&opts, &src, &dst);
+    assert!(!planner.deletions_refused_in("/a"), "two in /a");
+    assert!(!planner.tally().delete_limit_exceeded);
+    assert!(planner.deletions_refused_in(WHOLE), "four in all");
+    assert!(planner.tally().delete_limit_exceeded);
+
+    // /u denies DELETE and ADMIN: nothing beneath it can go, which
+    // concerns /u and the scopes of its children, not /b.
+    let src = tree(SRC_ROOT, &[node("", b"")]);
+    let dst = tree(
+        DST_ROOT,
+        &[
+            node("", b""),
+            ("/u", b"", read_only(), false),
+            node("/u/x", b""),
+            node("/u/x/y", b""),
+            node("/b", b""),
+            node("/b/x", b""),
+        ],
+    );
+    let opts = options(Mode::Mirror);
+    let (_, mut planner) = plan(&opts, &src, &dst);
+    assert_eq!(planner.undeletable_in("/u"), Some("/dst/u"));
+    assert_eq!(planner.undeletable_in("/u/x"), Some("/dst/u"), "/u/x is deleted beneath /u");
+    assert_eq!(planner.undeletable_in("/u/x/y"), None, "deleted beneath /u/x");
+    assert_eq!(planner.undeletable_in("/b"), None);
+    assert!(planner.deletions_refused_in("/u/x"));
+    assert!(!planner.deletions_refused_in("/b"));
+    assert!(planner.deletions_refused());
 }
 
 #[test]
@@ -940,5 +1100,58 @@ proptest! {
         prop_assert_eq!(dry.tally.plan.deletes, done.deleted);
         prop_assert_eq!(dry.tally.pads, done.pads);
         prop_assert_eq!(dry.tally.padded_parents, done.tally.padded_parents);
+    }
+
+    #[test]
+    fn the_end_phases_run_subtree_by_subtree_as_for_the_whole_tree(
+        specs in prop::collection::vec(spec(), universe().len()),
+        mode in prop::sample::select(vec![Mode::Fresh, Mode::Update, Mode::Mirror]),
+        dst_root in any::<bool>(),
+        open in prop::bool::weighted(0.2),
+        with_run_id in prop::bool::weighted(0.8),
+        counters in prop::bool::weighted(0.9),
+        deeper in prop::collection::vec(prop::sample::select(universe()[4..].to_vec()), 0..4),
+        order in Just(["/a", "/b", "/c"]).prop_shuffle(),
+        seed in any::<u64>(),
+    ) {
+        let (src, dst) = trees(&specs, mode, dst_root);
+        let opts = CopyOptions {
+            acl: if open { AclMode::Open } else { AclMode::Preserve },
+            copy_id: with_run_id.then(run_id),
+            sequence_counters: counters,
+            ..options(mode)
+        };
+        // Some deeper subtrees first, then each child of the root, then
+        // what is left.
+        let mut scopes: Vec<&str> = deeper.iter().map(String::as_str).collect();
+        scopes.extend(order);
+        scopes.push(WHOLE);
+        let whole = run(&src, &dst, &opts, seed).map_err(TestCaseError::fail)?;
+        let parts = run_in(&src, &dst, &opts, seed, &scopes).map_err(TestCaseError::fail)?;
+        if whole.refused.is_some() {
+            // Refused where the deletions would be beneath an undeletable
+            // node, and nowhere else.
+            let mut ids = opts.dst_ids.clone();
+            ids.extend(opts.copy_id.clone());
+            let stuck = undeletable(&src.settled(), &dst, &ids);
+            let holds = |scope: &str| {
+                let top = if scope == WHOLE { DST_ROOT.to_string() } else { path::join(DST_ROOT, scope) };
+                stuck.iter().any(|n| path::is_within(&top, n) || path::parent(&top) == Some(n.as_str()))
+            };
+            let expect: Vec<String> = scopes.iter().filter(|s| holds(s)).map(|s| s.to_string()).collect();
+            prop_assert_eq!(&parts.refused_in, &expect);
+            return Ok(());
+        }
+        prop_assert_eq!(&parts.refused_in, &Vec::<String>::new());
+        prop_assert_eq!(&parts.dst, &whole.dst, "scopes {:?}", scopes);
+        prop_assert_eq!((parts.created, parts.deleted, parts.pads), (whole.created, whole.deleted, whole.pads));
+        prop_assert_eq!(parts.tally.pads, whole.tally.pads);
+        prop_assert_eq!(parts.tally.padded_parents, whole.tally.padded_parents);
+        // A dry run predicts the same, scope by scope.
+        let dry_opts = CopyOptions { dry_run: true, ..opts.clone() };
+        let dry = run_in(&src, &dst, &dry_opts, seed, &scopes).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(&dry.dst, &dst);
+        prop_assert_eq!(dry.tally.plan.deletes, whole.deleted);
+        prop_assert_eq!(dry.tally.pads, whole.pads);
     }
 }
