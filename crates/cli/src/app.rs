@@ -1,20 +1,8 @@
-//! The commands, their exit statuses and the dispatch to each command's module.
+//! The commands and the dispatch to each command's module.
 
-use clap::{Parser, Subcommand};
-use zkrepl::Side;
+use clap::{CommandFactory, Parser, Subcommand};
 
-/// Exit statuses: 0 done, 1 differences found, 2 error, 130 interrupted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exit {
-    Ok = 0,
-    Differences = 1,
-    Error = 2,
-    Interrupted = 130,
-}
-
-pub struct Outcome {
-    pub exit: Exit,
-}
+use crate::outcome::{Exit, Flags, Outcome, print_error};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -75,72 +63,6 @@ pub async fn run(cli: Cli) -> Outcome {
     }
 }
 
-/// Which options carry credentials: `--src-auth`/`--dst-auth`, or `--auth`
-/// for a command of one tree.
-#[derive(Clone, Copy, Debug)]
-pub enum Flags {
-    Pair,
-    One,
-}
-
-impl Flags {
-    fn auth(self, side: Side) -> &'static str {
-        match (self, side) {
-            (Flags::One, _) => "--auth",
-            (Flags::Pair, Side::Source) => "--src-auth",
-            (Flags::Pair, Side::Destination) => "--dst-auth",
-        }
-    }
-}
-
-/// Prints an error on one line, with what to do about it when there is
-/// something to say.
-pub fn print_error(e: &zkrepl::Error, flags: Flags) {
-    match hint(e, flags) {
-        Some(h) => eprintln!("zkrepl: error: {e}; {h}"),
-        None => eprintln!("zkrepl: error: {e}"),
-    }
-}
-
-/// What to do about an error, in this program's options. The engine's
-/// messages say what happened; the options to change it are the command
-/// line's.
-pub fn hint(e: &zkrepl::Error, flags: Flags) -> Option<String> {
-    use zkrepl::Error as E;
-    Some(match e {
-        E::AuthRejected { side, .. } => {
-            format!("check the credentials of {}; the usual form is digest:user:password", flags.auth(*side))
-        }
-        E::NoAuth { side, .. } => {
-            let f = flags.auth(*side);
-            format!("pass credentials with {f}, e.g. {f} digest:user:password")
-        }
-        E::NodeTooLarge { .. } => {
-            "raise jute.maxbuffer on the destination servers and pass --max-request-bytes".to_string()
-        }
-        E::AclMasked { side, .. } => format!(
-            "pass {} digest:USER:PASSWORD for an id with ADMIN there (or a super user){}",
-            flags.auth(*side),
-            if *side == Side::Source && matches!(flags, Flags::Pair) {
-                ", or --acl open to write OPEN ACLs instead"
-            } else {
-                ""
-            }
-        ),
-        E::DestinationNotEmpty { .. } => {
-            "pass --update to add and change nodes, or --mirror to also delete what the source lacks".to_string()
-        }
-        E::Overlap { .. } => "choose a --dst-root outside it".to_string(),
-        E::DeleteLimit { limit, .. } => format!("the limit is --max-delete {limit}"),
-        E::PadLimit { limit, .. } => format!("the limit is --max-pad {limit}"),
-        E::Undeletable { .. } => "give --dst-auth an identity holding DELETE or ADMIN there".to_string(),
-        E::Unreachable { .. } | E::SessionLost { .. } => {
-            "check the address and port, or allow longer with --timeout / --session-timeout".to_string()
-        }
-        _ => return None,
-    })
-}
-
 async fn dispatch(cli: Cli) -> zkrepl::Result<Outcome> {
     match cli.command {
         Command::Copy(a) => crate::copy::run(a).await,
@@ -150,7 +72,7 @@ async fn dispatch(cli: Cli) -> zkrepl::Result<Outcome> {
         Command::SnapshotInfo(a) => crate::snapshot::run(a).await,
         Command::Bench(a) => crate::bench::run(a).await,
         Command::Demo(a) => crate::bench::demo(a).await,
-        Command::Completions(a) => crate::completions::run(a),
-        Command::Man(a) => crate::completions::run_man(a),
+        Command::Completions(a) => crate::completions::run(a, Cli::command()),
+        Command::Man(a) => crate::completions::run_man(a, Cli::command()),
     }
 }

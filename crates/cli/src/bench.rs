@@ -15,9 +15,9 @@ use zkrepl_testkit::ceilings::{self, Rate};
 use zkrepl_testkit::local::{LocalServer, ServerOptions};
 use zkrepl_testkit::treegen::{self, GenOptions, Shape};
 
-use crate::app::{Exit, Outcome};
 use crate::args::usage;
 use crate::common::print_json;
+use crate::outcome::{Exit, Outcome};
 use crate::treegen::ShapeArg;
 
 #[derive(Args, Debug)]

@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, CommandFactory, ValueEnum};
+use clap::{Args, ValueEnum};
 
-use crate::app::{Cli, Exit, Outcome};
+use crate::outcome::{Exit, Outcome};
 
 /// The shells a completion script can be printed for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -50,37 +50,37 @@ pub struct ManArgs {
 }
 
 /// The completion script for `shell`.
-pub fn completion_script(shell: ShellArg) -> String {
+pub fn completion_script(shell: ShellArg, mut cli: clap::Command) -> String {
     let mut out = Vec::new();
-    clap_complete::generate(clap_complete::Shell::from(shell), &mut Cli::command(), "zkrepl", &mut out);
+    clap_complete::generate(clap_complete::Shell::from(shell), &mut cli, "zkrepl", &mut out);
     String::from_utf8(out).expect("completion scripts are UTF-8")
 }
 
 /// The command the man pages are made from: without the `help` subcommand,
 /// which has no page of its own (`--help` is described on every page).
-fn man_command() -> clap::Command {
-    Cli::command().disable_help_subcommand(true)
+fn man_command(cli: clap::Command) -> clap::Command {
+    cli.disable_help_subcommand(true)
 }
 
 /// The roff man page of zkrepl itself.
-pub fn man_page() -> String {
+pub fn man_page(cli: clap::Command) -> String {
     let mut out = Vec::new();
-    clap_mangen::Man::new(man_command()).render(&mut out).expect("rendering into memory");
+    clap_mangen::Man::new(man_command(cli)).render(&mut out).expect("rendering into memory");
     String::from_utf8(out).expect("man pages are UTF-8")
 }
 
-pub fn run(a: CompletionsArgs) -> zkrepl::Result<Outcome> {
-    print!("{}", completion_script(a.shell));
+pub fn run(a: CompletionsArgs, cli: clap::Command) -> zkrepl::Result<Outcome> {
+    print!("{}", completion_script(a.shell, cli));
     Ok(Outcome { exit: Exit::Ok })
 }
 
-pub fn run_man(a: ManArgs) -> zkrepl::Result<Outcome> {
+pub fn run_man(a: ManArgs, cli: clap::Command) -> zkrepl::Result<Outcome> {
     let Some(dir) = a.all else {
-        print!("{}", man_page());
+        print!("{}", man_page(cli));
         return Ok(Outcome { exit: Exit::Ok });
     };
     let fail = |e: std::io::Error| zkrepl::Error::Usage(format!("writing man pages into {}: {e}", dir.display()));
     std::fs::create_dir_all(&dir).map_err(fail)?;
-    clap_mangen::generate_to(man_command(), &dir).map_err(fail)?;
+    clap_mangen::generate_to(man_command(cli), &dir).map_err(fail)?;
     Ok(Outcome { exit: Exit::Ok })
 }

@@ -8,10 +8,10 @@ use zkrepl::copy::kinds::KindRules;
 use zkrepl::copy::{self, AclMode, CopyFailure, CopyOptions, CopyRequest, CopySummary, Mode};
 use zkrepl::{Progress, Tree};
 
-use crate::app::{Exit, Outcome};
-use crate::app::{Flags, hint, print_error};
 use crate::args::{AclArg, Connection, Endpoints, Output, ReadTuning, WriteTuning};
 use crate::common::{ProgressView, print_json, watch_signals};
+use crate::outcome::{Exit, Outcome};
+use crate::outcome::{Flags, hint, print_error};
 use crate::verify::run_verify_after_copy;
 
 #[derive(Args, Debug)]
@@ -179,7 +179,8 @@ pub async fn run(args: CopyArgs) -> zkrepl::Result<Outcome> {
     };
     let mut verify_report = None;
     if args.verify && !args.dry_run {
-        verify_report = Some(run_verify_after_copy(&req.verify_request(), args.output.quiet).await?);
+        let cancel = progress.cancel_token().clone();
+        verify_report = Some(run_verify_after_copy(&req.verify_request(), args.output.quiet, cancel).await?);
     }
     if summary.delete_limit_exceeded {
         eprintln!(

@@ -7,6 +7,7 @@ mod bench;
 mod common;
 mod completions;
 mod copy;
+mod outcome;
 mod snapshot;
 mod treegen;
 mod verify;

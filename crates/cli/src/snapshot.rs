@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::Args;
 use zkrepl::snapshot::{self, SnapshotInfo};
 
-use crate::app::{Exit, Outcome};
 use crate::common::print_json;
+use crate::outcome::{Exit, Outcome};
 
 /// At most this many containers and TTL nodes are listed without --json.
 const LISTED: usize = 50;

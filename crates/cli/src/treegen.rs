@@ -4,9 +4,9 @@ use bytesize::ByteSize;
 use clap::{Args, ValueEnum};
 use zkrepl_testkit::treegen::{self, GenOptions, Shape};
 
-use crate::app::{Exit, Outcome};
 use crate::args::{Connection, OneTree, Output, WriteTuning};
 use crate::common::print_json;
+use crate::outcome::{Exit, Outcome};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum ShapeArg {

@@ -9,10 +9,10 @@ use zkrepl::digest::DigestRequest;
 use zkrepl::verify::{self, DiffSink, Difference, FirstDifferences, Verdict, VerifyReport, VerifyRequest};
 
 use crate::args::{Connection, Endpoints, OneTree, Output, ReadTuning};
-use zkrepl::Progress;
+use zkrepl::{CancellationToken, Progress};
 
-use crate::app::{Exit, Outcome};
 use crate::common::{ProgressView, before_quit, print_json, watch_signals};
+use crate::outcome::{Exit, Flags, Outcome, hint};
 
 #[derive(Args, Debug)]
 #[command(after_long_help = VERIFY_EXAMPLES)]
@@ -72,14 +72,17 @@ const COPY_VERIFY_LISTED: usize = 20;
 /// Runs `req`; `sink` gets each difference as it is found, and the
 /// progress bar (when one is drawn) so that what it prints does not cross
 /// the bar.
+/// `cancel` stops it (a copy's token, for the verify after it); without
+/// one, interrupts do.
 pub async fn verify_between(
     req: &VerifyRequest,
     quiet: bool,
-    signals: bool,
+    cancel: Option<CancellationToken>,
     sink: &mut dyn Sink,
 ) -> zkrepl::Result<VerifyReport> {
-    let progress = std::sync::Arc::new(Progress::new());
-    if signals {
+    let given = cancel.is_some();
+    let progress = std::sync::Arc::new(Progress::with_cancel(cancel.unwrap_or_default()));
+    if !given {
         watch_signals(progress.clone());
     }
     let view = ProgressView::start(progress.clone(), quiet);
@@ -110,9 +113,13 @@ impl serde::Serialize for CopyVerify {
 }
 
 /// Verify right after a copy (see [`zkrepl::copy::CopyRequest::verify_request`]).
-pub async fn run_verify_after_copy(req: &VerifyRequest, quiet: bool) -> zkrepl::Result<CopyVerify> {
+pub async fn run_verify_after_copy(
+    req: &VerifyRequest,
+    quiet: bool,
+    cancel: CancellationToken,
+) -> zkrepl::Result<CopyVerify> {
     let mut first = FirstDifferences::new(COPY_VERIFY_LISTED);
-    let report = verify_between(req, quiet, false, &mut first).await?;
+    let report = verify_between(req, quiet, Some(cancel), &mut first).await?;
     Ok(CopyVerify { report, first })
 }
 
@@ -271,7 +278,7 @@ impl JsonReport {
     }
 
     fn failed(&mut self, e: &zkrepl::Error) {
-        self.finish(&serde_json::json!({ "error": e.to_string() }));
+        self.finish(&serde_json::json!({ "error": e.to_string(), "hint": hint(e, Flags::Pair) }));
     }
 }
 
@@ -324,7 +331,7 @@ pub async fn run(args: VerifyArgs) -> zkrepl::Result<Outcome> {
         quiet: args.output.quiet,
     };
     let sink: &mut dyn Sink = if args.output.json { &mut json } else { &mut text };
-    let result = verify_between(&req, args.output.quiet, true, sink).await;
+    let result = verify_between(&req, args.output.quiet, None, sink).await;
     let report = match result {
         Ok(r) => r,
         Err(e) => {
@@ -399,7 +406,7 @@ fn summary(r: &VerifyReport) -> String {
     }
     if c.unreadable > 0 {
         line!(
-            "  (unreadable: pass --src-auth / --dst-auth digest:USER:PASSWORD of an id allowed to read them, with ADMIN for hidden ACLs; or --no-acl)"
+            "  (unreadable: pass --src-auth / --dst-auth digest:USER:PASSWORD of an id allowed to read them, with ADMIN where ACLs are hidden)"
         );
     }
     if r.ephemerals_ignored > 0 {

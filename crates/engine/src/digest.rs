@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::error::{Result, Side};
+use crate::error::{Error, Result, Side};
 use crate::node::{Slot, acl_masked};
 use crate::progress::Progress;
 use crate::read::TreeReader;
@@ -16,6 +16,7 @@ use crate::tree::{ReadSettings, Timeouts, Tree};
 /// A digest: the tree, how to reach and read it, and what to include. The
 /// one value a driver hands to [`run`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct DigestRequest {
     pub tree: Tree,
     pub timeouts: Timeouts,
@@ -42,8 +43,8 @@ impl DigestRequest {
 /// Digests `req.tree`: opens a reader on it and walks it.
 pub async fn run(req: &DigestRequest, progress: &Progress) -> Result<DigestReport> {
     progress.set_phase("connecting");
-    let reader =
-        TreeReader::connect(Side::Source, &req.tree, &req.timeouts, &req.read, req.acl, req.read.sessions).await?;
+    let connecting = TreeReader::connect(Side::Source, &req.tree, &req.timeouts, &req.read, req.acl, req.read.sessions);
+    let reader = progress.unless_cancelled(connecting).await?;
     let walk = WalkOptions {
         batch: req.read.batch,
         window: req.read.window,
@@ -55,6 +56,7 @@ pub async fn run(req: &DigestRequest, progress: &Progress) -> Result<DigestRepor
 
 /// One tree's fingerprint: root digest, size and the newest zxids seen.
 #[derive(Clone, Debug, serde::Serialize)]
+#[non_exhaustive]
 pub struct DigestReport {
     pub root: String,
     pub digest: Option<String>,
@@ -77,9 +79,9 @@ pub struct DigestReport {
 pub(crate) async fn run_on(tree: &TreeReader, walk_opts: &WalkOptions, progress: &Progress) -> Result<DigestReport> {
     progress.set_phase("digesting");
     let started = Instant::now();
-    tree.catch_up().await?;
+    progress.unless_cancelled(tree.catch_up()).await?;
     if tree.root_stat().await?.is_none() {
-        return Err(crate::Error::NoRoot { side: tree.side(), path: tree.root().to_string() });
+        return Err(Error::NoRoot { side: tree.side(), path: tree.root().to_string() });
     }
     let mut o = walk_opts.clone();
     o.digest = true;
@@ -121,7 +123,7 @@ pub(crate) async fn run_on(tree: &TreeReader, walk_opts: &WalkOptions, progress:
     let (walked, (list_failures, unreadable_paths)) =
         tokio::join!(walk::walk(Some(tree), None, walk::SRC, &o, tx), draining);
     if progress.is_cancelled() {
-        return Err(crate::Error::Interrupted);
+        return Err(Error::Interrupted);
     }
     let walked = walked?;
     let s = walked.src;

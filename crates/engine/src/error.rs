@@ -28,7 +28,7 @@ impl fmt::Display for Side {
 /// one ensemble.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Overlap {
+pub enum OverlapKind {
     /// The same node.
     Same,
     /// The destination root lies inside the source tree.
@@ -92,7 +92,7 @@ pub enum Error {
     DestinationNotEmpty { path: String, children: i32 },
 
     #[error("destination root {dst_root} {} on the same ensemble", relation.describe(src_root))]
-    Overlap { src_root: String, dst_root: String, relation: Overlap },
+    Overlap { src_root: String, dst_root: String, relation: OverlapKind },
 
     #[error("{side} root {path} is an ephemeral node: nothing to copy")]
     EphemeralRoot { side: Side, path: String },
@@ -135,12 +135,12 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
-impl Overlap {
+impl OverlapKind {
     fn describe(self, src_root: &str) -> String {
         match self {
-            Overlap::Same => "is the source root".to_string(),
-            Overlap::Inside => format!("lies inside the source root {src_root}"),
-            Overlap::Contains => format!("contains the source root {src_root}"),
+            OverlapKind::Same => "is the source root".to_string(),
+            OverlapKind::Inside => format!("lies inside the source root {src_root}"),
+            OverlapKind::Contains => format!("contains the source root {src_root}"),
         }
     }
 }

@@ -34,11 +34,6 @@ pub use error::{Error, Result, Side};
 pub use progress::{CancellationToken, Progress};
 pub use tree::{ReadSettings, RunCredential, Timeouts, Tree};
 
-/// 64 bits from the OS random source.
-pub(crate) fn random_u64() -> u64 {
-    getrandom::u64().expect("the operating system's random source (getrandom) failed")
-}
-
 /// Parts of the engine that its own tests and benchmarks reach into (with
 /// the `internals` feature): readers opened before a fault, the comparer
 /// fed by hand, the batcher and the Merkle builder timed alone. Not part of
@@ -54,6 +49,7 @@ pub mod internals {
 
     use std::sync::Arc;
 
+    use crate::copy::plan::Identities;
     use crate::copy::{CopyOptions, CopySummary, Job, Left};
     use crate::zk::session::Session;
     use crate::{Progress, Result, RunCredential, verify};
@@ -68,11 +64,12 @@ pub mod internals {
         run: &RunCredential,
         progress: &Arc<Progress>,
     ) -> Result<CopySummary> {
-        let mut opts = opts.clone();
-        opts.dst_ids = dst.pool().options().auth.iter().filter_map(|a| a.acl_id()).collect();
-        opts.copy_id = Some(run.acl_id());
+        let ids = Identities {
+            dst: dst.pool().options().auth.iter().filter_map(|a| a.acl_id()).collect(),
+            run: run.acl_id(),
+        };
         let walk = WalkOptions::default();
-        let job = Job { opts: &opts, walk: &walk, allow_overlap: false };
+        let job = Job { opts, walk: &walk, ids: &ids, allow_overlap: false };
         crate::copy::run_on(src, dst, writer, &job, progress, &mut Left::default()).await
     }
 

@@ -3,13 +3,15 @@
 //!
 //! Cancelling asks the operation to stop at its next safe point: what is in
 //! flight lands, nothing more is sent, and the operation returns
-//! [`crate::Error::Interrupted`] (a copy says what it applied, see
+//! [`Error::Interrupted`] (a copy says what it applied, see
 //! [`crate::copy::CopyFailure`]).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
 
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -59,6 +61,19 @@ impl Progress {
         *self.phase.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// `work`, unless the operation is cancelled first: then
+    /// [`Error::Interrupted`] and `work` is dropped (for steps that write
+    /// nothing, such as connecting).
+    pub(crate) async fn unless_cancelled<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        if self.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
+        tokio::select! {
+            r = work => r,
+            _ = self.cancelled() => Err(Error::Interrupted),
+        }
+    }
+
     pub(crate) fn set_phase(&self, phase: &'static str) {
         *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase;
     }
@@ -74,7 +89,7 @@ impl Progress {
 }
 
 /// This process's peak resident set size, in bytes (Linux).
-pub fn peak_rss_bytes() -> Option<u64> {
+pub(crate) fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -102,6 +102,11 @@ impl Default for ReadSettings {
     }
 }
 
+/// 64 bits from the OS random source.
+pub(crate) fn random_u64() -> u64 {
+    getrandom::u64().expect("the operating system's random source (getrandom) failed")
+}
+
 /// The one-time identity of a copy: a digest credential made from the OS
 /// random source (a 64-bit user name, a 192-bit password) that only the
 /// copy's writer session presents. Temporary grants on nodes whose ACL
@@ -116,7 +121,7 @@ pub struct RunCredential {
 impl RunCredential {
     /// A new identity.
     pub(crate) fn generate() -> RunCredential {
-        let word = || format!("{:016x}", crate::random_u64());
+        let word = || format!("{:016x}", random_u64());
         let credential = format!("zkrepl-{}:{}{}{}", word(), word(), word(), word());
         RunCredential { auth: Auth { scheme: "digest".to_string(), credential } }
     }

@@ -90,6 +90,29 @@ async fn verify_as_owner(src: &LocalServer, dst: &LocalServer, root: &str) -> ve
     report
 }
 
+fn spawnable<T: Send + 'static>(_: &T) {}
+
+/// A driver spawns operations on tasks of their own: each entry point's
+/// future is `Send` (and `'static` when it owns what it borrows).
+#[test]
+fn every_entry_point_can_run_in_a_task_of_its_own() {
+    fn tree(root: &str) -> Tree {
+        Tree::new("127.0.0.1:1", root).unwrap()
+    }
+    let copying = async {
+        let req = CopyRequest::new(tree("/a"), tree("/b"));
+        copy::run(&req, &Arc::new(Progress::new())).await.map(|_| ())
+    };
+    spawnable(&copying);
+    let verifying = async {
+        let mut first = FirstDifferences::new(20);
+        verify::run(&VerifyRequest::new(tree("/a"), tree("/b")), &Progress::new(), &mut first).await.map(|_| ())
+    };
+    spawnable(&verifying);
+    let digesting = async { digest::run(&DigestRequest::new(tree("/a")), &Progress::new()).await.map(|_| ()) };
+    spawnable(&digesting);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_verify_and_digest_through_the_entry_points() {
     let (src, dst) = tokio::task::spawn_blocking(start_pair).await.unwrap();
@@ -143,8 +166,10 @@ async fn overlapping_roots_are_refused_unless_allowed() {
     let (src, _dst) = tokio::task::spawn_blocking(start_pair).await.unwrap();
     let c = client(&src, Some(OWNER)).await;
     source_tree(&c, "/api/overlap", 3).await;
-    // The same server under another address form: only node identity tells.
-    let alias = src.connect_string().replace("127.0.0.1", "localhost");
+    // The same server behind a proxy, on a port of its own: only the nodes'
+    // identity tells.
+    let proxy = zkrepl_testkit::proxy::FaultProxy::to_port(src.port).await;
+    let alias = format!("127.0.0.1:{}", proxy.addr().port());
     let src_tree = Tree::new(&src.connect_string(), "/api/overlap").unwrap().with_auth(owner_auth());
     for dst_root in ["/api/overlap", "/api/overlap/open/inside", "/api"] {
         let req = CopyRequest::new(src_tree.clone(), Tree::new(&alias, dst_root).unwrap());
@@ -207,6 +232,17 @@ async fn a_cancelled_copy_is_finished_by_a_second_call_with_its_credential() {
     );
     assert_eq!(acl.len(), restrictive().len() + 1, "the real ACL and the grant, nothing for anyone else: {acl:?}");
     assert!(!format!("{:?}", failure.credential).contains(failure.credential.credential().split(':').nth(1).unwrap()));
+
+    // Without that credential a later copy cannot finish the job: the node
+    // grants nothing to a new identity.
+    let mut fresh_identity = req.clone();
+    fresh_identity.options.mode = Mode::Update;
+    let refused = copy::run(&fresh_identity, &Arc::new(Progress::new())).await.expect_err("needs the credential");
+    assert!(
+        matches!(&refused.error, Error::NoAuth { side: Side::Destination, path, .. } if path.starts_with(&format!("{root}/locked"))),
+        "{:?}",
+        refused.error
+    );
 
     // The second call: the same request, resumed with the credential.
     let resumed = req.resume(&failure);

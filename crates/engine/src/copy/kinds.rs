@@ -1,6 +1,6 @@
 //! Which kind each copied node is created as. The client protocol shows
 //! containers and TTL nodes as plain persistent nodes, so the kind comes
-//! from the user's globs (`--container`, `--ttl`), then from a snapshot file
+//! from the user's globs (containers, TTL nodes), then from a snapshot file
 //! of the source when one is given, then defaults to persistent.
 
 use std::collections::HashMap;
@@ -88,13 +88,13 @@ fn check_units(s: &str) -> Result<()> {
 }
 
 impl KindRules {
-    /// Adds a `--container GLOB`.
+    /// Adds a glob of source paths to create as containers.
     pub fn add_container(&mut self, pattern: &str) -> Result<()> {
         self.containers.push((pattern.to_string(), glob(pattern)?));
         Ok(())
     }
 
-    /// Adds a `--ttl GLOB=DURATION`.
+    /// Adds a `GLOB=DURATION` rule: source paths to create as TTL nodes.
     pub fn add_ttl(&mut self, spec: &str) -> Result<()> {
         let (pattern, dur) = spec
             .rsplit_once('=')

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use zookeeper_client as zk;
 
 use self::kinds::KindRules;
-use self::plan::Planner;
+use self::plan::{Identities, Planner};
 use crate::error::{Error, Result, Side};
 use crate::progress::Progress;
 use crate::read::TreeReader;
@@ -52,6 +52,7 @@ pub enum AclMode {
 /// What a copy does (the trees and how to reach them are in
 /// [`CopyRequest`]).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct CopyOptions {
     pub mode: Mode,
     /// Plan and count, write nothing.
@@ -67,12 +68,6 @@ pub struct CopyOptions {
     /// Raise destination parents' child versions to the source's so that
     /// new sequential nodes keep counting from where the source was.
     pub sequence_counters: bool,
-    /// ACL ids the destination sessions authenticate as (set by [`run`]).
-    pub(crate) dst_ids: Vec<(String, String)>,
-    /// This run's own identity, held by the writer session only (set by
-    /// [`run`] from a [`RunCredential`]): the temporary grant on nodes
-    /// whose ACL would stop the copy from writing beneath them.
-    pub(crate) copy_id: Option<(String, String)>,
     /// Paths listed per class in a dry-run plan.
     pub plan_sample: usize,
 }
@@ -88,8 +83,6 @@ impl Default for CopyOptions {
             max_delete: None,
             max_pad: None,
             sequence_counters: true,
-            dst_ids: Vec::new(),
-            copy_id: None,
             plan_sample: 10,
         }
     }
@@ -116,6 +109,7 @@ pub struct KindsCopied {
 
 /// The result of a copy.
 #[derive(Clone, Debug, serde::Serialize)]
+#[non_exhaustive]
 pub struct CopySummary {
     pub mode: Mode,
     pub dry_run: bool,
@@ -153,9 +147,9 @@ pub struct CopySummary {
     /// Times a tree's reader sessions moved to another ensemble member
     /// together.
     pub member_moves: usize,
-    /// A dry run found more deletions than --max-delete allows.
+    /// A dry run found more deletions than `CopyOptions::max_delete` allows.
     pub delete_limit_exceeded: bool,
-    /// A dry run found more pads than --max-pad allows.
+    /// A dry run found more pads than `CopyOptions::max_pad` allows.
     pub pad_limit_exceeded: bool,
     /// Peak resident memory of this process so far.
     pub peak_rss_bytes: Option<u64>,
@@ -166,6 +160,7 @@ pub struct CopySummary {
 /// A copy: the two trees, how to reach and read them, and what to do. The
 /// one value a driver hands to [`run`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct CopyRequest {
     pub src: Tree,
     pub dst: Tree,
@@ -227,6 +222,7 @@ impl CopyRequest {
 /// A copy that stopped before its end: why, and what it left.
 #[derive(Debug, thiserror::Error)]
 #[error("{error}")]
+#[non_exhaustive]
 pub struct CopyFailure {
     pub error: Error,
     /// Write operations that landed on the destination before it stopped.
@@ -285,16 +281,18 @@ async fn copy_request(
     writer_tree.auth.push(run.auth().clone());
     let src_acl = req.options.acl == AclMode::Preserve;
     let dst_sessions = if req.options.mode == Mode::Fresh { 1 } else { req.read.sessions };
-    let (src_reader, dst_reader, writer) = futures::try_join!(
-        TreeReader::connect(Side::Source, &req.src, &req.timeouts, &req.read, src_acl, req.read.sessions),
-        TreeReader::connect(Side::Destination, &dst, &req.timeouts, &req.read, true, dst_sessions),
-        Session::connect(Arc::new(writer_tree.connect_options(Side::Destination, &req.timeouts))),
-    )?;
-    let mut opts = req.options.clone();
-    opts.dst_ids = dst.acl_ids();
-    opts.copy_id = Some(run.acl_id());
+    let (src_reader, dst_reader, writer) = progress
+        .unless_cancelled(async {
+            futures::try_join!(
+                TreeReader::connect(Side::Source, &req.src, &req.timeouts, &req.read, src_acl, req.read.sessions),
+                TreeReader::connect(Side::Destination, &dst, &req.timeouts, &req.read, true, dst_sessions),
+                Session::connect(Arc::new(writer_tree.connect_options(Side::Destination, &req.timeouts))),
+            )
+        })
+        .await?;
+    let ids = Identities { dst: dst.acl_ids(), run: run.acl_id() };
     let walk = WalkOptions { batch: req.read.batch, window: req.read.window, ..WalkOptions::default() };
-    let job = Job { opts: &opts, walk: &walk, allow_overlap: req.allow_overlap };
+    let job = Job { opts: &req.options, walk: &walk, ids: &ids, allow_overlap: req.allow_overlap };
     run_on(&src_reader, &dst_reader, &Arc::new(writer), &job, progress, left).await
 }
 
@@ -302,6 +300,8 @@ async fn copy_request(
 pub(crate) struct Job<'a> {
     pub opts: &'a CopyOptions,
     pub walk: &'a WalkOptions,
+    /// Who the destination sessions are (the temporary grants go to them).
+    pub ids: &'a Identities,
     pub allow_overlap: bool,
 }
 
@@ -323,11 +323,11 @@ pub(crate) async fn check_distinct(src: &TreeReader, dst: &TreeReader) -> Result
     let same = same_hosts || same_ensemble(src, dst, &src_abs, &dst_abs).await?;
     if same {
         let relation = if src_abs == dst_abs {
-            crate::error::Overlap::Same
+            crate::error::OverlapKind::Same
         } else if path::is_within(&src_abs, &dst_abs) {
-            crate::error::Overlap::Inside
+            crate::error::OverlapKind::Inside
         } else {
-            crate::error::Overlap::Contains
+            crate::error::OverlapKind::Contains
         };
         return Err(Error::Overlap { src_root: src_abs, dst_root: dst_abs, relation });
     }
@@ -397,8 +397,8 @@ pub(crate) async fn run_on(
     if !opts.dry_run && (max_delete.is_some() || opts.max_pad.is_some()) {
         progress.set_phase("counting before writing");
         let probe = CopyOptions { dry_run: true, ..opts.clone() };
-        let probe_job = Job { opts: &probe, walk: job.walk, allow_overlap: job.allow_overlap };
-        let planned = run_pass(src, dst, writer_session, &probe_job, progress, left).await?;
+        let probe_job = Job { opts: &probe, ..*job };
+        let planned = run_pass(src, dst, writer_session, &probe_job, progress, &mut Left::default()).await?;
         let deletes = planned.plan.as_ref().map_or(0, |p| p.deletes);
         if let Some(limit) = max_delete
             && deletes > limit
@@ -432,7 +432,7 @@ async fn run_pass(
     let started = Instant::now();
     progress.set_phase("checking");
     // Both trees as of now at least, whichever members they are read from.
-    futures::try_join!(src.catch_up(), dst.catch_up())?;
+    progress.unless_cancelled(async { futures::try_join!(src.catch_up(), dst.catch_up()) }).await?;
     let Some(src_root) = src.root_stat().await? else {
         return Err(Error::NoRoot { side: Side::Source, path: src.root().to_string() });
     };
@@ -449,6 +449,9 @@ async fn run_pass(
     if src_root.ephemeral_owner != 0 {
         return Err(Error::EphemeralRoot { side: Side::Source, path: src.root().to_string() });
     }
+    if progress.is_cancelled() {
+        return Err(Error::Interrupted);
+    }
     if dst_root.is_none() && !opts.dry_run {
         crate::write::create_ancestors(writer_session, dst.root()).await?;
     }
@@ -458,7 +461,7 @@ async fn run_pass(
     walk_opts.skip_system = walk::system_skips(src, dst);
     let root_sides = walk::SRC | if dst_root.is_some() { walk::DST } else { 0 };
 
-    let mut driver = Driver::new(src.root(), dst.root(), opts, writer_session, progress);
+    let mut driver = Driver::new(src.root(), dst.root(), opts, job.ids, writer_session, progress);
     progress.set_phase("copying");
     let (tx, rx) = mpsc::channel::<Batch>(8);
     let walking = walk::walk(Some(src), Some(dst), root_sides, &walk_opts, tx);
@@ -492,8 +495,10 @@ async fn run_pass(
             // Land what is in flight so the report is true, then fail; nodes
             // still waiting for their final ACL keep this run's grant.
             let _ = driver.land().await;
-            left.applied = driver.applied();
-            left.temporary_acls = driver.planner.pending_acls() as u64;
+            if !opts.dry_run {
+                left.applied = driver.applied();
+                left.temporary_acls = driver.planner.pending_acls() as u64;
+            }
             return Err(e);
         }
     };
@@ -570,11 +575,12 @@ impl<'a> Driver<'a> {
         src_root: &str,
         dst_root: &str,
         opts: &'a CopyOptions,
+        ids: &Identities,
         session: &Arc<Session>,
         progress: &'a Arc<Progress>,
     ) -> Self {
         Driver {
-            planner: Planner::new(src_root, dst_root, opts),
+            planner: Planner::new(src_root, dst_root, opts, ids),
             opts,
             writer: (!opts.dry_run).then(|| Writer::new(session.clone(), opts.writer).with_progress(progress.clone())),
             progress,
@@ -633,7 +639,7 @@ impl<'a> Driver<'a> {
 
     /// Operations that have landed on the destination.
     fn applied(&self) -> u64 {
-        self.writer.as_ref().map_or(0, |w| w.counters().applied())
+        self.writer.as_ref().map_or(0, |w| w.applied())
     }
 
     fn check_stop(&self) -> Result<()> {
@@ -644,8 +650,8 @@ impl<'a> Driver<'a> {
     /// pending work inside `scope` (a relative path; [`plan::WHOLE`] for all
     /// of it, see the [`plan`] module). Each checks for a stop between
     /// chunks: what a phase does can be done again. The refusals (deletions
-    /// over `--max-delete` or beneath an undeletable node, pads over
-    /// `--max-pad`) count the scope's work only.
+    /// over the delete limit or beneath an undeletable node, pads over
+    /// the pad limit) count the scope's work only.
     async fn finish(&mut self, scope: &str, src: &TreeReader, dst: &TreeReader) -> Result<()> {
         path::validate(scope)?;
         let refused = self.planner.deletions_refused_in(scope);
@@ -762,7 +768,7 @@ impl<'a> Driver<'a> {
         if let Some(total) = self.planner.pads_refused(&needed) {
             return Ok(Some((total, needed.len() as u64)));
         }
-        let name = format!("zkrepl-cversion-pad-{:016x}", crate::random_u64());
+        let name = format!("zkrepl-cversion-pad-{:016x}", crate::tree::random_u64());
         for mut pads in needed {
             while self.planner.pad(&mut pads, &name, PHASE_CHUNK, &mut self.ops) > 0 {
                 self.send().await?;

@@ -80,7 +80,7 @@ pub struct Tally {
     pub padded_parents: u64,
     /// Pads (create-and-delete pairs) those parents need.
     pub pads: u64,
-    /// More deletions than `--max-delete` allows.
+    /// More deletions than the delete limit (`max_delete`) allows.
     pub delete_limit_exceeded: bool,
 }
 
@@ -121,6 +121,25 @@ struct Listing {
     created: i64,
 }
 
+/// Who a copy's destination sessions are: the ids of the destination's
+/// credentials, and the run's one-time identity, which only the writer
+/// presents. Every temporary grant goes to these, so a planner cannot be
+/// made without them.
+#[derive(Clone, Debug)]
+pub struct Identities {
+    pub dst: Vec<(String, String)>,
+    pub run: (String, String),
+}
+
+impl Identities {
+    /// The writer's ids: the run's first, then the destination's.
+    pub fn writer(&self) -> Vec<(String, String)> {
+        let mut ids = vec![self.run.clone()];
+        ids.extend(self.dst.iter().cloned());
+        ids
+    }
+}
+
 /// The copy's decisions; see the module documentation.
 pub struct Planner<'a> {
     opts: &'a CopyOptions,
@@ -152,13 +171,15 @@ pub struct Planner<'a> {
     /// children are planned: what was created beneath one before a child
     /// shows that its counter may lag. Bounded like the walk's own stack.
     listings: HashMap<String, Listing>,
-    warned_open: bool,
+    /// The ids the writer session holds: the run's and the destination's.
+    writer_ids: Vec<(String, String)>,
 }
 
 impl<'a> Planner<'a> {
-    pub fn new(src_root: &str, dst_root: &str, opts: &'a CopyOptions) -> Planner<'a> {
+    pub fn new(src_root: &str, dst_root: &str, opts: &'a CopyOptions, ids: &Identities) -> Planner<'a> {
         Planner {
             opts,
+            writer_ids: ids.writer(),
             src_root: src_root.to_string(),
             dst_root: dst_root.to_string(),
             tally: Tally::default(),
@@ -171,7 +192,6 @@ impl<'a> Planner<'a> {
             unlocked: Vec::new(),
             counters: HashMap::new(),
             listings: HashMap::new(),
-            warned_open: false,
         }
     }
 
@@ -341,7 +361,7 @@ impl<'a> Planner<'a> {
         out.push(op);
     }
 
-    /// The ACL a node ends with: the source's, or OPEN with `--acl open`.
+    /// The ACL a node ends with: the source's, or OPEN with `AclMode::Open`.
     fn final_acl(&self, src_acl: Vec<zk::Acl>) -> Vec<zk::Acl> {
         match self.opts.acl {
             AclMode::Preserve => src_acl,
@@ -349,27 +369,13 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// `acl` plus a grant that lets this copy create and read beneath it.
+    /// `acl` plus a grant that lets this copy create and read beneath it:
+    /// to this run's identity, and to the destination's own ids, so that a
+    /// later run with the same credentials can finish the job.
     fn writable(&mut self, acl: &[zk::Acl]) -> Vec<zk::Acl> {
         let mut out = acl.to_vec();
-        match &self.opts.copy_id {
-            Some((scheme, id)) => {
-                // This run's identity, and the user's own, so that a later
-                // run with the same credentials can finish the job.
-                out.push(zk::Acl::new(zk::Permission::ALL, zk::AuthId::new(scheme, id)));
-                for (scheme, id) in &self.opts.dst_ids {
-                    out.push(zk::Acl::new(zk::Permission::ALL, zk::AuthId::new(scheme, id)));
-                }
-            }
-            None => {
-                if !self.warned_open {
-                    tracing::warn!(
-                        "some nodes have ACLs that deny this copy writing beneath them; they are open to anyone until their subtree is copied"
-                    );
-                    self.warned_open = true;
-                }
-                out.push(zk::Acl::new(zk::Permission::ALL, zk::AuthId::anyone()));
-            }
+        for (scheme, id) in &self.writer_ids {
+            out.push(zk::Acl::new(zk::Permission::ALL, zk::AuthId::new(scheme, id)));
         }
         out
     }
@@ -384,18 +390,14 @@ impl<'a> Planner<'a> {
 
     /// Whether `acl` grants `perm` to this copy's writer.
     fn may_beneath(&self, acl: &[zk::Acl], perm: zk::Permission) -> bool {
-        let mut ids = self.opts.dst_ids.clone();
-        ids.extend(self.opts.copy_id.clone());
-        grants_all(acl, &ids, &[perm])
+        grants_all(acl, &self.writer_ids, &[perm])
     }
 
     /// Whether `acl` lets this copy do all it may do beneath a node: create
     /// (children, pads), delete (pads, mirror) and read (reconcile).
     fn open_beneath(&self, acl: &[zk::Acl]) -> bool {
         const BENEATH: [zk::Permission; 3] = [zk::Permission::CREATE, zk::Permission::DELETE, zk::Permission::READ];
-        let mut ids = self.opts.dst_ids.clone();
-        ids.extend(self.opts.copy_id.clone());
-        grants_all(acl, &ids, &BENEATH)
+        grants_all(acl, &self.writer_ids, &BENEATH)
     }
 
     fn create(&mut self, rel: &str, dst_path: String, kind: (NodeKind, bool), s: NodeInfo, out: &mut Vec<Op>) {
@@ -475,7 +477,7 @@ impl<'a> Planner<'a> {
     }
 
     /// Once the walk is done: whether the mirror deletions go ahead. A dry
-    /// run lists every deletion; a real run over `--max-delete`, or with a
+    /// run lists every deletion; a real run over the delete limit, or with a
     /// node to delete beneath which this copy may neither delete nor change
     /// the ACL of ([`Planner::undeletable`]), deletes none.
     #[cfg(test)]
@@ -656,7 +658,7 @@ impl<'a> Planner<'a> {
         deficit as u64
     }
 
-    /// The pads needed when they are more than `--max-pad` allows: counted
+    /// The pads needed when they are more than the pad limit allows: counted
     /// before writing, they can only be more now if the source changed
     /// since, and then no counter is padded.
     pub fn pads_refused(&self, needed: &[Pads]) -> Option<u64> {

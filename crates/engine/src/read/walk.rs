@@ -60,9 +60,9 @@ pub struct Batch {
 /// What to do with nodes only the destination has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DstOnly {
-    /// Neither read nor reported (copy without --mirror).
+    /// Neither read nor reported (a copy that does not mirror).
     Skip,
-    /// Read and reported, their subtrees walked too (verify, --mirror).
+    /// Read and reported, their subtrees walked too (verify, a mirror copy).
     Descend,
 }
 

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::error::{Result, Side};
+use crate::error::{Error, Result, Side};
 use crate::progress::Progress;
 use crate::tree::{ReadSettings, Timeouts, Tree};
 
@@ -66,12 +66,13 @@ pub struct Difference {
     pub detail: String,
 }
 
-/// Where a verify sends each difference as it finds it.
-pub trait DiffSink {
+/// Where a verify sends each difference as it finds it. `Send`, so that a
+/// verify can run in a task of its own.
+pub trait DiffSink: Send {
     fn difference(&mut self, d: Difference);
 }
 
-impl<F: FnMut(Difference)> DiffSink for F {
+impl<F: FnMut(Difference) + Send> DiffSink for F {
     fn difference(&mut self, d: Difference) {
         self(d)
     }
@@ -133,6 +134,7 @@ impl DiffCounts {
 /// The outcome of a verify: counts and digests; the differences themselves
 /// went to the sink.
 #[derive(Clone, Debug, serde::Serialize)]
+#[non_exhaustive]
 pub struct VerifyReport {
     pub src_nodes: u64,
     pub dst_nodes: u64,
@@ -189,6 +191,7 @@ impl VerifyReport {
 /// A verify: the two trees, how to reach and read them, and what to
 /// compare. The one value a driver hands to [`run`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct VerifyRequest {
     pub src: Tree,
     pub dst: Tree,
@@ -223,10 +226,14 @@ impl VerifyRequest {
 pub async fn run(req: &VerifyRequest, progress: &Progress, sink: &mut dyn DiffSink) -> Result<VerifyReport> {
     progress.set_phase("connecting");
     let n = req.read.sessions;
-    let (src, dst) = futures::try_join!(
-        TreeReader::connect(Side::Source, &req.src, &req.timeouts, &req.read, req.acl, n),
-        TreeReader::connect(Side::Destination, &req.dst, &req.timeouts, &req.read, req.acl, n),
-    )?;
+    let (src, dst) = progress
+        .unless_cancelled(async {
+            futures::try_join!(
+                TreeReader::connect(Side::Source, &req.src, &req.timeouts, &req.read, req.acl, n),
+                TreeReader::connect(Side::Destination, &req.dst, &req.timeouts, &req.read, req.acl, n),
+            )
+        })
+        .await?;
     let opts = VerifyOptions {
         walk: WalkOptions { batch: req.read.batch, window: req.read.window, ..WalkOptions::default() },
         include_ephemeral: req.include_ephemeral,
@@ -247,10 +254,10 @@ pub(crate) async fn run_on(
     progress.set_phase("verifying");
     let started = Instant::now();
     // Both trees as of now at least, whichever members they are read from.
-    futures::try_join!(src.catch_up(), dst.catch_up())?;
+    progress.unless_cancelled(async { futures::try_join!(src.catch_up(), dst.catch_up()) }).await?;
     let (src_root, dst_root) = futures::try_join!(src.root_stat(), dst.root_stat())?;
     let Some(_) = src_root else {
-        return Err(crate::Error::NoRoot { side: crate::Side::Source, path: src.root().to_string() });
+        return Err(Error::NoRoot { side: Side::Source, path: src.root().to_string() });
     };
     let mut walk_opts = opts.walk.clone();
     walk_opts.dst_only = DstOnly::Descend;
@@ -281,7 +288,7 @@ pub(crate) async fn run_on(
     };
     let (walked, ()) = tokio::join!(walking, comparing);
     if progress.is_cancelled() {
-        return Err(crate::Error::Interrupted);
+        return Err(Error::Interrupted);
     }
     let walked = walked?;
     let seconds = started.elapsed().as_secs_f64();

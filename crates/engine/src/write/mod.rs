@@ -95,12 +95,6 @@ impl Default for Latency {
 }
 
 impl WriteCounters {
-    /// Operations known to have landed (counted only once their
-    /// transaction, or their reconciliation, has an answer).
-    pub fn applied(&self) -> u64 {
-        self.created + self.existed + self.data_set + self.acl_set + self.deleted + self.padded
-    }
-
     /// Latency percentile of transactions, in milliseconds (0 without any).
     pub fn latency_ms(&self, pct: f64) -> f64 {
         let h = &self.latency.0;

@@ -40,7 +40,12 @@ fn read_only() -> Vec<zk::Acl> {
 }
 
 fn options(mode: Mode) -> CopyOptions {
-    CopyOptions { mode, dst_ids: vec![me()], copy_id: Some(run_id()), ..CopyOptions::default() }
+    CopyOptions { mode, ..CopyOptions::default() }
+}
+
+/// The destination's id (`me`) and the run's.
+fn identities() -> Identities {
+    Identities { dst: vec![me()], run: run_id() }
 }
 
 // ---------------------------------------------------------------------------
@@ -284,8 +289,7 @@ fn outside(t: &Tree, scope: &str) -> BTreeMap<String, Node> {
 /// Fails also when a scope's operations write outside it, or change any
 /// node outside it.
 fn run_in(src: &Tree, dst: &Tree, opts: &CopyOptions, seed: u64, scopes: &[&str]) -> Result<Outcome, String> {
-    let mut ids = opts.dst_ids.clone();
-    ids.extend(opts.copy_id.clone());
+    let ids = identities().writer();
     let mut state = seed | 1;
     let pick = |n: usize| {
         state ^= state << 13;
@@ -296,7 +300,7 @@ fn run_in(src: &Tree, dst: &Tree, opts: &CopyOptions, seed: u64, scopes: &[&str]
     let steps = walk(src, dst, opts.mode, pick);
     // Stats are read after the walk: the vanished nodes are gone by then.
     let src = src.settled();
-    let mut planner = Planner::new(SRC_ROOT, DST_ROOT, opts);
+    let mut planner = Planner::new(SRC_ROOT, DST_ROOT, opts, &identities());
     let mut out = Outcome {
         dst: dst.clone(),
         tally: Tally::default(),
@@ -440,7 +444,7 @@ fn node(rel: &'static str, data: &'static [u8]) -> (&'static str, &'static [u8],
 
 /// Plans a whole walk (in one parent-first order) without applying it.
 fn plan<'a>(opts: &'a CopyOptions, src: &Tree, dst: &Tree) -> (Vec<Op>, Planner<'a>) {
-    let mut planner = Planner::new(SRC_ROOT, DST_ROOT, opts);
+    let mut planner = Planner::new(SRC_ROOT, DST_ROOT, opts, &identities());
     let mut ops = Vec::new();
     let errors = feed(&mut planner, walk(src, dst, opts.mode, |_| 0), &mut ops);
     assert!(errors.is_empty(), "{errors:?}");
@@ -732,12 +736,17 @@ fn final_acls_go_out_in_chunks_and_stay_pending_until_acknowledged() {
 }
 
 #[test]
-fn without_a_run_identity_the_temporary_grant_is_to_anyone() {
+fn the_temporary_grant_goes_to_the_run_and_the_destinations_ids_alone() {
     let src = tree(SRC_ROOT, &[node("", b""), ("/ro", b"r", read_only(), false), node("/ro/child", b"c")]);
-    let opts = CopyOptions { copy_id: None, ..options(Mode::Fresh) };
+    let opts = options(Mode::Fresh);
     let (ops, _) = plan(&opts, &src, &Tree::new());
     let Op::Create { acl, .. } = &ops[1] else { panic!("{ops:?}") };
-    assert_eq!(acl[1..], [entry_acl(zk::Permission::ALL, None)]);
+    assert_eq!(acl[..1], read_only()[..], "the real ACL first");
+    assert_eq!(
+        acl[1..],
+        [entry_acl(zk::Permission::ALL, Some(&run_id())), entry_acl(zk::Permission::ALL, Some(&me()))],
+        "then the run's identity and the destination's own: nobody else"
+    );
 }
 
 #[test]
@@ -799,12 +808,12 @@ fn counters_behind_are_padded_one_creation_at_a_time_and_predicted_before_writin
 #[test]
 fn pads_over_max_pad_are_refused_all_together() {
     let opts = CopyOptions { max_pad: Some(5), ..options(Mode::Update) };
-    let planner = Planner::new(SRC_ROOT, DST_ROOT, &opts);
+    let planner = Planner::new(SRC_ROOT, DST_ROOT, &opts, &identities());
     let pads = |next, last| Pads { parent: "/dst/q".into(), next, last };
     assert_eq!(planner.pads_refused(&[pads(1, 3), pads(10, 11)]), None, "5 pads: at the limit");
     assert_eq!(planner.pads_refused(&[pads(1, 3), pads(10, 12)]), Some(6));
     let unlimited = options(Mode::Update);
-    assert_eq!(Planner::new(SRC_ROOT, DST_ROOT, &unlimited).pads_refused(&[pads(1, 1000)]), None);
+    assert_eq!(Planner::new(SRC_ROOT, DST_ROOT, &unlimited, &identities()).pads_refused(&[pads(1, 1000)]), None);
 }
 
 #[test]
@@ -828,7 +837,7 @@ fn refusals_name_the_node() {
     let masked = vec![entry_acl(zk::Permission::ALL, Some(&("digest".into(), "user:x".into())))];
     let src = tree(SRC_ROOT, &[node("", b""), ("/m", b"", masked, false)]);
     let opts = options(Mode::Fresh);
-    let mut planner = Planner::new(SRC_ROOT, DST_ROOT, &opts);
+    let mut planner = Planner::new(SRC_ROOT, DST_ROOT, &opts, &identities());
     let errors = feed(&mut planner, walk(&src, &Tree::new(), Mode::Fresh, |_| 0), &mut Vec::new());
     assert!(errors.len() == 1 && errors[0].contains("/src/m") && errors[0].contains("ADMIN"), "{errors:?}");
     assert!(!errors[0].contains("--"), "the engine names no command-line option: {errors:?}");
@@ -839,7 +848,7 @@ fn refusals_name_the_node() {
 
     let src = tree(SRC_ROOT, &[node("", b""), node("/e", b"")]);
     let dst = tree(DST_ROOT, &[node("", b""), ("/e", b"", open_acl(), true)]);
-    let mut planner = Planner::new(SRC_ROOT, DST_ROOT, &opts);
+    let mut planner = Planner::new(SRC_ROOT, DST_ROOT, &opts, &identities());
     let errors = feed(&mut planner, walk(&src, &dst, Mode::Update, |_| 0), &mut Vec::new());
     assert!(errors.len() == 1 && errors[0].contains("/dst/e") && errors[0].contains("ephemeral"), "{errors:?}");
 
@@ -1026,21 +1035,18 @@ proptest! {
         mode in prop::sample::select(vec![Mode::Fresh, Mode::Update, Mode::Mirror]),
         dst_root in any::<bool>(),
         open in prop::bool::weighted(0.2),
-        with_run_id in prop::bool::weighted(0.8),
         counters in prop::bool::weighted(0.9),
         seed in any::<u64>(),
     ) {
         let (src, dst) = trees(&specs, mode, dst_root);
         let opts = CopyOptions {
             acl: if open { AclMode::Open } else { AclMode::Preserve },
-            copy_id: with_run_id.then(run_id),
             sequence_counters: counters,
             ..options(mode)
         };
         let done = run(&src, &dst, &opts, seed).map_err(TestCaseError::fail)?;
         // A mirror that cannot delete beneath a node refuses every deletion.
-        let mut ids = opts.dst_ids.clone();
-        ids.extend(opts.copy_id.clone());
+        let ids = identities().writer();
         let stuck = if mode == Mode::Mirror { undeletable(&src.settled(), &dst, &ids) } else { Vec::new() };
         prop_assert_eq!(done.refused.is_some(), !stuck.is_empty(), "refused {:?}, expected among {:?}", &done.refused, &stuck);
         if let Some(node) = &done.refused {
@@ -1108,7 +1114,6 @@ proptest! {
         mode in prop::sample::select(vec![Mode::Fresh, Mode::Update, Mode::Mirror]),
         dst_root in any::<bool>(),
         open in prop::bool::weighted(0.2),
-        with_run_id in prop::bool::weighted(0.8),
         counters in prop::bool::weighted(0.9),
         deeper in prop::collection::vec(prop::sample::select(universe()[4..].to_vec()), 0..4),
         order in Just(["/a", "/b", "/c"]).prop_shuffle(),
@@ -1117,7 +1122,6 @@ proptest! {
         let (src, dst) = trees(&specs, mode, dst_root);
         let opts = CopyOptions {
             acl: if open { AclMode::Open } else { AclMode::Preserve },
-            copy_id: with_run_id.then(run_id),
             sequence_counters: counters,
             ..options(mode)
         };
@@ -1131,8 +1135,7 @@ proptest! {
         if whole.refused.is_some() {
             // Refused where the deletions would be beneath an undeletable
             // node, and nowhere else.
-            let mut ids = opts.dst_ids.clone();
-            ids.extend(opts.copy_id.clone());
+            let ids = identities().writer();
             let stuck = undeletable(&src.settled(), &dst, &ids);
             let holds = |scope: &str| {
                 let top = if scope == WHOLE { DST_ROOT.to_string() } else { path::join(DST_ROOT, scope) };
