@@ -4,10 +4,13 @@
 //! - [`local`]: local ZooKeeper servers and ensembles on loopback ports;
 //! - [`treegen`]: deterministic test trees (Pegasus-shaped, wide, deep, large);
 //! - [`proxy`]: a fault-injection TCP proxy (cut, refuse, stall, slow down);
+//! - [`pegasus`]: a simulated Pegasus meta server (wire protocol, leader
+//!   election and metadata in a real ZooKeeper);
 //! - [`ceilings`]: raw server ceilings measured with the bare client, the
 //!   baselines the benchmarks report ratios to.
 
 pub mod ceilings;
 pub mod local;
+pub mod pegasus;
 pub mod proxy;
 pub mod treegen;

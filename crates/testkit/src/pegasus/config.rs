@@ -1,0 +1,196 @@
+//! The simulated meta's configuration: the keys a Pegasus config.ini uses,
+//! plus a `[simulator]` section for what a real cluster would take from its
+//! replica servers.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::{Level, SimError};
+
+/// One meta server's settings. Build it in code or read it from an INI file
+/// ([`MetaConfig::from_file`]); unknown keys are ignored, as Pegasus does.
+#[derive(Clone, Debug)]
+pub struct MetaConfig {
+    /// `[zookeeper] hosts_list`.
+    pub zookeeper_hosts: String,
+    /// `[zookeeper] timeout_ms`: the session timeout (default 30000).
+    pub zookeeper_timeout_ms: u64,
+    /// `[meta_server] server_list`: every meta, `host:port`.
+    pub meta_servers: Vec<String>,
+    /// `[meta_server] cluster_root` (default `/`).
+    pub cluster_root: String,
+    /// The first argument of `[meta_server] distributed_lock_service_parameters`.
+    pub lock_path: String,
+    /// `[meta_server] meta_function_level_on_start`, a bare name (default steady).
+    pub level_on_start: Level,
+    /// `[meta_server] min_live_node_count_for_unfreeze` (default 3).
+    pub min_live_node_count_for_unfreeze: usize,
+    /// `[meta_server] node_live_percentage_threshold_for_update` (default 65).
+    pub node_live_percentage_threshold_for_update: usize,
+    /// `[replication] cluster_name` (default empty, as Pegasus).
+    pub cluster_name: String,
+    /// `[apps.meta] ports`: the port to listen on; 0 takes the port of the
+    /// only `server_list` entry, or else an ephemeral one.
+    pub port: u16,
+    /// `[simulator] replica_nodes`: the replica servers, `ip:port`.
+    pub replica_nodes: Vec<String>,
+    /// `[simulator] unalive_nodes`: those of them that are down.
+    pub unalive_nodes: Vec<String>,
+    /// `[simulator] disabled_rpcs`: RPC codes answered ERR_HANDLER_NOT_FOUND,
+    /// as an older meta without them would.
+    pub disabled_rpcs: Vec<String>,
+    /// `[simulator] update_interval_ms`: how often the leader writes a
+    /// partition update and duplication progress (default 1000).
+    pub update_interval_ms: u64,
+    /// `[simulator] lock_apps_while_updating` (default true): set `apps` to
+    /// `lock` around each partition write, so a copy can catch it mid-update.
+    pub lock_apps_while_updating: bool,
+    /// `[simulator] default_apps`: `name:partitions,...`, created when `apps`
+    /// is missing or has no children (the real meta reads
+    /// `[meta_server.apps.*]` sections for this).
+    pub default_apps: Vec<(String, u32)>,
+}
+
+impl MetaConfig {
+    /// A config with the defaults, three alive replica nodes and an
+    /// ephemeral port.
+    pub fn new(zookeeper_hosts: &str, cluster_root: &str, lock_path: &str) -> MetaConfig {
+        MetaConfig {
+            zookeeper_hosts: zookeeper_hosts.to_string(),
+            zookeeper_timeout_ms: 30_000,
+            meta_servers: Vec::new(),
+            cluster_root: cluster_root.to_string(),
+            lock_path: lock_path.to_string(),
+            level_on_start: Level::STEADY,
+            min_live_node_count_for_unfreeze: 3,
+            node_live_percentage_threshold_for_update: 65,
+            cluster_name: String::new(),
+            port: 0,
+            replica_nodes: (1..=3).map(|i| format!("127.0.0.1:3480{i}")).collect(),
+            unalive_nodes: Vec::new(),
+            disabled_rpcs: Vec::new(),
+            update_interval_ms: 1000,
+            lock_apps_while_updating: true,
+            default_apps: Vec::new(),
+        }
+    }
+
+    /// Reads an INI file (`[section]`, `key = value`, `;` or `#` comments).
+    pub fn from_file(path: &Path) -> Result<MetaConfig, SimError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SimError::Config(format!("cannot read {}: {e}", path.display())))?;
+        MetaConfig::parse(&text).map_err(|m| SimError::Config(format!("{}: {m}", path.display())))
+    }
+
+    /// Parses INI text; errors name the line.
+    pub fn parse(text: &str) -> Result<MetaConfig, String> {
+        let ini = parse_ini(text)?;
+        let get = |s: &str, k: &str| ini.get(&(s.to_string(), k.to_string())).map(String::as_str);
+        let list = |v: Option<&str>| -> Vec<String> {
+            v.unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+        };
+        let num = |s: &str, k: &str, d: u64| -> Result<u64, String> {
+            get(s, k).map_or(Ok(d), |v| v.parse().map_err(|_| format!("[{s}] {k} = {v:?} is not a number")))
+        };
+        let hosts = get("zookeeper", "hosts_list").ok_or("[zookeeper] hosts_list is missing")?;
+        let lock = get("meta_server", "distributed_lock_service_parameters")
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .ok_or("[meta_server] distributed_lock_service_parameters is missing")?;
+        let mut c = MetaConfig::new(hosts, get("meta_server", "cluster_root").unwrap_or("/"), lock);
+        c.zookeeper_timeout_ms = num("zookeeper", "timeout_ms", 30_000)?;
+        c.meta_servers = list(get("meta_server", "server_list"));
+        if let Some(l) = get("meta_server", "meta_function_level_on_start") {
+            c.level_on_start = Level::from_name(l).ok_or_else(|| {
+                format!("[meta_server] meta_function_level_on_start = {l:?}: expected a bare level name such as steady")
+            })?;
+        }
+        c.min_live_node_count_for_unfreeze = num("meta_server", "min_live_node_count_for_unfreeze", 3)? as usize;
+        c.node_live_percentage_threshold_for_update =
+            num("meta_server", "node_live_percentage_threshold_for_update", 65)? as usize;
+        c.cluster_name = get("replication", "cluster_name").unwrap_or("").to_string();
+        c.port = num("apps.meta", "ports", 0)? as u16;
+        if c.port == 0 && c.meta_servers.len() == 1 {
+            c.port = c.meta_servers[0].rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        }
+        if get("simulator", "replica_nodes").is_some() {
+            c.replica_nodes = list(get("simulator", "replica_nodes"));
+        }
+        c.unalive_nodes = list(get("simulator", "unalive_nodes"));
+        c.disabled_rpcs = list(get("simulator", "disabled_rpcs"));
+        c.update_interval_ms = num("simulator", "update_interval_ms", 1000)?.max(10);
+        c.lock_apps_while_updating = get("simulator", "lock_apps_while_updating").is_none_or(|v| v == "true");
+        for a in list(get("simulator", "default_apps")) {
+            let (name, n) =
+                a.split_once(':').ok_or(format!("[simulator] default_apps entry {a:?}: expected name:partitions"))?;
+            let n = n.parse().map_err(|_| format!("[simulator] default_apps entry {a:?}: bad partition count"))?;
+            c.default_apps.push((name.to_string(), n));
+        }
+        Ok(c)
+    }
+
+    /// The INI text [`MetaConfig::parse`] reads back to this config.
+    pub fn to_ini(&self) -> String {
+        let apps: Vec<String> = self.default_apps.iter().map(|(n, p)| format!("{n}:{p}")).collect();
+        format!(
+            "[apps.meta]\nports = {}\n\n[zookeeper]\nhosts_list = {}\ntimeout_ms = {}\n\n[replication]\ncluster_name = {}\n\n\
+             [meta_server]\nserver_list = {}\ncluster_root = {}\ndistributed_lock_service_parameters = {}\n\
+             meta_function_level_on_start = {}\nmin_live_node_count_for_unfreeze = {}\n\
+             node_live_percentage_threshold_for_update = {}\n\n[simulator]\nreplica_nodes = {}\nunalive_nodes = {}\n\
+             disabled_rpcs = {}\nupdate_interval_ms = {}\nlock_apps_while_updating = {}\ndefault_apps = {}\n",
+            self.port,
+            self.zookeeper_hosts,
+            self.zookeeper_timeout_ms,
+            self.cluster_name,
+            self.meta_servers.join(","),
+            self.cluster_root,
+            self.lock_path,
+            self.level_on_start.name(),
+            self.min_live_node_count_for_unfreeze,
+            self.node_live_percentage_threshold_for_update,
+            self.replica_nodes.join(","),
+            self.unalive_nodes.join(","),
+            self.disabled_rpcs.join(","),
+            self.update_interval_ms,
+            self.lock_apps_while_updating,
+            apps.join(","),
+        )
+    }
+}
+
+fn parse_ini(text: &str) -> Result<BTreeMap<(String, String), String>, String> {
+    let mut out = BTreeMap::new();
+    let mut section = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+            continue;
+        }
+        if let Some(s) = line.strip_prefix('[') {
+            section = s.strip_suffix(']').ok_or(format!("line {}: unclosed section header", i + 1))?.trim().to_string();
+            continue;
+        }
+        let (k, v) = line.split_once('=').ok_or(format!("line {}: expected key = value", i + 1))?;
+        out.insert((section.clone(), k.trim().to_string()), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ini_round_trip_and_lock_path_first_argument() {
+        let c = MetaConfig::parse(
+            "; c\n[zookeeper]\nhosts_list = h:1\n[meta_server]\nserver_list = 127.0.0.1:5\n\
+             distributed_lock_service_parameters = /p/lock, x\nmeta_function_level_on_start = blind\n",
+        )
+        .unwrap();
+        assert_eq!((c.lock_path.as_str(), c.port, c.level_on_start), ("/p/lock", 5, Level::BLIND));
+        let d = MetaConfig::parse(&c.to_ini()).unwrap();
+        assert_eq!(d.to_ini(), c.to_ini());
+        assert!(MetaConfig::parse("[zookeeper]\nhosts_list=h\n[meta_server]\ndistributed_lock_service_parameters=/l\nmeta_function_level_on_start=fl_steady\n").is_err());
+    }
+}

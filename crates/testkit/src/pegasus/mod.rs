@@ -1,0 +1,518 @@
+//! A simulated Pegasus meta server for the tests: the real wire protocol on
+//! a loopback TCP port (Thrift calls and the `/meta/cluster` HTTP page),
+//! its state in a real ZooKeeper with the Pegasus layout, and the real
+//! leader election through `LOCKNODE` ephemerals.
+//!
+//! What it simulates of the meta: the leader writes a partition update
+//! (ballot + 1, a new primary) every `update_interval_ms` while the level
+//! allows (steady, lively) and stops in blind, freezed and stopped; it keeps
+//! writing duplication progress at every level, as the real one does in
+//! blind. The level lives in memory: a restart comes back at
+//! `meta_function_level_on_start`. A meta that becomes leader and finds
+//! `apps` = `lock` refuses to start; a missing partition node is recreated
+//! with ballot 0 and no primary.
+//!
+//! - [`wire`]: the request header, a Thrift binary codec, the reply frame;
+//! - [`rpc`]: the handlers and the HTTP page;
+//! - [`config`]: [`MetaConfig`] and its INI keys;
+//! - [`zk`]: the ZooKeeper layout, [`seed`], loading and the periodic writes.
+
+pub mod config;
+pub mod rpc;
+pub mod wire;
+pub mod zk;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+use zookeeper_client as zkc;
+
+pub use config::MetaConfig;
+pub use zk::{Seed, SeedApp, app_info_json, partition_json, seed};
+
+/// A meta function level (enum meta_function_level). Any i32 can be stored,
+/// as the real meta stores whatever control_meta sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Level(pub i32);
+
+impl Level {
+    pub const STOPPED: Level = Level(100);
+    pub const BLIND: Level = Level(200);
+    pub const FREEZED: Level = Level(300);
+    pub const STEADY: Level = Level(400);
+    pub const LIVELY: Level = Level(500);
+    /// Query only: control_meta with it sets nothing.
+    pub const INVALID: Level = Level(10000);
+
+    const NAMES: [(Level, &'static str); 6] = [
+        (Level::STOPPED, "stopped"),
+        (Level::BLIND, "blind"),
+        (Level::FREEZED, "freezed"),
+        (Level::STEADY, "steady"),
+        (Level::LIVELY, "lively"),
+        (Level::INVALID, "invalid"),
+    ];
+
+    /// The bare name (`blind`), or the number for a value outside the enum.
+    pub fn name(self) -> String {
+        Level::NAMES.iter().find(|(l, _)| *l == self).map_or_else(|| self.0.to_string(), |(_, n)| n.to_string())
+    }
+
+    /// A bare name as `meta_function_level_on_start` takes it (`fl_` names
+    /// are refused, as they make the real meta fail).
+    pub fn from_name(s: &str) -> Option<Level> {
+        Level::NAMES.iter().find(|(_, n)| *n == s).map(|(l, _)| *l)
+    }
+}
+
+/// Why the simulator could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot connect to ZooKeeper at {hosts}: {reason}")]
+    Connect { hosts: String, reason: String },
+    #[error("{op} {path} failed: {source}")]
+    Zk { op: &'static str, path: String, source: zkc::Error },
+    #[error("{path} holds \"lock\" (a meta stopped mid-update): the meta refuses to start")]
+    AppsLocked { path: String },
+    #[error("{path}: {reason}")]
+    BadNode { path: String, reason: String },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+struct Shared {
+    cfg: MetaConfig,
+    addr: SocketAddr,
+    leader: AtomicBool,
+    level: AtomicI32,
+    leader_addr: Mutex<Option<String>>,
+    apps: Mutex<Vec<zk::App>>,
+    /// Why the last takeover failed, if it did.
+    failure: Mutex<Option<String>>,
+    /// Held by the updater while it writes (`lock` ... `unlock`): a clean
+    /// stop takes it first, so it never leaves `apps` locked.
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    fn with_view<T>(&self, f: impl FnOnce(&rpc::View<'_>) -> T) -> T {
+        let apps = self.apps.lock().expect("apps lock");
+        let view = rpc::View {
+            cfg: &self.cfg,
+            is_leader: self.leader.load(Ordering::SeqCst),
+            leader: self.leader_addr.lock().expect("leader lock").clone(),
+            level: self.level.load(Ordering::SeqCst),
+            apps: &apps,
+        };
+        f(&view)
+    }
+}
+
+/// One simulated meta server, served by tokio tasks in this process.
+/// Dropping it aborts its tasks and leaves its session to expire, as
+/// [`SimMeta::kill`] does, without waiting.
+pub struct SimMeta {
+    cfg: MetaConfig,
+    shared: Arc<Shared>,
+    client: Option<zkc::Client>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl SimMeta {
+    /// Starts a meta from a config file.
+    pub async fn start_file(path: &Path) -> Result<SimMeta, SimError> {
+        SimMeta::start(MetaConfig::from_file(path)?).await
+    }
+
+    /// Binds 127.0.0.1 (the configured port or an ephemeral one), joins the
+    /// leader election and, if it leads, loads the cluster; fails when the
+    /// leader finds `apps` = `lock`. Returns once it knows whether it leads.
+    pub async fn start(mut cfg: MetaConfig) -> Result<SimMeta, SimError> {
+        let listener = TcpListener::bind(("127.0.0.1", cfg.port)).await?;
+        let addr = listener.local_addr()?;
+        cfg.port = addr.port();
+        let client = zk::connect(&cfg.zookeeper_hosts, cfg.zookeeper_timeout_ms).await?;
+        let shared = Arc::new(Shared {
+            level: AtomicI32::new(cfg.level_on_start.0),
+            cfg: cfg.clone(),
+            addr,
+            leader: AtomicBool::new(false),
+            leader_addr: Mutex::new(None),
+            apps: Mutex::new(Vec::new()),
+            failure: Mutex::new(None),
+            writing: tokio::sync::Mutex::new(()),
+        });
+        let dir = zk::join(&cfg.lock_path, zk::LEADER_DIR);
+        let me = match join_election(&client, &dir, &addr).await {
+            Ok(me) => me,
+            Err(e) => {
+                zk::close(&cfg.zookeeper_hosts, client).await;
+                return Err(e);
+            }
+        };
+        // The first round runs here so a refusal to lead fails the start.
+        if let Err(e) = election_round(&client, &shared, &dir, &me).await {
+            let _ = client.delete(&me, None).await;
+            zk::close(&cfg.zookeeper_hosts, client).await;
+            return Err(e);
+        }
+        let tasks = vec![
+            tokio::spawn(accept_loop(listener, shared.clone())),
+            tokio::spawn(election_loop(client.clone(), shared.clone(), dir, me)),
+            tokio::spawn(update_loop(client.clone(), shared.clone())),
+        ];
+        Ok(SimMeta { cfg, shared, client: Some(client), tasks })
+    }
+
+    /// The address it serves on.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// Its config, with the port it bound.
+    pub fn config(&self) -> &MetaConfig {
+        &self.cfg
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.shared.leader.load(Ordering::SeqCst)
+    }
+
+    /// The stored level (cluster_info may report freezed instead).
+    pub fn level(&self) -> Level {
+        Level(self.shared.level.load(Ordering::SeqCst))
+    }
+
+    /// Why taking over leadership failed (e.g. `apps` = `lock`), if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure.lock().expect("failure lock").clone()
+    }
+
+    fn halt(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.shared.leader.store(false, Ordering::SeqCst);
+    }
+
+    /// Aborts every task and waits until they are gone (the listener closed).
+    async fn halt_and_wait(&mut self) {
+        self.halt();
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+
+    /// A clean stop: lets an update in flight finish (so `apps` is left
+    /// `unlock`), stops serving and closes its ZooKeeper session, so its
+    /// lock node goes at once and a follower takes over.
+    pub async fn stop(&mut self) {
+        let shared = self.shared.clone();
+        let guard = shared.writing.lock().await;
+        self.halt_and_wait().await;
+        drop(guard);
+        if let Some(c) = self.client.take() {
+            zk::close(&self.cfg.zookeeper_hosts, c).await;
+        }
+    }
+
+    /// A crash: stops answering at once (even mid-update, which can leave
+    /// `apps` = `lock`, as a crashed meta does) and drops its session
+    /// without closing it; the lock node stays until the session timeout.
+    pub async fn kill(&mut self) {
+        self.halt_and_wait().await;
+        self.client.take();
+    }
+
+    /// A clean stop, then a start on the same port with the same config:
+    /// the level is back at `meta_function_level_on_start`.
+    pub async fn restart(&mut self) -> Result<(), SimError> {
+        self.stop().await;
+        // The port was just released; a moment for the kernel to agree.
+        let mut last = None;
+        for _ in 0..50 {
+            match SimMeta::start(self.cfg.clone()).await {
+                Ok(m) => {
+                    *self = m;
+                    return Ok(());
+                }
+                Err(SimError::Io(e)) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(SimError::Io(last.expect("an attempt was made")))
+    }
+}
+
+impl Drop for SimMeta {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+async fn join_election(c: &zkc::Client, dir: &str, addr: &SocketAddr) -> Result<String, SimError> {
+    zk::mkdirs(c, dir).await?;
+    let path = zk::join(dir, "LOCKNODE");
+    let opts = zkc::CreateMode::EphemeralSequential.with_acls(zkc::Acls::anyone_all());
+    let (_, seq) = c.create(&path, addr.to_string().as_bytes(), &opts).await.map_err(|source| SimError::Zk {
+        op: "create",
+        path: path.clone(),
+        source,
+    })?;
+    Ok(format!("{path}{seq}"))
+}
+
+/// Looks at the lock nodes once: records the leader, and when it is this
+/// meta and it was not leading yet, loads the cluster and starts leading.
+/// Returns the lowest node when another meta leads.
+async fn election_round(c: &zkc::Client, s: &Shared, dir: &str, me: &str) -> Result<Option<String>, SimError> {
+    let mut kids =
+        c.list_children(dir).await.map_err(|source| SimError::Zk { op: "list", path: dir.to_string(), source })?;
+    kids.retain(|k| k.starts_with("LOCKNODE"));
+    kids.sort_by_key(|k| k[k.len().saturating_sub(10)..].to_string());
+    let Some(first) = kids.first() else { return Ok(None) };
+    let first = zk::join(dir, first);
+    if first == me {
+        if !s.leader.load(Ordering::SeqCst) {
+            let apps = zk::load(c, &s.cfg).await?;
+            *s.apps.lock().expect("apps lock") = apps;
+            *s.leader_addr.lock().expect("leader lock") = Some(s.addr.to_string());
+            s.leader.store(true, Ordering::SeqCst);
+        }
+        return Ok(None);
+    }
+    let data = c.get_data(&first).await.map(|(d, _)| String::from_utf8_lossy(&d).to_string()).ok();
+    *s.leader_addr.lock().expect("leader lock") = data;
+    Ok(Some(first))
+}
+
+/// Followers watch the leading lock node and take over when it goes.
+async fn election_loop(c: zkc::Client, s: Arc<Shared>, dir: String, me: String) {
+    loop {
+        match election_round(&c, &s, &dir, &me).await {
+            Ok(Some(first)) => match c.check_and_watch_stat(&first).await {
+                Ok((Some(_), w)) => {
+                    w.changed().await;
+                }
+                Ok((None, _)) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            },
+            Ok(None) if s.leader.load(Ordering::SeqCst) => return,
+            Ok(None) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => {
+                // A refused takeover (`apps` = `lock`): report, retry later.
+                *s.failure.lock().expect("failure lock") = Some(e.to_string());
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// The leader's periodic writes: one partition update per tick while the
+/// level allows it, duplication progress at every level.
+async fn update_loop(c: zkc::Client, s: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(s.cfg.update_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut turn = 0usize;
+    loop {
+        tick.tick().await;
+        if !s.leader.load(Ordering::SeqCst) {
+            continue;
+        }
+        let (level, alive) = s.with_view(|v| {
+            let alive: Vec<String> =
+                s.cfg.replica_nodes.iter().filter(|n| !s.cfg.unalive_nodes.contains(n)).cloned().collect();
+            (v.effective_level(), alive)
+        });
+        let mut writes = Vec::new();
+        let mut progress = Vec::new();
+        {
+            let mut apps = s.apps.lock().expect("apps lock");
+            let total: usize = apps.iter().map(|a| a.partitions.len()).sum();
+            if level >= Level::STEADY.0 && total > 0 {
+                let mut k = turn % total;
+                turn += 1;
+                for a in apps.iter_mut() {
+                    if k < a.partitions.len() {
+                        let p = &mut a.partitions[k];
+                        let ballot = p["ballot"].as_i64().unwrap_or(0) + 1;
+                        let (primary, secs) = zk::placement(&alive, ballot as usize);
+                        *p = zk::partition_json(a.id, k as u32, ballot, primary.as_deref(), &secs);
+                        writes.push((a.id, k, p.clone()));
+                        break;
+                    }
+                    k -= a.partitions.len();
+                }
+            }
+            for a in apps.iter_mut() {
+                for d in a.dups.iter_mut() {
+                    for (i, x) in d.progress.iter_mut().enumerate() {
+                        *x += 1;
+                        progress.push((a.id, d.id, i, *x));
+                    }
+                }
+            }
+        }
+        let _guard = s.writing.lock().await;
+        for (app, pidx, v) in writes {
+            let _ = zk::write_partition(&c, &s.cfg, app, pidx, &v).await;
+        }
+        for (app, dup, pidx, x) in progress {
+            let _ = zk::write_progress(&c, &s.cfg, app, dup, pidx, x).await;
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, s: Arc<Shared>) {
+    // Connection tasks live in this set: aborting this task ends them all.
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((sock, _)) => { conns.spawn(serve(sock, s.clone())); }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+/// One connection: HTTP (one request, then close) or THFT requests until
+/// the peer closes or sends something malformed (then it is dropped).
+async fn serve(mut sock: TcpStream, s: Arc<Shared>) {
+    let mut first = [0u8; 4];
+    if sock.read_exact(&mut first).await.is_err() {
+        return;
+    }
+    if &first != b"THFT" {
+        let _ = serve_http(sock, first, &s).await;
+        return;
+    }
+    let mut header = [0u8; wire::HEADER_LEN];
+    header[..4].copy_from_slice(&first);
+    loop {
+        if sock.read_exact(&mut header[4..]).await.is_err() {
+            return;
+        }
+        let Some(h) = wire::parse_header(&header) else { return };
+        let mut body = vec![0u8; h.body_length as usize];
+        if sock.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let Ok(call) = wire::parse_call(&body) else { return };
+        let (frame, set) = s.with_view(|v| rpc::handle(&call, v));
+        if let Some(level) = set {
+            s.level.store(level, Ordering::SeqCst);
+        }
+        if sock.write_all(&frame).await.is_err() {
+            return;
+        }
+        let mut magic = [0u8; 4];
+        if sock.read_exact(&mut magic).await.is_err() || &magic != b"THFT" {
+            return;
+        }
+    }
+}
+
+async fn serve_http(mut sock: TcpStream, first: [u8; 4], s: &Shared) -> std::io::Result<()> {
+    let mut buf = first.to_vec();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+        let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut chunk)).await.unwrap_or(Ok(0))?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let line = text.lines().next().unwrap_or("");
+    let answer = s.with_view(|v| rpc::http(line, v));
+    sock.write_all(answer.as_bytes()).await?;
+    sock.shutdown().await
+}
+
+/// What [`SimCluster::start`] sets up.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    pub zookeeper_hosts: String,
+    pub cluster_root: String,
+    pub lock_path: String,
+    pub metas: usize,
+    /// Written under the root first, when given.
+    pub seed: Option<Seed>,
+    /// Applied to every meta's config (its port and server_list are set).
+    pub template: MetaConfig,
+}
+
+impl ClusterSpec {
+    /// `metas` metas over a seeded root, with the lock under `<root>/lock`,
+    /// a 4 s session timeout and 200 ms updates.
+    pub fn new(zookeeper_hosts: &str, cluster_root: &str, metas: usize, seed: Seed) -> ClusterSpec {
+        let lock_path = zk::join(cluster_root, "lock");
+        let mut template = MetaConfig::new(zookeeper_hosts, cluster_root, &lock_path);
+        template.zookeeper_timeout_ms = 4000;
+        template.update_interval_ms = 200;
+        template.replica_nodes = seed.replica_nodes.clone();
+        ClusterSpec {
+            zookeeper_hosts: zookeeper_hosts.to_string(),
+            cluster_root: cluster_root.to_string(),
+            lock_path,
+            metas,
+            seed: Some(seed),
+            template,
+        }
+    }
+}
+
+/// Several metas over one seeded cluster root, each with its config.ini in
+/// a temporary directory (removed on drop). The first meta leads.
+pub struct SimCluster {
+    pub metas: Vec<SimMeta>,
+    /// `configs[i]` is the config.ini `metas[i]` was started from.
+    pub configs: Vec<PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+impl SimCluster {
+    pub async fn start(spec: ClusterSpec) -> Result<SimCluster, SimError> {
+        if let Some(seed) = &spec.seed {
+            zk::seed(&spec.zookeeper_hosts, &spec.cluster_root, seed).await?;
+        }
+        let mut ports = Vec::new();
+        for _ in 0..spec.metas {
+            ports.push(crate::local::free_port().map_err(|e| SimError::Config(e.to_string()))?);
+        }
+        let servers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let dir = tempfile::tempdir()?;
+        let (mut metas, mut configs) = (Vec::new(), Vec::new());
+        for (i, port) in ports.iter().enumerate() {
+            let mut cfg = spec.template.clone();
+            cfg.zookeeper_hosts = spec.zookeeper_hosts.clone();
+            cfg.cluster_root = spec.cluster_root.clone();
+            cfg.lock_path = spec.lock_path.clone();
+            cfg.meta_servers = servers.clone();
+            cfg.port = *port;
+            let path = dir.path().join(format!("meta{}.ini", i + 1));
+            std::fs::write(&path, cfg.to_ini())?;
+            metas.push(SimMeta::start_file(&path).await?);
+            configs.push(path);
+        }
+        Ok(SimCluster { metas, configs, _dir: dir })
+    }
+
+    /// The index of the leading meta, if one leads.
+    pub fn leader(&self) -> Option<usize> {
+        self.metas.iter().position(SimMeta::is_leader)
+    }
+}
