@@ -123,6 +123,8 @@ pub struct SimMeta {
     cfg: MetaConfig,
     shared: Arc<Shared>,
     client: Option<zkc::Client>,
+    /// Its `LOCKNODE<seq>` path.
+    lock_node: String,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -166,10 +168,10 @@ impl SimMeta {
         }
         let tasks = vec![
             tokio::spawn(accept_loop(listener, shared.clone())),
-            tokio::spawn(election_loop(client.clone(), shared.clone(), dir, me)),
+            tokio::spawn(election_loop(client.clone(), shared.clone(), dir, me.clone())),
             tokio::spawn(update_loop(client.clone(), shared.clone())),
         ];
-        Ok(SimMeta { cfg, shared, client: Some(client), tasks })
+        Ok(SimMeta { cfg, shared, client: Some(client), lock_node: me, tasks })
     }
 
     /// The address it serves on.
@@ -220,6 +222,10 @@ impl SimMeta {
         self.halt_and_wait().await;
         drop(guard);
         if let Some(c) = self.client.take() {
+            // Closing the session removes the node too, but only once the
+            // server has processed the close; removing it first makes the
+            // hand-over start before this returns.
+            let _ = c.delete(&self.lock_node, None).await;
             zk::close(&self.cfg.zookeeper_hosts, c).await;
         }
     }
