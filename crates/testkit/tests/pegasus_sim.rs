@@ -297,6 +297,23 @@ async fn a_killed_leader_keeps_its_lock_node_until_the_session_expires() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_session_expires_stops_leading() {
+    // A ZooKeeper of its own: this test freezes it.
+    let server = tokio::task::spawn_blocking(|| LocalServer::start(&ServerOptions::default())).await.unwrap().unwrap();
+    let mut spec = ClusterSpec::new(&server.connect_string(), "/sim/expire", 1, Seed::simple(1, 2));
+    spec.template.zookeeper_timeout_ms = 2000;
+    let cl = SimCluster::start(spec).await.unwrap();
+    assert!(cl.metas[0].is_leader());
+    server.pause();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    server.resume();
+    assert!(eventually(Duration::from_secs(20), async || !cl.metas[0].is_leader()).await, "expired: no longer leads");
+    assert!(cl.metas[0].failure().unwrap().contains("Expired"), "{:?}", cl.metas[0].failure());
+    let v = ok(cl.metas[0].addr(), "RPC_CM_CONTROL_META", &i32_field(1, 10000)).await;
+    assert_eq!(v.field(1).s(), "ERR_FORWARD_TO_OTHERS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_info_keys_in_order_and_freezed_when_too_few_nodes_are_alive() {
     let cl = cluster("/sim/info", 1, |s| s.template.cluster_name = "onebox".into()).await;
     let a = cl.metas[0].addr();

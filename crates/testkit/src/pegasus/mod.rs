@@ -170,6 +170,7 @@ impl SimMeta {
             tokio::spawn(accept_loop(listener, shared.clone())),
             tokio::spawn(election_loop(client.clone(), shared.clone(), dir, me.clone())),
             tokio::spawn(update_loop(client.clone(), shared.clone())),
+            tokio::spawn(session_watch(client.state_watcher(), shared.clone())),
         ];
         Ok(SimMeta { cfg, shared, client: Some(client), lock_node: me, tasks })
     }
@@ -305,7 +306,7 @@ async fn election_round(c: &zkc::Client, s: &Shared, dir: &str, me: &str) -> Res
 
 /// Followers watch the leading lock node and take over when it goes.
 async fn election_loop(c: zkc::Client, s: Arc<Shared>, dir: String, me: String) {
-    loop {
+    while !c.state().is_terminated() {
         match election_round(&c, &s, &dir, &me).await {
             Ok(Some(first)) => match c.check_and_watch_stat(&first).await {
                 Ok((Some(_), w)) => {
@@ -321,6 +322,20 @@ async fn election_loop(c: zkc::Client, s: Arc<Shared>, dir: String, me: String) 
                 *s.failure.lock().expect("failure lock") = Some(e.to_string());
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
+        }
+    }
+}
+
+/// A meta whose session ends (expired, closed, refused) can no longer hold
+/// the lock: it stops leading and answers as a follower (the real one exits).
+async fn session_watch(mut w: zkc::StateWatcher, s: Arc<Shared>) {
+    loop {
+        let state = w.changed().await;
+        if state.is_terminated() {
+            s.leader.store(false, Ordering::SeqCst);
+            *s.leader_addr.lock().expect("leader lock") = None;
+            *s.failure.lock().expect("failure lock") = Some(format!("ZooKeeper session ended: {state:?}"));
+            return;
         }
     }
 }
