@@ -37,6 +37,8 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Start two local ZooKeeper servers, generate a 100k-node Pegasus tree, copy and verify it
     Demo(crate::bench::DemoArgs),
+    /// Apache Pegasus: a cluster's status through its meta servers, and the meta level
+    Pegasus(crate::pegasus::PegasusArgs),
     /// Print a shell completion script (bash, zsh or fish) to stdout
     Completions(crate::completions::CompletionsArgs),
     /// Print the zkrepl man page (roff) to stdout
@@ -50,6 +52,9 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Digest(_) | Command::Gen(_) => Flags::One,
         _ => Flags::Pair,
     };
+    if let Command::Pegasus(a) = cli.command {
+        return crate::pegasus::run(a).await;
+    }
     match dispatch(cli).await {
         Ok(outcome) => outcome,
         Err(zkrepl::Error::Interrupted) => {
@@ -72,6 +77,7 @@ async fn dispatch(cli: Cli) -> zkrepl::Result<Outcome> {
         Command::SnapshotInfo(a) => crate::snapshot::run(a).await,
         Command::Bench(a) => crate::bench::run(a).await,
         Command::Demo(a) => crate::bench::demo(a).await,
+        Command::Pegasus(_) => unreachable!("dispatched in run"),
         Command::Completions(a) => crate::completions::run(a, Cli::command()),
         Command::Man(a) => crate::completions::run_man(a, Cli::command()),
     }

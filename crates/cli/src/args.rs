@@ -13,7 +13,7 @@ use zkrepl::{ReadSettings, Timeouts, Tree};
 pub const MAX_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 
 /// A timeout on the command line, 1 ms to [`MAX_TIMEOUT`].
-fn timeout(s: &str) -> Result<Duration, String> {
+pub fn timeout(s: &str) -> Result<Duration, String> {
     parse_duration(s, MAX_TIMEOUT).map_err(|e| e.to_string())
 }
 

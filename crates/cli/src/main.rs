@@ -8,6 +8,7 @@ mod common;
 mod completions;
 mod copy;
 mod outcome;
+mod pegasus;
 mod snapshot;
 mod treegen;
 mod verify;

@@ -191,3 +191,36 @@ fn man_all_writes_a_page_per_command() {
         assert!(into.join(format!("zkrepl-{cmd}.1")).is_file(), "no page for {cmd}");
     }
 }
+
+#[test]
+fn pegasus_set_level_refuses_an_unknown_level_before_reaching_a_meta() {
+    for level in ["bogus", "invalid", "fl_blind", "10000"] {
+        let started = Instant::now();
+        let out = zkrepl(&["pegasus", "set-level", "--meta", NOWHERE, level]);
+        assert_exit(&out, 2);
+        let err = stderr(&out);
+        assert!(err.contains("one of stopped, blind, freezed, steady, lively"), "{level}: {err}");
+        assert!(started.elapsed() < Duration::from_secs(5), "refused before connecting");
+    }
+}
+
+#[test]
+fn pegasus_status_without_a_reachable_meta_is_an_error_in_words_and_in_json() {
+    let out = zkrepl(&["pegasus", "status", "--meta", NOWHERE, "--timeout", "2s"]);
+    assert_exit(&out, 2);
+    let err = stderr(&out);
+    assert!(err.contains("no meta reachable (meta server 127.0.0.1:1 refused the connection)"), "{err}");
+    assert!(err.contains("--meta"), "the hint names the option: {err}");
+
+    let out = zkrepl(&["pegasus", "status", "--meta", NOWHERE, "--json"]);
+    assert_exit(&out, 2);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("one JSON document");
+    assert!(doc["error"].as_str().unwrap().starts_with("no meta reachable"), "{doc}");
+    assert!(doc["hint"].as_str().unwrap().contains("--timeout"), "{doc}");
+
+    for bad in ["m1:x", "", "m1/zk"] {
+        let out = zkrepl(&["pegasus", "status", "--meta", bad]);
+        assert_exit(&out, 2);
+        assert!(stderr(&out).contains("--meta takes host[:port]"), "{bad}: {}", stderr(&out));
+    }
+}

@@ -1,0 +1,123 @@
+//! What the cluster's ZooKeeper holds that a migration must check: whether
+//! `<zookeeper_root>/apps` is locked mid-update, and the leader lock's
+//! nodes. Only read.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use zookeeper_client as zk;
+
+use crate::status::Query;
+
+/// The child of the lock path that holds the leader election's nodes
+/// (`_primary_lock_id` in src/meta/meta_server_failure_detector.cpp).
+pub const LEADER_LOCK: &str = "dsn.meta.server.leader";
+
+/// The leader-lock path when none is given: `<zookeeper_root>/lock`, as in
+/// the sample config (cluster_root `/pegasus/<cluster>`,
+/// distributed_lock_service_parameters `/pegasus/<cluster>/lock`). The meta
+/// server itself has no default: the config must name it.
+pub fn default_lock_path(zookeeper_root: &str) -> String {
+    join(zookeeper_root, "lock")
+}
+
+/// `parent/child`, with one slash.
+pub fn join(parent: &str, child: &str) -> String {
+    format!("{}/{child}", parent.trim_end_matches('/'))
+}
+
+/// The `apps` node: its data says whether a meta is mid-update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppsNode {
+    Unlock,
+    /// A meta is mid-update, or stopped mid-update (a meta that starts and
+    /// finds `lock` aborts).
+    Lock,
+    Missing,
+    Other(String),
+}
+
+/// One node of the leader lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockNode {
+    pub name: String,
+    /// `host:port` of the meta holding it.
+    pub data: String,
+    pub ephemeral: bool,
+}
+
+/// What the cluster's ZooKeeper says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ZkState {
+    pub hosts: String,
+    pub apps_path: String,
+    pub apps: Query<AppsNode>,
+    pub leader_lock_path: String,
+    /// `None` when the path does not exist.
+    pub lock_nodes: Query<Option<Vec<LockNode>>>,
+}
+
+/// Reads the apps node and the leader lock's children.
+pub async fn read_state(hosts: &str, root: &str, lock_path: &str, timeout: Duration) -> ZkState {
+    let apps_path = join(root, "apps");
+    let leader_lock_path = join(lock_path, LEADER_LOCK);
+    let unknown = |why: String| ZkState {
+        hosts: hosts.to_string(),
+        apps_path: apps_path.clone(),
+        apps: Query::Unknown(why.clone()),
+        leader_lock_path: leader_lock_path.clone(),
+        lock_nodes: Query::Unknown(why),
+    };
+    let connect = zk::Client::connector().with_session_timeout(timeout.max(Duration::from_secs(2))).with_fail_eagerly();
+    let client = match tokio::time::timeout(timeout, connect.connect(hosts)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return unknown(format!("cannot connect to ZooKeeper {hosts}: {e}")),
+        Err(_) => {
+            return unknown(format!("ZooKeeper {hosts} did not answer within {}", crate::error::humanize(timeout)));
+        }
+    };
+    let read = async {
+        let apps = match client.get_data(&apps_path).await {
+            Ok((d, _)) => Query::Known(match d.as_slice() {
+                b"unlock" => AppsNode::Unlock,
+                b"lock" => AppsNode::Lock,
+                other => AppsNode::Other(String::from_utf8_lossy(other).into_owned()),
+            }),
+            Err(zk::Error::NoNode) => Query::Known(AppsNode::Missing),
+            Err(e) => Query::Unknown(format!("reading {apps_path}: {e}")),
+        };
+        let lock_nodes = match client.list_children(&leader_lock_path).await {
+            Ok(mut names) => {
+                names.sort();
+                let mut nodes = Vec::new();
+                for name in names {
+                    let path = join(&leader_lock_path, &name);
+                    match client.get_data(&path).await {
+                        Ok((d, stat)) => nodes.push(LockNode {
+                            name,
+                            data: String::from_utf8_lossy(&d).into_owned(),
+                            ephemeral: stat.ephemeral_owner != 0,
+                        }),
+                        Err(zk::Error::NoNode) => {}
+                        Err(e) => return (apps, Query::Unknown(format!("reading {path}: {e}"))),
+                    }
+                }
+                Query::Known(Some(nodes))
+            }
+            Err(zk::Error::NoNode) => Query::Known(None),
+            Err(e) => Query::Unknown(format!("listing {leader_lock_path}: {e}")),
+        };
+        (apps, lock_nodes)
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok((apps, lock_nodes)) => ZkState {
+            hosts: hosts.to_string(),
+            apps_path: apps_path.clone(),
+            apps,
+            leader_lock_path: leader_lock_path.clone(),
+            lock_nodes,
+        },
+        Err(_) => unknown(format!("ZooKeeper {hosts} did not answer within {}", crate::error::humanize(timeout))),
+    }
+}
