@@ -194,8 +194,10 @@ fn print_status(s: &ClusterStatus) {
     if s.levels_differ() {
         let why = if reported == "freezed" { ": freezed because too few replica servers are alive" } else { "" };
         println!("level          stored {stored}, reported {reported} (they differ{why})");
-    } else {
+    } else if matches!(s.stored_level, Query::Known(_)) && s.reported_level.is_some() {
         println!("level          {stored} (stored and reported)");
+    } else {
+        println!("level          stored {stored}, reported {reported}");
     }
     println!(
         "zookeeper      {} root {}",

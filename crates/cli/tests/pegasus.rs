@@ -152,6 +152,9 @@ async fn an_rpc_an_older_meta_lacks_is_unknown_not_a_failure() {
     let s = json(&out);
     let unknown = s["unknown"].to_string();
     assert!(unknown.contains("bulk load"), "bulk load reported unknown: {unknown}");
+    // Without the list of duplications, each app is asked on its own.
+    assert!(!unknown.contains("duplication"), "{unknown}");
+    assert!(s["in_progress"].to_string().contains("table_1: duplication"), "{}", s["in_progress"]);
     assert_eq!(s["stored_level"]["known"], "steady", "the rest is still read: {s}");
     let text = stdout(&pegasus(&["status", "--meta", &addr(&c, 0)]).await);
     assert!(text.contains("unknown"), "{text}");

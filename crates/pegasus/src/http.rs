@@ -27,10 +27,22 @@ pub async fn get(meta: &str, path: &str, timeout: Duration) -> Result<Answer> {
         let mut s = TcpStream::connect(meta).await.map_err(|e| fail(e.to_string()))?;
         let req = format!("GET {path} HTTP/1.1\r\nHost: {meta}\r\nConnection: close\r\nAccept: */*\r\n\r\n");
         s.write_all(req.as_bytes()).await.map_err(|e| fail(e.to_string()))?;
+        // The meta keeps the connection open after answering (it serves
+        // RPCs on it too): read until the answer is whole, not until EOF.
         let mut buf = Vec::new();
-        (&mut s).take(MAX_ANSWER as u64 + 1).read_to_end(&mut buf).await.map_err(|e| fail(e.to_string()))?;
-        if buf.len() > MAX_ANSWER {
-            return Err(fail(format!("answer longer than {MAX_ANSWER} bytes")));
+        let mut chunk = [0u8; 4096];
+        loop {
+            if complete(&buf) {
+                break;
+            }
+            let n = s.read(&mut chunk).await.map_err(|e| fail(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.len() > MAX_ANSWER {
+                return Err(fail(format!("answer longer than {MAX_ANSWER} bytes")));
+            }
         }
         parse(&buf).map_err(fail)
     };
@@ -38,6 +50,29 @@ pub async fn get(meta: &str, path: &str, timeout: Duration) -> Result<Answer> {
         Ok(r) => r,
         Err(_) => Err(fail(format!("no answer within {}", crate::error::humanize(timeout)))),
     }
+}
+
+/// Whether `buf` holds a whole answer: the head, then `Content-Length`
+/// bytes, or a chunked body up to its last chunk, or nothing for a
+/// redirect or a status without a body and without a length.
+fn complete(buf: &[u8]) -> bool {
+    let Some(split) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let head = String::from_utf8_lossy(&buf[..split]).to_ascii_lowercase();
+    let body = &buf[split + 4..];
+    let header = |name: &str| {
+        head.split("\r\n")
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim() == name).map(|(_, v)| v.trim().to_string()))
+    };
+    if let Some(n) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        return body.len() >= n;
+    }
+    if header("transfer-encoding").is_some_and(|v| v == "chunked") {
+        return body.windows(5).any(|w| w == b"0\r\n\r\n");
+    }
+    // No length: a redirect or an empty answer is whole at its head;
+    // anything else runs to the close.
+    let status = head.split(' ').nth(1).unwrap_or("");
+    status.starts_with('3') || status == "204" || status == "304"
 }
 
 /// Parses an HTTP/1.x answer (plain or chunked body).

@@ -190,7 +190,9 @@ fn read_node_info(r: &mut Reader<'_>) -> DecodeResult<NodeInfo> {
                 n.status = r.i32()?;
                 true
             }
-            (2, ttype::I64) => {
+            // rpc_address is a struct in the IDL: field type STRUCT, the
+            // payload a bare i64.
+            (2, ttype::STRUCT) => {
                 n.node = read_rpc_address(r)?;
                 true
             }

@@ -203,7 +203,11 @@ async fn app_statuses(client: &MetaClient, meta: &str, infos: Vec<m::AppInfo>) -
     let listed = client
         .call(meta, m::RPC_CM_LIST_DUPLICATION, m::list_duplication_request, m::read_list_duplication)
         .await
-        .and_then(|r| check(meta, m::RPC_CM_LIST_DUPLICATION, &r.err).map(|()| r.apps));
+        .and_then(|r| match r.err.as_str() {
+            // Duplication is off on this meta: none can run.
+            "ERR_SERVICE_NOT_ACTIVE" => Ok(Default::default()),
+            _ => check(meta, m::RPC_CM_LIST_DUPLICATION, &r.err).map(|()| r.apps),
+        });
     let listed = match listed {
         Err(e) if e.is_handler_not_found() => None,
         other => Some(other),
@@ -246,7 +250,11 @@ async fn app_status(client: &MetaClient, meta: &str, a: m::AppInfo, listed: Opti
                     m::read_query_duplication,
                 )
                 .await
-                .and_then(|r| check(meta, m::RPC_CM_QUERY_DUPLICATION, &r.err).map(|()| dups(&r.entries))),
+                .and_then(|r| match r.err.as_str() {
+                    // Duplication is off on this meta: none can run.
+                    "ERR_SERVICE_NOT_ACTIVE" => Ok(Vec::new()),
+                    _ => check(meta, m::RPC_CM_QUERY_DUPLICATION, &r.err).map(|()| dups(&r.entries)),
+                }),
         ),
     };
     let (bulk_load, backup, split) = if !available {
@@ -278,8 +286,9 @@ async fn app_status(client: &MetaClient, meta: &str, a: m::AppInfo, listed: Opti
             )
             .await
             .and_then(|r| match r.err.as_str() {
-                // "Backup not found": the app has none.
-                "ERR_INVALID_PARAMETERS" => Ok(Vec::new()),
+                // "Backup not found": the app has none; or cold backup is
+                // off on this meta (its default): nothing can run.
+                "ERR_INVALID_PARAMETERS" | "ERR_SERVICE_NOT_ACTIVE" => Ok(Vec::new()),
                 _ => check(meta, m::RPC_CM_QUERY_BACKUP_STATUS, &r.err).map(|()| r.items),
             });
         let split = client

@@ -170,12 +170,13 @@ fn list_nodes_decodes_rpc_address_and_host_port_with_a_negative_port() {
         err("ERR_OK"),
         h("0f 0002 0c 00000002"),
         // node 1: alive, 10.0.0.1:34801 (0x87f1), host_port replica1:40960 (i16 -24576 = 0xa000), type 1
-        h("08 0001 00000001  0a 0002 0a000001 87f1 0001  0c 0003"),
+        // rpc_address: field type STRUCT (0c), a bare i64 payload
+        h("08 0001 00000001  0c 0002 0a000001 87f1 0001  0c 0003"),
         s("replica1"),
         h("a000 01"),
         h("06 0063 1234 00"), // unknown i16 field 99, then STOP
         // node 2: unalive, rpc_address only
-        h("08 0001 00000002  0a 0002 0a000002 87f1 0001 00"),
+        h("08 0001 00000002  0c 0002 0a000002 87f1 0001 00"),
         h("00"),
     ]);
     let r = decode(m::RPC_CM_LIST_NODES, &response, m::read_list_nodes);

@@ -274,7 +274,9 @@ impl<'a> Reader<'a> {
         if n > 0 && t != elem {
             return Err(DecodeError::Invalid { offset: at, what: format!("list of type {t}, expected {elem}") });
         }
-        let mut v = Vec::with_capacity(n);
+        // The count is checked against the bytes left, not against the size
+        // of what they decode into: grow as elements arrive.
+        let mut v = Vec::with_capacity(n.min(1024));
         for _ in 0..n {
             v.push(f(self)?);
         }

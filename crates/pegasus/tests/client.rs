@@ -308,7 +308,7 @@ fn full_leader() -> Answer {
                 for (status, last) in [(1, 1u8), (2, 2)] {
                     w.field(ttype::I32, 1);
                     w.i32(status);
-                    w.field(ttype::I64, 2);
+                    w.field(ttype::STRUCT, 2); // rpc_address: a struct with a bare i64
                     w.i64(((0x7f00_0000u64 | last as u64) << 32 | 34801 << 16 | 1) as i64);
                     w.stop();
                 }

@@ -137,9 +137,9 @@ impl R<'_> {
         let n = self.i32() as usize;
         String::from_utf8(self.take(n).to_vec()).unwrap()
     }
-    /// A struct's fields. STRUCT fields 1 and 3 have bare payloads in the
-    /// responses read here: error_code (a string) and host_port (string,
-    /// i16 port, byte type).
+    /// A struct's fields. STRUCT fields 1, 2 and 3 have bare payloads in the
+    /// responses read here: error_code (a string), rpc_address (an i64, in
+    /// node_info) and host_port (string, i16 port, byte type).
     fn st(&mut self) -> V {
         let mut f = Vec::new();
         loop {
@@ -150,6 +150,7 @@ impl R<'_> {
             let id = self.i16();
             let v = match (t, id) {
                 (12, 1) => V::S(self.s()),
+                (12, 2) => V::I(self.int(8)),
                 (12, 3) => {
                     let h = self.s();
                     let p = self.i16() as u16;
@@ -224,12 +225,28 @@ async fn cluster_info(addr: std::net::SocketAddr) -> Vec<(String, String)> {
     keys.zip(v.field(3).l().iter().map(|x| x.s().to_string())).collect()
 }
 
+/// One GET, read to the end of its Content-Length; the meta then keeps the
+/// connection open, as the real one does.
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut c = TcpStream::connect(addr).await.unwrap();
     c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut out)).await.unwrap().unwrap();
-    out
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    for _ in 0..100 {
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).expect("a Content-Length");
+            if body.len() >= len.trim().parse::<usize>().unwrap() {
+                break;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before the answer was whole: {text}");
+        out.extend_from_slice(&chunk[..n]);
+    }
+    let still_open = tokio::time::timeout(Duration::from_millis(300), c.read(&mut chunk)).await.is_err();
+    assert!(still_open, "the connection stays open after the answer");
+    String::from_utf8(out).unwrap()
 }
 
 async fn ballots(c: &zk::Client, root: &str) -> Vec<i64> {

@@ -460,7 +460,10 @@ async fn serve_http(mut sock: TcpStream, first: [u8; 4], s: &Shared) -> std::io:
     let line = text.lines().next().unwrap_or("");
     let answer = s.with_view(|v| rpc::http(line, v));
     sock.write_all(answer.as_bytes()).await?;
-    sock.shutdown().await
+    // As the real meta: the connection stays open after the answer (it
+    // serves RPCs too), until the client closes it or a minute passes.
+    let _ = tokio::time::timeout(Duration::from_secs(60), sock.read(&mut chunk)).await;
+    Ok(())
 }
 
 /// What [`SimCluster::start`] sets up.

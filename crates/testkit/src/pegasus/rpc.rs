@@ -120,7 +120,7 @@ pub(crate) fn handle(call: &Call, v: &View<'_>) -> (Vec<u8>, Option<i32>) {
             for (status, n) in nodes {
                 let (host, port) = split_host_port(n);
                 let ip: Ipv4Addr = host.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
-                w.field(T_I32, 1).i32(status).field(T_I64, 2).i64(wire::rpc_address(ip, port));
+                w.field(T_I32, 1).i32(status).field(T_STRUCT, 2).i64(wire::rpc_address(ip, port));
                 w.field(T_STRUCT, 3).host_port(host, port).stop();
             }
         }
@@ -292,5 +292,5 @@ pub(crate) fn http(request_line: &str, v: &View<'_>) -> String {
         }
         ("200 OK", "Content-Type: application/json\r\n".to_string(), serde_json::Value::Object(m).to_string() + "\n")
     };
-    format!("HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+    format!("HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\n\r\n{body}", body.len())
 }
