@@ -34,10 +34,15 @@ impl Flags {
     }
 }
 
-/// Prints an error on one line, with what to do about it when there is
-/// something to say.
+/// Prints an engine error on one line, with what to do about it when there
+/// is something to say.
 pub fn print_error(e: &zkrepl::Error, flags: Flags) {
-    match hint(e, flags) {
+    print_error_line(e, hint(e, flags).as_deref());
+}
+
+/// Prints any error on one line: `zkrepl: error: <what>[; <hint>]`.
+pub fn print_error_line(e: &dyn std::fmt::Display, hint: Option<&str>) {
+    match hint {
         Some(h) => eprintln!("zkrepl: error: {e}; {h}"),
         None => eprintln!("zkrepl: error: {e}"),
     }

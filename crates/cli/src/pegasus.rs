@@ -10,7 +10,7 @@ use zkrepl_pegasus::zk::{AppsNode, ZkState};
 use zkrepl_pegasus::{Level, MetaClient, Query, Role};
 
 use crate::common::print_json;
-use crate::outcome::{Exit, Outcome};
+use crate::outcome::{Exit, Outcome, print_error_line};
 
 #[derive(Args, Debug)]
 pub struct PegasusArgs {
@@ -99,10 +99,7 @@ pub async fn run(args: PegasusArgs) -> Outcome {
             if json {
                 print_json(&serde_json::json!({ "error": e.to_string(), "hint": hint }));
             }
-            match hint {
-                Some(h) => eprintln!("zkrepl: error: {e}; {h}"),
-                None => eprintln!("zkrepl: error: {e}"),
-            }
+            print_error_line(&e, hint.as_deref());
             Outcome { exit: Exit::Error }
         }
     }
