@@ -5,7 +5,8 @@
 //!
 //! - [`copy::run`] with a [`copy::CopyRequest`],
 //! - [`verify::run`] with a [`verify::VerifyRequest`] and a [`verify::DiffSink`],
-//! - [`digest::run`] with a [`digest::DigestRequest`].
+//! - [`digest::run`] with a [`digest::DigestRequest`],
+//! - [`remove::run`] with a [`remove::RemoveRequest`] (deletes a tree).
 //!
 //! Each opens its own sessions from the request's [`Tree`]s, and reports
 //! through a [`Progress`]: counters to read while it runs, and a
@@ -24,6 +25,7 @@ pub(crate) mod merkle;
 pub mod node;
 pub mod progress;
 pub(crate) mod read;
+pub mod remove;
 pub mod snapshot;
 pub mod tree;
 pub mod verify;

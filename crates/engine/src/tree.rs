@@ -119,8 +119,11 @@ pub struct RunCredential {
 }
 
 impl RunCredential {
-    /// A new identity.
-    pub(crate) fn generate() -> RunCredential {
+    /// A new identity. A copy makes its own; a driver that must record the
+    /// identity before the copy starts (a journal that survives a crash)
+    /// makes it here and hands it to the copy as
+    /// [`crate::copy::CopyRequest::resume`].
+    pub fn generate() -> RunCredential {
         let word = || format!("{:016x}", random_u64());
         let credential = format!("zkrepl-{}:{}{}{}", word(), word(), word(), word());
         RunCredential { auth: Auth { scheme: "digest".to_string(), credential } }
