@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zkrepl_testkit::local::{LocalServer, ServerOptions};
-use zkrepl_testkit::pegasus::{ClusterSpec, MetaConfig, Seed, SimCluster, SimMeta, partition_json};
+use zkrepl_testkit::pegasus::{ClusterSpec, Level, MetaConfig, Seed, SimCluster, SimMeta, partition_json};
 use zookeeper_client as zk;
 
 static SERVER: OnceLock<LocalServer> = OnceLock::new();
@@ -460,7 +460,7 @@ async fn apps_lock_refuses_start_and_a_missing_partition_comes_back_at_ballot_0(
     c.set_data("/sim/locked/apps", b"unlock", None).await.unwrap();
     c.delete("/sim/locked/apps/1/1", None).await.unwrap();
     let mut cfg = cfg;
-    cfg.level_on_start = zkrepl_testkit::pegasus::Level::BLIND;
+    cfg.level_on_start = Level::BLIND;
     let m = SimMeta::start(cfg).await.unwrap();
     assert!(m.is_leader());
     let (d, _) = c.get_data("/sim/locked/apps/1/1").await.unwrap();
@@ -505,4 +505,221 @@ async fn a_bad_header_length_drops_the_connection() {
     let mut buf = [0u8; 16];
     let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await.unwrap().unwrap_or(0);
     assert_eq!(n, 0, "closed without an answer");
+}
+
+async fn list_apps(addr: std::net::SocketAddr) -> Vec<String> {
+    let v = ok(addr, "RPC_CM_LIST_APPS", &i32_field(1, 0)).await;
+    v.field(2).l().iter().map(|a| a.field(3).s().to_string()).collect()
+}
+
+async fn lock_nodes(c: &zk::Client, lock_path: &str) -> Vec<String> {
+    c.list_children(&format!("{lock_path}/dsn.meta.server.leader")).await.unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_with_comments_crlf_and_repeated_keys_is_read_as_pegasus_reads_it() {
+    let hosts = zk_hosts().await;
+    zkrepl_testkit::pegasus::seed(&hosts, "/sim/ini", &Seed::simple(1, 2)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = [
+        "; edited by hand",
+        "[apps.meta]",
+        "ports = 0",
+        "[zookeeper]   # the ensemble",
+        &format!("  hosts_list = {hosts} ; old was 127.0.0.1:1"),
+        "hosts_list = 127.0.0.1:1",
+        "#hosts_list = 127.0.0.1:2",
+        "[meta_server]",
+        "cluster_root = /sim/ini # moved in 2024",
+        "distributed_lock_service_parameters = /sim/ini/lock, ignored",
+        "meta_function_level_on_start = blind;steady",
+        "meta_function_level_on_start = lively",
+        "[replication]",
+        "cluster_name = a^#b^;c",
+        "",
+    ]
+    .join("\r\n");
+    let path = dir.path().join("config.ini");
+    std::fs::write(&path, &text).unwrap();
+    let m = SimMeta::start_file(&path).await.unwrap();
+    assert!(m.is_leader());
+    let info = cluster_info(m.addr()).await;
+    assert_eq!(info[2].1, hosts, "the comment cut, the first hosts_list kept");
+    assert_eq!(info[3].1, "/sim/ini");
+    assert_eq!(info[4].1, "blind");
+    assert_eq!(info[8].1, "a#b;c", "^# and ^; are literal");
+    assert_eq!(list_apps(m.addr()).await, ["table_1"]);
+
+    let twice = dir.path().join("twice.ini");
+    std::fs::write(&twice, format!("{text}[zookeeper]\r\ntimeout_ms = 1\r\n")).unwrap();
+    let e = SimMeta::start_file(&twice).await.err().expect("a section defined twice is refused");
+    assert!(e.to_string().contains("already defined"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_from_file_moves_a_meta_onto_the_zookeeper_its_rewritten_config_names() {
+    let old = zk_hosts().await;
+    let server = tokio::task::spawn_blocking(|| LocalServer::start(&ServerOptions::default())).await.unwrap().unwrap();
+    let new = server.connect_string();
+    assert_ne!(old, new);
+    let root = "/sim/move";
+    let mut cl = cluster(root, 1, |_| {}).await;
+    // What a copy would have put on the new ensemble (told apart here by a third app).
+    zkrepl_testkit::pegasus::seed(&new, root, &Seed::simple(3, 4)).await.unwrap();
+    let a = cl.metas[0].addr();
+    assert_eq!(cluster_info(a).await[2].1, old);
+    assert_eq!(list_apps(a).await.len(), 2);
+    assert_eq!(cl.metas[0].config_file(), Some(cl.configs[0].as_path()));
+
+    let text = std::fs::read_to_string(&cl.configs[0]).unwrap();
+    let line = format!("hosts_list = {old}\n");
+    assert!(text.contains(&line));
+    std::fs::write(&cl.configs[0], text.replace(&line, &format!("hosts_list = {new} ; was {old}\n"))).unwrap();
+    cl.metas[0].restart_from_file().await.unwrap();
+
+    assert_eq!(cl.metas[0].addr(), a, "the same port");
+    assert!(cl.metas[0].is_leader());
+    let info = cluster_info(a).await;
+    assert_eq!((info[2].1.as_str(), info[3].1.as_str()), (new.as_str(), root));
+    assert_eq!(list_apps(a).await, ["table_1", "table_2", "table_3"], "loaded from the new ensemble");
+    let (oc, nc) = (client().await, zk::Client::connect(&new).await.unwrap());
+    assert!(lock_nodes(&oc, "/sim/move/lock").await.is_empty(), "nothing left on the old ensemble");
+    assert_eq!(lock_nodes(&nc, "/sim/move/lock").await.len(), 1);
+
+    // A second time, from the same (remembered) file.
+    cl.metas[0].restart_from_file().await.unwrap();
+    assert_eq!(cluster_info(a).await[2].1, new);
+    // A meta not started from a file has none to read.
+    let mut cfg = cl.metas[0].config().clone();
+    (cfg.port, cfg.cluster_root, cfg.lock_path) = (0, "/sim/move2".into(), "/sim/move2/lock".into());
+    let mut m = SimMeta::start(cfg).await.unwrap();
+    assert!(m.restart_from_file().await.is_err());
+    assert!(m.is_leader(), "and it keeps running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_deleted_before_a_takeover_is_reported_recreated() {
+    let root = "/sim/recreate";
+    let mut cl = cluster(root, 2, |_| {}).await;
+    assert!(cl.metas[0].recreated_partitions().is_empty());
+    assert!(cl.metas[1].recreated_partitions().is_empty(), "a follower has loaded nothing");
+    assert!(cl.metas[1].loaded_progress().is_empty());
+    let c = client().await;
+    c.delete(&format!("{root}/apps/2/3"), None).await.unwrap();
+    cl.metas[0].stop().await;
+    assert!(eventually(Duration::from_secs(5), async || cl.metas[1].is_leader()).await);
+    assert_eq!(cl.metas[1].recreated_partitions(), [(2, 3)]);
+    let (d, _) = c.get_data(&format!("{root}/apps/2/3")).await.unwrap();
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&d).unwrap(), partition_json(2, 3, 0, None, &[]));
+    let loaded = cl.metas[1].loaded_progress();
+    assert_eq!(loaded.keys().copied().collect::<Vec<_>>(), (0..4).map(|p| (1, 1_700_000_001, p)).collect::<Vec<_>>());
+    assert!(loaded.values().all(|v| *v >= 100), "{loaded:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_written_at_blind_a_few_nodes_a_tick_round_robin() {
+    let root = "/sim/blindprogress";
+    let cl = cluster(root, 1, |s| {
+        s.template.level_on_start = Level::BLIND;
+        s.template.progress_per_tick = 3;
+    })
+    .await;
+    let m = &cl.metas[0];
+    let loaded = m.loaded_progress();
+    assert_eq!(loaded.len(), 4);
+    assert!(loaded.values().all(|v| *v == 100), "as seeded: {loaded:?}");
+    let c = client().await;
+    let start = ballots(&c, root).await;
+    assert!(
+        eventually(Duration::from_secs(10), async || m.written_progress().values().all(|v| *v >= 103)
+            && m.written_progress().len() == 4)
+        .await,
+        "{:?}",
+        m.written_progress()
+    );
+    let w = m.written_progress();
+    let (lo, hi) = (w.values().min().unwrap(), w.values().max().unwrap());
+    assert!(hi - lo <= 1, "3 of 4 a tick, round-robin: {w:?}");
+    for ((app, dup, p), v) in &w {
+        let (d, _) = c.get_data(&format!("{root}/apps/{app}/duplication/{dup}/{p}")).await.unwrap();
+        let now: i64 = String::from_utf8(d).unwrap().parse().unwrap();
+        assert!(now >= *v, "the node holds what was written, or a later value");
+    }
+    assert_eq!(ballots(&c, root).await, start, "blind: no partition updates");
+    assert_eq!(control(m.addr(), 10000).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_writes_its_pid_file_and_stops_cleanly_on_sigterm_and_sigint() {
+    use tokio::io::AsyncBufReadExt;
+    let hosts = zk_hosts().await;
+    let root = "/sim/bin";
+    zkrepl_testkit::pegasus::seed(&hosts, root, &Seed::simple(1, 2)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = MetaConfig::new(&hosts, root, "/sim/bin/lock");
+    // Long enough that a lock node gone at once was removed by a clean stop.
+    cfg.zookeeper_timeout_ms = 30_000;
+    cfg.update_interval_ms = 100;
+    let ini = dir.path().join("config.ini");
+    std::fs::write(&ini, cfg.to_ini()).unwrap();
+    let c = client().await;
+    for sig in ["-TERM", "-INT"] {
+        let pid_file = dir.path().join("meta.pid");
+        let log = std::fs::File::create(dir.path().join("meta.log")).unwrap();
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pegasus-sim"))
+            .arg("meta")
+            .arg("--config")
+            .arg(&ini)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), out.next_line()).await.unwrap().unwrap().unwrap();
+        let words: Vec<&str> = line.split(' ').collect();
+        assert_eq!((words.len(), words[0], words[2]), (3, "meta", "leader"), "{line}");
+        let addr: std::net::SocketAddr = words[1].parse().unwrap();
+        assert!(addr.ip().is_loopback());
+        assert!(eventually(Duration::from_secs(5), async || pid_file.exists()).await, "the pid file is written");
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        assert_eq!(pid.trim().parse::<u32>().unwrap(), child.id().unwrap());
+        assert_eq!(cluster_info(addr).await[3].1, root, "serving");
+        assert_eq!(lock_nodes(&c, "/sim/bin/lock").await.len(), 1);
+
+        let kill = std::process::Command::new("kill").arg(sig).arg(pid.trim()).status().unwrap();
+        assert!(kill.success());
+        let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exits").unwrap();
+        assert!(status.success(), "{sig}: {status:?}");
+        assert!(lock_nodes(&c, "/sim/bin/lock").await.is_empty(), "{sig}: the lock node is gone at once");
+        assert!(!pid_file.exists(), "{sig}: the pid file is removed");
+        let (d, _) = c.get_data(&format!("{root}/apps")).await.unwrap();
+        assert_eq!(d, b"unlock");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pegasus_shaped_tree_from_treegen_loads_pipelined() {
+    use zkrepl_testkit::treegen::{GenOptions, Shape, generate_at};
+    let hosts = zk_hosts().await;
+    let root = "/sim/treegen";
+    let opts =
+        GenOptions { shape: Shape::Pegasus, apps: 10, partitions: 1000, leader_lock: false, ..Default::default() };
+    let tree = zkrepl::Tree::new(&hosts, root).unwrap();
+    let (summary, _session) = generate_at(&tree, &zkrepl::Timeouts::default(), &opts).await.unwrap();
+    assert!(summary.nodes > 11_000);
+    let mut cfg = MetaConfig::new(&hosts, root, "/sim/treegen/lock/meta");
+    cfg.level_on_start = Level::BLIND;
+    let started = Instant::now();
+    let m = SimMeta::start(cfg).await.unwrap();
+    let took = started.elapsed();
+    assert!(m.is_leader());
+    assert!(took < Duration::from_secs(20), "loaded in {took:?}");
+    assert_eq!(list_apps(m.addr()).await.len(), 10);
+    assert!(m.recreated_partitions().is_empty());
+    let loaded = m.loaded_progress();
+    assert_eq!(loaded.len(), 1000, "one duplication (app 1) with a node per partition");
+    assert!(loaded.keys().all(|(app, dup, _)| (*app, *dup) == (1, 1_600_000_001)));
 }

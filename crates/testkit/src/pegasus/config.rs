@@ -42,6 +42,10 @@ pub struct MetaConfig {
     /// `[simulator] update_interval_ms`: how often the leader writes a
     /// partition update and duplication progress (default 1000).
     pub update_interval_ms: u64,
+    /// `[simulator] progress_per_tick` (default 8): how many duplication
+    /// progress nodes the leader advances per tick, round-robin over every
+    /// (app, duplication, partition), each by one.
+    pub progress_per_tick: usize,
     /// `[simulator] lock_apps_while_updating` (default true): set `apps` to
     /// `lock` around each partition write, so a copy can catch it mid-update.
     pub lock_apps_while_updating: bool,
@@ -70,19 +74,25 @@ impl MetaConfig {
             unalive_nodes: Vec::new(),
             disabled_rpcs: Vec::new(),
             update_interval_ms: 1000,
+            progress_per_tick: 8,
             lock_apps_while_updating: true,
             default_apps: Vec::new(),
         }
     }
 
-    /// Reads an INI file (`[section]`, `key = value`, `;` or `#` comments).
+    /// Reads an INI file with Pegasus's rules (see [`MetaConfig::parse`]).
     pub fn from_file(path: &Path) -> Result<MetaConfig, SimError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| SimError::Config(format!("cannot read {}: {e}", path.display())))?;
         MetaConfig::parse(&text).map_err(|m| SimError::Config(format!("{}: {m}", path.display())))
     }
 
-    /// Parses INI text; errors name the line.
+    /// Parses INI text as Pegasus reads config.ini: `[section]` and
+    /// `key = value` lines; `#` or `;` starts a comment anywhere on a line
+    /// (`^#` and `^;` are a literal `#` and `;`); blanks around names and
+    /// values are trimmed; CRLF line ends are accepted; of two equal keys in
+    /// a section the first wins; a section defined twice is an error.
+    /// Errors name the line.
     pub fn parse(text: &str) -> Result<MetaConfig, String> {
         let ini = parse_ini(text)?;
         let get = |s: &str, k: &str| ini.get(&(s.to_string(), k.to_string())).map(String::as_str);
@@ -120,6 +130,7 @@ impl MetaConfig {
         c.unalive_nodes = list(get("simulator", "unalive_nodes"));
         c.disabled_rpcs = list(get("simulator", "disabled_rpcs"));
         c.update_interval_ms = num("simulator", "update_interval_ms", 1000)?.max(10);
+        c.progress_per_tick = num("simulator", "progress_per_tick", 8)? as usize;
         c.lock_apps_while_updating = get("simulator", "lock_apps_while_updating").is_none_or(|v| v == "true");
         for a in list(get("simulator", "default_apps")) {
             let (name, n) =
@@ -130,15 +141,16 @@ impl MetaConfig {
         Ok(c)
     }
 
-    /// The INI text [`MetaConfig::parse`] reads back to this config.
+    /// The INI text [`MetaConfig::parse`] reads back to this config (a `#`
+    /// or `;` in a value is written escaped, `^#` and `^;`).
     pub fn to_ini(&self) -> String {
         let apps: Vec<String> = self.default_apps.iter().map(|(n, p)| format!("{n}:{p}")).collect();
-        format!(
+        let text = format!(
             "[apps.meta]\nports = {}\n\n[zookeeper]\nhosts_list = {}\ntimeout_ms = {}\n\n[replication]\ncluster_name = {}\n\n\
              [meta_server]\nserver_list = {}\ncluster_root = {}\ndistributed_lock_service_parameters = {}\n\
              meta_function_level_on_start = {}\nmin_live_node_count_for_unfreeze = {}\n\
              node_live_percentage_threshold_for_update = {}\n\n[simulator]\nreplica_nodes = {}\nunalive_nodes = {}\n\
-             disabled_rpcs = {}\nupdate_interval_ms = {}\nlock_apps_while_updating = {}\ndefault_apps = {}\n",
+             disabled_rpcs = {}\nupdate_interval_ms = {}\nprogress_per_tick = {}\nlock_apps_while_updating = {}\ndefault_apps = {}\n",
             self.port,
             self.zookeeper_hosts,
             self.zookeeper_timeout_ms,
@@ -153,26 +165,55 @@ impl MetaConfig {
             self.unalive_nodes.join(","),
             self.disabled_rpcs.join(","),
             self.update_interval_ms,
+            self.progress_per_tick,
             self.lock_apps_while_updating,
             apps.join(","),
-        )
+        );
+        // The text has no comments: every `#` and `;` in it is in a value.
+        text.replace('#', "^#").replace(';', "^;")
     }
 }
 
+/// Strips a line's comment as Pegasus does: `#` and `;` start a comment
+/// anywhere on the line; `^#` and `^;` stand for a literal `#` and `;`.
+fn strip_comment(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '^' if matches!(chars.peek(), Some('#' | ';')) => out.push(chars.next().expect("peeked")),
+            '#' | ';' => break,
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The INI rules of Pegasus's configuration loader (src/utils/configuration.cpp):
+/// comments from `#` or `;` to the end of the line (`^#`, `^;` escape them),
+/// blanks trimmed around names and values, CRLF line ends accepted, the
+/// first of two equal keys in a section kept (the later one is skipped) and
+/// a section defined twice refused.
 fn parse_ini(text: &str) -> Result<BTreeMap<(String, String), String>, String> {
     let mut out = BTreeMap::new();
+    let mut sections = std::collections::BTreeSet::new();
     let mut section = String::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+    for (i, raw) in text.split('\n').enumerate() {
+        let raw: String = raw.chars().filter(|c| *c != '\r').collect();
+        let stripped = strip_comment(&raw);
+        let line = stripped.trim();
+        if line.is_empty() {
             continue;
         }
         if let Some(s) = line.strip_prefix('[') {
             section = s.strip_suffix(']').ok_or(format!("line {}: unclosed section header", i + 1))?.trim().to_string();
+            if !sections.insert(section.clone()) {
+                return Err(format!("line {}: section [{section}] is already defined", i + 1));
+            }
             continue;
         }
         let (k, v) = line.split_once('=').ok_or(format!("line {}: expected key = value", i + 1))?;
-        out.insert((section.clone(), k.trim().to_string()), v.trim().to_string());
+        out.entry((section.clone(), k.trim().to_string())).or_insert_with(|| v.trim().to_string());
     }
     Ok(out)
 }
@@ -192,5 +233,68 @@ mod tests {
         let d = MetaConfig::parse(&c.to_ini()).unwrap();
         assert_eq!(d.to_ini(), c.to_ini());
         assert!(MetaConfig::parse("[zookeeper]\nhosts_list=h\n[meta_server]\ndistributed_lock_service_parameters=/l\nmeta_function_level_on_start=fl_steady\n").is_err());
+    }
+
+    const BASE: &str = "[meta_server]\ndistributed_lock_service_parameters = /l\n";
+
+    fn hosts(text: &str) -> Result<String, String> {
+        MetaConfig::parse(&format!("{BASE}{text}")).map(|c| c.zookeeper_hosts)
+    }
+
+    #[test]
+    fn a_comment_starts_anywhere_on_a_line() {
+        assert_eq!(hosts("[zookeeper]\nhosts_list = a:1 ; old was b:2\n").unwrap(), "a:1");
+        assert_eq!(hosts("[zookeeper]\nhosts_list = a:1# old b:2\n").unwrap(), "a:1");
+        assert_eq!(hosts("[zookeeper] ; the ensemble\n  # a note\nhosts_list=a:1\n").unwrap(), "a:1");
+        assert_eq!(hosts("[zookeeper]\n;hosts_list = b:2\nhosts_list = a:1\n").unwrap(), "a:1");
+    }
+
+    #[test]
+    fn caret_escapes_a_literal_comment_character() {
+        assert_eq!(hosts("[zookeeper]\nhosts_list = a^#1^;x ; c\n").unwrap(), "a#1;x");
+        assert_eq!(hosts("[zookeeper]\nhosts_list = a^b\n").unwrap(), "a^b", "a caret before anything else stays");
+    }
+
+    #[test]
+    fn blanks_around_names_and_values_are_trimmed() {
+        let c = MetaConfig::parse(
+            "  [ zookeeper ]  \n\t hosts_list \t=  a:1,b:2 \t\n[meta_server]\n distributed_lock_service_parameters =  /l , x \n",
+        )
+        .unwrap();
+        assert_eq!((c.zookeeper_hosts.as_str(), c.lock_path.as_str()), ("a:1,b:2", "/l"));
+    }
+
+    #[test]
+    fn crlf_line_ends_are_accepted() {
+        let c = MetaConfig::parse(
+            "[zookeeper]\r\nhosts_list = a:1\r\ntimeout_ms = 5000\r\n[meta_server]\r\n\
+             distributed_lock_service_parameters = /l\r\ncluster_root = /r\r\n",
+        )
+        .unwrap();
+        assert_eq!((c.zookeeper_hosts.as_str(), c.zookeeper_timeout_ms, c.cluster_root.as_str()), ("a:1", 5000, "/r"));
+    }
+
+    #[test]
+    fn the_first_of_two_equal_keys_wins() {
+        assert_eq!(hosts("[zookeeper]\nhosts_list = new:1\nhosts_list = old:2\n").unwrap(), "new:1");
+        // The same key in other sections is another key.
+        let c = MetaConfig::parse(&format!("[a]\nhosts_list = x\n[zookeeper]\nhosts_list = a:1\n{BASE}")).unwrap();
+        assert_eq!(c.zookeeper_hosts, "a:1");
+    }
+
+    #[test]
+    fn a_section_defined_twice_is_an_error() {
+        let e = hosts("[zookeeper]\nhosts_list = a:1\n[zookeeper]\ntimeout_ms = 1\n").unwrap_err();
+        assert!(e.contains("line 5") && e.contains("[zookeeper]"), "{e}");
+        assert!(hosts("[zookeeper]\nhosts_list = a:1\n[ zookeeper ]\n").is_err(), "names compare trimmed");
+    }
+
+    #[test]
+    fn to_ini_escapes_comment_characters_in_values() {
+        let mut c = MetaConfig::new("a:1", "/r#1;x", "/l");
+        c.cluster_name = "c;d".into();
+        let d = MetaConfig::parse(&c.to_ini()).unwrap();
+        assert_eq!((d.cluster_root.as_str(), d.cluster_name.as_str()), ("/r#1;x", "c;d"));
+        assert_eq!(d.progress_per_tick, 8);
     }
 }

@@ -7,7 +7,10 @@
 //! (ballot + 1, a new primary) every `update_interval_ms` while the level
 //! allows (steady, lively) and stops in blind, freezed and stopped; it keeps
 //! writing duplication progress at every level, as the real one does in
-//! blind. The level lives in memory: a restart comes back at
+//! blind (`progress_per_tick` nodes a tick, round-robin, each advanced by
+//! one). A meta started from a config file can be restarted from it, read
+//! again ([`SimMeta::restart_from_file`]), as a migration restarts a meta
+//! onto a new ZooKeeper. The level lives in memory: a restart comes back at
 //! `meta_function_level_on_start`. A meta that becomes leader and finds
 //! `apps` = `lock` refuses to start; a missing partition node is recreated
 //! with ballot 0 and no primary.
@@ -22,6 +25,7 @@ pub mod rpc;
 pub mod wire;
 pub mod zk;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -88,6 +92,9 @@ pub enum SimError {
     Io(#[from] std::io::Error),
 }
 
+/// A duplication progress node: (app id, duplication id, partition index).
+pub type ProgressKey = (i32, i32, u32);
+
 struct Shared {
     cfg: MetaConfig,
     addr: SocketAddr,
@@ -97,6 +104,12 @@ struct Shared {
     apps: Mutex<Vec<zk::App>>,
     /// Why the last takeover failed, if it did.
     failure: Mutex<Option<String>>,
+    /// Partition nodes found missing and recreated at the takeover.
+    recreated: Mutex<Vec<(i32, u32)>>,
+    /// Duplication progress as loaded at the takeover.
+    loaded_progress: Mutex<BTreeMap<ProgressKey, i64>>,
+    /// The last value written to each progress node written.
+    written_progress: Mutex<BTreeMap<ProgressKey, i64>>,
     /// Held by the updater while it writes (`lock` ... `unlock`): a clean
     /// stop takes it first, so it never leaves `apps` locked.
     writing: tokio::sync::Mutex<()>,
@@ -125,13 +138,18 @@ pub struct SimMeta {
     client: Option<zkc::Client>,
     /// Its `LOCKNODE<seq>` path.
     lock_node: String,
+    /// The config file it was started from, if it was.
+    source: Option<PathBuf>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl SimMeta {
-    /// Starts a meta from a config file.
+    /// Starts a meta from a config file, remembered for
+    /// [`SimMeta::restart_from_file`].
     pub async fn start_file(path: &Path) -> Result<SimMeta, SimError> {
-        SimMeta::start(MetaConfig::from_file(path)?).await
+        let mut m = SimMeta::start(MetaConfig::from_file(path)?).await?;
+        m.source = Some(path.to_path_buf());
+        Ok(m)
     }
 
     /// Binds 127.0.0.1 (the configured port or an ephemeral one), joins the
@@ -150,6 +168,9 @@ impl SimMeta {
             leader_addr: Mutex::new(None),
             apps: Mutex::new(Vec::new()),
             failure: Mutex::new(None),
+            recreated: Mutex::new(Vec::new()),
+            loaded_progress: Mutex::new(BTreeMap::new()),
+            written_progress: Mutex::new(BTreeMap::new()),
             writing: tokio::sync::Mutex::new(()),
         });
         let dir = zk::join(&cfg.lock_path, zk::LEADER_DIR);
@@ -172,7 +193,7 @@ impl SimMeta {
             tokio::spawn(update_loop(client.clone(), shared.clone())),
             tokio::spawn(session_watch(client.state_watcher(), shared.clone())),
         ];
-        Ok(SimMeta { cfg, shared, client: Some(client), lock_node: me, tasks })
+        Ok(SimMeta { cfg, shared, client: Some(client), lock_node: me, tasks, source: None })
     }
 
     /// The address it serves on.
@@ -197,6 +218,29 @@ impl SimMeta {
     /// Why taking over leadership failed (e.g. `apps` = `lock`), if it did.
     pub fn failure(&self) -> Option<String> {
         self.shared.failure.lock().expect("failure lock").clone()
+    }
+
+    /// The config file it was started from, if it was.
+    pub fn config_file(&self) -> Option<&Path> {
+        self.source.as_deref()
+    }
+
+    /// The partition nodes it found missing and recreated (ballot 0, no
+    /// primary) when it took over, as (app id, partition index); empty
+    /// while it has not led.
+    pub fn recreated_partitions(&self) -> Vec<(i32, u32)> {
+        self.shared.recreated.lock().expect("recreated lock").clone()
+    }
+
+    /// The duplication progress (confirmed decrees) as it loaded them when
+    /// it took over, by (app id, duplication id, partition index).
+    pub fn loaded_progress(&self) -> BTreeMap<ProgressKey, i64> {
+        self.shared.loaded_progress.lock().expect("progress lock").clone()
+    }
+
+    /// The last value it wrote to each progress node it has written.
+    pub fn written_progress(&self) -> BTreeMap<ProgressKey, i64> {
+        self.shared.written_progress.lock().expect("progress lock").clone()
     }
 
     fn halt(&mut self) {
@@ -243,12 +287,39 @@ impl SimMeta {
     /// the level is back at `meta_function_level_on_start`.
     pub async fn restart(&mut self) -> Result<(), SimError> {
         self.stop().await;
+        let cfg = self.cfg.clone();
+        self.start_again(cfg).await
+    }
+
+    /// A clean stop, then a start from the config file it was started from,
+    /// read again (so a rewritten `[zookeeper] hosts_list` takes effect), on
+    /// the file's port, or the same port when the file names none. Fails
+    /// when it was not started from a file; a file that cannot be read
+    /// leaves it stopped.
+    pub async fn restart_from_file(&mut self) -> Result<(), SimError> {
+        let path = self
+            .source
+            .clone()
+            .ok_or_else(|| SimError::Config("this meta was not started from a config file".to_string()))?;
+        self.stop().await;
+        let mut cfg = MetaConfig::from_file(&path)?;
+        if cfg.port == 0 {
+            cfg.port = self.cfg.port;
+        }
+        self.start_again(cfg).await?;
+        self.source = Some(path);
+        Ok(())
+    }
+
+    async fn start_again(&mut self, cfg: MetaConfig) -> Result<(), SimError> {
         // The port was just released; a moment for the kernel to agree.
         let mut last = None;
         for _ in 0..50 {
-            match SimMeta::start(self.cfg.clone()).await {
+            match SimMeta::start(cfg.clone()).await {
                 Ok(m) => {
+                    let source = self.source.take();
                     *self = m;
+                    self.source = source;
                     return Ok(());
                 }
                 Err(SimError::Io(e)) if e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -292,8 +363,19 @@ async fn election_round(c: &zkc::Client, s: &Shared, dir: &str, me: &str) -> Res
     let first = zk::join(dir, first);
     if first == me {
         if !s.leader.load(Ordering::SeqCst) {
-            let apps = zk::load(c, &s.cfg).await?;
-            *s.apps.lock().expect("apps lock") = apps;
+            let loaded = zk::load(c, &s.cfg).await?;
+            let mut progress = BTreeMap::new();
+            for a in &loaded.apps {
+                for d in &a.dups {
+                    for (i, x) in d.progress.iter().enumerate() {
+                        progress.insert((a.id, d.id, i as u32), *x);
+                    }
+                }
+            }
+            *s.recreated.lock().expect("recreated lock") = loaded.recreated;
+            *s.loaded_progress.lock().expect("progress lock") = progress;
+            s.written_progress.lock().expect("progress lock").clear();
+            *s.apps.lock().expect("apps lock") = loaded.apps;
             *s.leader_addr.lock().expect("leader lock") = Some(s.addr.to_string());
             s.leader.store(true, Ordering::SeqCst);
         }
@@ -341,11 +423,12 @@ async fn session_watch(mut w: zkc::StateWatcher, s: Arc<Shared>) {
 }
 
 /// The leader's periodic writes: one partition update per tick while the
-/// level allows it, duplication progress at every level.
+/// level allows it; duplication progress at every level, at most
+/// `progress_per_tick` nodes per tick, round-robin.
 async fn update_loop(c: zkc::Client, s: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(s.cfg.update_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut turn = 0usize;
+    let (mut turn, mut progress_turn) = (0usize, 0usize);
     loop {
         tick.tick().await;
         if !s.leader.load(Ordering::SeqCst) {
@@ -376,22 +459,37 @@ async fn update_loop(c: zkc::Client, s: Arc<Shared>) {
                     k -= a.partitions.len();
                 }
             }
-            for a in apps.iter_mut() {
-                for d in a.dups.iter_mut() {
-                    for (i, x) in d.progress.iter_mut().enumerate() {
-                        *x += 1;
-                        progress.push((a.id, d.id, i, *x));
+            // Duplication progress at every level, bounded per tick:
+            // the next `progress_per_tick` of every (app, dup, partition).
+            let total: usize = apps.iter().flat_map(|a| a.dups.iter()).map(|d| d.progress.len()).sum();
+            let count = s.cfg.progress_per_tick.min(total);
+            for j in 0..count {
+                let mut k = (progress_turn + j) % total;
+                'find: for a in apps.iter_mut() {
+                    for d in a.dups.iter_mut() {
+                        if k < d.progress.len() {
+                            d.progress[k] += 1;
+                            progress.push((a.id, d.id, k, d.progress[k]));
+                            break 'find;
+                        }
+                        k -= d.progress.len();
                     }
                 }
+            }
+            if total > 0 {
+                progress_turn = (progress_turn + count) % total;
             }
         }
         let _guard = s.writing.lock().await;
         for (app, pidx, v) in writes {
             let _ = zk::write_partition(&c, &s.cfg, app, pidx, &v).await;
         }
-        for (app, dup, pidx, x) in progress {
-            let _ = zk::write_progress(&c, &s.cfg, app, dup, pidx, x).await;
-        }
+        let (c, cfg) = (&c, &s.cfg);
+        let done = futures::future::join_all(progress.into_iter().map(|(app, dup, pidx, x)| async move {
+            zk::write_progress(c, cfg, app, dup, pidx, x).await.ok().map(|()| ((app, dup, pidx as u32), x))
+        }))
+        .await;
+        s.written_progress.lock().expect("progress lock").extend(done.into_iter().flatten());
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 use zookeeper_client as zk;
 
@@ -177,24 +178,31 @@ async fn seed_with(c: &zk::Client, root: &str, spec: &Seed) -> Result<(), SimErr
         let app = join(&apps, &id.to_string());
         put(c, &app, app_info_json(id, &a.name, a.partitions, !a.duplications.is_empty()).to_string().as_bytes())
             .await?;
-        for p in 0..a.partitions {
+        let parts = (0..a.partitions).map(|p| {
             let (primary, secs) = placement(nodes, p as usize);
-            let v = partition_json(id, p, 3, primary.as_deref(), &secs);
-            put(c, &join(&app, &p.to_string()), v.to_string().as_bytes()).await?;
-        }
+            (join(&app, &p.to_string()), partition_json(id, p, 3, primary.as_deref(), &secs).to_string().into_bytes())
+        });
+        put_many(c, parts).await?;
         if !a.duplications.is_empty() {
             let dir = join(&app, "duplication");
             put(c, &dir, b"").await?;
             for d in &a.duplications {
                 let dp = join(&dir, &d.to_string());
                 put(c, &dp, dup_json("remote_cluster").to_string().as_bytes()).await?;
-                for p in 0..a.partitions {
-                    put(c, &join(&dp, &p.to_string()), b"100").await?;
-                }
+                put_many(c, (0..a.partitions).map(|p| (join(&dp, &p.to_string()), b"100".to_vec()))).await?;
             }
         }
     }
     Ok(())
+}
+
+/// [`put`]s pipelined.
+async fn put_many(c: &zk::Client, nodes: impl Iterator<Item = (String, Vec<u8>)>) -> Result<(), SimError> {
+    futures::stream::iter(nodes.map(|(p, d)| async move { put(c, &p, &d).await }))
+        .buffered(PIPELINE)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(|_| ())
 }
 
 /// Primary and secondaries for a turn `k` over `nodes`.
@@ -227,11 +235,20 @@ fn parse_json(path: &str, d: &[u8]) -> Result<Value, SimError> {
     serde_json::from_slice(d).map_err(|e| SimError::BadNode { path: path.to_string(), reason: e.to_string() })
 }
 
+/// What a leader found when it took over.
+pub(crate) struct Loaded {
+    pub apps: Vec<App>,
+    /// Partition nodes it found missing and recreated (app id, index).
+    pub recreated: Vec<(i32, u32)>,
+}
+
 /// What a meta does when it becomes leader: refuse `apps` = `lock`; create
 /// the default apps when `apps` is missing or empty (and some are
 /// configured); load every app, recreating missing partition nodes with
 /// default JSON (ballot 0, no primary); load duplications and progress.
-pub(crate) async fn load(c: &zk::Client, cfg: &MetaConfig) -> Result<Vec<App>, SimError> {
+/// Partition and progress nodes are read pipelined, so a big cluster loads
+/// in seconds.
+pub(crate) async fn load(c: &zk::Client, cfg: &MetaConfig) -> Result<Loaded, SimError> {
     let apps_path = join(&cfg.cluster_root, "apps");
     let state = data(c, &apps_path).await?;
     if state.as_deref() == Some(LOCK) {
@@ -264,27 +281,36 @@ pub(crate) async fn load(c: &zk::Client, cfg: &MetaConfig) -> Result<Vec<App>, S
         put(c, &apps_path, UNLOCK).await?;
     }
     let mut apps = Vec::new();
+    let mut recreated = Vec::new();
     for id_s in ids {
         let Ok(id) = id_s.parse::<i32>() else { continue };
         let app_path = join(&apps_path, &id_s);
         let Some(d) = data(c, &app_path).await? else { continue };
         let info = parse_json(&app_path, &d)?;
         let n = info["partition_count"].as_u64().unwrap_or(0) as u32;
-        let mut partitions = Vec::new();
-        for p in 0..n {
-            let pp = join(&app_path, &p.to_string());
-            match data(c, &pp).await? {
-                Some(d) => partitions.push(parse_json(&pp, &d)?),
+        let found = read_many(c, (0..n).map(|p| join(&app_path, &p.to_string()))).await?;
+        let mut partitions = Vec::with_capacity(n as usize);
+        let mut missing = Vec::new();
+        for (p, d) in found.into_iter().enumerate() {
+            match d {
+                Some(d) => partitions.push(parse_json(&join(&app_path, &p.to_string()), &d)?),
                 None => {
-                    let v = partition_json(id, p, 0, None, &[]);
-                    match c.create(&pp, v.to_string().as_bytes(), &persistent()).await {
-                        Ok(_) | Err(zk::Error::NodeExists) => {}
-                        Err(e) => return Err(zerr("create", &pp)(e)),
-                    }
+                    let v = partition_json(id, p as u32, 0, None, &[]);
+                    missing.push((join(&app_path, &p.to_string()), v.to_string()));
+                    recreated.push((id, p as u32));
                     partitions.push(v);
                 }
             }
         }
+        futures::stream::iter(missing.into_iter().map(|(pp, v)| async move {
+            match c.create(&pp, v.as_bytes(), &persistent()).await {
+                Ok(_) | Err(zk::Error::NodeExists) => Ok(()),
+                Err(e) => Err(zerr("create", &pp)(e)),
+            }
+        }))
+        .buffered(PIPELINE)
+        .try_collect::<Vec<()>>()
+        .await?;
         let mut dups = Vec::new();
         let dir = join(&app_path, "duplication");
         for d_s in children(c, &dir).await? {
@@ -292,16 +318,24 @@ pub(crate) async fn load(c: &zk::Client, cfg: &MetaConfig) -> Result<Vec<App>, S
             let dp = join(&dir, &d_s);
             let Some(d) = data(c, &dp).await? else { continue };
             let info = parse_json(&dp, &d)?;
-            let mut progress = Vec::new();
-            for p in 0..n {
-                let v = data(c, &join(&dp, &p.to_string())).await?;
-                progress.push(v.and_then(|v| String::from_utf8_lossy(&v).trim().parse().ok()).unwrap_or(0));
-            }
+            let found = read_many(c, (0..n).map(|p| join(&dp, &p.to_string()))).await?;
+            let progress = found
+                .into_iter()
+                .map(|v| v.and_then(|v| String::from_utf8_lossy(&v).trim().parse().ok()).unwrap_or(0))
+                .collect();
             dups.push(Dup { id: did, info, progress });
         }
         apps.push(App { id, info, partitions, dups });
     }
-    Ok(apps)
+    Ok(Loaded { apps, recreated })
+}
+
+/// Reads in flight at once while loading: the session pipelines them.
+const PIPELINE: usize = 256;
+
+/// The data of `paths` (None for a missing node), in order, read pipelined.
+async fn read_many(c: &zk::Client, paths: impl Iterator<Item = String>) -> Result<Vec<Option<Vec<u8>>>, SimError> {
+    futures::stream::iter(paths.map(|p| async move { data(c, &p).await })).buffered(PIPELINE).try_collect().await
 }
 
 /// One partition update: `apps` set to `lock` around it when configured.
