@@ -8,6 +8,7 @@
 //! what its ZooKeeper holds ([`zk`]). It never prints.
 
 pub mod client;
+pub mod config;
 pub mod error;
 pub mod frame;
 pub mod http;
