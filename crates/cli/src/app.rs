@@ -35,7 +35,7 @@ pub enum Command {
     SnapshotInfo(crate::snapshot::SnapshotInfoArgs),
     /// Measure copy and verify throughput against the raw ceilings of the same servers
     Bench(crate::bench::BenchArgs),
-    /// Start two local ZooKeeper servers, generate a 100k-node Pegasus tree, copy and verify it
+    /// Start local ZooKeeper servers, generate a 100k-node Pegasus tree, copy and verify it, then migrate a simulated Pegasus cluster over it
     Demo(crate::bench::DemoArgs),
     /// Apache Pegasus: a cluster's status through its meta servers, and the meta level
     Pegasus(crate::pegasus::PegasusArgs),

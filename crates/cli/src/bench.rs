@@ -611,9 +611,9 @@ pub async fn demo(args: DemoArgs) -> zkrepl::Result<Outcome> {
             std::process::exit(130);
         }
     });
-    note("starting two local ZooKeeper servers");
-    let mut servers = start_local(&[heap_for(n, 300, 1), heap_for(n, 300, 2)]).await?;
-    let (dst, src) = (servers.pop().unwrap(), servers.pop().unwrap());
+    note("starting three local ZooKeeper servers");
+    let mut servers = start_local(&[heap_for(n, 300, 1), heap_for(n, 300, 2), heap_for(n, 300, 1)]).await?;
+    let (new, dst, src) = (servers.pop().unwrap(), servers.pop().unwrap(), servers.pop().unwrap());
     let root = "/pegasus/demo";
     note(&format!("generating a Pegasus-shaped tree of {n} nodes under {root} on {}", src.connect_string()));
     let session = ceilings::session(&src.connect_string()).await?;
@@ -682,8 +682,35 @@ pub async fn demo(args: DemoArgs) -> zkrepl::Result<Outcome> {
             copy["peak_rss_bytes"].as_u64().map(|b| ByteSize(b).to_string()).unwrap_or_default()
         );
     }
+    // The generator's session holds the tree's leader lock: gone before
+    // the simulated metas hold their election.
     drop(session);
-    Ok(Outcome { exit: if equal { Exit::Ok } else { Exit::Differences } })
+    note(&format!(
+        "migrating a simulated Pegasus cluster (2 meta servers over {root}) to a third server {} with the pegasus migrate procedure",
+        new.connect_string()
+    ));
+    let migrated = crate::demo_migrate::run(&src.connect_string(), &new.connect_string(), root, args.json).await?;
+    let ok = migrated["metas_on_new_ensemble"] == true
+        && migrated["leader_restored"] == true
+        && migrated["partitions_recreated"] == 0;
+    if args.json {
+        print_json(&json!({ "pegasus_migrate": migrated }));
+    } else {
+        let r = &migrated["report"];
+        let parts: Vec<String> = r["parts"]
+            .as_object()
+            .map(|o| o.iter().map(|(k, v)| format!("{k} {:.2}s", v.as_f64().unwrap_or(0.0))).collect())
+            .unwrap_or_default();
+        println!(
+            "  migrated   the simulated cluster to {}: blind window {:.2} s ({}); leader and follower on the new ensemble, level {}, {} partitions recreated",
+            r["dst_hosts"].as_str().unwrap_or("?"),
+            r["blind_window_seconds"].as_f64().unwrap_or(f64::NAN),
+            parts.join(", "),
+            migrated["level"].as_str().unwrap_or("?"),
+            migrated["partitions_recreated"]
+        );
+    }
+    Ok(Outcome { exit: if equal && ok { Exit::Ok } else { Exit::Differences } })
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ mod bench;
 mod common;
 mod completions;
 mod copy;
+mod demo_migrate;
+mod migrate;
 mod outcome;
 mod pegasus;
 mod snapshot;

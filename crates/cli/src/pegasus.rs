@@ -1,5 +1,6 @@
 //! `zkrepl pegasus`: an Apache Pegasus cluster seen through its meta
-//! servers (status, set-level).
+//! servers (status, set-level), and moving it to a new ZooKeeper ensemble
+//! (migrate, rollback, cleanup-old: see `migrate.rs`).
 
 use std::time::Duration;
 
@@ -26,6 +27,15 @@ pub enum PegasusCommand {
     /// Set the leader's meta level (stopped, blind, freezed, steady, lively) and check that it took
     #[command(after_long_help = SET_LEVEL_HELP)]
     SetLevel(SetLevelArgs),
+    /// Move the cluster to a new ZooKeeper ensemble: blind, copy, verify, stop the leader, final sync, rewrite the configs, restart; journaled and resumable
+    #[command(after_long_help = crate::migrate::migrate_help())]
+    Migrate(crate::migrate::MigrateArgs),
+    /// Undo a migration from its journal: configs and level restored, the leader back on the old ensemble
+    #[command(after_long_help = crate::migrate::ROLLBACK_HELP)]
+    Rollback(crate::migrate::RollbackArgs),
+    /// Delete the old ensemble's tree once the cluster no longer uses it and the new tree is proven a copy
+    #[command(name = "cleanup-old", after_long_help = crate::migrate::CLEANUP_HELP)]
+    CleanupOld(crate::migrate::CleanupArgs),
 }
 
 const STATUS_HELP: &str = "The leader is the meta server that answers cluster_info; followers answer \
@@ -91,6 +101,9 @@ pub async fn run(args: PegasusArgs) -> Outcome {
     let (json, result) = match args.command {
         PegasusCommand::Status(a) => (a.meta.json, status(a).await),
         PegasusCommand::SetLevel(a) => (a.meta.json, set_level(a).await),
+        PegasusCommand::Migrate(a) => return crate::migrate::run_migrate(a).await,
+        PegasusCommand::Rollback(a) => return crate::migrate::run_rollback(a).await,
+        PegasusCommand::CleanupOld(a) => return crate::migrate::run_cleanup(a).await,
     };
     match result {
         Ok(()) => Outcome { exit: Exit::Ok },

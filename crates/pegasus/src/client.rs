@@ -166,6 +166,14 @@ impl MetaClient {
         self.call(meta, m::RPC_CM_CLUSTER_INFO, m::cluster_info_request, m::read_cluster_info).await
     }
 
+    /// How `meta` answers cluster_info now, and what it said when it
+    /// answered as the leader.
+    pub async fn role_of(&self, meta: &str) -> (Role, Option<ClusterInfoResponse>) {
+        let result = self.cluster_info_at(meta).await;
+        let role = classify(&result);
+        (role.clone(), if role == Role::Leader { result.ok() } else { None })
+    }
+
     /// Asks every given meta for cluster_info at once; the one that answers
     /// is the leader. When none does, the followers' HTTP port names the
     /// leader (307 to it), which is then asked even if it was not given.

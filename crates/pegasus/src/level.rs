@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 /// What the meta server lets itself do. The server does not check a level
 /// it is sent, so names are parsed here, before anything is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Stopped,

@@ -5,7 +5,10 @@
 //! The client speaks the meta server's Thrift RPC ([`thrift`], [`frame`],
 //! [`messages`]), finds the leader among the given metas ([`MetaClient`]),
 //! and reads a cluster's status ([`status::cluster_status`]), including
-//! what its ZooKeeper holds ([`zk`]). It never prints.
+//! what its ZooKeeper holds ([`zk`]). [`migrate`] moves a cluster to a new
+//! ZooKeeper ensemble on the engine's copy, verify and digest, with a
+//! journal, a rollback and the old tree's cleanup; [`config`] rewrites the
+//! meta servers' config files byte-exactly. It never prints.
 
 pub mod client;
 pub mod config;
@@ -14,6 +17,7 @@ pub mod frame;
 pub mod http;
 pub mod level;
 pub mod messages;
+pub mod migrate;
 pub mod status;
 pub mod thrift;
 pub mod zk;

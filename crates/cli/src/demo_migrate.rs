@@ -1,0 +1,104 @@
+//! The demo's second part: two simulated Pegasus meta servers over the
+//! generated tree, moved to a third local server with the migration the
+//! `pegasus migrate` command runs (here its hooks stop and start the
+//! in-process metas).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use zkrepl_pegasus::migrate::{self, Context, Event, FnHooks, Hook, MigrateRequest, checks};
+use zkrepl_testkit::pegasus::{ClusterSpec, MetaConfig, SimCluster};
+
+fn failed(what: &str, e: impl std::fmt::Display) -> zkrepl::Error {
+    zkrepl::Error::Usage(format!("demo: {what}: {e}"))
+}
+
+/// Waits (bounded) until the generator's leader-lock ephemeral is gone,
+/// so the simulated metas hold the election alone.
+async fn lock_free(hosts: &str, lock_path: &str) -> zkrepl::Result<()> {
+    let c = checks::connect(hosts, Duration::from_secs(10)).await.map_err(|e| failed("connect", e))?;
+    for _ in 0..100 {
+        match checks::lock_nodes(&c, lock_path).await {
+            Ok(nodes) if nodes.is_empty() => return Ok(()),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    Err(failed("the generator's leader lock", "still held after 10 s"))
+}
+
+/// Migrates the cluster over `root` on `old` to `new`; the report as JSON.
+pub async fn run(old: &str, new: &str, root: &str, quiet: bool) -> zkrepl::Result<Value> {
+    let lock = format!("{root}/lock/meta");
+    lock_free(old, &lock).await?;
+    let mut template = MetaConfig::new(old, root, &lock);
+    template.zookeeper_timeout_ms = 10_000;
+    template.update_interval_ms = 100;
+    let spec = ClusterSpec {
+        zookeeper_hosts: old.to_string(),
+        cluster_root: root.to_string(),
+        lock_path: lock,
+        metas: 2,
+        seed: None,
+        template,
+    };
+    let cluster = SimCluster::start(spec).await.map_err(|e| failed("start the simulated metas", e))?;
+    let metas: Vec<String> = cluster.metas.iter().map(|m| m.addr().to_string()).collect();
+    // The journal beside the metas' configs, in the cluster's temporary
+    // directory (removed with it).
+    let mut req = MigrateRequest::new(&metas.join(","), new, cluster.configs.clone());
+    // The tree's duplications keep writing progress in blind: the final
+    // sync after the leader stops catches it.
+    req.allow_drift = true;
+    req.wait = Duration::from_secs(120);
+    let cluster = Arc::new(tokio::sync::Mutex::new(cluster));
+    let c = cluster.clone();
+    let hooks = FnHooks(move |hook: Hook| -> BoxFuture<'static, Result<(), String>> {
+        let c = c.clone();
+        Box::pin(async move {
+            let mut c = c.lock().await;
+            let (leader, followers) = c.metas.split_at_mut(1);
+            match hook {
+                Hook::StopFollowers => {
+                    for m in followers {
+                        m.stop().await;
+                    }
+                }
+                Hook::StopLeader => leader[0].stop().await,
+                Hook::StartLeader => leader[0].restart_from_file().await.map_err(|e| e.to_string())?,
+                Hook::StartFollowers => {
+                    for m in followers {
+                        m.restart_from_file().await.map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    });
+    let observer = move |e: Event| {
+        if quiet {
+            return;
+        }
+        match e {
+            Event::StepStarted(s) => eprintln!("demo:   [{}/8] {}", s.number(), s.describe()),
+            Event::StepDone { note, .. } => eprintln!("demo:         {note}"),
+            _ => {}
+        }
+    };
+    let plan = migrate::prepare(&req, &hooks).await.map_err(|e| failed("prepare the migration", e))?;
+    let ctx = Context { observer: &observer, hooks: &hooks, cancel: Default::default() };
+    let report =
+        migrate::execute(&plan, &req, &ctx).await.map_err(|e| failed("migrate", format!("{e} ({})", e.state)))?;
+    let c = cluster.lock().await;
+    let on_new = c.metas.iter().all(|m| m.config().zookeeper_hosts == new);
+    let leading = c.metas[0].is_leader() && !c.metas[1].is_leader();
+    let recreated = c.metas[0].recreated_partitions().len();
+    Ok(json!({
+        "report": report,
+        "metas_on_new_ensemble": on_new,
+        "leader_restored": leading,
+        "partitions_recreated": recreated,
+        "level": c.metas[0].level().name(),
+    }))
+}

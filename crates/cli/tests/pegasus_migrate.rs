@@ -1,0 +1,242 @@
+//! `zkrepl pegasus migrate` and `cleanup-old` end to end, as an operator
+//! runs them: simulated metas as separate processes (`pegasus-sim meta`),
+//! stopped and started by shell hooks, over a ~100k-node Pegasus tree on
+//! one local ZooKeeper server, moved to another.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use zkrepl_testkit::pegasus::MetaConfig;
+use zkrepl_testkit::treegen::{self, GenOptions, Shape};
+
+/// The simulator binary, built beside zkrepl by `cargo test --workspace`.
+fn sim_binary() -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_zkrepl")).with_file_name("pegasus-sim");
+    assert!(p.exists(), "{} is missing: build it with cargo build -p zkrepl-testkit --bin pegasus-sim", p.display());
+    p
+}
+
+/// Kills the simulator processes whose pid files are listed, on drop.
+struct Metas(Vec<PathBuf>);
+
+impl Drop for Metas {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if let Ok(p) = std::fs::read_to_string(pid) {
+                let _ = Command::new("kill").arg("-9").arg(p.trim()).status();
+            }
+        }
+    }
+}
+
+fn start_cmd(config: &Path, pid: &Path, log: &Path) -> String {
+    format!(
+        "setsid {} meta --config {} --pid-file {} >>{} 2>&1 </dev/null &",
+        sim_binary().display(),
+        config.display(),
+        pid.display(),
+        log.display()
+    )
+}
+
+fn stop_cmd(pids: &[&Path]) -> String {
+    pids.iter()
+        .map(|p| {
+            format!(
+                "pid=$(cat {0}) && kill $pid && for i in $(seq 1 200); do kill -0 $pid 2>/dev/null || break; sleep 0.05; done",
+                p.display()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Waits (bounded) for a pid file to appear: the meta serves.
+fn wait_for(pid: &Path, limit: Duration) {
+    let started = Instant::now();
+    while !pid.exists() {
+        assert!(started.elapsed() < limit, "{} did not start within {limit:?}", pid.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrates_a_100k_node_cluster_with_shell_hooks_then_cleans_up_the_old_tree() {
+    let p = own_pair().await;
+    let (old, new) = (p.src.connect_string(), p.dst.connect_string());
+    let root = "/pegasus/big";
+    // 10 apps of 9000 partitions, one duplication (9000 progress nodes),
+    // backup and bulk-load nodes: 99022 nodes.
+    let spec =
+        GenOptions { shape: Shape::Pegasus, apps: 10, partitions: 9000, leader_lock: false, ..GenOptions::default() };
+    let session = zkrepl_testkit::ceilings::session(&old).await.unwrap();
+    let generated = treegen::generate(&session, root, &spec).await.unwrap();
+    assert!(generated.nodes > 99_000, "{}", generated.nodes);
+    drop(session);
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ports = [zkrepl_testkit::local::free_port().unwrap(), zkrepl_testkit::local::free_port().unwrap()];
+    let servers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut configs = Vec::new();
+    let mut originals = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let mut cfg = MetaConfig::new(&old, root, &format!("{root}/lock/meta"));
+        cfg.meta_servers = servers.clone();
+        cfg.port = *port;
+        cfg.zookeeper_timeout_ms = 10_000;
+        cfg.update_interval_ms = 100;
+        let text = format!("; meta {} of the big cluster\n{}", i + 1, cfg.to_ini());
+        let path = d.join(format!("meta{}.ini", i + 1));
+        std::fs::write(&path, &text).unwrap();
+        configs.push(path);
+        originals.push(text);
+    }
+    let pids: Vec<PathBuf> = (1..=2).map(|i| d.join(format!("meta{i}.pid"))).collect();
+    let logs: Vec<PathBuf> = (1..=2).map(|i| d.join(format!("meta{i}.log"))).collect();
+    let _metas = Metas(pids.clone());
+    // The leader first (it loads the tree), then the follower.
+    for i in 0..2 {
+        let s = Command::new("sh").arg("-c").arg(start_cmd(&configs[i], &pids[i], &logs[i])).status().unwrap();
+        assert!(s.success());
+        wait_for(&pids[i], Duration::from_secs(60));
+    }
+
+    let journal = d.join("migrate.journal");
+    let out = zkrepl_async(args(&[
+        "pegasus",
+        "migrate",
+        "--meta",
+        &servers.join(","),
+        "--dst",
+        &new,
+        "--config",
+        configs[0].to_str().unwrap(),
+        "--config",
+        configs[1].to_str().unwrap(),
+        "--journal",
+        journal.to_str().unwrap(),
+        "--stop-followers",
+        &stop_cmd(&[&pids[1]]),
+        "--stop-leader",
+        &stop_cmd(&[&pids[0]]),
+        "--start-leader",
+        &start_cmd(&configs[0], &pids[0], &logs[0]),
+        "--start-followers",
+        &start_cmd(&configs[1], &pids[1], &logs[1]),
+        "--allow-drift",
+        "--wait",
+        "60s",
+        "--yes",
+        "--json",
+    ]))
+    .await;
+    assert_exit(&out, 0);
+    let report = json(&out);
+    eprintln!("{}\n{report}", stderr(&out));
+    let window = report["blind_window_seconds"].as_f64().expect("the blind window");
+    assert!(window > 0.0, "{report}");
+    let err = stderr(&out);
+    for step in ["[1/8]", "[4/8]", "[8/8]", "running --start-leader"] {
+        assert!(err.contains(step), "{step} missing from: {err}");
+    }
+
+    // Configs: every byte as before but hosts_list.
+    for (c, o) in configs.iter().zip(&originals) {
+        let want = o.replacen(&format!("hosts_list = {old}"), &format!("hosts_list = {new}"), 1);
+        assert_eq!(std::fs::read_to_string(c).unwrap(), want);
+    }
+    // The leader serves on the new ensemble at steady, the follower follows.
+    let lock = format!("{root}/lock/meta");
+    let st =
+        zkrepl_async(args(&["pegasus", "status", "--meta", &servers.join(","), "--lock-path", &lock, "--json"])).await;
+    assert_exit(&st, 0);
+    let s = json(&st);
+    assert_eq!(s["leader"], servers[0].as_str(), "{s}");
+    assert_eq!(s["zookeeper_hosts"], new.as_str());
+    assert_eq!(s["stored_level"]["known"], "steady");
+    assert_eq!(
+        s["zookeeper"]["lock_nodes"]["known"].as_array().map(Vec::len),
+        Some(2),
+        "both metas on the new ensemble: {s}"
+    );
+    assert!(std::fs::read_to_string(&logs[0]).unwrap().contains("leader"));
+
+    // The old tree is as the leader left it: its digest is the final one.
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&journal).unwrap()).unwrap();
+    let dg = zkrepl_async(args(&["digest", "--zk", &old, "--root", root, "--json"])).await;
+    assert_exit(&dg, 0);
+    assert_eq!(json(&dg)["digest"], j["digests"]["final_source"], "the old tree untouched since the switch");
+
+    // cleanup-old: checks pass (the new cluster has written since), then
+    // the old tree goes; the new one stays.
+    let out =
+        zkrepl_async(args(&["pegasus", "cleanup-old", "--journal", journal.to_str().unwrap(), "--yes", "--json"]))
+            .await;
+    assert_exit(&out, 0);
+    assert!(json(&out)["deleted"].as_u64().is_some_and(|n| n > 99_000), "{}\n{}", stdout(&out), stderr(&out));
+    let oc = connect(&old).await;
+    assert!(oc.check_stat(root).await.unwrap().is_none());
+    let nc = connect(&new).await;
+    assert!(nc.check_stat(&format!("{root}/apps/10/8999")).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_refuses_without_hooks_while_a_follower_runs_and_explains() {
+    let p = pair();
+    let root = unique_root("pegasus-refuse");
+    let spec = zkrepl_testkit::pegasus::ClusterSpec::new(
+        &p.src.connect_string(),
+        &root,
+        2,
+        zkrepl_testkit::pegasus::Seed::simple(1, 2),
+    );
+    let c = zkrepl_testkit::pegasus::SimCluster::start(spec).await.unwrap();
+    let metas: Vec<String> = c.metas.iter().map(|m| m.addr().to_string()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("j");
+    let out = zkrepl_async(args(&[
+        "pegasus",
+        "migrate",
+        "--meta",
+        &metas.join(","),
+        "--dst",
+        &p.dst.connect_string(),
+        "--config",
+        c.configs[0].to_str().unwrap(),
+        "--config",
+        c.configs[1].to_str().unwrap(),
+        "--journal",
+        journal.to_str().unwrap(),
+        "--yes",
+    ]))
+    .await;
+    assert_exit(&out, 2);
+    let err = stderr(&out);
+    assert!(err.contains("REFUSED: follower metas still answer"), "{err}");
+    assert!(err.contains("REFUSED: blind does not stop duplication"), "{err}");
+    assert!(!journal.exists(), "nothing written before the refusal");
+    // --dry-run prints the plan and changes nothing.
+    let out = zkrepl_async(args(&[
+        "pegasus",
+        "migrate",
+        "--meta",
+        &metas.join(","),
+        "--dst",
+        &p.dst.connect_string(),
+        "--config",
+        c.configs[0].to_str().unwrap(),
+        "--stop-followers",
+        "true",
+        "--allow-drift",
+        "--dry-run",
+    ]))
+    .await;
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("dry run: nothing changed"), "{}", stderr(&out));
+    assert_eq!(c.metas[0].level().0, 400);
+}

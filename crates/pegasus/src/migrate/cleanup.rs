@@ -1,0 +1,200 @@
+//! `pegasus cleanup-old`: removes the old tree once nothing can need it:
+//! the cluster no longer runs on the old ensemble, no meta holds a node in
+//! the leader election there, and the new tree is proven a copy of it.
+//! The only write zkrepl ever makes to a migration's source.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{Journal, MigrateError, checks};
+use crate::client::MetaClient;
+
+/// A cleanup as asked: from a journal, or from the old ensemble, root and
+/// metas given by hand.
+#[derive(Debug, Clone)]
+pub struct CleanupRequest {
+    pub journal: Option<PathBuf>,
+    pub zk: Option<String>,
+    pub root: Option<String>,
+    pub metas: Option<String>,
+    pub lock_path: Option<String>,
+    /// The new ensemble (by hand: what cluster_info names when not given).
+    pub new_hosts: Option<String>,
+    pub meta_timeout: Duration,
+    pub timeouts: zkrepl::Timeouts,
+    pub read: zkrepl::ReadSettings,
+}
+
+impl CleanupRequest {
+    pub fn from_journal(journal: PathBuf) -> CleanupRequest {
+        CleanupRequest {
+            journal: Some(journal),
+            zk: None,
+            root: None,
+            metas: None,
+            lock_path: None,
+            new_hosts: None,
+            meta_timeout: Duration::from_secs(5),
+            timeouts: zkrepl::Timeouts::default(),
+            read: zkrepl::ReadSettings::default(),
+        }
+    }
+}
+
+/// What the checks found.
+#[derive(Debug, Clone, Serialize)]
+pub struct CleanupPlan {
+    pub old_hosts: String,
+    pub new_hosts: String,
+    pub root: String,
+    /// Nodes that would be deleted.
+    pub nodes: u64,
+    pub checks: Vec<String>,
+    pub refusals: Vec<String>,
+    #[serde(skip)]
+    journal: Option<Journal>,
+}
+
+/// Runs every check; deletes nothing.
+pub async fn plan_cleanup(req: &CleanupRequest) -> Result<CleanupPlan, MigrateError> {
+    let journal = match &req.journal {
+        Some(p) => Some(Journal::load(p)?),
+        None => None,
+    };
+    let (old_hosts, root, metas, lock_path) = match &journal {
+        Some(j) => {
+            (j.setup.src_hosts.clone(), j.setup.root.clone(), j.setup.metas.join(","), j.setup.lock_path.clone())
+        }
+        None => {
+            let need = |v: &Option<String>, what: &str| {
+                v.clone().ok_or_else(|| MigrateError::Failed(format!("without --journal, give {what}")))
+            };
+            let root = need(&req.root, "--root")?;
+            let lock = req.lock_path.clone().unwrap_or_else(|| crate::zk::default_lock_path(&root));
+            (need(&req.zk, "--zk")?, root, need(&req.metas, "--meta")?, lock)
+        }
+    };
+    let mut checks_passed = Vec::new();
+    let mut refusals = Vec::new();
+    if let Some(j) = &journal {
+        if j.rolled_back {
+            refusals.push("the migration was rolled back: the cluster uses the old tree".to_string());
+        } else if !j.finished {
+            refusals.push(format!("the migration is not finished ({})", j.describe_state()));
+        }
+    }
+
+    // The cluster no longer names the old ensemble.
+    let client = MetaClient::new(&metas, req.meta_timeout)?;
+    let mut new_hosts = req.new_hosts.clone().or(journal.as_ref().map(|j| j.setup.dst_hosts.clone()));
+    match client.find_leader().await {
+        Ok(leader) => {
+            let hosts = leader.info.get("zookeeper_hosts").unwrap_or("").to_string();
+            let shares = checks::host_set(&hosts).intersection(&checks::host_set(&old_hosts)).next().is_some();
+            if shares {
+                refusals.push(format!("the leader {} still runs on {hosts} (cluster_info)", leader.meta));
+            } else {
+                checks_passed.push(format!("the leader {} runs on {hosts}, not on {old_hosts}", leader.meta));
+            }
+            new_hosts.get_or_insert(hosts);
+        }
+        Err(e) => refusals.push(format!("cannot tell which ensemble the cluster uses: {e}")),
+    }
+    let new_hosts = new_hosts.unwrap_or_default();
+
+    // No meta in the election on the old ensemble.
+    match checks::connect(&old_hosts, req.timeouts.connect).await {
+        Ok(c) => match checks::lock_nodes(&c, &lock_path).await {
+            Ok(nodes) if nodes.iter().any(|n| n.owner != 0) => refusals.push(format!(
+                "a meta holds a node in the leader election on the old ensemble ({})",
+                nodes
+                    .iter()
+                    .filter(|n| n.owner != 0)
+                    .map(|n| format!("{} {}", n.name, n.data))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Ok(_) => checks_passed.push(format!("no meta in the leader election under {lock_path} on {old_hosts}")),
+            Err(e) => refusals.push(e),
+        },
+        Err(e) => refusals.push(e),
+    }
+
+    // The new tree is a copy of the old one.
+    let tree = |h: &str| zkrepl::Tree::new(h, &root);
+    if !new_hosts.is_empty() && refusals.is_empty() {
+        let mut v = zkrepl::verify::VerifyRequest::new(tree(&old_hosts)?, tree(&new_hosts)?);
+        v.timeouts = req.timeouts;
+        v.read = req.read;
+        let mut first = zkrepl::verify::FirstDifferences::new(5);
+        let report = zkrepl::verify::run(&v, &zkrepl::Progress::new(), &mut first).await?;
+        if report.equal() {
+            checks_passed.push(format!("the new tree verifies equal to the old one ({} nodes)", report.src_nodes));
+        } else {
+            let proven = journal.as_ref().and_then(|j| j.digests.final_source.clone());
+            let d = report.counts;
+            let changed = d.missing_on_dst + d.extra_on_dst + d.data_differs + d.acl_differs;
+            if proven.is_some() && report.src_digest == proven {
+                checks_passed.push(format!(
+                    "the old tree is the one verified equal at the switch (digest {}); {changed} node(s) changed on the new ensemble since",
+                    short(proven.as_deref())
+                ));
+            } else {
+                let listed: Vec<String> =
+                    first.listed.iter().map(|x| format!("{} {}", x.class.symbol(), x.path)).collect();
+                refusals.push(format!(
+                    "the new tree differs from the old one ({changed} node(s): {}){}",
+                    listed.join(", "),
+                    if journal.is_some() {
+                        " and the old tree changed since the migration verified it"
+                    } else {
+                        "; with --journal, changes the new cluster made since the switch are told apart"
+                    }
+                ));
+            }
+        }
+    }
+    let mut dry = zkrepl::remove::RemoveRequest::new(tree(&old_hosts)?);
+    dry.dry_run = true;
+    dry.timeouts = req.timeouts;
+    dry.read = req.read;
+    let nodes = match zkrepl::remove::run(&dry, &Arc::new(zkrepl::Progress::new())).await {
+        Ok(r) => r.nodes,
+        Err(zkrepl::Error::NoRoot { .. }) => {
+            refusals.push(format!("{root} is already gone from {old_hosts}"));
+            0
+        }
+        Err(e) => {
+            refusals.push(e.to_string());
+            0
+        }
+    };
+    Ok(CleanupPlan { old_hosts, new_hosts, root, nodes, checks: checks_passed, refusals, journal })
+}
+
+fn short(d: Option<&str>) -> &str {
+    d.map(|d| &d[..d.len().min(12)]).unwrap_or("-")
+}
+
+/// Deletes the old tree of a plan whose checks all passed.
+pub async fn cleanup_old(
+    plan: &CleanupPlan,
+    req: &CleanupRequest,
+    progress: &Arc<zkrepl::Progress>,
+) -> Result<zkrepl::remove::RemoveReport, MigrateError> {
+    if !plan.refusals.is_empty() {
+        return Err(MigrateError::Refused(plan.refusals.clone()));
+    }
+    let mut r = zkrepl::remove::RemoveRequest::new(zkrepl::Tree::new(&plan.old_hosts, &plan.root)?);
+    r.timeouts = req.timeouts;
+    r.read = req.read;
+    let report = zkrepl::remove::run(&r, progress).await?;
+    if let Some(mut j) = plan.journal.clone() {
+        j.cleaned_up = true;
+        j.save()?;
+    }
+    Ok(report)
+}

@@ -1,0 +1,1168 @@
+//! `pegasus migrate`: moves a Pegasus cluster's metadata to a new
+//! ZooKeeper ensemble, proven complete, journaled step by step, resumable
+//! and reversible.
+//!
+//! [`prepare`] reads everything and changes nothing: it finds the leader,
+//! reads the configs, and says what would stop the migration. [`execute`]
+//! then runs the steps ([`Step`]), each recorded in the journal before and
+//! after it runs; [`resume`] continues from a journal, re-checking what it
+//! finds and skipping what is already done. [`rollback`] and
+//! [`cleanup_old`] undo and finish a migration from its journal.
+//!
+//! The steps: stop the followers; set blind (the level recorded first);
+//! copy the cluster root, verify, re-sync while it changed; stop the
+//! leader and prove its ZooKeeper connection closed; the final sync and
+//! verify; rewrite `[zookeeper] hosts_list` in every config; start the
+//! leader on the new ensemble and restore the level; start the followers.
+
+pub mod checks;
+pub mod cleanup;
+pub mod hooks;
+pub mod journal;
+pub mod rollback;
+pub mod sync;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use zkrepl::copy::Mode;
+use zkrepl::{CancellationToken, Progress, ReadSettings, RunCredential, Timeouts, Tree};
+
+use self::checks::DstRoot;
+pub use self::cleanup::{CleanupPlan, CleanupRequest, cleanup_old, plan_cleanup};
+pub use self::hooks::{FnHooks, Hook, HookEnv, HookRunner, Hooks, ShellHooks};
+pub use self::journal::{AppRecord, ConfigRecord, Journal, JournalError, Setup, StepState};
+pub use self::rollback::{RollbackRequest, rollback};
+use self::sync::Trees;
+use crate::client::{MetaClient, Role};
+use crate::config::ConfigFile;
+use crate::level::Level;
+use crate::status::{StatusOptions, cluster_status};
+
+/// The steps, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    FollowersStopped,
+    Blind,
+    Copied,
+    LeaderStopped,
+    FinalSync,
+    ConfigsRewritten,
+    LeaderStarted,
+    FollowersStarted,
+}
+
+impl Step {
+    pub const ALL: [Step; 8] = [
+        Step::FollowersStopped,
+        Step::Blind,
+        Step::Copied,
+        Step::LeaderStopped,
+        Step::FinalSync,
+        Step::ConfigsRewritten,
+        Step::LeaderStarted,
+        Step::FollowersStarted,
+    ];
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Step::FollowersStopped => "stop the follower metas",
+            Step::Blind => "set the leader's level to blind",
+            Step::Copied => "copy the cluster root, verify, re-sync while it changed",
+            Step::LeaderStopped => "stop the leader, prove it can no longer write",
+            Step::FinalSync => "sync its last writes and verify",
+            Step::ConfigsRewritten => "rewrite [zookeeper] hosts_list in the configs",
+            Step::LeaderStarted => "start the leader on the new ensemble, restore the level",
+            Step::FollowersStarted => "start the followers on the new ensemble",
+        }
+    }
+
+    pub fn number(self) -> usize {
+        Step::ALL.iter().position(|s| *s == self).unwrap_or(0) + 1
+    }
+}
+
+/// A migration as asked.
+#[derive(Debug, Clone)]
+pub struct MigrateRequest {
+    /// Meta servers, `host[:port],...` (any of them; the configs'
+    /// server_list is added).
+    pub metas: String,
+    /// The new ensemble's connect string (the new `hosts_list`).
+    pub dst: String,
+    pub configs: Vec<PathBuf>,
+    pub hooks: Hooks,
+    /// The journal; beside the first config when `None`.
+    pub journal: Option<PathBuf>,
+    /// Copy onto a destination root that already holds a tree.
+    pub update: bool,
+    /// Go on although something blind does not stop runs (or could not be
+    /// told); the re-syncs and the final sync after the leader stops catch
+    /// what it writes.
+    pub allow_drift: bool,
+    /// The leader-lock path when the configs do not name one.
+    pub lock_path: Option<String>,
+    /// Re-sync rounds while the source changes, before giving up.
+    pub max_rounds: u32,
+    /// How long to wait for a condition (a meta gone, a meta serving, a
+    /// step done by hand).
+    pub wait: Duration,
+    pub meta_timeout: Duration,
+    pub timeouts: Timeouts,
+    pub read: ReadSettings,
+}
+
+impl MigrateRequest {
+    pub fn new(metas: &str, dst: &str, configs: Vec<PathBuf>) -> MigrateRequest {
+        MigrateRequest {
+            metas: metas.to_string(),
+            dst: dst.to_string(),
+            configs,
+            hooks: Hooks::default(),
+            journal: None,
+            update: false,
+            allow_drift: false,
+            lock_path: None,
+            max_rounds: 3,
+            wait: Duration::from_secs(600),
+            meta_timeout: Duration::from_secs(5),
+            timeouts: Timeouts::default(),
+            read: ReadSettings::default(),
+        }
+    }
+
+    /// The journal path: given, or `zkrepl-migrate.journal` beside the
+    /// first config.
+    pub fn journal_path(&self) -> PathBuf {
+        if let Some(j) = &self.journal {
+            return j.clone();
+        }
+        let dir = self.configs.first().and_then(|c| c.parent()).filter(|d| !d.as_os_str().is_empty());
+        dir.unwrap_or(Path::new(".")).join("zkrepl-migrate.journal")
+    }
+}
+
+/// What [`prepare`] found: the plan, and what stops it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub setup: Setup,
+    pub journal: PathBuf,
+    /// The level stored at the leader, and what cluster_info reports.
+    pub level: Level,
+    pub reported_level: Option<String>,
+    pub dst_root: String,
+    /// Followers still up (stopped by `--stop-followers`).
+    pub followers_alive: Vec<String>,
+    /// What blind does not stop, running (`app: kind`), and what could not
+    /// be told.
+    pub in_progress: Vec<String>,
+    pub unknown: Vec<String>,
+    /// Reasons the migration cannot start; empty when it can.
+    pub refusals: Vec<String>,
+    /// Worth knowing, not stopping.
+    pub warnings: Vec<String>,
+}
+
+/// What a migration tells its caller as it goes.
+#[derive(Debug, Clone)]
+pub enum Event {
+    StepStarted(Step),
+    StepDone {
+        step: Step,
+        note: String,
+    },
+    StepSkipped {
+        step: Step,
+        why: String,
+    },
+    Note(String),
+    Warning(String),
+    /// The operator's turn: what to do; the migration waits for the result.
+    Manual {
+        step: Step,
+        instructions: String,
+    },
+    HookRunning {
+        hook: Hook,
+        command: Option<String>,
+    },
+    /// A long engine operation started; its counters.
+    Working {
+        what: &'static str,
+        progress: Arc<Progress>,
+    },
+}
+
+pub trait Observer: Send + Sync {
+    fn event(&self, e: Event);
+}
+
+impl<F: Fn(Event) + Send + Sync> Observer for F {
+    fn event(&self, e: Event) {
+        self(e)
+    }
+}
+
+/// Why a migration step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("refused: {}", .0.join("; "))]
+    Refused(Vec<String>),
+    #[error(transparent)]
+    Meta(#[from] crate::Error),
+    #[error(transparent)]
+    Engine(#[from] zkrepl::Error),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("hook {} failed: {why}", .hook.option())]
+    Hook { hook: Hook, why: String },
+    #[error("gave up after {}s waiting until {what} ({last})", .waited.as_secs())]
+    Timeout { what: String, waited: Duration, last: String },
+    #[error("{0}")]
+    Failed(String),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// A migration that stopped: at which step, why, where the cluster stands
+/// and what to do next.
+#[derive(Debug, thiserror::Error)]
+#[error("step {} ({}) failed: {error}", .step.number(), .step.describe())]
+pub struct Stopped {
+    pub step: Step,
+    pub error: MigrateError,
+    /// Where the cluster stands, from the journal.
+    pub state: String,
+    pub journal: PathBuf,
+}
+
+/// A finished migration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub journal: PathBuf,
+    pub leader: String,
+    pub dst_hosts: String,
+    pub root: String,
+    /// Seconds from setting blind to the leader serving on the new ensemble.
+    pub blind_window_seconds: Option<f64>,
+    pub parts: std::collections::BTreeMap<String, f64>,
+    pub notes: std::collections::BTreeMap<String, String>,
+    pub level: Option<Level>,
+    pub skipped: Vec<Step>,
+}
+
+/// What a run needs besides the request.
+pub struct Context<'a> {
+    pub observer: &'a dyn Observer,
+    pub hooks: &'a dyn HookRunner,
+    pub cancel: CancellationToken,
+}
+
+/// Reads the configs, the cluster and both ensembles; changes nothing.
+/// `hooks` tells which steps have a hook (followers up are refused unless
+/// one stops them).
+pub async fn prepare(req: &MigrateRequest, hooks: &dyn HookRunner) -> Result<Plan, MigrateError> {
+    let stop_followers = hooks.has(Hook::StopFollowers);
+    let mut refusals = Vec::new();
+    let mut warnings = Vec::new();
+    if req.configs.is_empty() {
+        refusals.push("no config file given: every meta server's config.ini is rewritten".to_string());
+    }
+    let configs: Vec<ConfigFile> = req.configs.iter().map(|p| ConfigFile::read(p)).collect::<Result<_, _>>()?;
+
+    // Every meta the configs name is checked too.
+    let mut metas = req.metas.clone();
+    for c in &configs {
+        if let Some(list) = c.get("meta_server", "server_list") {
+            metas.push(',');
+            metas.push_str(list);
+        }
+    }
+    let client = MetaClient::new(&metas, req.meta_timeout)?;
+    let lock_from_configs = configs
+        .iter()
+        .filter_map(|c| c.get("meta_server", "distributed_lock_service_parameters"))
+        .filter_map(|v| v.split(',').next().map(str::trim).filter(|v| !v.is_empty()).map(str::to_string))
+        .collect::<std::collections::BTreeSet<_>>();
+    if lock_from_configs.len() > 1 {
+        refusals.push(format!(
+            "the configs name different leader-lock paths ({})",
+            lock_from_configs.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let opts = StatusOptions {
+        zookeeper: true,
+        lock_path: lock_from_configs.iter().next().cloned().or_else(|| req.lock_path.clone()),
+        zookeeper_timeout: Some(req.timeouts.connect),
+    };
+    let status = cluster_status(&client, &opts).await?;
+    let leader = status.leader.clone();
+    let src_hosts = status.zookeeper_hosts.clone().unwrap_or_default();
+    let root = status.zookeeper_root.clone().unwrap_or_default();
+    if src_hosts.is_empty() || root.is_empty() {
+        refusals.push(format!("the leader {leader}'s cluster_info names no zookeeper_hosts or zookeeper_root"));
+    }
+    let lock_path = opts.lock_path.clone().unwrap_or_else(|| crate::zk::default_lock_path(&root));
+
+    // Configs: the key must be there, the root the cluster's, the hosts the
+    // cluster's (or already the new ones, for a migration resumed by hand).
+    let mut records = Vec::new();
+    let mut session_timeout_ms = 30_000u64;
+    for c in &configs {
+        let name = c.path().display().to_string();
+        match c.get("zookeeper", "hosts_list") {
+            None => refusals.push(format!("{name} has no [zookeeper] hosts_list")),
+            Some(h) if !checks::same_hosts(h, &src_hosts) => refusals.push(format!(
+                "{name}: [zookeeper] hosts_list = {h}, but the cluster runs on {src_hosts} (cluster_info)"
+            )),
+            Some(h) => records.push(ConfigRecord {
+                path: c.path().to_path_buf(),
+                backup: backup_path(c.path()),
+                old_hosts: h.to_string(),
+            }),
+        }
+        let croot = c.get("meta_server", "cluster_root").unwrap_or("/");
+        if croot.trim_end_matches('/') != root.trim_end_matches('/') {
+            refusals.push(format!(
+                "{name}: [meta_server] cluster_root = {croot}, but cluster_info reports zookeeper_root {root}"
+            ));
+        }
+        if let Some(t) = c.get("zookeeper", "timeout_ms").and_then(|t| t.parse::<u64>().ok()) {
+            session_timeout_ms = session_timeout_ms.max(t);
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &records {
+        let canon = std::fs::canonicalize(&r.path).unwrap_or(r.path.clone());
+        if !seen.insert(canon) {
+            refusals.push(format!("{} is given twice", r.path.display()));
+        }
+    }
+
+    // The metas: only the leader may answer.
+    let mut followers = Vec::new();
+    let mut followers_alive = Vec::new();
+    for a in &status.metas {
+        if a.meta == leader {
+            continue;
+        }
+        match &a.role {
+            Role::Leader => warnings.push(format!("{} answers as the leader too (another address of it?)", a.meta)),
+            Role::Down { .. } => followers.push(a.meta.clone()),
+            Role::Follower { .. } | Role::NotAMeta { .. } | Role::Failed { .. } => {
+                followers.push(a.meta.clone());
+                followers_alive.push(a.meta.clone());
+            }
+        }
+    }
+    if !followers_alive.is_empty() && !stop_followers {
+        refusals.push(format!(
+            "follower metas still answer ({}): stop them first (or give --stop-followers CMD); only the leader may run during the migration",
+            followers_alive.join(", ")
+        ));
+    }
+    match status.zookeeper.as_ref().map(|z| &z.lock_nodes) {
+        Some(crate::status::Query::Known(Some(nodes))) => {
+            let persistent: Vec<_> = nodes.iter().filter(|n| !n.ephemeral).map(|n| n.name.clone()).collect();
+            if !persistent.is_empty() {
+                refusals.push(format!(
+                    "the leader lock holds persistent nodes ({}): they block elections; remove them first",
+                    persistent.join(", ")
+                ));
+            }
+            let holders = nodes.iter().filter(|n| n.ephemeral && n.name.starts_with("LOCKNODE")).count();
+            if holders > 1 && !stop_followers && followers_alive.is_empty() {
+                refusals.push(format!(
+                    "{holders} metas hold a node in the leader election under {lock_path}: a follower still has a ZooKeeper session (stopped less than [zookeeper] timeout_ms ago?); wait, or give --stop-followers CMD"
+                ));
+            }
+        }
+        Some(crate::status::Query::Known(None)) => warnings.push(format!(
+            "no leader lock at {lock_path}/{} (give --lock-path, or name it in the configs)",
+            crate::zk::LEADER_LOCK
+        )),
+        Some(crate::status::Query::Unknown(why)) => refusals.push(format!("cannot read the leader lock: {why}")),
+        None => {}
+    }
+    let apps_locked = match status.zookeeper.as_ref().map(|z| &z.apps) {
+        // A running leader holds `lock` for the moment of an update: only
+        // a lock that stays is one a meta left.
+        Some(crate::status::Query::Known(crate::zk::AppsNode::Lock)) => {
+            stays_locked(&src_hosts, &crate::zk::join(&root, "apps"), req.timeouts.connect).await
+        }
+        _ => false,
+    };
+    match status.zookeeper.as_ref().map(|z| &z.apps) {
+        Some(crate::status::Query::Known(crate::zk::AppsNode::Lock)) if apps_locked => refusals.push(format!(
+            "{}/apps holds \"lock\": a meta is, or stopped, mid-update (a meta that starts on it aborts)",
+            root.trim_end_matches('/')
+        )),
+        Some(crate::status::Query::Unknown(why)) => refusals.push(format!("cannot read the apps node: {why}")),
+        _ => {}
+    }
+
+    // The destination: another ensemble, and empty unless --update.
+    if checks::same_hosts(&req.dst, &src_hosts) {
+        refusals.push(format!("the destination {} is the ensemble the cluster runs on", req.dst));
+    } else if let Some(shared) = checks::host_set(&req.dst).intersection(&checks::host_set(&src_hosts)).next() {
+        refusals.push(format!("the destination shares {shared} with the ensemble the cluster runs on"));
+    }
+    if let Err(e) = Tree::new(&req.dst, if root.is_empty() { "/" } else { &root }) {
+        refusals.push(format!("the destination {}: {e}", req.dst));
+    }
+    let dst_root = if root.is_empty() {
+        "unknown".to_string()
+    } else {
+        match checks::dst_root(&req.dst, &root, req.timeouts.connect).await {
+            Ok(DstRoot::Missing) => "missing (created by the copy)".to_string(),
+            Ok(DstRoot::Empty) => "empty".to_string(),
+            Ok(DstRoot::Children(n)) if req.update => format!("holds {n} children (updated: --update)"),
+            Ok(DstRoot::Children(n)) => {
+                refusals.push(format!(
+                    "the destination {}{root} already holds a tree ({n} children): give --update to copy onto it",
+                    req.dst
+                ));
+                format!("holds {n} children")
+            }
+            Err(e) => {
+                refusals.push(format!("the destination: {e}"));
+                "unreachable".to_string()
+            }
+        }
+    };
+
+    // What blind does not stop.
+    let (mut in_progress, mut unknown) = (Vec::new(), Vec::new());
+    for a in status.apps.known().into_iter().flatten() {
+        for (kind, state) in a.activity() {
+            match state {
+                Some(true) => in_progress.push(format!("{}: {kind}", a.app_name)),
+                Some(false) => {}
+                None => unknown.push(format!("{}: {kind}", a.app_name)),
+            }
+        }
+    }
+    if let crate::status::Query::Unknown(why) = &status.apps {
+        unknown.push(format!("apps ({why})"));
+    }
+    if (!in_progress.is_empty() || !unknown.is_empty()) && !req.allow_drift {
+        let mut parts = Vec::new();
+        if !in_progress.is_empty() {
+            parts.push(format!("in progress: {}", in_progress.join(", ")));
+        }
+        if !unknown.is_empty() {
+            parts.push(format!("could not tell: {}", unknown.join(", ")));
+        }
+        refusals.push(format!(
+            "blind does not stop duplication, bulk load, backup or partition split ({}): pause them, or give --allow-drift to rely on the re-syncs",
+            parts.join("; ")
+        ));
+    }
+    let level = match &status.stored_level {
+        crate::status::Query::Known(l) => *l,
+        crate::status::Query::Unknown(why) => {
+            refusals.push(format!("cannot read the leader's level: {why}"));
+            Level::Invalid
+        }
+    };
+    let apps = match &status.apps {
+        crate::status::Query::Known(apps) => apps
+            .iter()
+            .map(|a| AppRecord {
+                app_id: a.app_id,
+                app_name: a.app_name.clone(),
+                partition_count: a.partition_count,
+                status: a.status.to_string(),
+            })
+            .collect(),
+        crate::status::Query::Unknown(why) => {
+            refusals.push(format!("cannot list the apps: {why}"));
+            Vec::new()
+        }
+    };
+    let alive_nodes = status.nodes.known().map(|n| n.alive.len()).unwrap_or(0);
+    let journal = req.journal_path();
+    let followers_up = followers_alive.clone();
+    let mut all_metas: Vec<String> = vec![leader.clone()];
+    all_metas.extend(followers.iter().cloned());
+    Ok(Plan {
+        setup: Setup {
+            metas: all_metas,
+            leader,
+            followers,
+            followers_up,
+            src_hosts,
+            dst_hosts: req.dst.clone(),
+            root,
+            lock_path,
+            session_timeout_ms,
+            alive_nodes,
+            apps,
+            configs: records,
+            hooks: req.hooks.clone(),
+            update: req.update,
+            allow_drift: req.allow_drift,
+            max_rounds: req.max_rounds.max(1),
+        },
+        journal,
+        level,
+        reported_level: status.reported_level.clone(),
+        dst_root,
+        followers_alive,
+        in_progress,
+        unknown,
+        refusals,
+        warnings,
+    })
+}
+
+/// Whether `apps` still reads `lock` over a second (ten reads).
+async fn stays_locked(hosts: &str, apps: &str, timeout: Duration) -> bool {
+    let Ok(c) = checks::connect(hosts, timeout).await else { return true };
+    for _ in 0..10 {
+        match c.get_data(apps).await {
+            Ok((d, _)) if d != b"lock" => return false,
+            Err(_) => return true,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    true
+}
+
+/// The backup of a config file: `<file>.before-migrate`.
+pub fn backup_path(config: &Path) -> PathBuf {
+    let mut name = config.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".before-migrate");
+    config.with_file_name(name)
+}
+
+/// Runs a prepared migration: writes the journal and runs every step.
+pub async fn execute(plan: &Plan, req: &MigrateRequest, ctx: &Context<'_>) -> Result<Report, Box<Stopped>> {
+    if !plan.refusals.is_empty() {
+        return Err(Box::new(Stopped {
+            step: Step::FollowersStopped,
+            error: MigrateError::Refused(plan.refusals.clone()),
+            state: "nothing was changed".to_string(),
+            journal: plan.journal.clone(),
+        }));
+    }
+    let journal = Journal::create(&plan.journal, plan.setup.clone()).map_err(|e| {
+        Box::new(Stopped {
+            step: Step::FollowersStopped,
+            error: e.into(),
+            state: "nothing was changed".to_string(),
+            journal: plan.journal.clone(),
+        })
+    })?;
+    Runner::new(journal, req, ctx).run().await
+}
+
+/// Continues the migration `journal` records, with `req`'s timeouts and
+/// waits (its metas, destination and configs are the journal's).
+pub async fn resume(journal: &Path, req: &MigrateRequest, ctx: &Context<'_>) -> Result<Report, Box<Stopped>> {
+    let j = Journal::load(journal).map_err(|e| {
+        Box::new(Stopped {
+            step: Step::FollowersStopped,
+            error: e.into(),
+            state: "unknown: the journal could not be read".to_string(),
+            journal: journal.to_path_buf(),
+        })
+    })?;
+    if j.rolled_back || j.cleaned_up {
+        let why = if j.rolled_back { "was rolled back" } else { "is finished and the old tree removed" };
+        return Err(Box::new(Stopped {
+            step: Step::FollowersStopped,
+            error: MigrateError::Failed(format!("this migration {why}: start a new one with a new journal")),
+            state: j.describe_state(),
+            journal: journal.to_path_buf(),
+        }));
+    }
+    Runner::new(j, req, ctx).run().await
+}
+
+struct Runner<'a> {
+    j: Journal,
+    req: &'a MigrateRequest,
+    ctx: &'a Context<'a>,
+    client: MetaClient,
+    trees: Trees,
+    skipped: Vec<Step>,
+}
+
+type StepResult = Result<String, MigrateError>;
+
+impl<'a> Runner<'a> {
+    fn new(j: Journal, req: &'a MigrateRequest, ctx: &'a Context<'a>) -> Runner<'a> {
+        let s = &j.setup;
+        let client = MetaClient::new(&s.metas.join(","), req.meta_timeout).expect("the journal's metas parse");
+        let tree = |hosts: &str| Tree::new(hosts, &s.root).expect("the journal's trees parse");
+        let trees = Trees { src: tree(&s.src_hosts), dst: tree(&s.dst_hosts), timeouts: req.timeouts, read: req.read };
+        Runner { j, req, ctx, client, trees, skipped: Vec::new() }
+    }
+
+    fn say(&self, e: Event) {
+        self.ctx.observer.event(e);
+    }
+
+    fn stopped(&self, step: Step, error: MigrateError) -> Box<Stopped> {
+        Box::new(Stopped { step, error, state: self.j.describe_state(), journal: self.j.path().to_path_buf() })
+    }
+
+    async fn run(mut self) -> Result<Report, Box<Stopped>> {
+        for step in Step::ALL {
+            if self.j.is_done(step) && !self.redo(step).await {
+                self.skipped.push(step);
+                self.say(Event::StepSkipped { step, why: "done in an earlier run".to_string() });
+                continue;
+            }
+            if self.ctx.cancel.is_cancelled() {
+                return Err(self.stopped(step, MigrateError::Interrupted));
+            }
+            self.j.mark(step, StepState::Started, "").map_err(|e| self.stopped(step, e.into()))?;
+            self.say(Event::StepStarted(step));
+            let cancel = self.ctx.cancel.clone();
+            let r = tokio::select! {
+                r = self.step(step) => r,
+                _ = cancel.cancelled() => Err(MigrateError::Interrupted),
+            };
+            match r {
+                Ok(note) => {
+                    self.j.mark(step, StepState::Done, &note).map_err(|e| self.stopped(step, e.into()))?;
+                    self.say(Event::StepDone { step, note });
+                }
+                Err(error) => {
+                    let note = error.to_string();
+                    let _ = self.j.mark(step, StepState::Failed, &note);
+                    return Err(self.stopped(step, error));
+                }
+            }
+        }
+        self.j.finished = true;
+        self.j.save().map_err(|e| self.stopped(Step::FollowersStarted, e.into()))?;
+        let j = &self.j;
+        Ok(Report {
+            journal: j.path().to_path_buf(),
+            leader: j.setup.leader.clone(),
+            dst_hosts: j.setup.dst_hosts.clone(),
+            root: j.setup.root.clone(),
+            blind_window_seconds: j.window.seconds(),
+            parts: j.window.parts.clone(),
+            notes: j.notes.clone(),
+            level: j.recorded_level,
+            skipped: self.skipped,
+        })
+    }
+
+    /// A step done earlier that must be done again: blind, when the leader
+    /// still runs on the old ensemble and has come back at another level.
+    async fn redo(&mut self, step: Step) -> bool {
+        if step != Step::Blind || self.j.is_done(Step::LeaderStopped) {
+            return false;
+        }
+        match self.client.query_level(&self.j.setup.leader).await {
+            Ok(Level::Blind) => false,
+            Ok(other) => {
+                self.say(Event::Warning(format!("the leader is at {other} again: setting blind again")));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    async fn step(&mut self, step: Step) -> StepResult {
+        match step {
+            Step::FollowersStopped => self.stop_followers().await,
+            Step::Blind => self.blind().await,
+            Step::Copied => self.copy().await,
+            Step::LeaderStopped => self.stop_leader().await,
+            Step::FinalSync => self.final_sync().await,
+            Step::ConfigsRewritten => self.rewrite_configs().await,
+            Step::LeaderStarted => self.start_leader().await,
+            Step::FollowersStarted => self.start_followers().await,
+        }
+    }
+
+    fn env(&self, hook: Hook) -> HookEnv {
+        let s = &self.j.setup;
+        let configs: Vec<String> = s.configs.iter().map(|c| c.path.display().to_string()).collect();
+        let vars = [
+            ("ZKREPL_HOOK", format!("{hook:?}")),
+            ("ZKREPL_LEADER", s.leader.clone()),
+            ("ZKREPL_FOLLOWERS", s.followers.join(",")),
+            ("ZKREPL_OLD_HOSTS", s.src_hosts.clone()),
+            ("ZKREPL_NEW_HOSTS", s.dst_hosts.clone()),
+            ("ZKREPL_ROOT", s.root.clone()),
+            ("ZKREPL_CONFIGS", configs.join(",")),
+            ("ZKREPL_JOURNAL", self.j.path().display().to_string()),
+        ];
+        HookEnv { vars: vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect() }
+    }
+
+    /// Runs `hook`, or, without one, tells the operator `manual` and
+    /// returns: the caller then waits for the condition either way.
+    async fn hook_or_manual(&self, step: Step, hook: Hook, manual: String) -> Result<(), MigrateError> {
+        if self.ctx.hooks.has(hook) {
+            self.say(Event::HookRunning { hook, command: self.j.setup.hooks.get(hook).map(str::to_string) });
+            let env = self.env(hook);
+            self.ctx.hooks.run(hook, &env).await.map_err(|why| MigrateError::Hook { hook, why })
+        } else {
+            self.say(Event::Manual {
+                step,
+                instructions: format!(
+                    "{manual} zkrepl checks for itself and goes on when it sees it done (waiting up to {}s; or give {} CMD).",
+                    self.req.wait.as_secs(),
+                    hook.option()
+                ),
+            });
+            Ok(())
+        }
+    }
+
+    /// Polls `cond` until it says done, for at most the request's wait.
+    async fn wait_until<F, Fut>(&self, what: &str, every: Duration, mut cond: F) -> Result<String, MigrateError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Option<String>, String>>,
+    {
+        let started = Instant::now();
+        let mut last = String::from("not checked yet");
+        loop {
+            match cond().await {
+                Ok(Some(done)) => return Ok(done),
+                Ok(None) => {}
+                Err(why) => last = why,
+            }
+            if started.elapsed() >= self.req.wait {
+                return Err(MigrateError::Timeout { what: what.to_string(), waited: self.req.wait, last });
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.ctx.cancel.cancelled() => return Err(MigrateError::Interrupted),
+            }
+        }
+    }
+
+    // ---- step 1 ----
+
+    async fn stop_followers(&mut self) -> StepResult {
+        let followers = self.j.setup.followers.clone();
+        if let Ok(Some(done)) = self.followers_down().await {
+            return Ok(done);
+        }
+        let list = followers.join(", ");
+        self.hook_or_manual(
+            Step::FollowersStopped,
+            Hook::StopFollowers,
+            format!("Stop the follower meta servers ({list}); only the leader {} stays up.", self.j.setup.leader),
+        )
+        .await?;
+        self.wait_until("the followers are down and out of the leader election", Duration::from_millis(200), || {
+            self.followers_down()
+        })
+        .await
+    }
+
+    /// `Some` once no follower answers and the leader election holds only
+    /// the leader's node.
+    async fn followers_down(&self) -> Result<Option<String>, String> {
+        let s = &self.j.setup;
+        for f in &s.followers {
+            let (role, _) = self.client.role_of(f).await;
+            if !matches!(role, Role::Down { .. }) {
+                return Err(format!("{f} still answers"));
+            }
+        }
+        let c = checks::connect(&s.src_hosts, self.req.timeouts.connect).await?;
+        let nodes = checks::lock_nodes(&c, &s.lock_path).await?;
+        let holders: Vec<&checks::LockNode> = nodes.iter().filter(|n| n.owner != 0).collect();
+        if holders.len() > 1 {
+            return Err(format!(
+                "{} metas hold a node in the leader election ({}); a stopped meta's session ends within {} ms",
+                holders.len(),
+                holders.iter().map(|n| format!("{} {}", n.name, n.data)).collect::<Vec<_>>().join(", "),
+                s.session_timeout_ms
+            ));
+        }
+        let n = s.followers.len();
+        Ok(Some(if n == 0 { "no followers".to_string() } else { format!("{n} follower(s) down") }))
+    }
+
+    // ---- step 2 ----
+
+    async fn blind(&mut self) -> StepResult {
+        let leader = self.j.setup.leader.clone();
+        if self.j.recorded_level.is_none() {
+            // Recorded before it is changed: a rollback restores it.
+            let level = self.client.query_level(&leader).await?;
+            self.j.recorded_level = Some(level);
+            self.j.save()?;
+        }
+        if self.j.window.blind_at_ms.is_none() {
+            self.j.window.blind_at_ms = Some(journal::now_ms());
+            self.j.save()?;
+        }
+        self.client.control_meta(&leader, Level::Blind).await?;
+        let now = self.client.query_level(&leader).await?;
+        if now != Level::Blind {
+            return Err(MigrateError::Failed(format!(
+                "the leader {leader} reads back level {now} after blind was set"
+            )));
+        }
+        let was = self.j.recorded_level.map(|l| l.to_string()).unwrap_or_default();
+        Ok(format!("{leader} at blind (was {was})"))
+    }
+
+    // ---- step 3 ----
+
+    fn credential(&mut self) -> Result<RunCredential, MigrateError> {
+        if let Some(c) = &self.j.credential {
+            return Ok(RunCredential::from_credential(c)?);
+        }
+        let c = RunCredential::generate();
+        self.j.credential = Some(c.credential().to_string());
+        self.j.save()?;
+        Ok(c)
+    }
+
+    async fn round(&mut self, mode: Mode) -> Result<sync::Round, MigrateError> {
+        let credential = self.credential()?;
+        let observer = self.ctx.observer;
+        let on_progress = move |what: &'static str, p: &Arc<Progress>| {
+            observer.event(Event::Working { what, progress: p.clone() });
+        };
+        Ok(sync::round(&self.trees, mode, &credential, &self.ctx.cancel, &on_progress).await?)
+    }
+
+    async fn copy(&mut self) -> StepResult {
+        let started_before = self.j.steps.iter().filter(|r| r.step == Step::Copied).count() > 1;
+        let t = Instant::now();
+        let before = sync::digest(&self.trees, &self.ctx.cancel).await?;
+        self.j.digests.source_before = before.clone();
+        self.j.save()?;
+        self.j.window.add("digest", t.elapsed().as_secs_f64());
+        // A fresh copy refuses a destination with a tree; one resumed, or
+        // asked to update, converges onto what is there.
+        let mut mode = if self.j.setup.update || started_before { Mode::Update } else { Mode::Fresh };
+        let mut prev = before;
+        let rounds = self.j.setup.max_rounds;
+        let mut prev_diffs = u64::MAX;
+        let mut ran = 0;
+        for n in 0..=rounds {
+            let r = self.round(mode).await?;
+            ran = n + 1;
+            let part = if n == 0 { "copy" } else { "re-sync" };
+            self.j.window.add(part, r.copy_seconds);
+            self.j.window.add("verify", r.verify_seconds);
+            let src = r.report.src_digest.clone();
+            let unchanged = src.is_some() && src == prev;
+            if r.equal() && unchanged {
+                self.j.digests.verified_source = src;
+                self.j.digests.verified_destination = r.report.dst_digest.clone();
+                self.j.notes.insert("rounds".into(), ran.to_string());
+                self.j.save()?;
+                self.check_partitions().await?;
+                return Ok(format!(
+                    "{} nodes copied and verified equal{}",
+                    r.report.src_nodes,
+                    if n > 0 { format!(" after {n} re-sync(s)") } else { String::new() }
+                ));
+            }
+            let diffs = r.differences.listed.len() as u64 + r.differences.unlisted;
+            let changed = if r.equal() { "changed during the round".to_string() } else { r.listing(5).join(", ") };
+            self.say(Event::Note(format!("the source changed during round {ran} ({diffs} differences): {changed}")));
+            prev = src;
+            mode = Mode::Mirror;
+            // A writer that goes on at its own pace leaves about as much
+            // behind each round: more rounds only lengthen the blind window.
+            if n > 0 && diffs > 0 && diffs * 2 > prev_diffs {
+                self.say(Event::Note("not converging: no more re-sync rounds".to_string()));
+                break;
+            }
+            prev_diffs = diffs;
+        }
+        if self.j.setup.allow_drift {
+            self.j.notes.insert("rounds".into(), format!("{ran} (still changing)"));
+            self.j.save()?;
+            self.check_partitions().await?;
+            self.say(Event::Warning(
+                "the source still changes in blind (--allow-drift): the final sync after the leader stops catches the rest"
+                    .to_string(),
+            ));
+            return Ok(format!("copied; still changing after {} re-sync(s)", ran - 1));
+        }
+        Err(MigrateError::Failed(format!(
+            "the source kept changing during {ran} rounds while the leader was blind: something blind does not stop writes (duplication, bulk load, backup, split, app envs): pause it and resume, or resume with --allow-drift"
+        )))
+    }
+
+    async fn check_partitions(&mut self) -> Result<(), MigrateError> {
+        let t = Instant::now();
+        let r = self.missing_partitions().await;
+        self.j.window.add("partition check", t.elapsed().as_secs_f64());
+        r
+    }
+
+    async fn missing_partitions(&self) -> Result<(), MigrateError> {
+        let s = &self.j.setup;
+        let missing = checks::missing_partitions(&s.dst_hosts, &s.root, &s.apps, self.req.timeouts.connect)
+            .await
+            .map_err(MigrateError::Failed)?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let on_src = checks::missing_partitions(&s.src_hosts, &s.root, &s.apps, self.req.timeouts.connect)
+            .await
+            .unwrap_or_default();
+        let shown: Vec<&str> = missing.iter().take(10).map(String::as_str).collect();
+        Err(MigrateError::Failed(format!(
+            "{} app or partition node(s) that list_apps names are missing on the destination ({}{}){}: a meta starting there would recreate them empty",
+            missing.len(),
+            shown.join(", "),
+            if missing.len() > 10 { ", ..." } else { "" },
+            if on_src.is_empty() { "" } else { "; missing on the source too" }
+        )))
+    }
+
+    // ---- step 4 ----
+
+    async fn stop_leader(&mut self) -> StepResult {
+        let s = self.j.setup.clone();
+        let t = Instant::now();
+        // Whose session writes for the leader: its lock node's owner.
+        if self.j.leader_session.is_none()
+            && let Ok(c) = checks::connect(&s.src_hosts, self.req.timeouts.connect).await
+            && let Ok(nodes) = checks::lock_nodes(&c, &s.lock_path).await
+            && let Some(first) = nodes.iter().find(|n| n.owner != 0)
+        {
+            self.j.leader_session = Some(first.owner);
+            self.j.save()?;
+        }
+        let session = self.j.leader_session;
+        // Stopped already, and proven: nothing to do. Not answering but
+        // still connected (a stop cut short): stopping again is safe.
+        if !matches!(self.leader_gone(session).await, Ok(Some(_))) {
+            self.hook_or_manual(
+                Step::LeaderStopped,
+                Hook::StopLeader,
+                format!("Stop the leader meta server {} (it is at level blind).", s.leader),
+            )
+            .await?;
+        }
+        let proof = self
+            .wait_until(
+                "the old leader no longer answers and its ZooKeeper connection is closed",
+                Duration::from_millis(100),
+                || self.leader_gone(session),
+            )
+            .await?;
+        self.j.window.add("stop", t.elapsed().as_secs_f64());
+        self.j.notes.insert("stop proof".into(), proof.clone());
+        self.j.save()?;
+        Ok(proof)
+    }
+
+    /// `Some(proof)` once the leader does not answer and cannot write: its
+    /// lock node is gone (its session ended), or no member of the old
+    /// ensemble has a connection of its session (`cons`).
+    async fn leader_gone(&self, session: Option<i64>) -> Result<Option<String>, String> {
+        let s = &self.j.setup;
+        let (role, _) = self.client.role_of(&s.leader).await;
+        if !matches!(role, Role::Down { .. }) {
+            return Err(format!("{} still answers", s.leader));
+        }
+        let c = checks::connect(&s.src_hosts, self.req.timeouts.connect).await?;
+        let nodes = checks::lock_nodes(&c, &s.lock_path).await?;
+        let Some(sid) = session else {
+            return if nodes.iter().all(|n| n.owner == 0) {
+                Ok(Some("no meta holds a node in the leader election".to_string()))
+            } else {
+                Err("a meta still holds a node in the leader election".to_string())
+            };
+        };
+        if !nodes.iter().any(|n| n.owner == sid) {
+            return Ok(Some(format!("its lock node is gone: session 0x{sid:x} ended")));
+        }
+        match checks::connected_sessions(&s.src_hosts, Duration::from_secs(2)).await {
+            Some(live) if !live.contains(&sid) => Ok(Some(format!(
+                "no member of {} has a connection of its session 0x{sid:x} (cons); the session itself ends within {} ms",
+                s.src_hosts, s.session_timeout_ms
+            ))),
+            Some(_) => Err(format!("its session 0x{sid:x} is still connected")),
+            None => Err(format!(
+                "its lock node (session 0x{sid:x}) is still there, and the members do not list connections (cons not allowed): waiting for the session to end, up to {} ms",
+                s.session_timeout_ms
+            )),
+        }
+    }
+
+    // ---- step 5 ----
+
+    async fn final_sync(&mut self) -> StepResult {
+        let t = Instant::now();
+        let rounds = self.j.setup.max_rounds;
+        for n in 0..=rounds {
+            let r = self.round(Mode::Mirror).await?;
+            if r.equal() {
+                self.j.digests.final_source = r.report.src_digest.clone();
+                self.j.digests.final_destination = r.report.dst_digest.clone();
+                self.j.window.add("final sync", t.elapsed().as_secs_f64());
+                self.j.save()?;
+                self.check_partitions().await?;
+                return Ok(format!(
+                    "{} nodes equal after the leader stopped ({} written by the final sync)",
+                    r.report.src_nodes, r.written
+                ));
+            }
+            self.say(Event::Warning(format!(
+                "the old tree changed after the leader stopped (round {}): {}",
+                n + 1,
+                r.listing(5).join(", ")
+            )));
+        }
+        Err(MigrateError::Failed(
+            "the old tree keeps changing with the leader and followers stopped: something else writes to it; find and stop it, then resume"
+                .to_string(),
+        ))
+    }
+
+    // ---- step 6 ----
+
+    async fn rewrite_configs(&mut self) -> StepResult {
+        let t = Instant::now();
+        let dst = self.j.setup.dst_hosts.clone();
+        let mut changed = 0;
+        for rec in self.j.setup.configs.clone() {
+            let file = ConfigFile::read(&rec.path)?;
+            if file.get("zookeeper", "hosts_list") == Some(dst.as_str()) {
+                continue;
+            }
+            crate::config::backup(&rec.path, &rec.backup)?;
+            let bytes = file.with_value("zookeeper", "hosts_list", &dst)?;
+            crate::config::write_atomic(&rec.path, &bytes)
+                .map_err(|e| MigrateError::Failed(format!("writing {}: {e}", rec.path.display())))?;
+            changed += 1;
+        }
+        self.j.switched = true;
+        self.j.window.add("start", t.elapsed().as_secs_f64());
+        self.j.save()?;
+        Ok(format!(
+            "{changed} of {} config(s) rewritten (backups: <config>.before-migrate)",
+            self.j.setup.configs.len()
+        ))
+    }
+
+    // ---- step 7 ----
+
+    async fn start_leader(&mut self) -> StepResult {
+        let s = self.j.setup.clone();
+        let t = Instant::now();
+        if self.serving_on_new().await.is_err() {
+            self.hook_or_manual(
+                Step::LeaderStarted,
+                Hook::StartLeader,
+                format!("Start the leader meta server {} (its config now names {}).", s.leader, s.dst_hosts),
+            )
+            .await?;
+        }
+        self.wait_until("the leader serves on the new ensemble", Duration::from_millis(100), || self.serving_on_new())
+            .await?;
+        if self.j.window.serving_at_ms.is_none() {
+            self.j.window.serving_at_ms = Some(journal::now_ms());
+        }
+        self.j.window.add("start", t.elapsed().as_secs_f64());
+        self.j.save()?;
+        // A restarted meta comes back at meta_function_level_on_start.
+        let level = self.j.recorded_level.unwrap_or(Level::Steady);
+        self.client.control_meta(&s.leader, level).await?;
+        let now = self.client.query_level(&s.leader).await?;
+        if now != level {
+            return Err(MigrateError::Failed(format!("the leader reads back level {now} after {level} was restored")));
+        }
+        let alive = self
+            .wait_until("the replica servers are back", Duration::from_millis(200), || async {
+                let nodes = self.client.list_nodes(&s.leader).await.map_err(|e| e.to_string())?;
+                let alive = nodes.iter().filter(|n| n.status == crate::messages::NS_ALIVE).count();
+                if alive >= s.alive_nodes {
+                    Ok(Some(alive))
+                } else {
+                    Err(format!("{alive} of {} replica servers alive", s.alive_nodes))
+                }
+                .map(|v| v.map(|a| a.to_string()))
+            })
+            .await?;
+        let reported = self
+            .client
+            .cluster_info_at(&s.leader)
+            .await
+            .ok()
+            .and_then(|i| i.get("meta_function_level").map(str::to_string))
+            .unwrap_or_default();
+        Ok(format!(
+            "{} serves on {} at level {level} (reported {reported}), {alive} replica servers alive",
+            s.leader, s.dst_hosts
+        ))
+    }
+
+    /// `Some` once the leader answers cluster_info naming the new hosts.
+    async fn serving_on_new(&self) -> Result<Option<String>, String> {
+        let s = &self.j.setup;
+        match self.client.role_of(&s.leader).await {
+            (Role::Leader, Some(info)) => {
+                let hosts = info.get("zookeeper_hosts").unwrap_or("");
+                if checks::same_hosts(hosts, &s.dst_hosts) {
+                    Ok(Some(format!("{} serves on {hosts}", s.leader)))
+                } else {
+                    Err(format!("{} serves on {hosts}", s.leader))
+                }
+            }
+            (role, _) => Err(format!("{}: {role:?}", s.leader)),
+        }
+    }
+
+    // ---- step 8 ----
+
+    async fn start_followers(&mut self) -> StepResult {
+        let s = self.j.setup.clone();
+        if s.followers_up.is_empty() && s.followers.is_empty() {
+            return Ok("no followers".to_string());
+        }
+        if self.followers_on_new().await.is_err() {
+            self.hook_or_manual(
+                Step::FollowersStarted,
+                Hook::StartFollowers,
+                format!(
+                    "Start the follower meta servers ({}); their configs now name {}.",
+                    s.followers.join(", "),
+                    s.dst_hosts
+                ),
+            )
+            .await?;
+        }
+        self.wait_until("every follower answers on the new ensemble", Duration::from_millis(200), || {
+            self.followers_on_new()
+        })
+        .await
+    }
+
+    async fn followers_on_new(&self) -> Result<Option<String>, String> {
+        let s = &self.j.setup;
+        for f in &s.followers {
+            match self.client.role_of(f).await {
+                (Role::Follower { .. }, _) => {}
+                (role, _) => return Err(format!("{f}: {role:?}")),
+            }
+        }
+        let c = checks::connect(&s.dst_hosts, self.req.timeouts.connect).await?;
+        let held = checks::lock_nodes(&c, &s.lock_path).await?.iter().filter(|n| n.owner != 0).count();
+        let want = 1 + s.followers.len();
+        if held < want {
+            return Err(format!("{held} of {want} metas in the leader election on the new ensemble"));
+        }
+        Ok(Some(format!("{} follower(s) answer; {held} metas in the election on {}", s.followers.len(), s.dst_hosts)))
+    }
+}

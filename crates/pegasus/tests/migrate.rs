@@ -1,0 +1,424 @@
+//! `pegasus migrate`, rollback and cleanup-old against simulated metas over
+//! two real local ZooKeeper servers (the old ensemble and the new one).
+//! The metas run in this process; the hooks stop and start them.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use zkrepl_pegasus::migrate::{
+    self, CleanupRequest, Context, Event, FnHooks, Hook, MigrateError, MigrateRequest, RollbackRequest, Step,
+};
+use zkrepl_pegasus::{Level, MetaClient};
+use zkrepl_testkit::local::{LocalServer, ServerOptions};
+use zkrepl_testkit::pegasus::{ClusterSpec, Seed, SimCluster};
+use zookeeper_client as zk;
+
+static OLD: OnceLock<LocalServer> = OnceLock::new();
+static NEW: OnceLock<LocalServer> = OnceLock::new();
+
+async fn servers() -> (String, String) {
+    tokio::task::spawn_blocking(|| {
+        let start = || LocalServer::start(&ServerOptions::default()).expect("start ZooKeeper");
+        (OLD.get_or_init(start).connect_string(), NEW.get_or_init(start).connect_string())
+    })
+    .await
+    .unwrap()
+}
+
+async fn client(hosts: &str) -> zk::Client {
+    zk::Client::connect(hosts).await.expect("connect")
+}
+
+/// Two metas over `root` on the old server, 200 ms updates, one
+/// duplication (its progress written at every level).
+async fn cluster(
+    root: &str,
+    edit: impl FnOnce(&mut ClusterSpec),
+) -> (Arc<tokio::sync::Mutex<SimCluster>>, String, String) {
+    let (old, new) = servers().await;
+    let mut spec = ClusterSpec::new(&old, root, 2, Seed::simple(2, 4));
+    spec.template.zookeeper_timeout_ms = 3000;
+    edit(&mut spec);
+    let c = SimCluster::start(spec).await.expect("start the cluster");
+    (Arc::new(tokio::sync::Mutex::new(c)), old, new)
+}
+
+/// Hooks that stop and start the in-process metas (0 leads); `fail` makes
+/// one hook fail once.
+fn hooks(
+    c: Arc<tokio::sync::Mutex<SimCluster>>,
+    fail: Arc<Mutex<Option<Hook>>>,
+) -> FnHooks<impl Fn(Hook) -> BoxFuture<'static, Result<(), String>> + Send + Sync> {
+    FnHooks(move |hook: Hook| -> BoxFuture<'static, Result<(), String>> {
+        let c = c.clone();
+        let fail = fail.clone();
+        Box::pin(async move {
+            if fail.lock().unwrap().take_if(|h| *h == hook).is_some() {
+                return Err("exit status 3 (made to fail)".to_string());
+            }
+            let mut c = c.lock().await;
+            let n = c.metas.len();
+            match hook {
+                Hook::StopFollowers => {
+                    for m in &mut c.metas[1..n] {
+                        m.stop().await;
+                    }
+                }
+                Hook::StopLeader => c.metas[0].stop().await,
+                Hook::StartLeader => c.metas[0].restart_from_file().await.map_err(|e| e.to_string())?,
+                Hook::StartFollowers => {
+                    for m in &mut c.metas[1..n] {
+                        m.restart_from_file().await.map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    })
+}
+
+/// No hooks: every step is the operator's.
+struct NoHooks;
+
+impl migrate::HookRunner for NoHooks {
+    fn has(&self, _: Hook) -> bool {
+        false
+    }
+
+    fn run<'a>(&'a self, _: Hook, _: &'a migrate::HookEnv) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Err("no hooks".to_string()) })
+    }
+}
+
+struct Events(Mutex<Vec<String>>);
+
+impl migrate::Observer for Events {
+    fn event(&self, e: Event) {
+        self.0.lock().unwrap().push(format!("{e:?}"));
+    }
+}
+
+async fn request(c: &Arc<tokio::sync::Mutex<SimCluster>>, new: &str, dir: &Path) -> MigrateRequest {
+    let c = c.lock().await;
+    let metas: Vec<String> = c.metas.iter().map(|m| m.addr().to_string()).collect();
+    let mut r = MigrateRequest::new(&metas.join(","), new, c.configs.clone());
+    r.journal = Some(dir.join("journal"));
+    r.allow_drift = true;
+    r.wait = Duration::from_secs(30);
+    r.meta_timeout = Duration::from_secs(2);
+    r
+}
+
+fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+/// The bytes with the first `hosts_list` value replaced.
+fn with_hosts(original: &[u8], old: &str, new: &str) -> Vec<u8> {
+    let text = String::from_utf8(original.to_vec()).unwrap();
+    text.replacen(&format!("hosts_list = {old}"), &format!("hosts_list = {new}"), 1).into_bytes()
+}
+
+async fn data(c: &zk::Client, path: &str) -> Option<Vec<u8>> {
+    c.get_data(path).await.ok().map(|(d, _)| d)
+}
+
+/// Every progress value under the root, by path.
+async fn progress(c: &zk::Client, root: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = format!("{root}/apps/1/duplication/1700000001");
+    let mut out = Vec::new();
+    for p in 0..4 {
+        let path = format!("{dir}/{p}");
+        out.push((path.clone(), data(c, &path).await.unwrap_or_default()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrates_and_the_restarted_leader_finds_the_last_progress_the_old_one_wrote() {
+    let root = "/pegasus/happy";
+    let (c, old, new) = cluster(root, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Configs in an operator's style: comments, CRLF, odd spacing and a
+    // second hosts_list the meta ignores (the first wins).
+    let configs = c.lock().await.configs.clone();
+    let mut originals = Vec::new();
+    for (i, p) in configs.iter().enumerate() {
+        let text = String::from_utf8(read(p)).unwrap();
+        let mut styled = format!("; meta {i} ; managed by hand\r\n# hosts below\r\n");
+        for line in text.lines() {
+            styled.push_str(line);
+            if line.starts_with("[zookeeper]") {
+                styled.push_str("   ; the ensemble");
+            }
+            styled.push_str("\r\n");
+            if line.starts_with("hosts_list") {
+                styled.push_str("hosts_list =\tignored:1\r\n");
+            }
+        }
+        std::fs::write(p, &styled).unwrap();
+        originals.push(styled.into_bytes());
+    }
+    let req = request(&c, &new, dir.path()).await;
+    let h = hooks(c.clone(), Arc::new(Mutex::new(None)));
+    let plan = migrate::prepare(&req, &h).await.expect("prepare");
+    assert!(plan.refusals.is_empty(), "{:?}", plan.refusals);
+    assert_eq!(plan.followers_alive.len(), 1);
+    assert!(plan.in_progress.iter().any(|a| a.contains("duplication")), "{:?}", plan.in_progress);
+
+    let events = Events(Mutex::new(Vec::new()));
+    let ctx = Context { observer: &events, hooks: &h, cancel: Default::default() };
+    let report = migrate::execute(&plan, &req, &ctx).await.expect("migrate");
+    let window = report.blind_window_seconds.expect("a blind window");
+    assert!(window > 0.0 && window < 60.0, "{window}");
+    for part in ["copy", "verify", "stop", "final sync", "start"] {
+        assert!(report.parts.contains_key(part), "{part} missing from {:?}", report.parts);
+    }
+
+    // Configs: byte-identical but the first hosts_list value.
+    for (p, o) in configs.iter().zip(&originals) {
+        assert_eq!(read(p), with_hosts(o, &old, &new), "{}", p.display());
+        assert_eq!(read(&migrate::backup_path(p)), *o, "the backup is the original");
+    }
+    let cl = c.lock().await;
+    let (leader, follower) = (&cl.metas[0], &cl.metas[1]);
+    assert!(leader.is_leader() && !follower.is_leader());
+    assert_eq!(leader.config().zookeeper_hosts, new);
+    assert_eq!(follower.config().zookeeper_hosts, new);
+    assert_eq!(leader.level().0, 400, "level restored to steady");
+    assert!(leader.recreated_partitions().is_empty(), "{:?}", leader.recreated_partitions());
+    // The progress the old leader last wrote is what the new one loaded:
+    // the old tree is as the old leader left it (untouched since).
+    let oc = client(&old).await;
+    let last: Vec<i64> =
+        progress(&oc, root).await.iter().map(|(_, d)| String::from_utf8_lossy(d).parse().unwrap()).collect();
+    let loaded: Vec<i64> = leader.loaded_progress().values().copied().collect();
+    assert_eq!(loaded, last, "the restarted leader finds the old leader's last progress");
+    assert!(last.iter().all(|v| *v > 100), "progress advanced during the migration: {last:?}");
+    let j = migrate::Journal::load(&dir.path().join("journal")).unwrap();
+    assert!(j.finished && j.switched && j.recorded_level == Some(Level::Steady));
+    assert!(j.notes.get("stop proof").is_some_and(|p| p.contains("lock node is gone")), "{:?}", j.notes);
+    drop(cl);
+
+    // cleanup-old: the cluster is off the old ensemble; the new one has
+    // written since (steady), the old tree is the one verified.
+    let creq = CleanupRequest::from_journal(dir.path().join("journal"));
+    let cplan = migrate::plan_cleanup(&creq).await.expect("plan cleanup");
+    assert!(cplan.refusals.is_empty(), "{:?}", cplan.refusals);
+    let r = migrate::cleanup_old(&cplan, &creq, &Arc::new(zkrepl::Progress::new())).await.expect("cleanup");
+    assert_eq!(r.deleted, cplan.nodes);
+    assert!(oc.check_stat(root).await.unwrap().is_none(), "the old tree is gone");
+    let nc = client(&new).await;
+    assert!(nc.check_stat(&format!("{root}/apps/2/3")).await.unwrap().is_some(), "the new tree stays");
+    // Rollback refuses once the old tree is gone.
+    let rb = migrate::rollback::plan_rollback(&RollbackRequest::new(dir.path().join("journal"))).await;
+    assert!(matches!(rb, Err(MigrateError::Failed(m)) if m.contains("cleanup-old")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refuses_before_changing_anything() {
+    // A follower up and no hook to stop it; a destination with a tree.
+    let root = "/pegasus/refuse";
+    let (c, old, new) = cluster(root, |_| {}).await;
+    let nc = client(&new).await;
+    let open = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    nc.mkdir(&format!("{root}/apps"), &open).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let configs = c.lock().await.configs.clone();
+    let before: Vec<Vec<u8>> = configs.iter().map(|p| read(p)).collect();
+    let mut req = request(&c, &new, dir.path()).await;
+    req.allow_drift = false;
+    let plan = migrate::prepare(&req, &NoHooks).await.expect("prepare");
+    let all = plan.refusals.join("\n");
+    assert!(all.contains("follower metas still answer"), "{all}");
+    assert!(all.contains("already holds a tree"), "{all}");
+    assert!(all.contains("blind does not stop duplication"), "{all}");
+    // The current ensemble as the destination.
+    let same = request(&c, &old, dir.path()).await;
+    let p = migrate::prepare(&same, &NoHooks).await.unwrap();
+    assert!(p.refusals.iter().any(|r| r.contains("is the ensemble the cluster runs on")), "{:?}", p.refusals);
+
+    let h = hooks(c.clone(), Arc::new(Mutex::new(None)));
+    let events = Events(Mutex::new(Vec::new()));
+    let ctx = Context { observer: &events, hooks: &h, cancel: Default::default() };
+    let stopped = migrate::execute(&plan, &req, &ctx).await.expect_err("refused");
+    assert!(matches!(stopped.error, MigrateError::Refused(_)));
+    // Nothing changed: level, configs, metas, no journal.
+    let cl = c.lock().await;
+    assert_eq!(cl.metas[0].level().0, 400);
+    assert!(cl.metas[1].addr().port() > 0 && !cl.metas[1].is_leader());
+    for (p, b) in configs.iter().zip(&before) {
+        assert_eq!(&read(p), b);
+    }
+    assert!(!dir.path().join("journal").exists());
+    drop(cl);
+
+    // apps = lock (a meta stopped mid-update) is refused.
+    let (c2, old2, _) = cluster("/pegasus/locked", |s| {
+        s.metas = 1;
+        s.template.lock_apps_while_updating = false;
+    })
+    .await;
+    client(&old2).await.set_data("/pegasus/locked/apps", b"lock", None).await.unwrap();
+    let req = request(&c2, &new, dir.path()).await;
+    let p = migrate::prepare(&req, &NoHooks).await.unwrap();
+    assert!(p.refusals.iter().any(|r| r.contains("holds \"lock\"")), "{:?}", p.refusals);
+    client(&old2).await.set_data("/pegasus/locked/apps", b"unlock", None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_hook_stops_with_the_state_then_resume_finishes() {
+    let root = "/pegasus/hookfail";
+    let (c, _old, new) = cluster(root, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let req = request(&c, &new, dir.path()).await;
+    let fail = Arc::new(Mutex::new(Some(Hook::StopLeader)));
+    let h = hooks(c.clone(), fail.clone());
+    let plan = migrate::prepare(&req, &h).await.unwrap();
+    let events = Events(Mutex::new(Vec::new()));
+    let ctx = Context { observer: &events, hooks: &h, cancel: Default::default() };
+    let stopped = migrate::execute(&plan, &req, &ctx).await.expect_err("the hook fails");
+    assert_eq!(stopped.step, Step::LeaderStopped);
+    assert!(matches!(stopped.error, MigrateError::Hook { hook: Hook::StopLeader, .. }), "{}", stopped.error);
+    assert!(
+        stopped.state.contains("level blind") && stopped.state.contains("configs are unchanged"),
+        "{}",
+        stopped.state
+    );
+    assert_eq!(c.lock().await.metas[0].level().0, 200, "still blind");
+
+    let report = migrate::resume(&dir.path().join("journal"), &req, &ctx).await.expect("resumed");
+    assert!(report.skipped.contains(&Step::Copied));
+    let cl = c.lock().await;
+    assert_eq!(cl.metas[0].config().zookeeper_hosts, new);
+    assert_eq!(cl.metas[0].level().0, 400);
+}
+
+/// Runs a migration and aborts it (as a kill would) `delay` after `step`
+/// starts, then resumes it from the journal.
+async fn killed_at(step: Step, delay: Duration, root: &str) {
+    let (c, old, new) = cluster(root, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let req = request(&c, &new, dir.path()).await;
+    let plan = migrate::prepare(&req, &hooks(c.clone(), Arc::new(Mutex::new(None)))).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Step>();
+    let task = {
+        let (c, req, plan) = (c.clone(), req.clone(), plan.clone());
+        tokio::spawn(async move {
+            let h = hooks(c, Arc::new(Mutex::new(None)));
+            let obs = move |e: Event| {
+                if let Event::StepStarted(s) = e {
+                    let _ = tx.send(s);
+                }
+            };
+            let ctx = Context { observer: &obs, hooks: &h, cancel: Default::default() };
+            migrate::execute(&plan, &req, &ctx).await.map(|_| ())
+        })
+    };
+    while let Some(s) = rx.recv().await {
+        if s == step {
+            tokio::time::sleep(delay).await;
+            task.abort();
+            break;
+        }
+    }
+    let _ = task.await;
+    let h = hooks(c.clone(), Arc::new(Mutex::new(None)));
+    let events = Events(Mutex::new(Vec::new()));
+    let ctx = Context { observer: &events, hooks: &h, cancel: Default::default() };
+    let report = migrate::resume(&dir.path().join("journal"), &req, &ctx)
+        .await
+        .unwrap_or_else(|e| panic!("resume after a kill at {step:?}: {e} ({})", e.state));
+    assert!(report.blind_window_seconds.is_some());
+    let j = migrate::Journal::load(&dir.path().join("journal")).unwrap();
+    assert_eq!(j.recorded_level, Some(Level::Steady), "killed at {step:?}: the level before blind is kept");
+    assert!(j.finished);
+    let cl = c.lock().await;
+    assert!(cl.metas[0].is_leader(), "killed at {step:?}");
+    assert_eq!(cl.metas[0].config().zookeeper_hosts, new, "killed at {step:?}");
+    assert_eq!(cl.metas[1].config().zookeeper_hosts, new, "killed at {step:?}");
+    assert_eq!(cl.metas[0].level().0, 400, "killed at {step:?}");
+    assert!(cl.metas[0].recreated_partitions().is_empty(), "killed at {step:?}");
+    let nc = client(&new).await;
+    let oc = client(&old).await;
+    assert_eq!(progress(&nc, root).await.len(), progress(&oc, root).await.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_at_each_step_and_resumed() {
+    for (i, step) in Step::ALL.into_iter().enumerate() {
+        for (k, delay) in [0, 30].into_iter().enumerate() {
+            killed_at(step, Duration::from_millis(delay), &format!("/pegasus/killed{i}-{k}")).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rollback_after_the_switch_and_cleanup_refused_until_migrated() {
+    let root = "/pegasus/rollback";
+    let (c, old, new) = cluster(root, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let configs = c.lock().await.configs.clone();
+    let before: Vec<Vec<u8>> = configs.iter().map(|p| read(p)).collect();
+    let req = request(&c, &new, dir.path()).await;
+    let h = hooks(c.clone(), Arc::new(Mutex::new(None)));
+    let plan = migrate::prepare(&req, &h).await.unwrap();
+    let events = Events(Mutex::new(Vec::new()));
+    let ctx = Context { observer: &events, hooks: &h, cancel: Default::default() };
+
+    // Stopped after the copy: cleanup-old refuses (not finished, the
+    // cluster still on the old ensemble).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Step>();
+    let task = {
+        let (c, req, plan) = (c.clone(), req.clone(), plan.clone());
+        tokio::spawn(async move {
+            let h = hooks(c, Arc::new(Mutex::new(None)));
+            let obs = move |e: Event| {
+                if let Event::StepDone { step, .. } = e {
+                    let _ = tx.send(step);
+                }
+            };
+            let ctx = Context { observer: &obs, hooks: &h, cancel: Default::default() };
+            migrate::execute(&plan, &req, &ctx).await.map(|_| ())
+        })
+    };
+    while let Some(s) = rx.recv().await {
+        if s == Step::Copied {
+            task.abort();
+            break;
+        }
+    }
+    let _ = task.await;
+    let creq = CleanupRequest::from_journal(dir.path().join("journal"));
+    let cplan = migrate::plan_cleanup(&creq).await.unwrap();
+    let all = cplan.refusals.join("\n");
+    assert!(all.contains("not finished") && all.contains("still runs on"), "{all}");
+    assert!(migrate::cleanup_old(&cplan, &creq, &Arc::new(zkrepl::Progress::new())).await.is_err());
+    assert!(client(&old).await.check_stat(root).await.unwrap().is_some());
+
+    // Finish it, then roll back: configs byte-exact, leader on the old
+    // ensemble at its old level, the follower back.
+    migrate::resume(&dir.path().join("journal"), &req, &ctx).await.expect("resume");
+    let rreq = RollbackRequest::new(dir.path().join("journal"));
+    let rplan = migrate::rollback::plan_rollback(&rreq).await.unwrap();
+    assert!(rplan.warnings.iter().any(|w| w.contains("changed since the switch")), "{:?}", rplan.warnings);
+    migrate::rollback(&rreq, &ctx).await.expect("rollback");
+    for (p, b) in configs.iter().zip(&before) {
+        assert_eq!(&read(p), b, "{} restored", p.display());
+    }
+    let cl = c.lock().await;
+    assert!(cl.metas[0].is_leader());
+    assert_eq!(cl.metas[0].config().zookeeper_hosts, old);
+    assert_eq!(cl.metas[1].config().zookeeper_hosts, old);
+    assert_eq!(cl.metas[0].level().0, 400);
+    let info = MetaClient::new(&cl.metas[0].addr().to_string(), Duration::from_secs(2)).unwrap();
+    let leader = info.find_leader().await.unwrap();
+    assert_eq!(leader.info.get("zookeeper_hosts"), Some(old.as_str()));
+    drop(cl);
+    // Rolled back: cleanup-old refuses, resume refuses.
+    let cplan = migrate::plan_cleanup(&creq).await.unwrap();
+    assert!(cplan.refusals.iter().any(|r| r.contains("rolled back")), "{:?}", cplan.refusals);
+    assert!(migrate::resume(&dir.path().join("journal"), &req, &ctx).await.is_err());
+}
