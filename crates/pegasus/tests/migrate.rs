@@ -422,3 +422,96 @@ async fn rollback_after_the_switch_and_cleanup_refused_until_migrated() {
     assert!(cplan.refusals.iter().any(|r| r.contains("rolled back")), "{:?}", cplan.refusals);
     assert!(migrate::resume(&dir.path().join("journal"), &req, &ctx).await.is_err());
 }
+
+/// Hooks for some steps only; the others are the operator's, played here
+/// by the observer: on the Manual event it does the step after a while.
+struct Partial {
+    cluster: Arc<tokio::sync::Mutex<SimCluster>>,
+    with: Vec<Hook>,
+}
+
+impl migrate::HookRunner for Partial {
+    fn has(&self, hook: Hook) -> bool {
+        self.with.contains(&hook)
+    }
+
+    fn run<'a>(&'a self, hook: Hook, env: &'a migrate::HookEnv) -> BoxFuture<'a, Result<(), String>> {
+        let h = hooks(self.cluster.clone(), Arc::new(Mutex::new(None)));
+        Box::pin(async move { migrate::HookRunner::run(&h, hook, env).await })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_hooks_it_says_what_to_do_and_waits_until_it_sees_it_done() {
+    let root = "/pegasus/manual";
+    let (c, _old, new) = cluster(root, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let req = request(&c, &new, dir.path()).await;
+    let runner = Partial { cluster: c.clone(), with: vec![Hook::StopFollowers, Hook::StartFollowers] };
+    let plan = migrate::prepare(&req, &runner).await.unwrap();
+    assert!(plan.refusals.is_empty(), "{:?}", plan.refusals);
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let observer = {
+        let (c, asked) = (c.clone(), asked.clone());
+        move |e: Event| {
+            if let Event::Manual { step, instructions } = e {
+                asked.lock().unwrap().push((step, instructions));
+                let c = c.clone();
+                // The operator takes a moment; zkrepl must wait for it.
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(700)).await;
+                    let mut c = c.lock().await;
+                    match step {
+                        Step::LeaderStopped => c.metas[0].stop().await,
+                        Step::LeaderStarted => c.metas[0].restart_from_file().await.unwrap(),
+                        other => panic!("not a manual step here: {other:?}"),
+                    }
+                });
+            }
+        }
+    };
+    let ctx = Context { observer: &observer, hooks: &runner, cancel: Default::default() };
+    let report = migrate::execute(&plan, &req, &ctx).await.expect("migrate by hand");
+    let asked = asked.lock().unwrap().clone();
+    let steps: Vec<Step> = asked.iter().map(|(s, _)| *s).collect();
+    assert_eq!(steps, vec![Step::LeaderStopped, Step::LeaderStarted]);
+    let leader = c.lock().await.metas[0].addr().to_string();
+    assert!(asked[0].1.contains(&format!("Stop the leader meta server {leader}")), "{}", asked[0].1);
+    assert!(asked[1].1.contains(&new) && asked[1].1.contains("--start-leader"), "{}", asked[1].1);
+    assert!(report.parts["stop"] >= 0.6, "it waited for the operator: {:?}", report.parts);
+    assert_eq!(c.lock().await.metas[0].config().zookeeper_hosts, new);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn configs_that_do_not_match_the_cluster_and_a_partition_missing_on_the_source() {
+    let root = "/pegasus/configs";
+    let (c, old, new) = cluster(root, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let original = String::from_utf8(read(&c.lock().await.configs[0])).unwrap();
+    let other_root = dir.path().join("other-root.ini");
+    std::fs::write(&other_root, original.replace(&format!("cluster_root = {root}"), "cluster_root = /elsewhere"))
+        .unwrap();
+    let no_hosts = dir.path().join("no-hosts.ini");
+    std::fs::write(&no_hosts, original.replace(&format!("hosts_list = {old}"), "")).unwrap();
+    let mut req = request(&c, &new, dir.path()).await;
+    req.configs.push(other_root.clone());
+    req.configs.push(no_hosts.clone());
+    let h = hooks(c.clone(), Arc::new(Mutex::new(None)));
+    let plan = migrate::prepare(&req, &h).await.unwrap();
+    let all = plan.refusals.join("\n");
+    assert!(all.contains("other-root.ini: [meta_server] cluster_root = /elsewhere"), "{all}");
+    assert!(all.contains("no-hosts.ini has no [zookeeper] hosts_list"), "{all}");
+
+    // A partition node list_apps names is missing on the source: the copy
+    // is equal, and the migration stops before the leader is stopped.
+    client(&old).await.delete(&format!("{root}/apps/2/3"), None).await.unwrap();
+    let req = request(&c, &new, dir.path()).await;
+    let plan = migrate::prepare(&req, &h).await.unwrap();
+    let events = Events(Mutex::new(Vec::new()));
+    let ctx = Context { observer: &events, hooks: &h, cancel: Default::default() };
+    let stopped = migrate::execute(&plan, &req, &ctx).await.expect_err("a partition is missing");
+    assert_eq!(stopped.step, Step::Copied);
+    let msg = stopped.error.to_string();
+    assert!(msg.contains(&format!("{root}/apps/2/3")) && msg.contains("missing on the source too"), "{msg}");
+    assert!(c.lock().await.metas[0].is_leader(), "the leader still runs");
+}

@@ -12,7 +12,13 @@
 //!   `kill $(cat P)` stops it;
 //! - `pegasus-sim seed --zk HOSTS --root PATH --apps N --partitions P`:
 //!   writes a Pegasus-shaped cluster under PATH (apps `table_<n>`, the
-//!   first with one duplication).
+//!   first with one duplication);
+//! - `pegasus-sim zookeeper [--addr-file PATH]`: a local ZooKeeper server
+//!   on a free loopback port, until SIGTERM or SIGINT; prints (and writes
+//!   to PATH, atomically) its `127.0.0.1:port` once it serves;
+//! - `pegasus-sim configs --zk HOSTS --root PATH --ports P1,P2,.. --dir DIR`:
+//!   writes `DIR/meta<i>.ini` for one meta per port, as an operator's
+//!   config.ini would look (comments, the lock under `<root>/lock`).
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +27,9 @@ use zkrepl_testkit::local::{LocalServer, ServerOptions};
 use zkrepl_testkit::pegasus::{ClusterSpec, Seed, SimCluster, SimMeta};
 
 const USAGE: &str = "usage: pegasus-sim demo\n       pegasus-sim meta --config <config.ini> [--pid-file <path>]\n       \
-                     pegasus-sim seed --zk <hosts> --root <path> --apps <n> --partitions <p>";
+                     pegasus-sim seed --zk <hosts> --root <path> --apps <n> --partitions <p>\n       \
+                     pegasus-sim zookeeper [--addr-file <path>]\n       \
+                     pegasus-sim configs --zk <hosts> --root <path> --ports <p1,p2,..> --dir <dir>";
 
 #[tokio::main]
 async fn main() {
@@ -37,6 +45,14 @@ async fn main() {
         },
         Some("seed") => match flags(&args[1..], &["--zk", "--root", "--apps", "--partitions"]) {
             Ok(f) => seed(&f).await,
+            Err(e) => Err(e),
+        },
+        Some("zookeeper") => match flags(&args[1..], &["--addr-file"]) {
+            Ok(f) => zookeeper(f[0].clone().map(PathBuf::from)).await,
+            Err(e) => Err(e),
+        },
+        Some("configs") => match flags(&args[1..], &["--zk", "--root", "--ports", "--dir"]) {
+            Ok(f) => configs(&f),
             Err(e) => Err(e),
         },
         _ => Err(USAGE.to_string()),
@@ -78,12 +94,64 @@ async fn demo() -> Result<(), String> {
     Ok(())
 }
 
+async fn zookeeper(addr_file: Option<PathBuf>) -> Result<(), String> {
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let server = tokio::task::spawn_blocking(|| LocalServer::start(&ServerOptions::default()))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let addr = server.connect_string();
+    println!("{addr}");
+    if let Some(p) = &addr_file {
+        write_atomically(p, &addr).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    eprintln!("serving; SIGTERM or SIGINT stops (its data goes with it)");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    drop(server);
+    if let Some(p) = &addr_file {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}
+
+fn configs(f: &[Option<String>]) -> Result<(), String> {
+    let get = |i: usize, name: &str| f[i].clone().ok_or_else(|| format!("configs needs {name}\n{USAGE}"));
+    let (hosts, root, ports, dir) = (get(0, "--zk")?, get(1, "--root")?, get(2, "--ports")?, get(3, "--dir")?);
+    let ports: Vec<u16> = ports
+        .split(',')
+        .map(|p| p.trim().parse().map_err(|_| format!("--ports takes port numbers: {p:?}")))
+        .collect::<Result<_, _>>()?;
+    let servers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {dir}: {e}"))?;
+    for (i, port) in ports.iter().enumerate() {
+        let lock = format!("{}/lock", root.trim_end_matches('/'));
+        let mut cfg = zkrepl_testkit::pegasus::MetaConfig::new(&hosts, &root, &lock);
+        cfg.meta_servers = servers.clone();
+        cfg.port = *port;
+        cfg.zookeeper_timeout_ms = 10_000;
+        let text = format!("; meta server {} of a simulated Pegasus cluster\n{}", i + 1, cfg.to_ini());
+        let path = Path::new(&dir).join(format!("meta{}.ini", i + 1));
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
 /// Writes the pid through a temporary file in the same directory, renamed
 /// into place, so a reader never sees a partial file.
 fn write_pid_file(path: &Path) -> std::io::Result<()> {
+    write_atomically(path, &std::process::id().to_string())
+}
+
+/// Writes `text` and a newline through a temporary file renamed into place.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, format!("{}\n", std::process::id()))?;
+    std::fs::write(&tmp, format!("{text}\n"))?;
     std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
