@@ -25,7 +25,7 @@ const MIGRATE_HELP: &str = "The steps, each written to the journal before and af
 3. record the level, set blind, read it back\n  \
 4. digest the source root, copy it, verify, re-sync while it changed (--max-rounds); check every app and partition\n  \
 5. stop the leader (--stop-leader), wait until it cannot write (lock node gone, or no connection of its session on any member: cons), sync its last writes, verify\n  \
-6. rewrite [zookeeper] hosts_list in every --config (temp file and rename, every other byte kept, backup <config>.before-migrate)\n  \
+6. rewrite [zookeeper] hosts_list in every --config (temp file and rename, every other byte kept, backup <config>.before-migrate-<time>)\n  \
 7. start the leader (--start-leader), wait until cluster_info names the new hosts, restore the level, check the replica servers\n  \
 8. start the followers (--start-followers), check each answers on the new ensemble\n\n\
 A step without a hook is the operator's: zkrepl prints what to do and waits (up to --wait) until it sees it done. \
@@ -127,6 +127,9 @@ pub struct MigrateArgs {
     /// Re-sync rounds while the source changes during the copy, before giving up
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub max_rounds: u32,
+    /// The level to restore afterwards when the leader is already at blind or stopped (an earlier migration stopped there)
+    #[arg(long, value_name = "LEVEL", value_parser = crate::pegasus::parse_level)]
+    pub restore_level: Option<zkrepl_pegasus::Level>,
     /// Print the plan and the checks; change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -305,6 +308,7 @@ fn request(a: &MigrateArgs) -> MigrateRequest {
     r.allow_drift = a.allow_drift;
     r.lock_path = a.lock_path.clone();
     r.max_rounds = a.max_rounds;
+    r.restore_level = a.restore_level;
     r.wait = a.wait.wait;
     r.meta_timeout = a.wait.timeout;
     r.timeouts = a.wait.timeouts();
@@ -428,6 +432,12 @@ pub async fn run_rollback(a: RollbackArgs) -> Outcome {
     }
     for w in &plan.warnings {
         eprintln!("  warning: {w}");
+    }
+    for r in &plan.refusals {
+        eprintln!("  REFUSED: {r}");
+    }
+    if !plan.refusals.is_empty() {
+        return fail(json, "refused: nothing changed", None, Exit::Error);
     }
     if let Err(why) = confirm("Roll back?", a.wait.yes) {
         return fail(json, &why, None, Exit::Error);

@@ -93,7 +93,8 @@ pub struct SetLevelArgs {
     pub level: Level,
 }
 
-fn parse_level(s: &str) -> Result<Level, String> {
+/// A level that can be set (stopped, blind, freezed, steady, lively).
+pub fn parse_level(s: &str) -> Result<Level, String> {
     s.parse::<Level>().map_err(|e| e.to_string())
 }
 

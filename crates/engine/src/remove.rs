@@ -37,6 +37,9 @@ pub struct RemoveRequest {
     pub dry_run: bool,
     /// Refuse, before deleting anything, a removal of more nodes than this.
     pub max_delete: Option<u64>,
+    /// A missing root is nothing to remove (a removal finished earlier),
+    /// not an error.
+    pub missing_ok: bool,
 }
 
 impl RemoveRequest {
@@ -50,6 +53,7 @@ impl RemoveRequest {
             include_root: true,
             dry_run: false,
             max_delete: None,
+            missing_ok: false,
         }
     }
 }
@@ -86,6 +90,11 @@ pub async fn run(req: &RemoveRequest, progress: &Arc<Progress>) -> Result<Remove
     let reader = progress.unless_cancelled(connecting).await?;
     progress.unless_cancelled(reader.catch_up()).await?;
     if reader.root_stat().await?.is_none() {
+        if req.missing_ok {
+            let root = reader.root().to_string();
+            let seconds = started.elapsed().as_secs_f64();
+            return Ok(RemoveReport { root, dry_run: req.dry_run, nodes: 0, deleted: 0, transactions: 0, seconds });
+        }
         return Err(Error::NoRoot { side: Side::Source, path: reader.root().to_string() });
     }
     progress.set_phase("listing");

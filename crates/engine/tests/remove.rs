@@ -96,3 +96,34 @@ async fn keeps_the_root_when_asked_and_refuses_ephemerals_and_slash() {
     let slash = RemoveRequest::new(Tree::new(&server.connect_string(), "/").unwrap());
     assert!(matches!(remove::run(&slash, &Arc::new(Progress::new())).await, Err(Error::Usage(_))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_cut_short_converges_when_run_again() {
+    let server = LocalServer::start(&ServerOptions::default()).expect("server");
+    let c = client(&server).await;
+    tree(&c, "/cut", 60).await;
+    let mut req = RemoveRequest::new(Tree::new(&server.connect_string(), "/cut").unwrap());
+    // Small transactions, one at a time: the cut lands mid-way.
+    req.writer.limits.max_ops = 20;
+    req.writer.window = 1;
+    let progress = Arc::new(Progress::new());
+    let p = progress.clone();
+    let watcher = tokio::spawn(async move {
+        for _ in 0..2000 {
+            if p.written.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                p.cancel();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    let first = remove::run(&req, &progress).await;
+    watcher.await.unwrap();
+    assert!(matches!(first, Err(Error::Interrupted)), "cut short: {first:?}");
+    let left = c.list_children("/cut").await.unwrap().len();
+    assert!(c.check_stat("/cut").await.unwrap().is_some() && left > 0, "part of the tree is left");
+    let r = remove::run(&req, &Arc::new(Progress::new())).await.expect("run again");
+    assert!(r.deleted > 0 && r.deleted < 1 + 60 + 3600, "{} deleted the second time", r.deleted);
+    assert!(c.check_stat("/cut").await.unwrap().is_none());
+    assert_eq!(c.get_data("/cut-kept").await.unwrap().0, b"k");
+}

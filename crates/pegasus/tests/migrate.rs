@@ -178,9 +178,11 @@ async fn migrates_and_the_restarted_leader_finds_the_last_progress_the_old_one_w
     }
 
     // Configs: byte-identical but the first hosts_list value.
-    for (p, o) in configs.iter().zip(&originals) {
+    let j = migrate::Journal::load(&dir.path().join("journal")).unwrap();
+    for ((p, o), rec) in configs.iter().zip(&originals).zip(&j.setup.configs) {
         assert_eq!(read(p), with_hosts(o, &old, &new), "{}", p.display());
-        assert_eq!(read(&migrate::backup_path(p)), *o, "the backup is the original");
+        assert_eq!(&rec.path, p);
+        assert_eq!(read(&rec.backup), *o, "the backup is the original");
     }
     let cl = c.lock().await;
     let (leader, follower) = (&cl.metas[0], &cl.metas[1]);
@@ -343,7 +345,13 @@ async fn killed_at(step: Step, delay: Duration, root: &str) {
     assert!(cl.metas[0].recreated_partitions().is_empty(), "killed at {step:?}");
     let nc = client(&new).await;
     let oc = client(&old).await;
-    assert_eq!(progress(&nc, root).await.len(), progress(&oc, root).await.len());
+    // The restarted leader loaded the values the old one last wrote (the
+    // old tree is as it left it).
+    let last: Vec<i64> =
+        progress(&oc, root).await.iter().map(|(_, d)| String::from_utf8_lossy(d).parse().unwrap()).collect();
+    let loaded: Vec<i64> = cl.metas[0].loaded_progress().values().copied().collect();
+    assert_eq!(loaded, last, "killed at {step:?}");
+    let _ = nc;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -514,4 +522,228 @@ async fn configs_that_do_not_match_the_cluster_and_a_partition_missing_on_the_so
     let msg = stopped.error.to_string();
     assert!(msg.contains(&format!("{root}/apps/2/3")) && msg.contains("missing on the source too"), "{msg}");
     assert!(c.lock().await.metas[0].is_leader(), "the leader still runs");
+}
+
+/// Runs a migration with `hooks` until it stops; the error.
+async fn run_until_stopped(
+    c: &Arc<tokio::sync::Mutex<SimCluster>>,
+    req: &MigrateRequest,
+    fail: Option<Hook>,
+    on_done: impl Fn(Step) + Send + Sync,
+) -> Box<migrate::Stopped> {
+    let h = hooks(c.clone(), Arc::new(Mutex::new(fail)));
+    let plan = migrate::prepare(req, &h).await.unwrap();
+    assert!(plan.refusals.is_empty(), "{:?}", plan.refusals);
+    let obs = move |e: Event| {
+        if let Event::StepDone { step, .. } = e {
+            on_done(step);
+        }
+    };
+    let ctx = Context { observer: &obs, hooks: &h, cancel: Default::default() };
+    migrate::execute(&plan, req, &ctx).await.expect_err("it stops")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_config_rewrite_cut_short_is_rolled_back_whole() {
+    let root = "/pegasus/partial";
+    let (c, old, new) = cluster(root, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let configs = c.lock().await.configs.clone();
+    let before: Vec<Vec<u8>> = configs.iter().map(|p| read(p)).collect();
+    let req = request(&c, &new, dir.path()).await;
+    // The second config's backup name is taken by another file: its rewrite
+    // fails after the first config was rewritten.
+    let h = hooks(c.clone(), Arc::new(Mutex::new(None)));
+    let plan = migrate::prepare(&req, &h).await.unwrap();
+    std::fs::write(&plan.setup.configs[1].backup, b"someone else's file").unwrap();
+    let events = Events(Mutex::new(Vec::new()));
+    let ctx = Context { observer: &events, hooks: &h, cancel: Default::default() };
+    let stopped = migrate::execute(&plan, &req, &ctx).await.expect_err("the second backup is refused");
+    assert_eq!(stopped.step, Step::ConfigsRewritten, "{stopped}");
+    assert_eq!(read(&configs[0]), with_hosts(&before[0], &old, &new), "the first was rewritten");
+    assert_eq!(read(&configs[1]), before[1], "the second was not");
+
+    std::fs::remove_file(&plan.setup.configs[1].backup).unwrap();
+    let rreq = RollbackRequest::new(dir.path().join("journal"));
+    migrate::rollback(&rreq, &ctx).await.expect("rollback");
+    for (p, b) in configs.iter().zip(&before) {
+        assert_eq!(&read(p), b, "{} restored", p.display());
+    }
+    let cl = c.lock().await;
+    assert!(cl.metas[0].is_leader());
+    assert_eq!(cl.metas[0].config().zookeeper_hosts, old);
+    assert_eq!(cl.metas[0].level().0, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_restarted_on_the_old_ensemble_stops_the_migration_before_the_switch() {
+    let root = "/pegasus/restarted";
+    let (c, _old, new) = cluster(root, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let configs = c.lock().await.configs.clone();
+    let before: Vec<Vec<u8>> = configs.iter().map(|p| read(p)).collect();
+    let req = request(&c, &new, dir.path()).await;
+    // A supervisor restarts the follower as soon as the leader is stopped:
+    // it takes the lead on the old ensemble.
+    let cc = c.clone();
+    let stopped = run_until_stopped(&c, &req, None, move |step| {
+        if step == Step::LeaderStopped {
+            let cc = cc.clone();
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async {
+                    cc.lock().await.metas[1].restart_from_file().await.unwrap();
+                })
+            });
+        }
+    })
+    .await;
+    assert_eq!(stopped.step, Step::FinalSync, "{stopped}");
+    assert!(stopped.error.to_string().contains("leader election on the OLD ensemble"), "{}", stopped.error);
+    for (p, b) in configs.iter().zip(&before) {
+        assert_eq!(&read(p), b, "no config rewritten");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wrong_lock_path_and_a_leader_already_blind_are_refused() {
+    let root = "/pegasus/lockpath";
+    let (c, _old, new) = cluster(root, |s| s.template.level_on_start = zkrepl_testkit::pegasus::Level::BLIND).await;
+    let dir = tempfile::tempdir().unwrap();
+    let h = hooks(c.clone(), Arc::new(Mutex::new(None)));
+    // Copies of the configs naming another lock path.
+    let mut req = request(&c, &new, dir.path()).await;
+    req.configs = req
+        .configs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let text = String::from_utf8(read(p)).unwrap();
+            let q = dir.path().join(format!("m{i}.ini"));
+            std::fs::write(&q, text.replace(&format!("{root}/lock"), "/nowhere/lock")).unwrap();
+            q
+        })
+        .collect();
+    let plan = migrate::prepare(&req, &h).await.unwrap();
+    let all = plan.refusals.join("\n");
+    assert!(all.contains("no leader lock at /nowhere/lock"), "{all}");
+    assert!(all.contains("already at blind") && all.contains("--restore-level"), "{all}");
+
+    // With the right configs and the level to restore, it goes through.
+    let mut req = request(&c, &new, dir.path()).await;
+    req.restore_level = Some(Level::Steady);
+    let plan = migrate::prepare(&req, &h).await.unwrap();
+    assert!(plan.refusals.is_empty(), "{:?}", plan.refusals);
+    let events = Events(Mutex::new(Vec::new()));
+    let ctx = Context { observer: &events, hooks: &h, cancel: Default::default() };
+    migrate::execute(&plan, &req, &ctx).await.expect("migrate");
+    assert_eq!(c.lock().await.metas[0].level().0, 400, "the level given is restored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_interrupted_cleanup_converges_and_rollback_is_refused_once_it_began() {
+    let root = "/pegasus/cleanup";
+    let (c, old, new) = cluster(root, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let req = request(&c, &new, dir.path()).await;
+    let h = hooks(c.clone(), Arc::new(Mutex::new(None)));
+    let plan = migrate::prepare(&req, &h).await.unwrap();
+    let events = Events(Mutex::new(Vec::new()));
+    let ctx = Context { observer: &events, hooks: &h, cancel: Default::default() };
+    migrate::execute(&plan, &req, &ctx).await.expect("migrate");
+
+    // A cleanup that began and was cut short: part of the old tree gone.
+    let journal = dir.path().join("journal");
+    let mut j = migrate::Journal::load(&journal).unwrap();
+    j.cleanup_started = true;
+    j.save().unwrap();
+    let oc = client(&old).await;
+    oc.delete(&format!("{root}/apps/2/3"), None).await.unwrap();
+    let rb = migrate::rollback::plan_rollback(&RollbackRequest::new(journal.clone())).await;
+    assert!(matches!(rb, Err(MigrateError::Failed(ref m)) if m.contains("cleanup-old")), "{rb:?}");
+
+    let creq = CleanupRequest::from_journal(journal.clone());
+    let cplan = migrate::plan_cleanup(&creq).await.unwrap();
+    assert!(cplan.refusals.is_empty(), "{:?}", cplan.refusals);
+    migrate::cleanup_old(&cplan, &creq, &Arc::new(zkrepl::Progress::new())).await.expect("cleanup resumed");
+    assert!(oc.check_stat(root).await.unwrap().is_none());
+    // Once more: nothing left, and that is done too.
+    let cplan = migrate::plan_cleanup(&creq).await.unwrap();
+    assert!(cplan.refusals.is_empty() && cplan.nodes == 0, "{:?}", cplan.refusals);
+    migrate::cleanup_old(&cplan, &creq, &Arc::new(zkrepl::Progress::new())).await.expect("nothing to do");
+    assert!(migrate::Journal::load(&journal).unwrap().cleaned_up);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cleanup_by_hand_refuses_the_ensemble_in_use_under_another_name() {
+    let root = "/pegasus/byname";
+    let (c, old, _new) = cluster(root, |_| {}).await;
+    let metas: Vec<String> = c.lock().await.metas.iter().map(|m| m.addr().to_string()).collect();
+    // The cluster runs on 127.0.0.1:PORT; the operator names it localhost:PORT.
+    let port = old.rsplit(':').next().unwrap();
+    let mut creq = CleanupRequest::from_journal(std::path::PathBuf::new());
+    creq.journal = None;
+    creq.zk = Some(format!("localhost:{port}"));
+    creq.root = Some(root.to_string());
+    creq.metas = Some(metas.join(","));
+    let cplan = migrate::plan_cleanup(&creq).await.unwrap();
+    assert!(cplan.refusals.iter().any(|r| r.contains("still runs on the old ensemble")), "{:?}", cplan.refusals);
+    assert!(migrate::cleanup_old(&cplan, &creq, &Arc::new(zkrepl::Progress::new())).await.is_err());
+    assert!(client(&old).await.check_stat(root).await.unwrap().is_some(), "nothing deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crashed_leader_is_proven_gone_by_its_connections_before_its_session_expires() {
+    let root = "/pegasus/crash";
+    // A long session timeout: waiting for the lock node to go would take it.
+    let (c, old, new) = cluster(root, |s| s.template.zookeeper_timeout_ms = 20_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let req = request(&c, &new, dir.path()).await;
+    let cc = c.clone();
+    let crash = FnHooks(move |hook: Hook| -> BoxFuture<'static, Result<(), String>> {
+        let cc = cc.clone();
+        Box::pin(async move {
+            if hook == Hook::StopLeader {
+                cc.lock().await.metas[0].kill().await;
+                Ok(())
+            } else {
+                let h = hooks(cc, Arc::new(Mutex::new(None)));
+                migrate::HookRunner::run(&h, hook, &migrate::HookEnv::default()).await
+            }
+        })
+    });
+    let plan = migrate::prepare(&req, &crash).await.unwrap();
+    let events = Events(Mutex::new(Vec::new()));
+    let ctx = Context { observer: &events, hooks: &crash, cancel: Default::default() };
+    let started = std::time::Instant::now();
+    let report = migrate::execute(&plan, &req, &ctx).await.expect("migrate");
+    let proof = &report.notes["stop proof"];
+    assert!(proof.contains("refuses connections") && proof.contains("cons"), "{proof}");
+    assert!(report.parts["stop"] < 10.0, "not the 20 s session timeout: {:?}", report.parts);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    // The crashed leader's lock node outlives it on the old ensemble.
+    let oc = client(&old).await;
+    let kids = oc.list_children(&format!("{root}/lock/dsn.meta.server.leader")).await.unwrap();
+    assert!(kids.iter().any(|k| k.starts_with("LOCKNODE")), "{kids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cons_lists_a_connected_session_and_not_a_closed_one() {
+    let (old, _) = servers().await;
+    let c = migrate::checks::connect(&old, Duration::from_secs(5)).await.unwrap();
+    let sid = c.session_id().0;
+    let members = migrate::checks::members(&c, &old).await;
+    assert_eq!(members, vec![old.clone()]);
+    let live = migrate::checks::connected_sessions(&members, Duration::from_secs(2)).await.expect("cons allowed");
+    assert!(live.contains(&sid), "0x{sid:x} not in {live:x?}");
+    drop(c);
+    let mut gone = false;
+    for _ in 0..50 {
+        let live = migrate::checks::connected_sessions(&members, Duration::from_secs(2)).await.unwrap();
+        if !live.contains(&sid) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "a closed session is no longer listed");
 }

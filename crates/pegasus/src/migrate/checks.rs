@@ -41,6 +41,42 @@ fn chroot(hosts: &str) -> &str {
     hosts.find('/').map(|i| &hosts[i..]).unwrap_or("")
 }
 
+/// Whether two connect strings reach one ensemble: a member in common by
+/// name or by address, or the root read through both being one node (same
+/// creation zxid and time: a copy is created anew). `Some(why)` when they
+/// do.
+pub async fn same_ensemble(a: &str, b: &str, root: &str, timeout: Duration) -> Result<Option<String>, String> {
+    if let Some(h) = host_set(a).intersection(&host_set(b)).next() {
+        return Ok(Some(format!("both name {h}")));
+    }
+    let resolve = |hosts: &str| {
+        let hosts: Vec<String> = host_set(hosts).into_iter().collect();
+        async move {
+            let mut out = BTreeSet::new();
+            for h in hosts {
+                if let Ok(addrs) = tokio::net::lookup_host(h.as_str()).await {
+                    out.extend(addrs);
+                }
+            }
+            out
+        }
+    };
+    let (ra, rb) = (resolve(a).await, resolve(b).await);
+    if let Some(x) = ra.intersection(&rb).next() {
+        return Ok(Some(format!("{a} and {b} both reach {x}")));
+    }
+    let (ca, cb) = (connect(a, timeout).await?, connect(b, timeout).await?);
+    let (sa, sb) = (ca.check_stat(root).await, cb.check_stat(root).await);
+    if let (Ok(Some(x)), Ok(Some(y))) = (sa, sb)
+        && x.czxid == y.czxid
+        && x.ctime == y.ctime
+        && x.mzxid == y.mzxid
+    {
+        return Ok(Some(format!("{root} reads as the same node through both (czxid 0x{:x})", x.czxid)));
+    }
+    Ok(None)
+}
+
 /// One `LOCKNODE` under the leader lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockNode {
@@ -60,8 +96,9 @@ pub async fn lock_nodes(c: &zk::Client, lock_path: &str) -> Result<Vec<LockNode>
         Err(e) => return Err(format!("listing {dir}: {e}")),
     };
     names.retain(|n| n.starts_with("LOCKNODE"));
-    // The sequence is the last ten digits, whatever prefix the name has.
-    names.sort_by_key(|n| n[n.len().saturating_sub(10)..].to_string());
+    // The sequence is the last ten digits, whatever prefix the name has
+    // (compared as bytes: a name is not always ASCII).
+    names.sort_by_key(|n| n.as_bytes()[n.len().saturating_sub(10)..].to_vec());
     let mut out = Vec::new();
     for name in names {
         let path = join(&dir, &name);
@@ -76,14 +113,44 @@ pub async fn lock_nodes(c: &zk::Client, lock_path: &str) -> Result<Vec<LockNode>
     Ok(out)
 }
 
-/// The sessions connected to the members of `hosts`, by the `cons` command
-/// of each member (four-letter words must allow it:
+/// Every member's client address: the connect string's, and those the
+/// ensemble's own configuration lists (`/zookeeper/config`, 3.5 and later:
+/// `server.N=host:quorum:election[:role];[clientaddr:]clientport`), so a
+/// member left out of the connect string is asked too.
+pub async fn members(c: &zk::Client, hosts: &str) -> Vec<String> {
+    let mut all = host_set(hosts);
+    if let Ok((data, _)) = c.get_data("/zookeeper/config").await {
+        for line in String::from_utf8_lossy(&data).lines() {
+            let Some((key, value)) = line.split_once('=') else { continue };
+            if !key.trim().starts_with("server.") {
+                continue;
+            }
+            let host = value.split(':').next().unwrap_or("").trim();
+            let Some((_, client)) = value.split_once(';') else { continue };
+            let client = client.trim();
+            let addr = match client.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && h != "0.0.0.0" && h != "[::]" => format!("{h}:{p}"),
+                Some((_, p)) => format!("{host}:{p}"),
+                None => format!("{host}:{client}"),
+            };
+            all.insert(addr.to_ascii_lowercase());
+        }
+    }
+    all.into_iter().collect()
+}
+
+/// The sessions connected to `members`, by the `cons` command of each,
+/// asked at once (four-letter words must allow it:
 /// `4lw.commands.whitelist`). `None` when some member did not tell: the
 /// answer would not cover every connection.
-pub async fn connected_sessions(hosts: &str, timeout: Duration) -> Option<BTreeSet<i64>> {
+pub async fn connected_sessions(members: &[String], timeout: Duration) -> Option<BTreeSet<i64>> {
+    let answers = futures::future::join_all(
+        members.iter().map(|m| async move { tokio::time::timeout(timeout, four_letter(m, "cons")).await }),
+    )
+    .await;
     let mut all = BTreeSet::new();
-    for member in host_set(hosts) {
-        let text = tokio::time::timeout(timeout, four_letter(&member, "cons")).await.ok()?.ok()?;
+    for answer in answers {
+        let text = answer.ok()?.ok()?;
         if text.contains("not executed") || text.contains("not in the whitelist") {
             return None;
         }

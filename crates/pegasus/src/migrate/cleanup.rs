@@ -79,6 +79,9 @@ pub async fn plan_cleanup(req: &CleanupRequest) -> Result<CleanupPlan, MigrateEr
     };
     let mut checks_passed = Vec::new();
     let mut refusals = Vec::new();
+    // A cleanup that began deleting: the old tree is partly gone, so it can
+    // no longer be compared; the checks that nothing uses it still run.
+    let resumed = journal.as_ref().is_some_and(|j| j.cleanup_started);
     if let Some(j) = &journal {
         if j.rolled_back {
             refusals.push("the migration was rolled back: the cluster uses the old tree".to_string());
@@ -87,17 +90,21 @@ pub async fn plan_cleanup(req: &CleanupRequest) -> Result<CleanupPlan, MigrateEr
         }
     }
 
-    // The cluster no longer names the old ensemble.
+    // The cluster no longer names the old ensemble: by address, and by
+    // the tree itself (the same root read through both names is one tree).
     let client = MetaClient::new(&metas, req.meta_timeout)?;
     let mut new_hosts = req.new_hosts.clone().or(journal.as_ref().map(|j| j.setup.dst_hosts.clone()));
     match client.find_leader().await {
         Ok(leader) => {
             let hosts = leader.info.get("zookeeper_hosts").unwrap_or("").to_string();
-            let shares = checks::host_set(&hosts).intersection(&checks::host_set(&old_hosts)).next().is_some();
-            if shares {
-                refusals.push(format!("the leader {} still runs on {hosts} (cluster_info)", leader.meta));
-            } else {
-                checks_passed.push(format!("the leader {} runs on {hosts}, not on {old_hosts}", leader.meta));
+            match checks::same_ensemble(&hosts, &old_hosts, &root, req.timeouts.connect).await {
+                Ok(None) => {
+                    checks_passed.push(format!("the leader {} runs on {hosts}, not on {old_hosts}", leader.meta))
+                }
+                Ok(Some(why)) => {
+                    refusals.push(format!("the leader {} still runs on the old ensemble: {why}", leader.meta))
+                }
+                Err(e) => refusals.push(format!("cannot tell whether {hosts} is the old ensemble: {e}")),
             }
             new_hosts.get_or_insert(hosts);
         }
@@ -125,7 +132,10 @@ pub async fn plan_cleanup(req: &CleanupRequest) -> Result<CleanupPlan, MigrateEr
 
     // The new tree is a copy of the old one.
     let tree = |h: &str| zkrepl::Tree::new(h, &root);
-    if !new_hosts.is_empty() && refusals.is_empty() {
+    if resumed {
+        checks_passed
+            .push("a cleanup begun earlier: the old tree is partly removed, it is not compared again".to_string());
+    } else if !new_hosts.is_empty() && refusals.is_empty() {
         let mut v = zkrepl::verify::VerifyRequest::new(tree(&old_hosts)?, tree(&new_hosts)?);
         v.timeouts = req.timeouts;
         v.read = req.read;
@@ -159,6 +169,7 @@ pub async fn plan_cleanup(req: &CleanupRequest) -> Result<CleanupPlan, MigrateEr
     }
     let mut dry = zkrepl::remove::RemoveRequest::new(tree(&old_hosts)?);
     dry.dry_run = true;
+    dry.missing_ok = resumed;
     dry.timeouts = req.timeouts;
     dry.read = req.read;
     let nodes = match zkrepl::remove::run(&dry, &Arc::new(zkrepl::Progress::new())).await {
@@ -188,11 +199,28 @@ pub async fn cleanup_old(
     if !plan.refusals.is_empty() {
         return Err(MigrateError::Refused(plan.refusals.clone()));
     }
+    // A confirmation can take a while: what may have changed meanwhile
+    // (a meta started on the old ensemble) is checked again.
+    let again = plan_cleanup(req).await?;
+    if !again.refusals.is_empty() {
+        return Err(MigrateError::Refused(again.refusals));
+    }
+    let mut journal = plan.journal.clone();
+    if let Some(j) = journal.as_mut() {
+        j.cleanup_started = true;
+        j.save()?;
+    }
     let mut r = zkrepl::remove::RemoveRequest::new(zkrepl::Tree::new(&plan.old_hosts, &plan.root)?);
     r.timeouts = req.timeouts;
     r.read = req.read;
-    let report = zkrepl::remove::run(&r, progress).await?;
-    if let Some(mut j) = plan.journal.clone() {
+    // Begun earlier and finished then: nothing left is done too.
+    r.missing_ok = journal.as_ref().is_some_and(|j| j.cleanup_started);
+    let report = match zkrepl::remove::run(&r, progress).await {
+        Ok(report) => report,
+        // Begun earlier and finished then: nothing left.
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(j) = journal.as_mut() {
         j.cleaned_up = true;
         j.save()?;
     }

@@ -86,6 +86,10 @@ pub struct Setup {
     pub update: bool,
     pub allow_drift: bool,
     pub max_rounds: u32,
+    /// The level to restore when the leader was already blind (or
+    /// stopped) before the migration: what it should run at afterwards.
+    #[serde(default)]
+    pub restore_level: Option<Level>,
 }
 
 /// Digests of the cluster root, as hex.
@@ -145,10 +149,15 @@ pub struct Journal {
     /// Proofs and figures worth keeping (the stop proof, rounds, ...).
     #[serde(default)]
     pub notes: BTreeMap<String, String>,
-    /// The configs name the new ensemble.
+    /// The config rewrite has begun: some or all configs may name the new
+    /// ensemble (set before the first file is touched).
     pub switched: bool,
     pub finished: bool,
     pub rolled_back: bool,
+    /// cleanup-old has begun deleting the old tree (set before the first
+    /// delete): nothing can roll back to it any more.
+    #[serde(default)]
+    pub cleanup_started: bool,
     pub cleaned_up: bool,
     #[serde(skip)]
     path: PathBuf,
@@ -186,6 +195,7 @@ impl Journal {
             switched: false,
             finished: false,
             rolled_back: false,
+            cleanup_started: false,
             cleaned_up: false,
             path: path.to_path_buf(),
         }
@@ -277,7 +287,9 @@ impl Journal {
         } else {
             String::new()
         };
-        let state = if self.rolled_back {
+        let state = if self.cleanup_started {
+            format!("migrated to {}; the old tree is (being) removed", s.dst_hosts)
+        } else if self.rolled_back {
             "rolled back: the configs and the level are as before the migration".to_string()
         } else if self.finished {
             format!("migrated: the cluster runs on {}", s.dst_hosts)
@@ -285,7 +297,7 @@ impl Journal {
             format!("the leader serves on the new ensemble {}", s.dst_hosts)
         } else if self.switched {
             format!(
-                "the configs name the new ensemble {} (backups beside them); the leader is not serving yet",
+                "the configs name (or are being rewritten to name) the new ensemble {} (backups beside them); the leader is not serving yet",
                 s.dst_hosts
             )
         } else if self.is_done(Step::LeaderStopped) {

@@ -107,6 +107,9 @@ pub struct MigrateRequest {
     pub lock_path: Option<String>,
     /// Re-sync rounds while the source changes, before giving up.
     pub max_rounds: u32,
+    /// The level to restore afterwards when the leader is already blind or
+    /// stopped (otherwise refused: that level is not one to come back to).
+    pub restore_level: Option<Level>,
     /// How long to wait for a condition (a meta gone, a meta serving, a
     /// step done by hand).
     pub wait: Duration,
@@ -127,6 +130,7 @@ impl MigrateRequest {
             allow_drift: false,
             lock_path: None,
             max_rounds: 3,
+            restore_level: None,
             wait: Duration::from_secs(600),
             meta_timeout: Duration::from_secs(5),
             timeouts: Timeouts::default(),
@@ -308,6 +312,14 @@ pub async fn prepare(req: &MigrateRequest, hooks: &dyn HookRunner) -> Result<Pla
         refusals.push(format!("the leader {leader}'s cluster_info names no zookeeper_hosts or zookeeper_root"));
     }
     let lock_path = opts.lock_path.clone().unwrap_or_else(|| crate::zk::default_lock_path(&root));
+    if root.trim_end_matches('/').is_empty() && !root.is_empty() {
+        refusals.push(
+            "zookeeper_root is / (the whole ensemble, its /zookeeper included): move the cluster under a root path first"
+                .to_string(),
+        );
+    }
+    // Backups are named for this run, so an earlier migration's are kept.
+    let stamp = journal::now_ms();
 
     // Configs: the key must be there, the root the cluster's, the hosts the
     // cluster's (or already the new ones, for a migration resumed by hand).
@@ -322,7 +334,7 @@ pub async fn prepare(req: &MigrateRequest, hooks: &dyn HookRunner) -> Result<Pla
             )),
             Some(h) => records.push(ConfigRecord {
                 path: c.path().to_path_buf(),
-                backup: backup_path(c.path()),
+                backup: backup_path(c.path(), stamp),
                 old_hosts: h.to_string(),
             }),
         }
@@ -376,14 +388,19 @@ pub async fn prepare(req: &MigrateRequest, hooks: &dyn HookRunner) -> Result<Pla
                 ));
             }
             let holders = nodes.iter().filter(|n| n.ephemeral && n.name.starts_with("LOCKNODE")).count();
+            if holders == 0 {
+                refusals.push(format!(
+                    "no meta holds a node in the leader election under {lock_path}: the lock path is not the cluster's (name it in the configs' distributed_lock_service_parameters or give --lock-path); without it nothing proves the metas stopped"
+                ));
+            }
             if holders > 1 && !stop_followers && followers_alive.is_empty() {
                 refusals.push(format!(
                     "{holders} metas hold a node in the leader election under {lock_path}: a follower still has a ZooKeeper session (stopped less than [zookeeper] timeout_ms ago?); wait, or give --stop-followers CMD"
                 ));
             }
         }
-        Some(crate::status::Query::Known(None)) => warnings.push(format!(
-            "no leader lock at {lock_path}/{} (give --lock-path, or name it in the configs)",
+        Some(crate::status::Query::Known(None)) => refusals.push(format!(
+            "no leader lock at {lock_path}/{}: give --lock-path, or name it in the configs (distributed_lock_service_parameters)",
             crate::zk::LEADER_LOCK
         )),
         Some(crate::status::Query::Unknown(why)) => refusals.push(format!("cannot read the leader lock: {why}")),
@@ -407,10 +424,14 @@ pub async fn prepare(req: &MigrateRequest, hooks: &dyn HookRunner) -> Result<Pla
     }
 
     // The destination: another ensemble, and empty unless --update.
-    if checks::same_hosts(&req.dst, &src_hosts) {
-        refusals.push(format!("the destination {} is the ensemble the cluster runs on", req.dst));
-    } else if let Some(shared) = checks::host_set(&req.dst).intersection(&checks::host_set(&src_hosts)).next() {
-        refusals.push(format!("the destination shares {shared} with the ensemble the cluster runs on"));
+    if !root.is_empty() {
+        match checks::same_ensemble(&req.dst, &src_hosts, &root, req.timeouts.connect).await {
+            Ok(Some(why)) => {
+                refusals.push(format!("the destination {} is the ensemble the cluster runs on ({why})", req.dst))
+            }
+            Ok(None) => {}
+            Err(e) => refusals.push(format!("cannot tell the destination from the source: {e}")),
+        }
     }
     if let Err(e) = Tree::new(&req.dst, if root.is_empty() { "/" } else { &root }) {
         refusals.push(format!("the destination {}: {e}", req.dst));
@@ -464,6 +485,12 @@ pub async fn prepare(req: &MigrateRequest, hooks: &dyn HookRunner) -> Result<Pla
         ));
     }
     let level = match &status.stored_level {
+        crate::status::Query::Known(l @ (Level::Blind | Level::Stopped)) if req.restore_level.is_none() => {
+            refusals.push(format!(
+                "the leader is already at {l} (an earlier migration stopped?): give --restore-level LEVEL, the level it should run at afterwards"
+            ));
+            *l
+        }
         crate::status::Query::Known(l) => *l,
         crate::status::Query::Unknown(why) => {
             refusals.push(format!("cannot read the leader's level: {why}"));
@@ -486,6 +513,13 @@ pub async fn prepare(req: &MigrateRequest, hooks: &dyn HookRunner) -> Result<Pla
         }
     };
     let alive_nodes = status.nodes.known().map(|n| n.alive.len()).unwrap_or(0);
+    if records.len() < 1 + followers.len() {
+        warnings.push(format!(
+            "{} metas but {} config file(s): a meta started later on a config that still names the old ensemble would lead there (give every meta's config)",
+            1 + followers.len(),
+            records.len()
+        ));
+    }
     let journal = req.journal_path();
     let followers_up = followers_alive.clone();
     let mut all_metas: Vec<String> = vec![leader.clone()];
@@ -508,6 +542,7 @@ pub async fn prepare(req: &MigrateRequest, hooks: &dyn HookRunner) -> Result<Pla
             update: req.update,
             allow_drift: req.allow_drift,
             max_rounds: req.max_rounds.max(1),
+            restore_level: req.restore_level,
         },
         journal,
         level,
@@ -534,10 +569,11 @@ async fn stays_locked(hosts: &str, apps: &str, timeout: Duration) -> bool {
     true
 }
 
-/// The backup of a config file: `<file>.before-migrate`.
-pub fn backup_path(config: &Path) -> PathBuf {
+/// The backup of a config file for the run stamped `stamp`:
+/// `<file>.before-migrate-<stamp>`.
+pub fn backup_path(config: &Path, stamp: u64) -> PathBuf {
     let mut name = config.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".before-migrate");
+    name.push(format!(".before-migrate-{stamp}"));
     config.with_file_name(name)
 }
 
@@ -559,7 +595,7 @@ pub async fn execute(plan: &Plan, req: &MigrateRequest, ctx: &Context<'_>) -> Re
             journal: plan.journal.clone(),
         })
     })?;
-    Runner::new(journal, req, ctx).run().await
+    Runner::new(journal, req, ctx)?.run().await
 }
 
 /// Continues the migration `journal` records, with `req`'s timeouts and
@@ -582,7 +618,22 @@ pub async fn resume(journal: &Path, req: &MigrateRequest, ctx: &Context<'_>) -> 
             journal: journal.to_path_buf(),
         }));
     }
-    Runner::new(j, req, ctx).run().await
+    let mut j = j;
+    // What the operator allows now widens what the journal allowed.
+    let s = &mut j.setup;
+    let widened = (req.allow_drift && !s.allow_drift) || (req.update && !s.update) || req.max_rounds > s.max_rounds;
+    s.allow_drift |= req.allow_drift;
+    s.update |= req.update;
+    s.max_rounds = s.max_rounds.max(req.max_rounds);
+    if req.restore_level.is_some() {
+        s.restore_level = req.restore_level;
+    }
+    if widened {
+        let note =
+            format!("resumed with allow_drift {}, update {}, max_rounds {}", s.allow_drift, s.update, s.max_rounds);
+        j.notes.insert("resume".into(), note);
+    }
+    Runner::new(j, req, ctx)?.run().await
 }
 
 struct Runner<'a> {
@@ -597,12 +648,24 @@ struct Runner<'a> {
 type StepResult = Result<String, MigrateError>;
 
 impl<'a> Runner<'a> {
-    fn new(j: Journal, req: &'a MigrateRequest, ctx: &'a Context<'a>) -> Runner<'a> {
+    fn new(j: Journal, req: &'a MigrateRequest, ctx: &'a Context<'a>) -> Result<Runner<'a>, Box<Stopped>> {
         let s = &j.setup;
-        let client = MetaClient::new(&s.metas.join(","), req.meta_timeout).expect("the journal's metas parse");
-        let tree = |hosts: &str| Tree::new(hosts, &s.root).expect("the journal's trees parse");
-        let trees = Trees { src: tree(&s.src_hosts), dst: tree(&s.dst_hosts), timeouts: req.timeouts, read: req.read };
-        Runner { j, req, ctx, client, trees, skipped: Vec::new() }
+        let bad = |e: String| {
+            Box::new(Stopped {
+                step: Step::FollowersStopped,
+                error: MigrateError::Failed(format!(
+                    "the journal {} does not hold a usable setup: {e}",
+                    j.path().display()
+                )),
+                state: j.describe_state(),
+                journal: j.path().to_path_buf(),
+            })
+        };
+        let client = MetaClient::new(&s.metas.join(","), req.meta_timeout).map_err(|e| bad(e.to_string()))?;
+        let tree = |hosts: &str| Tree::new(hosts, &s.root).map_err(|e| bad(e.to_string()));
+        let trees =
+            Trees { src: tree(&s.src_hosts)?, dst: tree(&s.dst_hosts)?, timeouts: req.timeouts, read: req.read };
+        Ok(Runner { j, req, ctx, client, trees, skipped: Vec::new() })
     }
 
     fn say(&self, e: Event) {
@@ -627,7 +690,7 @@ impl<'a> Runner<'a> {
             self.say(Event::StepStarted(step));
             let cancel = self.ctx.cancel.clone();
             let r = tokio::select! {
-                r = self.step(step) => r,
+                r = async { self.guard(step).await?; self.step(step).await } => r,
                 _ = cancel.cancelled() => Err(MigrateError::Interrupted),
             };
             match r {
@@ -672,6 +735,50 @@ impl<'a> Runner<'a> {
             }
             Err(_) => false,
         }
+    }
+
+    /// What must still hold when a step runs, whatever a resumed run finds
+    /// done: once the leader is stopped, nothing may run on the old
+    /// ensemble (a follower restarted by a supervisor would lead there and
+    /// write what the copy no longer carries).
+    async fn guard(&self, step: Step) -> Result<(), MigrateError> {
+        match step {
+            Step::FinalSync | Step::ConfigsRewritten => self.old_quiet(true).await,
+            Step::LeaderStarted | Step::FollowersStarted => self.old_quiet(false).await,
+            _ => Ok(()),
+        }
+        .map_err(MigrateError::Failed)
+    }
+
+    /// No meta in the election on the old ensemble and, when `all_down`,
+    /// no meta answering at all.
+    async fn old_quiet(&self, all_down: bool) -> Result<(), String> {
+        let s = &self.j.setup;
+        let c = checks::connect(&s.src_hosts, self.req.timeouts.connect).await?;
+        // The stopped leader's own node may outlive it (a crash: until its
+        // session expires); it was proven unable to write.
+        let proven = self.j.leader_session.filter(|_| self.j.is_done(Step::LeaderStopped));
+        let holders: Vec<String> = checks::lock_nodes(&c, &s.lock_path)
+            .await?
+            .into_iter()
+            .filter(|n| n.owner != 0 && Some(n.owner) != proven)
+            .map(|n| format!("{} ({})", n.name, n.data))
+            .collect();
+        if !holders.is_empty() {
+            return Err(format!(
+                "a meta is in the leader election on the OLD ensemble {} ({}): stop it (a supervisor restarting it? its config still names the old ensemble); then resume",
+                s.src_hosts,
+                holders.join(", ")
+            ));
+        }
+        if all_down {
+            for m in &s.metas {
+                if !matches!(self.client.role_of(m).await.0, Role::Down { .. }) {
+                    return Err(format!("{m} answers again while every meta must be stopped: stop it, then resume"));
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn step(&mut self, step: Step) -> StepResult {
@@ -724,10 +831,27 @@ impl<'a> Runner<'a> {
     }
 
     /// Polls `cond` until it says done, for at most the request's wait.
-    async fn wait_until<F, Fut>(&self, what: &str, every: Duration, mut cond: F) -> Result<String, MigrateError>
+    async fn wait_until<F, Fut>(&self, what: &str, every: Duration, cond: F) -> Result<String, MigrateError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Option<String>, String>>,
+    {
+        self.wait_unless(what, every, cond, || async { Ok(()) }).await
+    }
+
+    /// Like [`Runner::wait_until`], failing at once when `stop` fails.
+    async fn wait_unless<F, Fut, G, Gut>(
+        &self,
+        what: &str,
+        every: Duration,
+        mut cond: F,
+        mut stop: G,
+    ) -> Result<String, MigrateError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Option<String>, String>>,
+        G: FnMut() -> Gut,
+        Gut: Future<Output = Result<(), String>>,
     {
         let started = Instant::now();
         let mut last = String::from("not checked yet");
@@ -737,6 +861,7 @@ impl<'a> Runner<'a> {
                 Ok(None) => {}
                 Err(why) => last = why,
             }
+            stop().await.map_err(MigrateError::Failed)?;
             if started.elapsed() >= self.req.wait {
                 return Err(MigrateError::Timeout { what: what.to_string(), waited: self.req.wait, last });
             }
@@ -780,6 +905,12 @@ impl<'a> Runner<'a> {
         let c = checks::connect(&s.src_hosts, self.req.timeouts.connect).await?;
         let nodes = checks::lock_nodes(&c, &s.lock_path).await?;
         let holders: Vec<&checks::LockNode> = nodes.iter().filter(|n| n.owner != 0).collect();
+        if holders.is_empty() {
+            return Err(format!(
+                "no meta holds a node in the leader election under {}: not even the leader",
+                s.lock_path
+            ));
+        }
         if holders.len() > 1 {
             return Err(format!(
                 "{} metas hold a node in the leader election ({}); a stopped meta's session ends within {} ms",
@@ -796,9 +927,37 @@ impl<'a> Runner<'a> {
 
     async fn blind(&mut self) -> StepResult {
         let leader = self.j.setup.leader.clone();
+        if self.j.leader_session.is_none() {
+            // The one session in the election is the leader's (the
+            // followers are out): the session whose end proves it stopped.
+            let s = &self.j.setup;
+            let c = checks::connect(&s.src_hosts, self.req.timeouts.connect).await.map_err(MigrateError::Failed)?;
+            let holders: Vec<checks::LockNode> = checks::lock_nodes(&c, &s.lock_path)
+                .await
+                .map_err(MigrateError::Failed)?
+                .into_iter()
+                .filter(|n| n.owner != 0)
+                .collect();
+            if holders.len() != 1 {
+                return Err(MigrateError::Failed(format!(
+                    "{} metas hold a node in the leader election under {}, where only the leader should",
+                    holders.len(),
+                    s.lock_path
+                )));
+            }
+            self.j.leader_session = Some(holders[0].owner);
+            self.j.save()?;
+        }
         if self.j.recorded_level.is_none() {
             // Recorded before it is changed: a rollback restores it.
-            let level = self.client.query_level(&leader).await?;
+            let level = match self.client.query_level(&leader).await? {
+                l @ (Level::Blind | Level::Stopped) => self.j.setup.restore_level.ok_or_else(|| {
+                    MigrateError::Failed(format!(
+                        "the leader is at {l}: give --restore-level LEVEL, the level to restore afterwards"
+                    ))
+                })?,
+                l => l,
+            };
             self.j.recorded_level = Some(level);
             self.j.save()?;
         }
@@ -933,15 +1092,6 @@ impl<'a> Runner<'a> {
     async fn stop_leader(&mut self) -> StepResult {
         let s = self.j.setup.clone();
         let t = Instant::now();
-        // Whose session writes for the leader: its lock node's owner.
-        if self.j.leader_session.is_none()
-            && let Ok(c) = checks::connect(&s.src_hosts, self.req.timeouts.connect).await
-            && let Ok(nodes) = checks::lock_nodes(&c, &s.lock_path).await
-            && let Some(first) = nodes.iter().find(|n| n.owner != 0)
-        {
-            self.j.leader_session = Some(first.owner);
-            self.j.save()?;
-        }
         let session = self.j.leader_session;
         // Stopped already, and proven: nothing to do. Not answering but
         // still connected (a stop cut short): stopping again is safe.
@@ -967,16 +1117,32 @@ impl<'a> Runner<'a> {
     }
 
     /// `Some(proof)` once the leader does not answer and cannot write: its
-    /// lock node is gone (its session ended), or no member of the old
-    /// ensemble has a connection of its session (`cons`).
+    /// lock node is gone (its session ended), or its port refuses
+    /// connections (the process is gone) and, twice a second apart, no
+    /// member of the old ensemble lists a connection of its session
+    /// (`cons`). Meanwhile no other meta may have taken the election.
     async fn leader_gone(&self, session: Option<i64>) -> Result<Option<String>, String> {
         let s = &self.j.setup;
-        let (role, _) = self.client.role_of(&s.leader).await;
-        if !matches!(role, Role::Down { .. }) {
-            return Err(format!("{} still answers", s.leader));
+        let refused = match self.client.cluster_info_at(&s.leader).await {
+            Err(crate::Error::Refused { .. }) => true,
+            Err(e) if e.is_down() => false,
+            _ => return Err(format!("{} still answers", s.leader)),
+        };
+        for f in &s.followers {
+            if !matches!(self.client.role_of(f).await.0, Role::Down { .. }) {
+                return Err(format!("{f} answers again: a follower must stay stopped"));
+            }
         }
         let c = checks::connect(&s.src_hosts, self.req.timeouts.connect).await?;
         let nodes = checks::lock_nodes(&c, &s.lock_path).await?;
+        let others: Vec<String> =
+            nodes.iter().filter(|n| n.owner != 0 && Some(n.owner) != session).map(|n| n.name.clone()).collect();
+        if !others.is_empty() {
+            return Err(format!(
+                "another meta joined the leader election on the old ensemble ({}): stop it",
+                others.join(", ")
+            ));
+        }
         let Some(sid) = session else {
             return if nodes.iter().all(|n| n.owner == 0) {
                 Ok(Some("no meta holds a node in the leader election".to_string()))
@@ -987,17 +1153,34 @@ impl<'a> Runner<'a> {
         if !nodes.iter().any(|n| n.owner == sid) {
             return Ok(Some(format!("its lock node is gone: session 0x{sid:x} ended")));
         }
-        match checks::connected_sessions(&s.src_hosts, Duration::from_secs(2)).await {
-            Some(live) if !live.contains(&sid) => Ok(Some(format!(
-                "no member of {} has a connection of its session 0x{sid:x} (cons); the session itself ends within {} ms",
-                s.src_hosts, s.session_timeout_ms
-            ))),
-            Some(_) => Err(format!("its session 0x{sid:x} is still connected")),
-            None => Err(format!(
-                "its lock node (session 0x{sid:x}) is still there, and the members do not list connections (cons not allowed): waiting for the session to end, up to {} ms",
-                s.session_timeout_ms
-            )),
+        if !refused {
+            return Err(format!(
+                "{} does not answer, but its port does not refuse connections either (hung?), and its session 0x{sid:x} still holds the lock: waiting for the session to end (up to {} ms)",
+                s.leader, s.session_timeout_ms
+            ));
         }
+        let members = checks::members(&c, &s.src_hosts).await;
+        for round in 0..2 {
+            if round > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            match checks::connected_sessions(&members, Duration::from_secs(2)).await {
+                Some(live) if !live.contains(&sid) => {}
+                Some(_) => return Err(format!("its session 0x{sid:x} is still connected")),
+                None => {
+                    return Err(format!(
+                        "its lock node (session 0x{sid:x}) is still there, and not every member lists its connections (cons not allowed by 4lw.commands.whitelist): waiting for the session to end, up to {} ms",
+                        s.session_timeout_ms
+                    ));
+                }
+            }
+        }
+        Ok(Some(format!(
+            "its port refuses connections and no member of {} ({}) lists a connection of its session 0x{sid:x} (cons, twice a second apart); the session itself ends within {} ms",
+            s.src_hosts,
+            members.join(","),
+            s.session_timeout_ms
+        )))
     }
 
     // ---- step 5 ----
@@ -1007,12 +1190,17 @@ impl<'a> Runner<'a> {
         let rounds = self.j.setup.max_rounds;
         for n in 0..=rounds {
             let r = self.round(Mode::Mirror).await?;
-            if r.equal() {
+            // A verify is not a snapshot: a write behind its walk passes
+            // unseen. The source digested once more, unchanged, proves the
+            // tree stood still through the verify.
+            let again = if r.equal() { sync::digest(&self.trees, &self.ctx.cancel).await? } else { None };
+            if r.equal() && again.is_some() && again == r.report.src_digest {
                 self.j.digests.final_source = r.report.src_digest.clone();
                 self.j.digests.final_destination = r.report.dst_digest.clone();
                 self.j.window.add("final sync", t.elapsed().as_secs_f64());
                 self.j.save()?;
                 self.check_partitions().await?;
+                self.check_apps_unlocked().await?;
                 return Ok(format!(
                     "{} nodes equal after the leader stopped ({} written by the final sync)",
                     r.report.src_nodes, r.written
@@ -1030,12 +1218,31 @@ impl<'a> Runner<'a> {
         ))
     }
 
+    /// A leader stopped mid-update leaves `apps` = `lock`, and a meta that
+    /// starts on it aborts: say so before the configs point at it.
+    async fn check_apps_unlocked(&self) -> Result<(), MigrateError> {
+        let s = &self.j.setup;
+        let apps = crate::zk::join(&s.root, "apps");
+        let c = checks::connect(&s.dst_hosts, self.req.timeouts.connect).await.map_err(MigrateError::Failed)?;
+        match c.get_data(&apps).await {
+            Ok((d, _)) if d == b"lock" => Err(MigrateError::Failed(format!(
+                "{apps} holds \"lock\": the leader stopped mid-update, and a meta starting on it aborts; it was copied as the old ensemble holds it: check the old cluster's state before going on"
+            ))),
+            Ok(_) => Ok(()),
+            Err(e) => Err(MigrateError::Failed(format!("reading {apps} on {}: {e}", s.dst_hosts))),
+        }
+    }
+
     // ---- step 6 ----
 
     async fn rewrite_configs(&mut self) -> StepResult {
         let t = Instant::now();
         let dst = self.j.setup.dst_hosts.clone();
         let mut changed = 0;
+        // Recorded before the first file is touched: a rollback then
+        // restores every config, even after a rewrite cut short.
+        self.j.switched = true;
+        self.j.save()?;
         for rec in self.j.setup.configs.clone() {
             let file = ConfigFile::read(&rec.path)?;
             if file.get("zookeeper", "hosts_list") == Some(dst.as_str()) {
@@ -1047,13 +1254,10 @@ impl<'a> Runner<'a> {
                 .map_err(|e| MigrateError::Failed(format!("writing {}: {e}", rec.path.display())))?;
             changed += 1;
         }
-        self.j.switched = true;
         self.j.window.add("start", t.elapsed().as_secs_f64());
         self.j.save()?;
-        Ok(format!(
-            "{changed} of {} config(s) rewritten (backups: <config>.before-migrate)",
-            self.j.setup.configs.len()
-        ))
+        let backup = self.j.setup.configs.first().map(|c| c.backup.display().to_string()).unwrap_or_default();
+        Ok(format!("{changed} of {} config(s) rewritten (backups such as {backup})", self.j.setup.configs.len()))
     }
 
     // ---- step 7 ----
@@ -1061,7 +1265,22 @@ impl<'a> Runner<'a> {
     async fn start_leader(&mut self) -> StepResult {
         let s = self.j.setup.clone();
         let t = Instant::now();
-        if self.serving_on_new().await.is_err() {
+        // Started only when it is down: one starting (not serving yet) is
+        // waited for, one on the old ensemble is an error.
+        match self.client.role_of(&s.leader).await {
+            (Role::Leader, Some(info))
+                if !checks::same_hosts(info.get("zookeeper_hosts").unwrap_or(""), &s.dst_hosts) =>
+            {
+                return Err(MigrateError::Failed(format!(
+                    "{} serves on {} (its config was not rewritten?): stop it, check its config names {}, then resume",
+                    s.leader,
+                    info.get("zookeeper_hosts").unwrap_or(""),
+                    s.dst_hosts
+                )));
+            }
+            _ => {}
+        }
+        if matches!(self.client.role_of(&s.leader).await.0, Role::Down { .. }) {
             self.hook_or_manual(
                 Step::LeaderStarted,
                 Hook::StartLeader,
@@ -1069,8 +1288,13 @@ impl<'a> Runner<'a> {
             )
             .await?;
         }
-        self.wait_until("the leader serves on the new ensemble", Duration::from_millis(100), || self.serving_on_new())
-            .await?;
+        self.wait_unless(
+            "the leader serves on the new ensemble",
+            Duration::from_millis(100),
+            || self.serving_on_new(),
+            || self.old_quiet(false),
+        )
+        .await?;
         if self.j.window.serving_at_ms.is_none() {
             self.j.window.serving_at_ms = Some(journal::now_ms());
         }
@@ -1102,6 +1326,11 @@ impl<'a> Runner<'a> {
             .ok()
             .and_then(|i| i.get("meta_function_level").map(str::to_string))
             .unwrap_or_default();
+        if reported != level.name() {
+            self.say(Event::Warning(format!(
+                "cluster_info reports level {reported} while {level} is set (freezed: too few replica servers alive for the meta)"
+            )));
+        }
         Ok(format!(
             "{} serves on {} at level {level} (reported {reported}), {alive} replica servers alive",
             s.leader, s.dst_hosts
@@ -1128,30 +1357,44 @@ impl<'a> Runner<'a> {
 
     async fn start_followers(&mut self) -> StepResult {
         let s = self.j.setup.clone();
-        if s.followers_up.is_empty() && s.followers.is_empty() {
-            return Ok("no followers".to_string());
+        let down_before: Vec<&String> = s.followers.iter().filter(|f| !s.followers_up.contains(f)).collect();
+        if !down_before.is_empty() {
+            self.say(Event::Warning(format!(
+                "not started, as they were down before the migration: {}",
+                down_before.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
+            )));
         }
-        if self.followers_on_new().await.is_err() {
+        if s.followers_up.is_empty() {
+            return Ok("no followers to start".to_string());
+        }
+        let mut any_down = false;
+        for f in &s.followers_up {
+            any_down |= matches!(self.client.role_of(f).await.0, Role::Down { .. });
+        }
+        if any_down {
             self.hook_or_manual(
                 Step::FollowersStarted,
                 Hook::StartFollowers,
                 format!(
                     "Start the follower meta servers ({}); their configs now name {}.",
-                    s.followers.join(", "),
+                    s.followers_up.join(", "),
                     s.dst_hosts
                 ),
             )
             .await?;
         }
-        self.wait_until("every follower answers on the new ensemble", Duration::from_millis(200), || {
-            self.followers_on_new()
-        })
+        self.wait_unless(
+            "every follower answers on the new ensemble",
+            Duration::from_millis(200),
+            || self.followers_on_new(),
+            || self.old_quiet(false),
+        )
         .await
     }
 
     async fn followers_on_new(&self) -> Result<Option<String>, String> {
         let s = &self.j.setup;
-        for f in &s.followers {
+        for f in &s.followers_up {
             match self.client.role_of(f).await {
                 (Role::Follower { .. }, _) => {}
                 (role, _) => return Err(format!("{f}: {role:?}")),
@@ -1159,10 +1402,14 @@ impl<'a> Runner<'a> {
         }
         let c = checks::connect(&s.dst_hosts, self.req.timeouts.connect).await?;
         let held = checks::lock_nodes(&c, &s.lock_path).await?.iter().filter(|n| n.owner != 0).count();
-        let want = 1 + s.followers.len();
+        let want = 1 + s.followers_up.len();
         if held < want {
             return Err(format!("{held} of {want} metas in the leader election on the new ensemble"));
         }
-        Ok(Some(format!("{} follower(s) answer; {held} metas in the election on {}", s.followers.len(), s.dst_hosts)))
+        Ok(Some(format!(
+            "{} follower(s) answer; {held} metas in the election on {}",
+            s.followers_up.len(),
+            s.dst_hosts
+        )))
     }
 }

@@ -56,6 +56,8 @@ pub struct RollbackPlan {
     pub state: String,
     pub actions: Vec<String>,
     pub warnings: Vec<String>,
+    /// Reasons not to roll back; empty when it can.
+    pub refusals: Vec<String>,
 }
 
 /// What a rollback did.
@@ -67,7 +69,7 @@ pub struct RollbackReport {
 
 fn load(req: &RollbackRequest) -> Result<Journal, MigrateError> {
     let mut j = Journal::load(&req.journal)?;
-    if j.cleaned_up {
+    if j.cleaned_up || j.cleanup_started {
         return Err(MigrateError::Failed(
             "the old tree was removed (cleanup-old ran): there is nothing to roll back to".to_string(),
         ));
@@ -82,6 +84,33 @@ pub async fn plan_rollback(req: &RollbackRequest) -> Result<RollbackPlan, Migrat
     let s = &j.setup;
     let mut actions = Vec::new();
     let mut warnings = Vec::new();
+    let mut refusals = Vec::new();
+    // The old tree must still be the one the cluster left.
+    if let Some(proven) = &j.digests.final_source {
+        let tree = zkrepl::Tree::new(&s.src_hosts, &s.root)?;
+        let mut d = zkrepl::digest::DigestRequest::new(tree);
+        d.timeouts = req.timeouts;
+        d.read = req.read;
+        match zkrepl::digest::run(&d, &zkrepl::Progress::new()).await {
+            Ok(r) if r.digest.as_ref() == Some(proven) => {}
+            Ok(r) => refusals.push(format!(
+                "the old tree changed since the leader left it ({} nodes now, another digest): something wrote to the old ensemble, so it is not the cluster's state any more",
+                r.nodes
+            )),
+            Err(e) => refusals.push(format!("cannot digest the old tree to tell that it is intact: {e}")),
+        }
+    }
+    for rec in &s.configs {
+        let (Ok(now), Ok(before)) = (std::fs::read(&rec.path), std::fs::read(&rec.backup)) else { continue };
+        let Ok(file) = ConfigFile::parse(&rec.backup, before.clone()) else { continue };
+        let rewritten = file.with_value("zookeeper", "hosts_list", &s.dst_hosts).unwrap_or_default();
+        if now != before && now != rewritten {
+            warnings.push(format!(
+                "{} was changed since the migration rewrote it: restoring its backup discards those changes",
+                rec.path.display()
+            ));
+        }
+    }
     if j.switched {
         actions.push(format!("stop the metas if they run on the new ensemble {}", s.dst_hosts));
         actions.push(format!("restore {} config file(s) from their backups", s.configs.len()));
@@ -111,21 +140,25 @@ pub async fn plan_rollback(req: &RollbackRequest) -> Result<RollbackPlan, Migrat
     if actions.is_empty() {
         actions.push("nothing to undo: the migration changed nothing yet".to_string());
     }
-    Ok(RollbackPlan { journal: req.journal.clone(), state: j.describe_state(), actions, warnings })
+    Ok(RollbackPlan { journal: req.journal.clone(), state: j.describe_state(), actions, warnings, refusals })
 }
 
 /// Rolls back; each action checks first whether it is needed, so a
 /// rollback interrupted and run again converges.
 pub async fn rollback(req: &RollbackRequest, ctx: &Context<'_>) -> Result<RollbackReport, MigrateError> {
+    let plan = plan_rollback(req).await?;
+    if !plan.refusals.is_empty() {
+        return Err(MigrateError::Refused(plan.refusals));
+    }
     let j = load(req)?;
     let m = req.as_migrate();
-    let mut r = Runner::new(j, &m, ctx);
+    let mut r = Runner::new(j, &m, ctx).map_err(|s| s.error)?;
     let mut done = Vec::new();
     let s = r.j.setup.clone();
 
     if r.j.switched {
         // Metas on the new ensemble write there: stop them first.
-        if r.serving_on_new().await.is_ok() || matches!(r.client.role_of(&s.leader).await.0, Role::Follower { .. }) {
+        if !matches!(r.client.role_of(&s.leader).await.0, Role::Down { .. }) {
             r.hook_or_manual(
                 Step::LeaderStopped,
                 Hook::StopLeader,
@@ -166,10 +199,39 @@ pub async fn rollback(req: &RollbackRequest, ctx: &Context<'_>) -> Result<Rollba
             .await?;
             done.push(format!("stopped the followers ({})", up.join(", ")));
         }
+        // No meta may still hold the election on the new ensemble (a hung
+        // one, its session not ended) when the leader starts on the old.
+        r.wait_until("no meta is in the leader election on the new ensemble", Duration::from_millis(200), || async {
+            let c = match checks::connect(&s.dst_hosts, r.req.timeouts.connect).await {
+                Ok(c) => c,
+                // An ensemble that does not answer holds no one's lead.
+                Err(e) => return Ok(Some(format!("the new ensemble does not answer ({e})"))),
+            };
+            let held = checks::lock_nodes(&c, &s.lock_path).await?.iter().filter(|n| n.owner != 0).count();
+            if held == 0 { Ok(Some("none".to_string())) } else { Err(format!("{held} metas still hold a node there")) }
+        })
+        .await?;
         let mut restored = 0;
         for rec in &s.configs {
-            let original = std::fs::read(&rec.backup)
-                .map_err(|e| MigrateError::Failed(format!("cannot read the backup {}: {e}", rec.backup.display())))?;
+            let original = match std::fs::read(&rec.backup) {
+                Ok(b) => b,
+                // Never backed up, so never rewritten (the backup comes
+                // first): fine while it still names the old ensemble.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let file = ConfigFile::read(&rec.path)?;
+                    if file.get("zookeeper", "hosts_list").is_some_and(|h| checks::same_hosts(h, &s.src_hosts)) {
+                        continue;
+                    }
+                    return Err(MigrateError::Failed(format!(
+                        "{} does not name the old ensemble and its backup {} is missing",
+                        rec.path.display(),
+                        rec.backup.display()
+                    )));
+                }
+                Err(e) => {
+                    return Err(MigrateError::Failed(format!("cannot read the backup {}: {e}", rec.backup.display())));
+                }
+            };
             // Checked before it is written back: the backup is a config.
             ConfigFile::parse(&rec.backup, original.clone())?;
             let now = std::fs::read(&rec.path).unwrap_or_default();
