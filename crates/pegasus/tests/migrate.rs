@@ -111,6 +111,31 @@ async fn request(c: &Arc<tokio::sync::Mutex<SimCluster>>, new: &str, dir: &Path)
     r
 }
 
+/// Prepares `req` and runs it with `hooks` until it ends or stops (a
+/// refusal is a stop too).
+async fn run_with(
+    req: &MigrateRequest,
+    hooks: &dyn migrate::HookRunner,
+) -> Result<migrate::Report, Box<migrate::Stopped>> {
+    let plan = migrate::prepare(req, hooks).await.expect("prepare");
+    let events = Events(Mutex::new(Vec::new()));
+    let ctx = Context { observer: &events, hooks, cancel: Default::default() };
+    migrate::execute(&plan, req, &ctx).await
+}
+
+/// `run_with` the in-process hooks.
+async fn run_all(
+    c: &Arc<tokio::sync::Mutex<SimCluster>>,
+    req: &MigrateRequest,
+) -> Result<migrate::Report, Box<migrate::Stopped>> {
+    run_with(req, &hooks(c.clone(), Arc::new(Mutex::new(None)))).await
+}
+
+/// Every config's bytes.
+fn contents(configs: &[std::path::PathBuf]) -> Vec<Vec<u8>> {
+    configs.iter().map(|p| read(p)).collect()
+}
+
 fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap()
 }
@@ -229,7 +254,7 @@ async fn refuses_before_changing_anything() {
     nc.mkdir(&format!("{root}/apps"), &open).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let configs = c.lock().await.configs.clone();
-    let before: Vec<Vec<u8>> = configs.iter().map(|p| read(p)).collect();
+    let before = contents(&configs);
     let mut req = request(&c, &new, dir.path()).await;
     req.allow_drift = false;
     let plan = migrate::prepare(&req, &NoHooks).await.expect("prepare");
@@ -278,10 +303,9 @@ async fn a_failed_hook_stops_with_the_state_then_resume_finishes() {
     let req = request(&c, &new, dir.path()).await;
     let fail = Arc::new(Mutex::new(Some(Hook::StopLeader)));
     let h = hooks(c.clone(), fail.clone());
-    let plan = migrate::prepare(&req, &h).await.unwrap();
+    let stopped = run_with(&req, &h).await.expect_err("the hook fails");
     let events = Events(Mutex::new(Vec::new()));
     let ctx = Context { observer: &events, hooks: &h, cancel: Default::default() };
-    let stopped = migrate::execute(&plan, &req, &ctx).await.expect_err("the hook fails");
     assert_eq!(stopped.step, Step::LeaderStopped);
     assert!(matches!(stopped.error, MigrateError::Hook { hook: Hook::StopLeader, .. }), "{}", stopped.error);
     assert!(
@@ -369,7 +393,7 @@ async fn rollback_after_the_switch_and_cleanup_refused_until_migrated() {
     let (c, old, new) = cluster(root, |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     let configs = c.lock().await.configs.clone();
-    let before: Vec<Vec<u8>> = configs.iter().map(|p| read(p)).collect();
+    let before = contents(&configs);
     let req = request(&c, &new, dir.path()).await;
     let h = hooks(c.clone(), Arc::new(Mutex::new(None)));
     let plan = migrate::prepare(&req, &h).await.unwrap();
@@ -514,10 +538,7 @@ async fn configs_that_do_not_match_the_cluster_and_a_partition_missing_on_the_so
     // is equal, and the migration stops before the leader is stopped.
     client(&old).await.delete(&format!("{root}/apps/2/3"), None).await.unwrap();
     let req = request(&c, &new, dir.path()).await;
-    let plan = migrate::prepare(&req, &h).await.unwrap();
-    let events = Events(Mutex::new(Vec::new()));
-    let ctx = Context { observer: &events, hooks: &h, cancel: Default::default() };
-    let stopped = migrate::execute(&plan, &req, &ctx).await.expect_err("a partition is missing");
+    let stopped = run_with(&req, &h).await.expect_err("a partition is missing");
     assert_eq!(stopped.step, Step::Copied);
     let msg = stopped.error.to_string();
     assert!(msg.contains(&format!("{root}/apps/2/3")) && msg.contains("missing on the source too"), "{msg}");
@@ -549,7 +570,7 @@ async fn a_config_rewrite_cut_short_is_rolled_back_whole() {
     let (c, old, new) = cluster(root, |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     let configs = c.lock().await.configs.clone();
-    let before: Vec<Vec<u8>> = configs.iter().map(|p| read(p)).collect();
+    let before = contents(&configs);
     let req = request(&c, &new, dir.path()).await;
     // The second config's backup name is taken by another file: its rewrite
     // fails after the first config was rewritten.
@@ -581,7 +602,7 @@ async fn a_follower_restarted_on_the_old_ensemble_stops_the_migration_before_the
     let (c, _old, new) = cluster(root, |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     let configs = c.lock().await.configs.clone();
-    let before: Vec<Vec<u8>> = configs.iter().map(|p| read(p)).collect();
+    let before = contents(&configs);
     let req = request(&c, &new, dir.path()).await;
     // A supervisor restarts the follower as soon as the leader is stopped:
     // it takes the lead on the old ensemble.
@@ -631,11 +652,7 @@ async fn a_wrong_lock_path_and_a_leader_already_blind_are_refused() {
     // With the right configs and the level to restore, it goes through.
     let mut req = request(&c, &new, dir.path()).await;
     req.restore_level = Some(Level::Steady);
-    let plan = migrate::prepare(&req, &h).await.unwrap();
-    assert!(plan.refusals.is_empty(), "{:?}", plan.refusals);
-    let events = Events(Mutex::new(Vec::new()));
-    let ctx = Context { observer: &events, hooks: &h, cancel: Default::default() };
-    migrate::execute(&plan, &req, &ctx).await.expect("migrate");
+    run_with(&req, &h).await.expect("migrate");
     assert_eq!(c.lock().await.metas[0].level().0, 400, "the level given is restored");
 }
 
@@ -645,11 +662,7 @@ async fn an_interrupted_cleanup_converges_and_rollback_is_refused_once_it_began(
     let (c, old, new) = cluster(root, |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     let req = request(&c, &new, dir.path()).await;
-    let h = hooks(c.clone(), Arc::new(Mutex::new(None)));
-    let plan = migrate::prepare(&req, &h).await.unwrap();
-    let events = Events(Mutex::new(Vec::new()));
-    let ctx = Context { observer: &events, hooks: &h, cancel: Default::default() };
-    migrate::execute(&plan, &req, &ctx).await.expect("migrate");
+    run_all(&c, &req).await.expect("migrate");
 
     // A cleanup that began and was cut short: part of the old tree gone.
     let journal = dir.path().join("journal");
@@ -711,11 +724,8 @@ async fn a_crashed_leader_is_proven_gone_by_its_connections_before_its_session_e
             }
         })
     });
-    let plan = migrate::prepare(&req, &crash).await.unwrap();
-    let events = Events(Mutex::new(Vec::new()));
-    let ctx = Context { observer: &events, hooks: &crash, cancel: Default::default() };
     let started = std::time::Instant::now();
-    let report = migrate::execute(&plan, &req, &ctx).await.expect("migrate");
+    let report = run_with(&req, &crash).await.expect("migrate");
     let proof = &report.notes["stop proof"];
     assert!(proof.contains("refuses connections") && proof.contains("cons"), "{proof}");
     assert!(report.parts["stop"] < 10.0, "not the 20 s session timeout: {:?}", report.parts);
