@@ -17,6 +17,12 @@ pub fn timeout(s: &str) -> Result<Duration, String> {
     parse_duration(s, MAX_TIMEOUT).map_err(|e| e.to_string())
 }
 
+/// A Pegasus meta level that can be set (stopped, blind, freezed, steady,
+/// lively), checked before anything is sent.
+pub fn level(s: &str) -> Result<zkrepl_pegasus::Level, String> {
+    s.parse::<zkrepl_pegasus::Level>().map_err(|e| e.to_string())
+}
+
 /// Where the source and destination trees are.
 #[derive(Args, Debug, Clone)]
 pub struct Endpoints {

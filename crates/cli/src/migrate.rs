@@ -128,7 +128,7 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub max_rounds: u32,
     /// The level to restore afterwards when the leader is already at blind or stopped (an earlier migration stopped there)
-    #[arg(long, value_name = "LEVEL", value_parser = crate::pegasus::parse_level)]
+    #[arg(long, value_name = "LEVEL", value_parser = crate::args::level)]
     pub restore_level: Option<zkrepl_pegasus::Level>,
     /// Print the plan and the checks; change nothing
     #[arg(long)]
@@ -189,12 +189,31 @@ pub fn migrate_help() -> &'static str {
     MIGRATE_HELP
 }
 
-/// Prints events on stderr as they come.
-struct Printer;
+/// Prints events on stderr as they come; a copy or verify in progress
+/// shows its counters on a terminal.
+#[derive(Default)]
+struct Printer {
+    bar: std::sync::Mutex<Option<crate::common::ProgressView>>,
+}
+
+impl Printer {
+    fn end_bar(&self) {
+        if let Some(v) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            v.finish();
+        }
+    }
+}
 
 impl migrate::Observer for Printer {
     fn event(&self, e: Event) {
         let n = Step::ALL.len();
+        if let Event::Working { progress, .. } = e {
+            self.end_bar();
+            *self.bar.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(crate::common::ProgressView::start(progress, false));
+            return;
+        }
+        self.end_bar();
         match e {
             Event::StepStarted(s) => eprintln!("[{}/{n}] {}", s.number(), s.describe()),
             Event::StepDone { note, .. } => eprintln!("      done: {note}"),
@@ -347,8 +366,11 @@ pub async fn run_migrate(a: MigrateArgs) -> Outcome {
         };
         let hooks = ShellHooks { hooks: j.setup.hooks.overridden_by(&req.hooks), log, timeout: a.hooks.hook_timeout };
         eprintln!("resuming the migration in {}: {}", journal.display(), j.describe_state());
-        let ctx = Context { observer: &Printer, hooks: &hooks, cancel };
-        return finish(json, migrate::resume(&journal, &req, &ctx).await);
+        let printer = Printer::default();
+        let ctx = Context { observer: &printer, hooks: &hooks, cancel };
+        let r = migrate::resume(&journal, &req, &ctx).await;
+        printer.end_bar();
+        return finish(json, r);
     }
     let hooks =
         ShellHooks { hooks: req.hooks.clone(), log: hook_log(&req.journal_path()), timeout: a.hooks.hook_timeout };
@@ -370,8 +392,11 @@ pub async fn run_migrate(a: MigrateArgs) -> Outcome {
     if let Err(why) = confirm("Go ahead with the migration?", a.wait.yes) {
         return fail(json, &why, None, Exit::Error);
     }
-    let ctx = Context { observer: &Printer, hooks: &hooks, cancel };
-    finish(json, migrate::execute(&plan, &req, &ctx).await)
+    let printer = Printer::default();
+    let ctx = Context { observer: &printer, hooks: &hooks, cancel };
+    let r = migrate::execute(&plan, &req, &ctx).await;
+    printer.end_bar();
+    finish(json, r)
 }
 
 fn hook_log(journal: &std::path::Path) -> PathBuf {
@@ -451,8 +476,11 @@ pub async fn run_rollback(a: RollbackArgs) -> Outcome {
         log: hook_log(&a.journal),
         timeout: a.hooks.hook_timeout,
     };
-    let ctx = Context { observer: &Printer, hooks: &hooks, cancel: cancel_on_signals() };
-    match migrate::rollback(&req, &ctx).await {
+    let printer = Printer::default();
+    let ctx = Context { observer: &printer, hooks: &hooks, cancel: cancel_on_signals() };
+    let r = migrate::rollback(&req, &ctx).await;
+    printer.end_bar();
+    match r {
         Ok(r) => {
             if json {
                 print_json(&r);

@@ -89,13 +89,8 @@ pub struct SetLevelArgs {
     pub meta: MetaArgs,
 
     /// The level: stopped, blind, freezed, steady or lively
-    #[arg(value_name = "LEVEL", value_parser = parse_level)]
+    #[arg(value_name = "LEVEL", value_parser = crate::args::level)]
     pub level: Level,
-}
-
-/// A level that can be set (stopped, blind, freezed, steady, lively).
-pub fn parse_level(s: &str) -> Result<Level, String> {
-    s.parse::<Level>().map_err(|e| e.to_string())
 }
 
 pub async fn run(args: PegasusArgs) -> Outcome {

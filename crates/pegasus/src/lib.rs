@@ -18,6 +18,7 @@ pub mod http;
 pub mod level;
 pub mod messages;
 pub mod migrate;
+pub mod query;
 pub mod status;
 pub mod thrift;
 pub mod zk;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 use zookeeper_client as zk;
 
-use crate::status::Query;
+use crate::query::Query;
 
 /// The child of the lock path that holds the leader election's nodes
 /// (`_primary_lock_id` in src/meta/meta_server_failure_detector.cpp).

@@ -798,7 +798,7 @@ impl<'a> Runner<'a> {
         let s = &self.j.setup;
         let configs: Vec<String> = s.configs.iter().map(|c| c.path.display().to_string()).collect();
         let vars = [
-            ("ZKREPL_HOOK", format!("{hook:?}")),
+            ("ZKREPL_HOOK", hook.option().trim_start_matches("--").to_string()),
             ("ZKREPL_LEADER", s.leader.clone()),
             ("ZKREPL_FOLLOWERS", s.followers.join(",")),
             ("ZKREPL_OLD_HOSTS", s.src_hosts.clone()),
