@@ -166,6 +166,19 @@ async fn migrates_a_100k_node_cluster_with_shell_hooks_then_cleans_up_the_old_tr
     );
     assert!(std::fs::read_to_string(&logs[0]).unwrap().contains("leader"));
 
+    // Every partition is on the new ensemble, none recreated empty (a
+    // recreated one has ballot 0; the generated ones start at 1).
+    let nc = connect(&new).await;
+    for app in 1..=10 {
+        let kids = nc.list_children(&format!("{root}/apps/{app}")).await.unwrap();
+        assert_eq!(kids.iter().filter(|k| k.parse::<u32>().is_ok()).count(), 9000, "app {app}");
+    }
+    for p in [0, 4500, 8999] {
+        let (d, _) = nc.get_data(&format!("{root}/apps/7/{p}")).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&d).unwrap();
+        assert!(v["ballot"].as_i64().unwrap() > 0, "{v}");
+    }
+
     // The old tree is as the leader left it: its digest is the final one.
     let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&journal).unwrap()).unwrap();
     let dg = zkrepl_async(args(&["digest", "--zk", &old, "--root", root, "--json"])).await;
@@ -181,7 +194,6 @@ async fn migrates_a_100k_node_cluster_with_shell_hooks_then_cleans_up_the_old_tr
     assert!(json(&out)["deleted"].as_u64().is_some_and(|n| n > 99_000), "{}\n{}", stdout(&out), stderr(&out));
     let oc = connect(&old).await;
     assert!(oc.check_stat(root).await.unwrap().is_none());
-    let nc = connect(&new).await;
     assert!(nc.check_stat(&format!("{root}/apps/10/8999")).await.unwrap().is_some());
 }
 
