@@ -656,7 +656,7 @@ pub async fn demo(args: DemoArgs) -> zkrepl::Result<Outcome> {
             "raw_multi_create_warm": raw, "raw_get_acl_with_multi_create_per_sec": both,
         }));
     } else {
-        println!("zkrepl demo: Pegasus-shaped tree, {n} nodes, two local ZooKeeper servers");
+        println!("zkrepl demo: Pegasus-shaped tree, {n} nodes, copied between two local ZooKeeper servers");
         println!(
             "  copied     {} nodes in {:.2} s = {:.0} nodes/s (ACLs preserved; {} ephemeral leader lock skipped)",
             copy["created"],
@@ -697,9 +697,9 @@ pub async fn demo(args: DemoArgs) -> zkrepl::Result<Outcome> {
         print_json(&json!({ "pegasus_migrate": migrated }));
     } else {
         let r = &migrated["report"];
-        let parts: Vec<String> = r["parts"]
-            .as_object()
-            .map(|o| o.iter().map(|(k, v)| format!("{k} {:.2}s", v.as_f64().unwrap_or(0.0))).collect())
+        let parts: Vec<&str> = migrated["parts_in_order"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
         println!(
             "  migrated   the simulated cluster to {}: blind window {:.2} s ({}); leader and follower on the new ensemble, level {}, {} partitions recreated",

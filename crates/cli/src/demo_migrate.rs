@@ -94,7 +94,9 @@ pub async fn run(old: &str, new: &str, root: &str, quiet: bool) -> zkrepl::Resul
     let on_new = c.metas.iter().all(|m| m.config().zookeeper_hosts == new);
     let leading = c.metas[0].is_leader() && !c.metas[1].is_leader();
     let recreated = c.metas[0].recreated_partitions().len();
+    let parts: Vec<String> = report.parts_in_order().iter().map(|(k, v)| format!("{k} {v:.2}s")).collect();
     Ok(json!({
+        "parts_in_order": parts,
         "report": report,
         "metas_on_new_ensemble": on_new,
         "leader_restored": leading,

@@ -19,25 +19,37 @@ use zkrepl_pegasus::migrate::{
 use crate::common::print_json;
 use crate::outcome::{Exit, Outcome, print_error_line};
 
-const MIGRATE_HELP: &str = "The steps, each written to the journal before and after it runs:\n  \
-1. find the leader; the followers must be down (--stop-followers runs CMD, then checks again)\n  \
-2. refuse what blind does not stop (duplication, bulk load, backup, split) unless --allow-drift\n  \
-3. record the level, set blind, read it back\n  \
-4. digest the source root, copy it, verify, re-sync while it changed (--max-rounds); check every app and partition\n  \
-5. stop the leader (--stop-leader), wait until it cannot write (lock node gone, or no connection of its session on any member: cons), sync its last writes, verify\n  \
-6. rewrite [zookeeper] hosts_list in every --config (temp file and rename, every other byte kept, backup <config>.before-migrate-<time>)\n  \
-7. start the leader (--start-leader), wait until cluster_info names the new hosts, restore the level, check the replica servers\n  \
+const MIGRATE_HELP: &str = "First it checks, changing nothing, and prints the plan: the leader, the followers \
+(they must be down, or --stop-followers given), the configs (each with [zookeeper] hosts_list, the cluster's \
+cluster_root), the leader lock, <root>/apps not locked, the destination empty (or --update) and not the current \
+ensemble, and what blind does not stop (duplication, bulk load, backup, split: refused unless --allow-drift). \
+Then, asked (or --yes), the steps, each written to the journal before and after it runs:\n  \
+1. stop the followers (--stop-followers), check none answers or is in the leader election\n  \
+2. record the level, set blind, read it back\n  \
+3. digest the source root, copy it, verify, re-sync while it changed (--max-rounds); check every app and partition\n  \
+4. stop the leader (--stop-leader), wait until it cannot write (its lock node gone, or its port refusing and no \
+connection of its session on any member: cons)\n  \
+5. sync its last writes, verify, digest the source again\n  \
+6. rewrite [zookeeper] hosts_list in every --config (temp file and rename, every other byte kept, backup \
+<config>.before-migrate-<time>)\n  \
+7. start the leader (--start-leader), wait until cluster_info names the new hosts, restore the level, check the \
+replica servers\n  \
 8. start the followers (--start-followers), check each answers on the new ensemble\n\n\
 A step without a hook is the operator's: zkrepl prints what to do and waits (up to --wait) until it sees it done. \
-Hooks run with sh -c, their output appended to <journal>.hooks.log, and get ZKREPL_LEADER, ZKREPL_FOLLOWERS, \
-ZKREPL_OLD_HOSTS, ZKREPL_NEW_HOSTS, ZKREPL_ROOT, ZKREPL_CONFIGS and ZKREPL_JOURNAL.\n\n\
-Examples:\n  zkrepl pegasus migrate --meta m1:34601,m2:34601 --dst nzk1:2181,nzk2:2181,nzk3:2181 \\\n    \
+Hooks run with sh -c, their output appended to <journal>.hooks.log, and get ZKREPL_HOOK, ZKREPL_LEADER, \
+ZKREPL_FOLLOWERS, ZKREPL_OLD_HOSTS, ZKREPL_NEW_HOSTS, ZKREPL_ROOT, ZKREPL_CONFIGS and ZKREPL_JOURNAL.\n\n\
+Examples:\n  \
+zkrepl pegasus migrate --meta m1:34601,m2:34601 \\\n    \
+--dst nzk1:2181,nzk2:2181,nzk3:2181 \\\n    \
 --config /etc/pegasus/meta1.ini --config /etc/pegasus/meta2.ini \\\n    \
---stop-followers 'ssh m2 systemctl stop pegasus-meta' --stop-leader 'ssh m1 systemctl stop pegasus-meta' \\\n    \
---start-leader 'ssh m1 systemctl start pegasus-meta' --start-followers 'ssh m2 systemctl start pegasus-meta'\n  \
+--stop-followers 'ssh m2 systemctl stop pegasus-meta' \\\n    \
+--stop-leader 'ssh m1 systemctl stop pegasus-meta' \\\n    \
+--start-leader 'ssh m1 systemctl start pegasus-meta' \\\n    \
+--start-followers 'ssh m2 systemctl start pegasus-meta'\n  \
 zkrepl pegasus migrate --resume --journal /etc/pegasus/zkrepl-migrate.journal\n  \
 zkrepl pegasus rollback --journal /etc/pegasus/zkrepl-migrate.journal\n\n\
-Exit status: 0 migrated, 2 refused or failed (the cluster's state and how to resume or roll back are printed), 130 interrupted.";
+Exit status: 0 migrated, 2 refused or failed (the cluster's state and how to resume or roll back are printed), \
+130 interrupted.";
 
 /// Hook commands, shared by migrate and rollback.
 #[derive(Args, Debug, Clone, Default)]
@@ -48,7 +60,7 @@ pub struct HookArgs {
     /// Shell command that stops the leader meta server
     #[arg(long, value_name = "CMD")]
     pub stop_leader: Option<String>,
-    /// Shell command that starts the leader meta server (it reads its rewritten config)
+    /// Shell command that starts the leader meta server (on the config as it then is)
     #[arg(long, value_name = "CMD")]
     pub start_leader: Option<String>,
     /// Shell command that starts the follower meta servers
@@ -70,12 +82,9 @@ impl HookArgs {
     }
 }
 
-/// Waits and timeouts, shared by the three commands.
+/// Timeouts and output, shared by the three commands.
 #[derive(Args, Debug, Clone)]
 pub struct WaitArgs {
-    /// Wait at most this long for a condition: a meta down, a meta serving, a step done by hand
-    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::args::timeout)]
-    pub wait: Duration,
     /// Give up on a meta server call after this long
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = crate::args::timeout)]
     pub timeout: Duration,
@@ -94,6 +103,14 @@ impl WaitArgs {
     fn timeouts(&self) -> zkrepl::Timeouts {
         zkrepl::Timeouts { connect: self.zk_timeout, ..Default::default() }
     }
+}
+
+/// How long to wait for what a hook or the operator does.
+#[derive(Args, Debug, Clone)]
+pub struct UntilArgs {
+    /// Wait at most this long for a condition: a meta down, a meta serving, a step done by hand
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::args::timeout)]
+    pub wait: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -134,6 +151,8 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub dry_run: bool,
     #[command(flatten)]
+    pub until: UntilArgs,
+    #[command(flatten)]
     pub wait: WaitArgs,
 }
 
@@ -145,6 +164,8 @@ pub struct RollbackArgs {
     /// Hooks given here replace the journal's
     #[command(flatten)]
     pub hooks: HookArgs,
+    #[command(flatten)]
+    pub until: UntilArgs,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -176,7 +197,8 @@ pub struct CleanupArgs {
 pub const ROLLBACK_HELP: &str = "Works from wherever the migration stopped: stops the metas if they run on the new \
 ensemble (--stop-leader, --stop-followers, or the journal's hooks), restores every config from its backup, starts \
 the leader on the old ensemble, restores the recorded level and starts the followers. The new ensemble is left as \
-it is; a warning says when it changed since the switch (those changes are lost). Refused once cleanup-old ran.\n\n\
+it is; a warning says when it changed since the switch (those changes are lost). Refused when the old tree is \
+not the one the leader left, and once cleanup-old has begun.\n\n\
 Exit status: 0 rolled back, 2 refused or failed, 130 interrupted.";
 
 pub const CLEANUP_HELP: &str = "Deletes the old tree (children first, batched multi() deletes) only after checking \
@@ -328,7 +350,7 @@ fn request(a: &MigrateArgs) -> MigrateRequest {
     r.lock_path = a.lock_path.clone();
     r.max_rounds = a.max_rounds;
     r.restore_level = a.restore_level;
-    r.wait = a.wait.wait;
+    r.wait = a.until.wait;
     r.meta_timeout = a.wait.timeout;
     r.timeouts = a.wait.timeouts();
     r
@@ -413,7 +435,7 @@ fn finish(json: bool, r: Result<migrate::Report, Box<Stopped>>) -> Outcome {
             } else {
                 let window = report.blind_window_seconds.map(|s| format!("{s:.2}s")).unwrap_or_else(|| "-".into());
                 println!("migrated: the cluster runs on {} (root {})", report.dst_hosts, report.root);
-                let parts: Vec<String> = report.parts.iter().map(|(k, v)| format!("{k} {v:.2}s")).collect();
+                let parts: Vec<String> = report.parts_in_order().iter().map(|(k, v)| format!("{k} {v:.2}s")).collect();
                 println!("blind window {window}: {}", parts.join(", "));
                 for (k, v) in &report.notes {
                     println!("{k}: {v}");
@@ -443,7 +465,7 @@ pub async fn run_rollback(a: RollbackArgs) -> Outcome {
     let json = a.wait.json;
     let mut req = RollbackRequest::new(a.journal.clone());
     req.hooks = a.hooks.hooks();
-    req.wait = a.wait.wait;
+    req.wait = a.until.wait;
     req.meta_timeout = a.wait.timeout;
     req.timeouts = a.wait.timeouts();
     let plan = match plan_rollback(&req).await {
@@ -517,7 +539,8 @@ pub async fn run_cleanup(a: CleanupArgs) -> Outcome {
     if json && (a.dry_run || !plan.refusals.is_empty()) {
         print_json(&plan);
     }
-    eprintln!("remove {} on {} ({} nodes)", plan.root, plan.old_hosts, plan.nodes);
+    let count = plan.nodes.map(|n| format!("{n} nodes")).unwrap_or_else(|| "nodes not counted".to_string());
+    eprintln!("remove {} on {} ({count})", plan.root, plan.old_hosts);
     for c in &plan.checks {
         eprintln!("  ok: {c}");
     }
@@ -531,9 +554,7 @@ pub async fn run_cleanup(a: CleanupArgs) -> Outcome {
         eprintln!("dry run: nothing deleted");
         return Outcome { exit: Exit::Ok };
     }
-    if let Err(why) =
-        confirm(&format!("Delete {} ({} nodes) from {}?", plan.root, plan.nodes, plan.old_hosts), a.wait.yes)
-    {
+    if let Err(why) = confirm(&format!("Delete {} ({count}) from {}?", plan.root, plan.old_hosts), a.wait.yes) {
         return fail(json, &why, None, Exit::Error);
     }
     let progress = Arc::new(zkrepl::Progress::new());

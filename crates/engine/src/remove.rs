@@ -151,6 +151,8 @@ pub async fn run(req: &RemoveRequest, progress: &Arc<Progress>) -> Result<Remove
 /// Every path under the reader's root (relative; `""` is the root), or a
 /// refusal naming the first node that stops the removal.
 async fn list(reader: &TreeReader, progress: &Progress) -> Result<Vec<String>> {
+    let root = reader.root().to_string();
+    let shown = |rel: &str| if rel.is_empty() { root.clone() } else { path::join(&root, rel) };
     let opts = WalkOptions {
         batch: 1000,
         window: 8,
@@ -199,8 +201,4 @@ async fn list(reader: &TreeReader, progress: &Progress) -> Result<Vec<String>> {
         Some(e) => Err(e),
         None => Ok(paths),
     }
-}
-
-fn shown(rel: &str) -> &str {
-    if rel.is_empty() { "the root" } else { rel }
 }

@@ -50,8 +50,8 @@ pub struct CleanupPlan {
     pub old_hosts: String,
     pub new_hosts: String,
     pub root: String,
-    /// Nodes that would be deleted.
-    pub nodes: u64,
+    /// Nodes that would be deleted (`None`: the count itself was refused).
+    pub nodes: Option<u64>,
     pub checks: Vec<String>,
     pub refusals: Vec<String>,
     #[serde(skip)]
@@ -173,14 +173,14 @@ pub async fn plan_cleanup(req: &CleanupRequest) -> Result<CleanupPlan, MigrateEr
     dry.timeouts = req.timeouts;
     dry.read = req.read;
     let nodes = match zkrepl::remove::run(&dry, &Arc::new(zkrepl::Progress::new())).await {
-        Ok(r) => r.nodes,
+        Ok(r) => Some(r.nodes),
         Err(zkrepl::Error::NoRoot { .. }) => {
             refusals.push(format!("{root} is already gone from {old_hosts}"));
-            0
+            None
         }
         Err(e) => {
             refusals.push(e.to_string());
-            0
+            None
         }
     };
     Ok(CleanupPlan { old_hosts, new_hosts, root, nodes, checks: checks_passed, refusals, journal })

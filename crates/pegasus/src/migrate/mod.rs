@@ -260,6 +260,18 @@ pub struct Report {
     pub skipped: Vec<Step>,
 }
 
+/// The parts of the blind window, in the order they happen.
+pub const PARTS: [&str; 8] = ["digest", "copy", "verify", "re-sync", "partition check", "stop", "final sync", "start"];
+
+impl Report {
+    /// The parts of the blind window in the order they happen.
+    pub fn parts_in_order(&self) -> Vec<(&str, f64)> {
+        let known = PARTS.iter().filter_map(|p| self.parts.get(*p).map(|v| (*p, *v)));
+        let other = self.parts.iter().filter(|(k, _)| !PARTS.contains(&k.as_str())).map(|(k, v)| (k.as_str(), *v));
+        known.chain(other).collect()
+    }
+}
+
 /// What a run needs besides the request.
 pub struct Context<'a> {
     pub observer: &'a dyn Observer,

@@ -304,6 +304,6 @@ pub async fn rollback(req: &RollbackRequest, ctx: &Context<'_>) -> Result<Rollba
     }
     r.j.rolled_back = true;
     r.j.save()?;
-    r.say(Event::Note(format!("rolled back: {}", r.j.describe_state())));
+    r.say(Event::Note(r.j.describe_state()));
     Ok(RollbackReport { journal: req.journal.clone(), done })
 }
