@@ -27,6 +27,8 @@ pub enum Command {
     Copy(crate::copy::CopyArgs),
     /// Compare two subtrees node by node (presence, data, ACL) and print both Merkle digests
     Verify(crate::verify::VerifyArgs),
+    /// Keep a destination converged with a live source: watch, full copy, then every change as it comes
+    Sync(crate::sync::SyncArgs),
     /// Print one tree's Merkle digest, node count, bytes and largest zxids
     Digest(crate::verify::DigestArgs),
     /// Generate a test tree (pegasus, wide, deep or large shape), deterministically
@@ -73,6 +75,7 @@ async fn dispatch(cli: Cli) -> zkrepl::Result<Outcome> {
         Command::Copy(a) => crate::copy::run(a).await,
         Command::Verify(a) => crate::verify::run(a).await,
         Command::Digest(a) => crate::verify::run_digest(a).await,
+        Command::Sync(a) => crate::sync::run(a).await,
         Command::Gen(a) => crate::treegen::run(a).await,
         Command::SnapshotInfo(a) => crate::snapshot::run(a).await,
         Command::Bench(a) => crate::bench::run(a).await,

@@ -12,6 +12,7 @@ mod migrate;
 mod outcome;
 mod pegasus;
 mod snapshot;
+mod sync;
 mod treegen;
 mod verify;
 

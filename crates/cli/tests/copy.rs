@@ -287,12 +287,12 @@ async fn update_and_mirror_converge_and_dry_run_writes_nothing() {
     // --max-delete is a safety net: over the limit, nothing at all is
     // written (the deletions are counted before any write); a dry run shows
     // the plan and says the real run would refuse.
-    let dst_stats = stats(&dst).await;
+    let dst_stats = stats_under(&dst, &root).await;
     let out = copy(&s, &d, &root, &["--mirror", "--max-delete", "1"]).await;
     assert_exit(&out, 2);
     let err = stderr(&out);
     assert!(err.contains("--max-delete") && err.contains("nothing was written"), "{err}");
-    assert_eq!(stats(&dst).await, dst_stats, "nothing written");
+    assert_eq!(stats_under(&dst, &root).await, dst_stats, "nothing written");
     let out = copy(&s, &d, &root, &["--mirror", "--max-delete", "1", "--dry-run", "--json"]).await;
     assert_exit(&out, 0);
     assert_eq!(json(&out)["plan"]["deletes"], 2);
@@ -706,9 +706,10 @@ async fn a_mirror_deletes_beneath_a_destination_only_node_that_denies_delete_or_
         assert!(dst.check_stat(&format!("{root}{n}")).await.unwrap().is_some(), "{n} kept");
     }
     // With --max-delete the deletions are counted first: refused before any write.
-    let before = stats(&dst).await;
+    // (Only beneath the root: other tests write to this server meanwhile.)
+    let before = stats_under(&dst, &root).await;
     let out = copy(&s, &d, &root, &["--mirror", "--max-delete", "10"]).await;
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("nothing was written"), "{}", stderr(&out));
-    assert_eq!(stats(&dst).await, before);
+    assert_eq!(stats_under(&dst, &root).await, before);
 }

@@ -124,6 +124,13 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
 
+    #[error(
+        "the destination is {:.1}s behind the source ({pending} changed paths pending), more than the limit of {:.1}s",
+        behind.as_secs_f64(),
+        limit.as_secs_f64()
+    )]
+    Lag { behind: std::time::Duration, limit: std::time::Duration, pending: usize },
+
     /// An invariant between the engine's parts did not hold.
     #[error("internal error: {0}")]
     Internal(String),

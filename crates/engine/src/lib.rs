@@ -6,7 +6,8 @@
 //! - [`copy::run`] with a [`copy::CopyRequest`],
 //! - [`verify::run`] with a [`verify::VerifyRequest`] and a [`verify::DiffSink`],
 //! - [`digest::run`] with a [`digest::DigestRequest`],
-//! - [`remove::run`] with a [`remove::RemoveRequest`] (deletes a tree).
+//! - [`remove::run`] with a [`remove::RemoveRequest`] (deletes a tree),
+//! - [`sync::run`] with a [`sync::SyncRequest`] (a live mirror).
 //!
 //! Each opens its own sessions from the request's [`Tree`]s, and reports
 //! through a [`Progress`]: counters to read while it runs, and a
@@ -27,6 +28,7 @@ pub mod progress;
 pub(crate) mod read;
 pub mod remove;
 pub mod snapshot;
+pub mod sync;
 pub mod tree;
 pub mod verify;
 pub mod write;

@@ -162,8 +162,14 @@ pub async fn dump(c: &zk::Client, root: &str) -> Vec<(String, Vec<u8>, Vec<Strin
 /// Every node of the server with its full stat: changes whenever anything
 /// is written (data, children, ACL), and only then.
 pub async fn stats(c: &zk::Client) -> Vec<(String, zk::Stat)> {
+    stats_under(c, "/").await
+}
+
+/// Every node's full stat beneath `top` (itself included): what a test on
+/// a server shared with other tests may compare.
+pub async fn stats_under(c: &zk::Client, top: &str) -> Vec<(String, zk::Stat)> {
     let mut out = Vec::new();
-    let mut stack = vec!["/".to_string()];
+    let mut stack = vec![top.to_string()];
     while let Some(p) = stack.pop() {
         let Some(stat) = c.check_stat(&p).await.unwrap() else { continue };
         out.push((p.clone(), stat));

@@ -54,6 +54,11 @@ pub async fn same_ensemble(a: &str, b: &str, root: &str, timeout: Duration) -> R
         async move {
             let mut out = BTreeSet::new();
             for h in hosts {
+                let h = if h.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+                    h
+                } else {
+                    format!("{h}:2181")
+                };
                 if let Ok(addrs) = tokio::net::lookup_host(h.as_str()).await {
                     out.extend(addrs);
                 }
@@ -66,8 +71,10 @@ pub async fn same_ensemble(a: &str, b: &str, root: &str, timeout: Duration) -> R
         return Ok(Some(format!("{a} and {b} both reach {x}")));
     }
     let (ca, cb) = (connect(a, timeout).await?, connect(b, timeout).await?);
-    let (sa, sb) = (ca.check_stat(root).await, cb.check_stat(root).await);
-    if let (Ok(Some(x)), Ok(Some(y))) = (sa, sb)
+    let read =
+        |r: Result<Option<zk::Stat>, zk::Error>, hosts: &str| r.map_err(|e| format!("reading {root} on {hosts}: {e}"));
+    let (sa, sb) = (read(ca.check_stat(root).await, a)?, read(cb.check_stat(root).await, b)?);
+    if let (Some(x), Some(y)) = (sa, sb)
         && x.czxid == y.czxid
         && x.ctime == y.ctime
         && x.mzxid == y.mzxid
@@ -113,44 +120,26 @@ pub async fn lock_nodes(c: &zk::Client, lock_path: &str) -> Result<Vec<LockNode>
     Ok(out)
 }
 
-/// Every member's client address: the connect string's, and those the
-/// ensemble's own configuration lists (`/zookeeper/config`, 3.5 and later:
-/// `server.N=host:quorum:election[:role];[clientaddr:]clientport`), so a
-/// member left out of the connect string is asked too.
-pub async fn members(c: &zk::Client, hosts: &str) -> Vec<String> {
-    let mut all = host_set(hosts);
-    if let Ok((data, _)) = c.get_data("/zookeeper/config").await {
-        for line in String::from_utf8_lossy(&data).lines() {
-            let Some((key, value)) = line.split_once('=') else { continue };
-            if !key.trim().starts_with("server.") {
-                continue;
-            }
-            let host = value.split(':').next().unwrap_or("").trim();
-            let Some((_, client)) = value.split_once(';') else { continue };
-            let client = client.trim();
-            let addr = match client.rsplit_once(':') {
-                Some((h, p)) if !h.is_empty() && h != "0.0.0.0" && h != "[::]" => format!("{h}:{p}"),
-                Some((_, p)) => format!("{host}:{p}"),
-                None => format!("{host}:{client}"),
-            };
-            all.insert(addr.to_ascii_lowercase());
-        }
-    }
-    all.into_iter().collect()
-}
-
-/// The sessions connected to `members`, by the `cons` command of each,
-/// asked at once (four-letter words must allow it:
-/// `4lw.commands.whitelist`). `None` when some member did not tell: the
-/// answer would not cover every connection.
+/// The sessions connected to `members`, by the `cons` command of every
+/// address each resolves to, asked at once (four-letter words must allow
+/// it: `4lw.commands.whitelist`). `None` when some address did not tell
+/// (or told more than is read): the answer would not cover every
+/// connection.
 pub async fn connected_sessions(members: &[String], timeout: Duration) -> Option<BTreeSet<i64>> {
+    let mut addrs = Vec::new();
+    for m in members {
+        addrs.extend(tokio::net::lookup_host(m.as_str()).await.ok()?);
+    }
+    if addrs.is_empty() {
+        return None;
+    }
     let answers = futures::future::join_all(
-        members.iter().map(|m| async move { tokio::time::timeout(timeout, four_letter(m, "cons")).await }),
+        addrs.iter().map(|a| async move { tokio::time::timeout(timeout, four_letter(*a, "cons")).await }),
     )
     .await;
     let mut all = BTreeSet::new();
     for answer in answers {
-        let text = answer.ok()?.ok()?;
+        let text = answer.ok()?.ok()??;
         if text.contains("not executed") || text.contains("not in the whitelist") {
             return None;
         }
@@ -165,16 +154,21 @@ pub async fn connected_sessions(members: &[String], timeout: Duration) -> Option
     Some(all)
 }
 
-async fn four_letter(member: &str, cmd: &str) -> std::io::Result<String> {
-    let mut s = tokio::net::TcpStream::connect(member).await?;
+/// The most of a `cons` answer read.
+const CONS_LIMIT: u64 = 16 << 20;
+
+/// A four-letter command's answer; `None` when it was longer than read.
+async fn four_letter(addr: std::net::SocketAddr, cmd: &str) -> std::io::Result<Option<String>> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.write_all(cmd.as_bytes()).await?;
     let mut buf = Vec::new();
-    // Bounded: a member with a million connections is not read whole.
-    let mut limited = (&mut s).take(16 << 20);
+    let mut limited = (&mut s).take(CONS_LIMIT + 1);
     limited.read_to_end(&mut buf).await?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    if buf.len() as u64 > CONS_LIMIT {
+        return Ok(None);
+    }
+    Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
 }
-
 /// What the destination holds at the root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DstRoot {

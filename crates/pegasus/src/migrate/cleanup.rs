@@ -111,6 +111,25 @@ pub async fn plan_cleanup(req: &CleanupRequest) -> Result<CleanupPlan, MigrateEr
         Err(e) => refusals.push(format!("cannot tell which ensemble the cluster uses: {e}")),
     }
     let new_hosts = new_hosts.unwrap_or_default();
+    // By hand, the lock path is the operator's word: the cluster's own
+    // election must be there on the new ensemble, or it is the wrong one
+    // (and an empty one on the old ensemble would prove nothing).
+    if journal.is_none() && !new_hosts.is_empty() {
+        let held = match checks::connect(&new_hosts, req.timeouts.connect).await {
+            Ok(c) => checks::lock_nodes(&c, &lock_path).await.map(|n| n.iter().filter(|n| n.owner != 0).count()),
+            Err(e) => Err(e),
+        };
+        match held {
+            Ok(0) => refusals.push(format!(
+                "no meta holds the leader lock at {lock_path} on the new ensemble {new_hosts}: the lock path is not the cluster's (give --lock-path)"
+            )),
+            Ok(_) => {}
+            Err(e) => refusals.push(e),
+        }
+    }
+    if !lock_path.starts_with(&format!("{}/", root.trim_end_matches('/'))) {
+        checks_passed.push(format!("the leader lock {lock_path} lies outside {root}: it is left on the old ensemble"));
+    }
 
     // No meta in the election on the old ensemble.
     match checks::connect(&old_hosts, req.timeouts.connect).await {
@@ -199,13 +218,17 @@ pub async fn cleanup_old(
     if !plan.refusals.is_empty() {
         return Err(MigrateError::Refused(plan.refusals.clone()));
     }
+    let _lock = match &req.journal {
+        Some(p) => Some(super::JournalLock::acquire(p)?),
+        None => None,
+    };
     // A confirmation can take a while: what may have changed meanwhile
     // (a meta started on the old ensemble) is checked again.
     let again = plan_cleanup(req).await?;
     if !again.refusals.is_empty() {
         return Err(MigrateError::Refused(again.refusals));
     }
-    let mut journal = plan.journal.clone();
+    let mut journal = again.journal.clone();
     if let Some(j) = journal.as_mut() {
         j.cleanup_started = true;
         j.save()?;

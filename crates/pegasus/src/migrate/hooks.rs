@@ -104,11 +104,17 @@ impl HookRunner for ShellHooks {
             for (k, v) in &env.vars {
                 command.env(k, v);
             }
-            command.kill_on_drop(true);
+            // Its own process group: a timeout kills what it started too
+            // (an ssh), not only the shell.
+            command.kill_on_drop(true).process_group(0);
             let mut child = command.spawn().map_err(|e| format!("cannot run sh: {e}"))?;
+            let group = child.id();
             let status = match tokio::time::timeout(self.timeout, child.wait()).await {
                 Ok(s) => s.map_err(|e| e.to_string())?,
                 Err(_) => {
+                    if let Some(g) = group {
+                        let _ = std::process::Command::new("kill").arg("-KILL").arg(format!("-{g}")).status();
+                    }
                     let _ = child.kill().await;
                     return Err(format!(
                         "did not finish within {}s (killed); its output is in {}",

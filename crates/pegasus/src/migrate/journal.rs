@@ -153,6 +153,10 @@ pub struct Journal {
     /// ensemble (set before the first file is touched).
     pub switched: bool,
     pub finished: bool,
+    /// A rollback has begun (set before its first action): the migration
+    /// cannot be resumed, the rollback can be run again.
+    #[serde(default)]
+    pub rollback_started: bool,
     pub rolled_back: bool,
     /// cleanup-old has begun deleting the old tree (set before the first
     /// delete): nothing can roll back to it any more.
@@ -176,6 +180,30 @@ pub enum JournalError {
     Invalid { path: PathBuf, why: String },
     #[error("journal {path} exists (a migration was started with it)")]
     Exists { path: PathBuf },
+    #[error("journal {path} is in use by another zkrepl (its lock {lock} is held)")]
+    Busy { path: PathBuf, lock: PathBuf },
+}
+
+/// Holds `<journal>.lock` while a migration, resume, rollback or cleanup
+/// runs, so two of them never rewrite one journal at once.
+#[derive(Debug)]
+pub struct JournalLock {
+    _file: std::fs::File,
+}
+
+impl JournalLock {
+    pub fn acquire(journal: &Path) -> Result<JournalLock, JournalError> {
+        let mut name = journal.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        name.push(".lock");
+        let lock = journal.with_file_name(name);
+        let io = |source| JournalError::Io { path: lock.clone(), source };
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock).map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => Ok(JournalLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(JournalError::Busy { path: journal.to_path_buf(), lock }),
+            Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+        }
+    }
 }
 
 impl Journal {
@@ -194,6 +222,7 @@ impl Journal {
             notes: BTreeMap::new(),
             switched: false,
             finished: false,
+            rollback_started: false,
             rolled_back: false,
             cleanup_started: false,
             cleaned_up: false,

@@ -33,7 +33,7 @@ use zkrepl::{CancellationToken, Progress, ReadSettings, RunCredential, Timeouts,
 use self::checks::DstRoot;
 pub use self::cleanup::{CleanupPlan, CleanupRequest, cleanup_old, plan_cleanup};
 pub use self::hooks::{FnHooks, Hook, HookEnv, HookRunner, Hooks, ShellHooks};
-pub use self::journal::{AppRecord, ConfigRecord, Journal, JournalError, Setup, StepState};
+pub use self::journal::{AppRecord, ConfigRecord, Journal, JournalError, JournalLock, Setup, StepState};
 pub use self::rollback::{RollbackRequest, rollback};
 use self::sync::Trees;
 use crate::client::{MetaClient, Role};
@@ -496,6 +496,9 @@ pub async fn prepare(req: &MigrateRequest, hooks: &dyn HookRunner) -> Result<Pla
             parts.join("; ")
         ));
     }
+    if let Some(l @ (Level::Blind | Level::Stopped | Level::Invalid)) = req.restore_level {
+        refusals.push(format!("--restore-level {l} is not a level to come back to (freezed, steady or lively)"));
+    }
     let level = match &status.stored_level {
         crate::status::Query::Known(l @ (Level::Blind | Level::Stopped)) if req.restore_level.is_none() => {
             refusals.push(format!(
@@ -599,6 +602,14 @@ pub async fn execute(plan: &Plan, req: &MigrateRequest, ctx: &Context<'_>) -> Re
             journal: plan.journal.clone(),
         }));
     }
+    let lock = JournalLock::acquire(&plan.journal).map_err(|e| {
+        Box::new(Stopped {
+            step: Step::FollowersStopped,
+            error: e.into(),
+            state: "nothing was changed".to_string(),
+            journal: plan.journal.clone(),
+        })
+    })?;
     let journal = Journal::create(&plan.journal, plan.setup.clone()).map_err(|e| {
         Box::new(Stopped {
             step: Step::FollowersStopped,
@@ -607,12 +618,22 @@ pub async fn execute(plan: &Plan, req: &MigrateRequest, ctx: &Context<'_>) -> Re
             journal: plan.journal.clone(),
         })
     })?;
-    Runner::new(journal, req, ctx)?.run().await
+    let r = Runner::new(journal, req, ctx)?.run().await;
+    drop(lock);
+    r
 }
 
 /// Continues the migration `journal` records, with `req`'s timeouts and
 /// waits (its metas, destination and configs are the journal's).
 pub async fn resume(journal: &Path, req: &MigrateRequest, ctx: &Context<'_>) -> Result<Report, Box<Stopped>> {
+    let _lock = JournalLock::acquire(journal).map_err(|e| {
+        Box::new(Stopped {
+            step: Step::FollowersStopped,
+            error: e.into(),
+            state: "unknown: another zkrepl holds the journal".to_string(),
+            journal: journal.to_path_buf(),
+        })
+    })?;
     let j = Journal::load(journal).map_err(|e| {
         Box::new(Stopped {
             step: Step::FollowersStopped,
@@ -621,7 +642,7 @@ pub async fn resume(journal: &Path, req: &MigrateRequest, ctx: &Context<'_>) -> 
             journal: journal.to_path_buf(),
         })
     })?;
-    if j.rolled_back || j.cleaned_up {
+    if j.rolled_back || j.rollback_started || j.cleaned_up || j.cleanup_started {
         let why = if j.rolled_back { "was rolled back" } else { "is finished and the old tree removed" };
         return Err(Box::new(Stopped {
             step: Step::FollowersStopped,
@@ -655,6 +676,8 @@ struct Runner<'a> {
     client: MetaClient,
     trees: Trees,
     skipped: Vec<Step>,
+    /// Steps done by this run (not found done in the journal).
+    this_run: Vec<Step>,
 }
 
 type StepResult = Result<String, MigrateError>;
@@ -677,7 +700,7 @@ impl<'a> Runner<'a> {
         let tree = |hosts: &str| Tree::new(hosts, &s.root).map_err(|e| bad(e.to_string()));
         let trees =
             Trees { src: tree(&s.src_hosts)?, dst: tree(&s.dst_hosts)?, timeouts: req.timeouts, read: req.read };
-        Ok(Runner { j, req, ctx, client, trees, skipped: Vec::new() })
+        Ok(Runner { j, req, ctx, client, trees, skipped: Vec::new(), this_run: Vec::new() })
     }
 
     fn say(&self, e: Event) {
@@ -707,6 +730,7 @@ impl<'a> Runner<'a> {
             };
             match r {
                 Ok(note) => {
+                    self.this_run.push(step);
                     self.j.mark(step, StepState::Done, &note).map_err(|e| self.stopped(step, e.into()))?;
                     self.say(Event::StepDone { step, note });
                 }
@@ -742,7 +766,9 @@ impl<'a> Runner<'a> {
         match self.client.query_level(&self.j.setup.leader).await {
             Ok(Level::Blind) => false,
             Ok(other) => {
+                // It restarted: a new session holds its lock node now.
                 self.say(Event::Warning(format!("the leader is at {other} again: setting blind again")));
+                self.j.leader_session = None;
                 true
             }
             Err(_) => false,
@@ -753,20 +779,44 @@ impl<'a> Runner<'a> {
     /// done: once the leader is stopped, nothing may run on the old
     /// ensemble (a follower restarted by a supervisor would lead there and
     /// write what the copy no longer carries).
-    async fn guard(&self, step: Step) -> Result<(), MigrateError> {
-        match step {
-            Step::FinalSync | Step::ConfigsRewritten => self.old_quiet(true).await,
-            Step::LeaderStarted | Step::FollowersStarted => self.old_quiet(false).await,
+    async fn guard(&mut self, step: Step) -> Result<(), MigrateError> {
+        let r = match step {
+            // Once the rewrite began, a meta may serve on the new ensemble.
+            Step::FinalSync => self.old_quiet(true, false).await,
+            Step::ConfigsRewritten => self.old_quiet(!self.j.switched, false).await,
+            Step::LeaderStarted | Step::FollowersStarted => self.old_quiet(false, false).await,
             _ => Ok(()),
+        };
+        r.map_err(MigrateError::Failed)?;
+        // A final sync done in an earlier run: the old tree must still be
+        // what it carried (a meta that ran on it meanwhile wrote there).
+        let before_start = !self.j.steps.iter().any(|r| r.step == Step::LeaderStarted);
+        if matches!(step, Step::ConfigsRewritten | Step::LeaderStarted)
+            && before_start
+            && !self.this_run.contains(&Step::FinalSync)
+            && self.j.is_done(Step::FinalSync)
+        {
+            let now = sync::digest(&self.trees, &self.ctx.cancel).await?;
+            if now.is_none() || now != self.j.digests.final_source {
+                self.j.mark(Step::FinalSync, StepState::Failed, "the old tree changed after the final sync")?;
+                return Err(MigrateError::Failed(
+                    "the old tree changed after the final sync (something ran on the old ensemble): resume, and the final sync runs again".to_string(),
+                ));
+            }
         }
-        .map_err(MigrateError::Failed)
+        Ok(())
     }
 
     /// No meta in the election on the old ensemble and, when `all_down`,
-    /// no meta answering at all.
-    async fn old_quiet(&self, all_down: bool) -> Result<(), String> {
+    /// no meta answering at all. `lenient`: an old ensemble that does not
+    /// answer is no evidence of anything (while waiting on something else).
+    async fn old_quiet(&self, all_down: bool, lenient: bool) -> Result<(), String> {
         let s = &self.j.setup;
-        let c = checks::connect(&s.src_hosts, self.req.timeouts.connect).await?;
+        let c = match checks::connect(&s.src_hosts, self.req.timeouts.connect).await {
+            Ok(c) => c,
+            Err(_) if lenient => return Ok(()),
+            Err(e) => return Err(e),
+        };
         // The stopped leader's own node may outlive it (a crash: until its
         // session expires); it was proven unable to write.
         let proven = self.j.leader_session.filter(|_| self.j.is_done(Step::LeaderStopped));
@@ -1171,7 +1221,8 @@ impl<'a> Runner<'a> {
                 s.leader, s.session_timeout_ms
             ));
         }
-        let members = checks::members(&c, &s.src_hosts).await;
+        // The meta connects only to its hosts_list, which is the cluster's.
+        let members: Vec<String> = checks::host_set(&s.src_hosts).into_iter().collect();
         for round in 0..2 {
             if round > 0 {
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1186,6 +1237,15 @@ impl<'a> Runner<'a> {
                     ));
                 }
             }
+        }
+        // Still so after the second round: the port refusing, no one else
+        // in the election.
+        if !matches!(self.client.cluster_info_at(&s.leader).await, Err(crate::Error::Refused { .. })) {
+            return Err(format!("{}'s port answers again", s.leader));
+        }
+        let again = checks::lock_nodes(&c, &s.lock_path).await?;
+        if again.iter().any(|n| n.owner != 0 && n.owner != sid) {
+            return Err("another meta joined the leader election on the old ensemble".to_string());
         }
         Ok(Some(format!(
             "its port refuses connections and no member of {} ({}) lists a connection of its session 0x{sid:x} (cons, twice a second apart); the session itself ends within {} ms",
@@ -1218,10 +1278,10 @@ impl<'a> Runner<'a> {
                     r.report.src_nodes, r.written
                 ));
             }
+            let what = if r.equal() { "it changed during the verify".to_string() } else { r.listing(5).join(", ") };
             self.say(Event::Warning(format!(
-                "the old tree changed after the leader stopped (round {}): {}",
-                n + 1,
-                r.listing(5).join(", ")
+                "the old tree changed after the leader stopped (round {}): {what}",
+                n + 1
             )));
         }
         Err(MigrateError::Failed(
@@ -1304,7 +1364,7 @@ impl<'a> Runner<'a> {
             "the leader serves on the new ensemble",
             Duration::from_millis(100),
             || self.serving_on_new(),
-            || self.old_quiet(false),
+            || self.old_quiet(false, true),
         )
         .await?;
         if self.j.window.serving_at_ms.is_none() {
@@ -1399,7 +1459,7 @@ impl<'a> Runner<'a> {
             "every follower answers on the new ensemble",
             Duration::from_millis(200),
             || self.followers_on_new(),
-            || self.old_quiet(false),
+            || self.old_quiet(false, true),
         )
         .await
     }

@@ -85,8 +85,9 @@ pub async fn plan_rollback(req: &RollbackRequest) -> Result<RollbackPlan, Migrat
     let mut actions = Vec::new();
     let mut warnings = Vec::new();
     let mut refusals = Vec::new();
-    // The old tree must still be the one the cluster left.
-    if let Some(proven) = &j.digests.final_source {
+    // The old tree must still be the one the cluster left (unless this
+    // rollback began earlier and started the leader on it already).
+    if let Some(proven) = j.digests.final_source.as_ref().filter(|_| !j.rollback_started) {
         let tree = zkrepl::Tree::new(&s.src_hosts, &s.root)?;
         let mut d = zkrepl::digest::DigestRequest::new(tree);
         d.timeouts = req.timeouts;
@@ -134,7 +135,7 @@ pub async fn plan_rollback(req: &RollbackRequest) -> Result<RollbackPlan, Migrat
     if let Some(l) = j.recorded_level {
         actions.push(format!("restore the leader's level to {l}"));
     }
-    if j.is_done(Step::FollowersStopped) && !s.followers_up.is_empty() {
+    if j.state(Step::FollowersStopped).is_some() && !s.followers_up.is_empty() {
         actions.push(format!("start the followers ({})", s.followers_up.join(", ")));
     }
     if actions.is_empty() {
@@ -150,15 +151,23 @@ pub async fn rollback(req: &RollbackRequest, ctx: &Context<'_>) -> Result<Rollba
     if !plan.refusals.is_empty() {
         return Err(MigrateError::Refused(plan.refusals));
     }
+    let _lock = super::JournalLock::acquire(&req.journal)?;
     let j = load(req)?;
     let m = req.as_migrate();
     let mut r = Runner::new(j, &m, ctx).map_err(|s| s.error)?;
     let mut done = Vec::new();
     let s = r.j.setup.clone();
+    // Recorded before the first action: the migration cannot be resumed
+    // any more, this rollback can be run again.
+    r.j.rollback_started = true;
+    r.j.save()?;
 
     if r.j.switched {
         // Metas on the new ensemble write there: stop them first.
-        if !matches!(r.client.role_of(&s.leader).await.0, Role::Down { .. }) {
+        // Stopped unless its port refuses (a hung meta times out, and its
+        // session, alive, would still lead on the new ensemble).
+        let refused = matches!(r.client.cluster_info_at(&s.leader).await, Err(crate::Error::Refused { .. }));
+        if !refused {
             r.hook_or_manual(
                 Step::LeaderStopped,
                 Hook::StopLeader,
@@ -282,7 +291,7 @@ pub async fn rollback(req: &RollbackRequest, ctx: &Context<'_>) -> Result<Rollba
         }
         done.push(format!("level {level}"));
     }
-    if r.j.is_done(Step::FollowersStopped) && !s.followers_up.is_empty() {
+    if r.j.state(Step::FollowersStopped).is_some() && !s.followers_up.is_empty() {
         let answering = || async {
             for f in &s.followers_up {
                 if !matches!(r.client.role_of(f).await.0, Role::Follower { .. }) {

@@ -1,0 +1,129 @@
+//! `zkrepl sync`: a live mirror of a subtree, kept converged until idle,
+//! interrupted, or too far behind.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use zkrepl::sync::{self, SyncObserver, SyncRequest, SyncStatus};
+
+use crate::args::{Connection, Endpoints, ReadTuning, WriteTuning};
+use crate::common::print_json;
+use crate::outcome::{Exit, Outcome};
+
+#[derive(Args, Debug)]
+#[command(after_long_help = SYNC_HELP)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+
+    /// Stop once caught up and no change came for this long (a DURATION: 500ms, 5s, 1m); without it, sync runs until interrupted
+    #[arg(long, value_name = "DURATION", value_parser = crate::args::timeout)]
+    pub until_idle: Option<Duration>,
+
+    /// Fail (exit 2) when the oldest change not yet applied is older than this
+    #[arg(long, value_name = "DURATION", value_parser = crate::args::timeout)]
+    pub max_lag: Option<Duration>,
+
+    /// Reconcile (a mirror pass: catches ACL changes, which no watch reports) this often
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::args::timeout)]
+    pub reconcile_every: Duration,
+
+    /// Refuse a reconcile that would delete more than N destination nodes
+    #[arg(long, value_name = "N")]
+    pub max_delete: Option<u64>,
+
+    /// Do not verify at the end
+    #[arg(long)]
+    pub no_verify: bool,
+
+    /// Print status lines and the final report as JSON lines on stdout
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub read: ReadTuning,
+
+    #[command(flatten)]
+    pub write: WriteTuning,
+
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+const SYNC_HELP: &str = "A persistent recursive watch is set on the source root before a full copy (a mirror: \
+the destination root ends up holding exactly what the source holds, ephemerals left out); every change is then \
+applied by re-reading the source node. After a reconnect the watch is added again and the tree reconciled (the \
+server does not replay what was missed); ACL changes, which fire no event, are caught by the reconciles \
+(--reconcile-every, and one at the end). The lag (paths pending, age of the oldest) goes to stderr every second \
+(--json: JSON lines on stdout). Ctrl-C or SIGTERM stops after what is in flight, then reconciles and verifies.\n\n\
+Examples:\n  zkrepl sync --src old:2181 --dst new:2181 --root /pegasus/c1\n  \
+zkrepl sync --src old:2181 --dst new:2181 --root /app --until-idle 10s --max-lag 30s --json\n\n\
+Exit status: 0 stopped and verified equal, 1 the final verify found differences, 2 error (or --max-lag \
+exceeded), 130 interrupted before the end.";
+
+struct Printer {
+    json: bool,
+}
+
+impl SyncObserver for Printer {
+    fn status(&self, s: &SyncStatus) {
+        if self.json {
+            print_json_line(&serde_json::json!({ "status": s }));
+        } else {
+            eprintln!(
+                "sync: {} {} pending, lag {:.1}s, {} events, {} applied, {} writes, {} reconciles, {} watch resets",
+                s.phase, s.pending, s.lag_seconds, s.events, s.applied, s.writes, s.reconciles, s.watch_resets
+            );
+        }
+    }
+
+    fn note(&self, msg: &str) {
+        eprintln!("sync: {msg}");
+    }
+}
+
+fn print_json_line<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string(v).expect("serializable"));
+}
+
+pub async fn run(a: SyncArgs) -> zkrepl::Result<Outcome> {
+    let (src, dst) = a.endpoints.resolve()?;
+    let mut req = SyncRequest::new(src, dst);
+    req.timeouts = a.connection.timeouts();
+    req.read = a.read.settings();
+    req.writer = a.write.writer_options();
+    req.until_idle = a.until_idle;
+    req.max_lag = a.max_lag;
+    req.reconcile_every = Some(a.reconcile_every);
+    req.max_delete = a.max_delete;
+    req.verify = !a.no_verify;
+    let progress = Arc::new(zkrepl::Progress::new());
+    crate::common::watch_signals(progress.clone());
+    let report = sync::run(&req, &progress, &Printer { json: a.json }).await?;
+    let equal = report.verify.as_ref().is_none_or(|v| v.equal());
+    if a.json {
+        print_json(&report);
+    } else {
+        let s = &report.status;
+        println!(
+            "synced {} events ({} paths applied, {} writes, {} reconciles, {} watch resets) in {:.1}s",
+            s.events, s.applied, s.writes, s.reconciles, s.watch_resets, s.seconds
+        );
+        if let Some(v) = &report.verify {
+            println!(
+                "verify: {} nodes per side, {}",
+                v.src_nodes,
+                if v.equal() { "EQUAL".to_string() } else { format!("DIFFERENT ({:?})", v.counts) }
+            );
+        }
+    }
+    let exit = if !equal {
+        Exit::Differences
+    } else if progress.is_cancelled() && a.until_idle.is_some() {
+        Exit::Interrupted
+    } else {
+        Exit::Ok
+    };
+    Ok(Outcome { exit })
+}
