@@ -183,3 +183,61 @@ async fn the_lag_limit_fails_loudly() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("behind the source") && err.contains("limit of 2.0s"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_source_session_gets_a_new_session_and_a_new_watch() {
+    let p = pair();
+    let (src, dst) = (p.src.connect_string(), p.dst.connect_string());
+    let proxy = FaultProxy::to_port(p.src.port).await;
+    let root = unique_root("sync-expiry");
+    let c = connect(&src).await;
+    create_tree(&c, &root, &[("/x", b"1")]).await;
+    let mut child = spawn_sync(
+        &proxy.connect_string(),
+        &dst,
+        &root,
+        &["--until-idle", "20s", "--session-timeout", "3s", "--timeout", "30s", "--retry-timeout", "60s"],
+    );
+    let lines = until_following(&mut child).await;
+    // Away longer than the session timeout: the server ends the sessions,
+    // and the watch with them.
+    proxy.set_refuse(true);
+    proxy.drop_connections();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    proxy.set_refuse(false);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.create(&format!("{root}/later"), b"l", &open()).await.unwrap();
+    let d = connect(&dst).await;
+    let later = format!("{root}/later");
+    let seen = eventually(Duration::from_secs(8), async || d.check_stat(&later).await.ok().flatten().is_some()).await;
+    let running = child.try_wait().unwrap().is_none();
+    if !(seen && running) {
+        let (code, report, err) = finish(child, lines).await;
+        panic!("a change after the expiry did not reach the destination while sync ran ({code}): {err} {report}");
+    }
+    let (code, report, err) = finish(child, lines).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(report["status"]["watch_resets"].as_u64().unwrap() >= 1, "{report}");
+    assert!(err.contains("session ended") || err.contains("reconnected"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_stops_after_what_is_in_flight_and_verifies() {
+    let p = pair();
+    let (src, dst) = (p.src.connect_string(), p.dst.connect_string());
+    let root = unique_root("sync-sigint");
+    let c = connect(&src).await;
+    create_tree(&c, &root, &[("/x", b"1")]).await;
+    let mut child = spawn_sync(&src, &dst, &root, &[]);
+    let lines = until_following(&mut child).await;
+    for i in 0..100 {
+        c.create(&format!("{root}/n{i}"), b"v", &open()).await.unwrap();
+    }
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let (code, report, err) = finish(child, lines).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(report["verify"]["counts"]["missing_on_dst"], 0, "{report}");
+    let d = connect(&dst).await;
+    assert_eq!(dump(&c, &root).await, dump(&d, &root).await);
+}

@@ -256,11 +256,24 @@ pub async fn run(req: &SyncRequest, progress: &Arc<Progress>, obs: &dyn SyncObse
         };
         if lost {
             drainer.abort();
-            let (generation, _) = src.pool().get(0).client();
-            src.pool().get(0).renew(generation).await?;
-            drainer = watch(&src, &pending).await?;
+            obs.note("the source session ended: opening a new session for a new watch");
+            // The source may still be away: keep trying, as long as an
+            // operation may keep failing (the retry timeout).
+            let deadline = Instant::now() + req.timeouts.retry;
+            drainer = loop {
+                let (generation, _) = src.pool().get(0).client();
+                let attempt = match src.pool().get(0).renew(generation).await {
+                    Ok(()) => watch(&src, &pending).await,
+                    Err(e) => Err(e),
+                };
+                match attempt {
+                    Ok(d) => break d,
+                    Err(e) if Instant::now() >= deadline || cancelled(progress) => return Err(e),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            };
             pending.lock().unwrap_or_else(|e| e.into_inner()).resets += 1;
-            obs.note("the source session ended: a new session and a new watch; reconciling the gap");
+            obs.note("a new source session and a new watch; reconciling the gap");
             reconcile_due = true;
         }
         if gap {
@@ -280,6 +293,9 @@ pub async fn run(req: &SyncRequest, progress: &Arc<Progress>, obs: &dyn SyncObse
             last_reconcile = Instant::now();
             reconcile_due = false;
             status.phase = "following";
+            // Idle counts from here: a gap just ended is not idleness.
+            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.last_event = Some(p.last_event.map_or(last_reconcile, |t| t.max(last_reconcile)));
         }
 
         let (batch, batch_oldest, last_event) = {
