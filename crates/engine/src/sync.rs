@@ -28,11 +28,13 @@ use std::time::{Duration, Instant};
 
 use zookeeper_client as zk;
 
-use crate::copy::{self, CopyRequest, CopySummary, Mode};
+use crate::copy::plan::Identities;
+use crate::copy::{self, CopyRequest, CopySummary, Job, Left, Mode};
 use crate::error::{Error, Result, Side};
 use crate::node::{NodeKind, Slot, acl_equal};
 use crate::progress::Progress;
 use crate::read::TreeReader;
+use crate::read::walk::WalkOptions;
 use crate::tree::{ReadSettings, RunCredential, Timeouts, Tree};
 use crate::verify::{self, FirstDifferences, VerifyReport};
 use crate::write::{Op, Writer, WriterOptions};
@@ -236,10 +238,19 @@ pub async fn run(req: &SyncRequest, progress: &Arc<Progress>, obs: &dyn SyncObse
     copy_req.resume = Some(credential.clone());
     status.phase = "copying";
     obs.status(&status);
-    let first = copy::run(&copy_req, progress).await.map_err(|f| f.error)?;
+    // The copies read through the same readers as the re-reads, so through
+    // the member that sends the events: never an older state than they saw.
+    let session = Arc::new(session);
+    let ids = Identities { dst: dst_tree.acl_ids(), run: credential.acl_id() };
+    let walk = WalkOptions { batch: req.read.batch, window: req.read.window, ..WalkOptions::default() };
+    let job = Job { opts: &copy_req.options, walk: &walk, ids: &ids, allow_overlap: false };
+    let reconcile = async |p: &Arc<Progress>| -> Result<CopySummary> {
+        copy::run_on(&src, &dst, &session, &job, p, &mut Left::default()).await
+    };
+    let first = reconcile(progress).await?;
     status.reconciles = 0;
 
-    let mut writer = Writer::new(Arc::new(session), req.writer).with_progress(progress.clone());
+    let mut writer = Writer::new(session.clone(), req.writer).with_progress(progress.clone());
     let mut last_reconcile = Instant::now();
     let mut last_status = Instant::now();
     let mut reconcile_due = false;
@@ -286,9 +297,7 @@ pub async fn run(req: &SyncRequest, progress: &Arc<Progress>, obs: &dyn SyncObse
         if reconcile_due && !cancelled(progress) {
             status.phase = "reconciling";
             obs.status(&status);
-            copy::run(&copy_req, &Arc::new(Progress::with_cancel(progress.cancel_token().child_token())))
-                .await
-                .map_err(|f| f.error)?;
+            reconcile(&Arc::new(Progress::with_cancel(progress.cancel_token().child_token()))).await?;
             status.reconciles += 1;
             last_reconcile = Instant::now();
             reconcile_due = false;
@@ -385,7 +394,7 @@ pub async fn run(req: &SyncRequest, progress: &Arc<Progress>, obs: &dyn SyncObse
     status.phase = "reconciling";
     obs.status(&status);
     let last = Arc::new(Progress::new());
-    copy::run(&copy_req, &last).await.map_err(|f| f.error)?;
+    reconcile(&last).await?;
     status.reconciles += 1;
     let verify_report = if req.verify {
         status.phase = "verifying";

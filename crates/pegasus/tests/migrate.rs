@@ -396,33 +396,14 @@ async fn rollback_after_the_switch_and_cleanup_refused_until_migrated() {
     let before = contents(&configs);
     let req = request(&c, &new, dir.path()).await;
     let h = hooks(c.clone(), Arc::new(Mutex::new(None)));
-    let plan = migrate::prepare(&req, &h).await.unwrap();
     let events = Events(Mutex::new(Vec::new()));
     let ctx = Context { observer: &events, hooks: &h, cancel: Default::default() };
 
-    // Stopped after the copy: cleanup-old refuses (not finished, the
-    // cluster still on the old ensemble).
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Step>();
-    let task = {
-        let (c, req, plan) = (c.clone(), req.clone(), plan.clone());
-        tokio::spawn(async move {
-            let h = hooks(c, Arc::new(Mutex::new(None)));
-            let obs = move |e: Event| {
-                if let Event::StepDone { step, .. } = e {
-                    let _ = tx.send(step);
-                }
-            };
-            let ctx = Context { observer: &obs, hooks: &h, cancel: Default::default() };
-            migrate::execute(&plan, &req, &ctx).await.map(|_| ())
-        })
-    };
-    while let Some(s) = rx.recv().await {
-        if s == Step::Copied {
-            task.abort();
-            break;
-        }
-    }
-    let _ = task.await;
+    // Stopped after the copy (its stop hook fails, the leader untouched):
+    // cleanup-old refuses (not finished, the cluster still on the old
+    // ensemble).
+    let stopped = run_with(&req, &hooks(c.clone(), Arc::new(Mutex::new(Some(Hook::StopLeader))))).await;
+    assert_eq!(stopped.expect_err("the stop hook fails").step, Step::LeaderStopped);
     let creq = CleanupRequest::from_journal(dir.path().join("journal"));
     let cplan = migrate::plan_cleanup(&creq).await.unwrap();
     let all = cplan.refusals.join("\n");
