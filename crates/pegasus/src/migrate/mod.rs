@@ -592,32 +592,20 @@ pub fn backup_path(config: &Path, stamp: u64) -> PathBuf {
     config.with_file_name(name)
 }
 
+/// A stop before any step ran.
+fn stopped_early(journal: &Path, state: &str, error: MigrateError) -> Box<Stopped> {
+    Box::new(Stopped { step: Step::FollowersStopped, error, state: state.to_string(), journal: journal.to_path_buf() })
+}
+
 /// Runs a prepared migration: writes the journal and runs every step.
 pub async fn execute(plan: &Plan, req: &MigrateRequest, ctx: &Context<'_>) -> Result<Report, Box<Stopped>> {
     if !plan.refusals.is_empty() {
-        return Err(Box::new(Stopped {
-            step: Step::FollowersStopped,
-            error: MigrateError::Refused(plan.refusals.clone()),
-            state: "nothing was changed".to_string(),
-            journal: plan.journal.clone(),
-        }));
+        return Err(stopped_early(&plan.journal, "nothing was changed", MigrateError::Refused(plan.refusals.clone())));
     }
-    let lock = JournalLock::acquire(&plan.journal).map_err(|e| {
-        Box::new(Stopped {
-            step: Step::FollowersStopped,
-            error: e.into(),
-            state: "nothing was changed".to_string(),
-            journal: plan.journal.clone(),
-        })
-    })?;
-    let journal = Journal::create(&plan.journal, plan.setup.clone()).map_err(|e| {
-        Box::new(Stopped {
-            step: Step::FollowersStopped,
-            error: e.into(),
-            state: "nothing was changed".to_string(),
-            journal: plan.journal.clone(),
-        })
-    })?;
+    let lock = JournalLock::acquire(&plan.journal)
+        .map_err(|e| stopped_early(&plan.journal, "nothing was changed", e.into()))?;
+    let journal = Journal::create(&plan.journal, plan.setup.clone())
+        .map_err(|e| stopped_early(&plan.journal, "nothing was changed", e.into()))?;
     let r = Runner::new(journal, req, ctx)?.run().await;
     drop(lock);
     r
@@ -626,30 +614,17 @@ pub async fn execute(plan: &Plan, req: &MigrateRequest, ctx: &Context<'_>) -> Re
 /// Continues the migration `journal` records, with `req`'s timeouts and
 /// waits (its metas, destination and configs are the journal's).
 pub async fn resume(journal: &Path, req: &MigrateRequest, ctx: &Context<'_>) -> Result<Report, Box<Stopped>> {
-    let _lock = JournalLock::acquire(journal).map_err(|e| {
-        Box::new(Stopped {
-            step: Step::FollowersStopped,
-            error: e.into(),
-            state: "unknown: another zkrepl holds the journal".to_string(),
-            journal: journal.to_path_buf(),
-        })
-    })?;
-    let j = Journal::load(journal).map_err(|e| {
-        Box::new(Stopped {
-            step: Step::FollowersStopped,
-            error: e.into(),
-            state: "unknown: the journal could not be read".to_string(),
-            journal: journal.to_path_buf(),
-        })
-    })?;
+    let _lock = JournalLock::acquire(journal)
+        .map_err(|e| stopped_early(&journal, "unknown: another zkrepl holds the journal", e.into()))?;
+    let j = Journal::load(journal)
+        .map_err(|e| stopped_early(&journal, "unknown: the journal could not be read", e.into()))?;
     if j.rolled_back || j.rollback_started || j.cleaned_up || j.cleanup_started {
         let why = if j.rolled_back { "was rolled back" } else { "is finished and the old tree removed" };
-        return Err(Box::new(Stopped {
-            step: Step::FollowersStopped,
-            error: MigrateError::Failed(format!("this migration {why}: start a new one with a new journal")),
-            state: j.describe_state(),
-            journal: journal.to_path_buf(),
-        }));
+        return Err(stopped_early(
+            &journal,
+            &j.describe_state(),
+            MigrateError::Failed(format!("this migration {why}: start a new one with a new journal")),
+        ));
     }
     let mut j = j;
     // What the operator allows now widens what the journal allowed.
