@@ -615,9 +615,9 @@ pub async fn execute(plan: &Plan, req: &MigrateRequest, ctx: &Context<'_>) -> Re
 /// waits (its metas, destination and configs are the journal's).
 pub async fn resume(journal: &Path, req: &MigrateRequest, ctx: &Context<'_>) -> Result<Report, Box<Stopped>> {
     let _lock = JournalLock::acquire(journal)
-        .map_err(|e| stopped_early(&journal, "unknown: another zkrepl holds the journal", e.into()))?;
+        .map_err(|e| stopped_early(journal, "unknown: another zkrepl holds the journal", e.into()))?;
     let j = Journal::load(journal)
-        .map_err(|e| stopped_early(&journal, "unknown: the journal could not be read", e.into()))?;
+        .map_err(|e| stopped_early(journal, "unknown: the journal could not be read", e.into()))?;
     if j.rolled_back || j.rollback_started || j.cleaned_up || j.cleanup_started {
         let why = if j.rolled_back { "was rolled back" } else { "is finished and the old tree removed" };
         return Err(stopped_early(
