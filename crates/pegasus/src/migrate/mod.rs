@@ -621,7 +621,7 @@ pub async fn resume(journal: &Path, req: &MigrateRequest, ctx: &Context<'_>) -> 
     if j.rolled_back || j.rollback_started || j.cleaned_up || j.cleanup_started {
         let why = if j.rolled_back { "was rolled back" } else { "is finished and the old tree removed" };
         return Err(stopped_early(
-            &journal,
+            journal,
             &j.describe_state(),
             MigrateError::Failed(format!("this migration {why}: start a new one with a new journal")),
         ));
