@@ -619,7 +619,11 @@ pub async fn resume(journal: &Path, req: &MigrateRequest, ctx: &Context<'_>) -> 
     let j = Journal::load(journal)
         .map_err(|e| stopped_early(journal, "unknown: the journal could not be read", e.into()))?;
     if j.rolled_back || j.rollback_started || j.cleaned_up || j.cleanup_started {
-        let why = if j.rolled_back { "was rolled back" } else { "is finished and the old tree removed" };
+        let why = if j.rolled_back || j.rollback_started {
+            "was (or is being) rolled back: run the rollback again to finish it"
+        } else {
+            "is finished and its old tree removed (or being removed)"
+        };
         return Err(stopped_early(
             journal,
             &j.describe_state(),
