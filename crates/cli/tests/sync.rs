@@ -52,6 +52,22 @@ async fn until_following(child: &mut Child) -> tokio::io::Lines<BufReader<tokio:
     panic!("sync never started following");
 }
 
+type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
+
+/// Reads status lines until one satisfies `f` (bounded); that status.
+async fn until_status(lines: &mut Lines, limit: Duration, f: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let Ok(Ok(Some(line))) = tokio::time::timeout(limit, lines.next_line()).await else { break };
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            && f(&v["status"])
+        {
+            return v["status"].clone();
+        }
+    }
+    panic!("no status line as expected within {limit:?}");
+}
+
 /// The last JSON line (the report) and the exit status.
 async fn finish(
     mut child: Child,
@@ -143,12 +159,19 @@ async fn a_connection_cut_does_not_silence_it_and_an_acl_change_is_caught_at_the
     // Cut every connection; the sessions survive (reconnect well within
     // their timeout) but the watch is gone unless added again.
     proxy.drop_connections();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Once the watch is back and the gap reconciled, a change can only
+    // arrive through the watch (no other reconcile is due for minutes).
+    let mut lines = lines;
+    let back = until_status(&mut lines, Duration::from_secs(20), |s| {
+        s["watch_resets"].as_u64() >= Some(1) && s["reconciles"].as_u64() >= Some(1) && s["phase"] == "following"
+    })
+    .await;
     c.create(&format!("{root}/after"), b"a", &open()).await.unwrap();
     let after = format!("{root}/after");
     let seen = eventually(Duration::from_secs(6), async || d.check_stat(&after).await.ok().flatten().is_some()).await;
     assert!(seen, "a change after the cut reached the destination while sync still ran");
-    assert!(child.try_wait().unwrap().is_none(), "still running: the change came through the watch");
+    let now = until_status(&mut lines, Duration::from_secs(5), |_| true).await;
+    assert_eq!(now["reconciles"], back["reconciles"], "it came through the watch, not a reconcile");
 
     // An ACL change fires no event: the last reconcile carries it.
     let read_only = vec![zk::Acl::new(zk::Permission::READ | zk::Permission::WRITE, zk::AuthId::anyone())];
@@ -171,13 +194,17 @@ async fn the_lag_limit_fails_loudly() {
     create_tree(&c, &root, &[("/x", b"1")]).await;
     let mut child = spawn_sync(&src, &proxy.connect_string(), &root, &["--max-lag", "2s", "--timeout", "30s"]);
     let lines = until_following(&mut child).await;
-    // The destination stalls: changes pile up.
+    // The destination stalls (and stays stalled): changes pile up; the
+    // limit is noticed while a batch hangs in flight.
     proxy.set_stall(true);
+    let stalled = Instant::now();
     for i in 0..20 {
         c.set_data(&format!("{root}/x"), format!("{i}").as_bytes(), None).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let done = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
+    assert!(done.is_ok(), "sync failed on the lag while the destination stayed stalled");
+    assert!(stalled.elapsed() < Duration::from_secs(15));
     proxy.set_stall(false);
     let (code, _, err) = finish(child, lines).await;
     assert_eq!(code, 2, "{err}");
@@ -205,7 +232,11 @@ async fn an_expired_source_session_gets_a_new_session_and_a_new_watch() {
     proxy.drop_connections();
     tokio::time::sleep(Duration::from_secs(7)).await;
     proxy.set_refuse(false);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut lines = lines;
+    let back = until_status(&mut lines, Duration::from_secs(30), |s| {
+        s["watch_resets"].as_u64() >= Some(1) && s["reconciles"].as_u64() >= Some(1) && s["phase"] == "following"
+    })
+    .await;
     c.create(&format!("{root}/later"), b"l", &open()).await.unwrap();
     let d = connect(&dst).await;
     let later = format!("{root}/later");
@@ -215,6 +246,8 @@ async fn an_expired_source_session_gets_a_new_session_and_a_new_watch() {
         let (code, report, err) = finish(child, lines).await;
         panic!("a change after the expiry did not reach the destination while sync ran ({code}): {err} {report}");
     }
+    let now = until_status(&mut lines, Duration::from_secs(5), |_| true).await;
+    assert_eq!(now["reconciles"], back["reconciles"], "it came through the new watch, not a reconcile");
     let (code, report, err) = finish(child, lines).await;
     assert_eq!(code, 0, "{err}");
     assert!(report["status"]["watch_resets"].as_u64().unwrap() >= 1, "{report}");

@@ -31,7 +31,7 @@ use zookeeper_client as zk;
 use crate::copy::plan::Identities;
 use crate::copy::{self, CopyRequest, CopySummary, Job, Left, Mode};
 use crate::error::{Error, Result, Side};
-use crate::node::{NodeKind, Slot, acl_equal};
+use crate::node::{NodeKind, Slot, acl_equal, acl_masked};
 use crate::progress::Progress;
 use crate::read::TreeReader;
 use crate::read::walk::WalkOptions;
@@ -192,15 +192,24 @@ async fn drain(client: zk::Client, root: String, mut w: zk::PersistentWatcher, p
     }
 }
 
+/// The draining task, ended when this is dropped (an early return too).
+struct Drainer(tokio::task::JoinHandle<()>);
+
+impl Drop for Drainer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Sets the watch on the source reader's first session and starts draining.
-async fn watch(reader: &TreeReader, pending: &Arc<Mutex<Pending>>) -> Result<tokio::task::JoinHandle<()>> {
+async fn watch(reader: &TreeReader, pending: &Arc<Mutex<Pending>>) -> Result<Drainer> {
     let (_, client) = reader.pool().get(0).client();
     let root = reader.root().to_string();
     let w = client
         .watch(&root, zk::AddWatchMode::PersistentRecursive)
         .await
         .map_err(|e| Error::zk(Side::Source, "add a persistent recursive watch on", &root, e))?;
-    Ok(tokio::spawn(drain(client, root, w, pending.clone())))
+    Ok(Drainer(tokio::spawn(drain(client, root, w, pending.clone()))))
 }
 
 /// Runs a sync: the watch, a full copy, then every change as it comes,
@@ -266,7 +275,7 @@ pub async fn run(req: &SyncRequest, progress: &Arc<Progress>, obs: &dyn SyncObse
             (r.0, r.1)
         };
         if lost {
-            drainer.abort();
+            drop(drainer);
             obs.note("the source session ended: opening a new session for a new watch");
             // The source may still be away: keep trying, as long as an
             // operation may keep failing (the retry timeout).
@@ -297,7 +306,15 @@ pub async fn run(req: &SyncRequest, progress: &Arc<Progress>, obs: &dyn SyncObse
         if reconcile_due && !cancelled(progress) {
             status.phase = "reconciling";
             obs.status(&status);
-            reconcile(&Arc::new(Progress::with_cancel(progress.cancel_token().child_token()))).await?;
+            let began = Instant::now();
+            match reconcile(&Arc::new(Progress::with_cancel(progress.cancel_token().child_token()))).await {
+                Ok(_) => {}
+                // Ctrl-C during it: the last reconcile and the verify still run.
+                Err(Error::Interrupted) if cancelled(progress) => break,
+                Err(e) => return Err(e),
+            }
+            // What changed before it began, it read: no longer pending.
+            pending.lock().unwrap_or_else(|e| e.into_inner()).paths.retain(|_, seen| *seen >= began);
             status.reconciles += 1;
             last_reconcile = Instant::now();
             reconcile_due = false;
@@ -333,10 +350,13 @@ pub async fn run(req: &SyncRequest, progress: &Arc<Progress>, obs: &dyn SyncObse
         };
         if !batch.is_empty() {
             let applied = tokio::select! {
-                r = apply(&src, &dst, &mut writer, &batch) => r,
+                r = apply(&src, &dst, &mut writer, &batch, req.max_delete) => r,
                 limit = over_limit => {
                     let pending_now = pending.lock().unwrap_or_else(|e| e.into_inner()).paths.len() + batch.len();
-                    return Err(Error::Lag { behind: lag(), limit, pending: pending_now });
+                    let behind = lag();
+                    // What was sent lands (or is given a few seconds) first.
+                    let _ = tokio::time::timeout(Duration::from_secs(5), writer.land()).await;
+                    return Err(Error::Lag { behind, limit, pending: pending_now });
                 }
             };
             match applied {
@@ -388,7 +408,7 @@ pub async fn run(req: &SyncRequest, progress: &Arc<Progress>, obs: &dyn SyncObse
         }
     }
     writer.flush().await?;
-    drainer.abort();
+    drop(drainer);
 
     // A last reconcile catches what no event tells (ACL changes).
     status.phase = "reconciling";
@@ -416,9 +436,17 @@ pub async fn run(req: &SyncRequest, progress: &Arc<Progress>, obs: &dyn SyncObse
 /// sides and writes what differs: creates (parents first), data and ACL
 /// changes, deletes (children first). Returns the writes and the paths that
 /// could not be read.
-async fn apply(src: &TreeReader, dst: &TreeReader, w: &mut Writer, batch: &[String]) -> Result<(u64, u64)> {
+async fn apply(
+    src: &TreeReader,
+    dst: &TreeReader,
+    w: &mut Writer,
+    batch: &[String],
+    max_delete: Option<u64>,
+) -> Result<(u64, u64)> {
     let root = src.root().to_string();
-    let mut rels: Vec<String> = batch.iter().filter_map(|p| relative(&root, p)).collect();
+    // The server's own nodes under `/` are not the tree's (as a copy skips them).
+    let system = |rel: &String| src.absolute_root() == "/" && (rel == "/zookeeper" || rel.starts_with("/zookeeper/"));
+    let mut rels: Vec<String> = batch.iter().filter_map(|p| relative(&root, p)).filter(|r| !system(r)).collect();
     rels.sort_by_key(|r| r.matches('/').count());
     rels.dedup();
     // Every missing parent on the destination is created first (from the
@@ -443,12 +471,17 @@ async fn apply(src: &TreeReader, dst: &TreeReader, w: &mut Writer, batch: &[Stri
     }
     let refs: Vec<&str> = ordered.iter().map(String::as_str).collect();
     dst.catch_up().await?;
-    let (s, d) = futures::try_join!(src.read(&refs), dst.read(&refs))?;
+    let (s, d) = futures::try_join!(read_all(src, &refs), read_all(dst, &refs))?;
     let dst_root = dst.root().to_string();
     let (mut writes, mut unreadable) = (0u64, 0u64);
     let mut deletes: Vec<String> = Vec::new();
     for ((rel, s), d) in ordered.iter().zip(s).zip(d) {
         let abs = path::join(&dst_root, rel);
+        if let Slot::Node(n) = &s
+            && acl_masked(&n.acl)
+        {
+            return Err(Error::AclMasked { side: Side::Source, path: path::join(&root, rel) });
+        }
         match (&s, &d) {
             (Slot::Failed(_), _) | (_, Slot::Failed(_)) => unreadable += 1,
             (Slot::Node(n), _) if n.is_ephemeral() => {}
@@ -480,8 +513,13 @@ async fn apply(src: &TreeReader, dst: &TreeReader, w: &mut Writer, batch: &[Stri
         for top in deletes {
             subtree(&c, &top, &mut doomed).await?;
         }
-        doomed.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+        doomed.sort_by(|a, b| b.matches('/').count().cmp(&a.matches('/').count()).then_with(|| a.cmp(b)));
         doomed.dedup();
+        if let Some(limit) = max_delete
+            && doomed.len() as u64 > limit
+        {
+            return Err(Error::DeleteLimit { deletes: doomed.len() as u64, limit, others_applied: true });
+        }
         for p in doomed {
             w.push(Op::Delete { path: p }).await?;
             writes += 1;
@@ -489,6 +527,23 @@ async fn apply(src: &TreeReader, dst: &TreeReader, w: &mut Writer, batch: &[Stri
         w.flush().await?;
     }
     Ok((writes, unreadable))
+}
+
+/// `reader.read`, with what came back Deferred (a read past its byte
+/// bound) read again until nothing is.
+async fn read_all(reader: &TreeReader, rels: &[&str]) -> Result<Vec<Slot>> {
+    let mut slots = reader.read(rels).await?;
+    for _ in 0..rels.len().max(1) {
+        let again: Vec<usize> = (0..slots.len()).filter(|&i| matches!(slots[i], Slot::Deferred)).collect();
+        if again.is_empty() {
+            break;
+        }
+        let refs: Vec<&str> = again.iter().map(|&i| rels[i]).collect();
+        for (i, slot) in again.into_iter().zip(reader.read(&refs).await?) {
+            slots[i] = slot;
+        }
+    }
+    Ok(slots)
 }
 
 /// `top` and every node beneath it on the destination.
