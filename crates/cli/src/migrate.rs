@@ -422,9 +422,7 @@ pub async fn run_migrate(a: MigrateArgs) -> Outcome {
 }
 
 fn hook_log(journal: &std::path::Path) -> PathBuf {
-    let mut name = journal.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".hooks.log");
-    journal.with_file_name(name)
+    migrate::journal::beside(journal, ".hooks.log")
 }
 
 fn finish(json: bool, r: Result<migrate::Report, Box<Stopped>>) -> Outcome {

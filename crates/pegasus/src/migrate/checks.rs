@@ -93,6 +93,19 @@ pub struct LockNode {
     pub owner: i64,
 }
 
+impl LockNode {
+    /// `name (data)`, for messages.
+    pub fn describe(&self) -> String {
+        format!("{} ({})", self.name, self.data)
+    }
+}
+
+/// The lock nodes a live session holds (ephemerals: a meta in the
+/// election), lowest sequence first.
+pub async fn holders(c: &zk::Client, lock_path: &str) -> Result<Vec<LockNode>, String> {
+    Ok(lock_nodes(c, lock_path).await?.into_iter().filter(|n| n.owner != 0).collect())
+}
+
 /// The `LOCKNODE` children of `<lock_path>/dsn.meta.server.leader`, lowest
 /// sequence (the leader's) first; empty when the path is missing.
 pub async fn lock_nodes(c: &zk::Client, lock_path: &str) -> Result<Vec<LockNode>, String> {

@@ -116,7 +116,7 @@ pub async fn plan_cleanup(req: &CleanupRequest) -> Result<CleanupPlan, MigrateEr
     // (and an empty one on the old ensemble would prove nothing).
     if journal.is_none() && !new_hosts.is_empty() {
         let held = match checks::connect(&new_hosts, req.timeouts.connect).await {
-            Ok(c) => checks::lock_nodes(&c, &lock_path).await.map(|n| n.iter().filter(|n| n.owner != 0).count()),
+            Ok(c) => checks::holders(&c, &lock_path).await.map(|n| n.len()),
             Err(e) => Err(e),
         };
         match held {
@@ -133,15 +133,10 @@ pub async fn plan_cleanup(req: &CleanupRequest) -> Result<CleanupPlan, MigrateEr
 
     // No meta in the election on the old ensemble.
     match checks::connect(&old_hosts, req.timeouts.connect).await {
-        Ok(c) => match checks::lock_nodes(&c, &lock_path).await {
-            Ok(nodes) if nodes.iter().any(|n| n.owner != 0) => refusals.push(format!(
+        Ok(c) => match checks::holders(&c, &lock_path).await {
+            Ok(nodes) if !nodes.is_empty() => refusals.push(format!(
                 "a meta holds a node in the leader election on the old ensemble ({})",
-                nodes
-                    .iter()
-                    .filter(|n| n.owner != 0)
-                    .map(|n| format!("{} {}", n.name, n.data))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                nodes.iter().map(checks::LockNode::describe).collect::<Vec<_>>().join(", ")
             )),
             Ok(_) => checks_passed.push(format!("no meta in the leader election under {lock_path} on {old_hosts}")),
             Err(e) => refusals.push(e),

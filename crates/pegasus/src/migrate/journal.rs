@@ -20,6 +20,14 @@ use crate::level::Level;
 /// The journal format this build writes and reads.
 pub const FORMAT: u32 = 1;
 
+/// `path` with `suffix` added to its file name (`j` -> `j.lock`): the
+/// files that go with a journal or a config sit beside it.
+pub fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
 /// Milliseconds since the epoch: journal times survive a restart of the
 /// program, so they are wall-clock times.
 pub fn now_ms() -> u64 {
@@ -193,9 +201,7 @@ pub struct JournalLock {
 
 impl JournalLock {
     pub fn acquire(journal: &Path) -> Result<JournalLock, JournalError> {
-        let mut name = journal.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-        name.push(".lock");
-        let lock = journal.with_file_name(name);
+        let lock = beside(journal, ".lock");
         let io = |source| JournalError::Io { path: lock.clone(), source };
         let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock).map_err(io)?;
         match file.try_lock() {

@@ -587,9 +587,7 @@ async fn stays_locked(hosts: &str, apps: &str, timeout: Duration) -> bool {
 /// The backup of a config file for the run stamped `stamp`:
 /// `<file>.before-migrate-<stamp>`.
 pub fn backup_path(config: &Path, stamp: u64) -> PathBuf {
-    let mut name = config.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".before-migrate-{stamp}"));
-    config.with_file_name(name)
+    journal::beside(config, &format!(".before-migrate-{stamp}"))
 }
 
 /// A stop before any step ran.
@@ -799,11 +797,11 @@ impl<'a> Runner<'a> {
         // The stopped leader's own node may outlive it (a crash: until its
         // session expires); it was proven unable to write.
         let proven = self.j.leader_session.filter(|_| self.j.is_done(Step::LeaderStopped));
-        let holders: Vec<String> = checks::lock_nodes(&c, &s.lock_path)
+        let holders: Vec<String> = checks::holders(&c, &s.lock_path)
             .await?
-            .into_iter()
-            .filter(|n| n.owner != 0 && Some(n.owner) != proven)
-            .map(|n| format!("{} ({})", n.name, n.data))
+            .iter()
+            .filter(|n| Some(n.owner) != proven)
+            .map(checks::LockNode::describe)
             .collect();
         if !holders.is_empty() {
             return Err(format!(
@@ -812,14 +810,20 @@ impl<'a> Runner<'a> {
                 holders.join(", ")
             ));
         }
-        if all_down {
-            for m in &s.metas {
-                if !matches!(self.client.role_of(m).await.0, Role::Down { .. }) {
-                    return Err(format!("{m} answers again while every meta must be stopped: stop it, then resume"));
-                }
-            }
+        if all_down && let Some(m) = self.answering(&s.metas).await {
+            return Err(format!("{m} answers again while every meta must be stopped: stop it, then resume"));
         }
         Ok(())
+    }
+
+    /// The first of `metas` that answers at all (not down).
+    async fn answering(&self, metas: &[String]) -> Option<String> {
+        for m in metas {
+            if !matches!(self.client.role_of(m).await.0, Role::Down { .. }) {
+                return Some(m.clone());
+            }
+        }
+        None
     }
 
     async fn step(&mut self, step: Step) -> StepResult {
@@ -937,15 +941,11 @@ impl<'a> Runner<'a> {
     /// the leader's node.
     async fn followers_down(&self) -> Result<Option<String>, String> {
         let s = &self.j.setup;
-        for f in &s.followers {
-            let (role, _) = self.client.role_of(f).await;
-            if !matches!(role, Role::Down { .. }) {
-                return Err(format!("{f} still answers"));
-            }
+        if let Some(f) = self.answering(&s.followers).await {
+            return Err(format!("{f} still answers"));
         }
         let c = checks::connect(&s.src_hosts, self.req.timeouts.connect).await?;
-        let nodes = checks::lock_nodes(&c, &s.lock_path).await?;
-        let holders: Vec<&checks::LockNode> = nodes.iter().filter(|n| n.owner != 0).collect();
+        let holders = checks::holders(&c, &s.lock_path).await?;
         if holders.is_empty() {
             return Err(format!(
                 "no meta holds a node in the leader election under {}: not even the leader",
@@ -973,12 +973,7 @@ impl<'a> Runner<'a> {
             // followers are out): the session whose end proves it stopped.
             let s = &self.j.setup;
             let c = checks::connect(&s.src_hosts, self.req.timeouts.connect).await.map_err(MigrateError::Failed)?;
-            let holders: Vec<checks::LockNode> = checks::lock_nodes(&c, &s.lock_path)
-                .await
-                .map_err(MigrateError::Failed)?
-                .into_iter()
-                .filter(|n| n.owner != 0)
-                .collect();
+            let holders = checks::holders(&c, &s.lock_path).await.map_err(MigrateError::Failed)?;
             if holders.len() != 1 {
                 return Err(MigrateError::Failed(format!(
                     "{} metas hold a node in the leader election under {}, where only the leader should",
@@ -1169,15 +1164,12 @@ impl<'a> Runner<'a> {
             Err(e) if e.is_down() => false,
             _ => return Err(format!("{} still answers", s.leader)),
         };
-        for f in &s.followers {
-            if !matches!(self.client.role_of(f).await.0, Role::Down { .. }) {
-                return Err(format!("{f} answers again: a follower must stay stopped"));
-            }
+        if let Some(f) = self.answering(&s.followers).await {
+            return Err(format!("{f} answers again: a follower must stay stopped"));
         }
         let c = checks::connect(&s.src_hosts, self.req.timeouts.connect).await?;
-        let nodes = checks::lock_nodes(&c, &s.lock_path).await?;
-        let others: Vec<String> =
-            nodes.iter().filter(|n| n.owner != 0 && Some(n.owner) != session).map(|n| n.name.clone()).collect();
+        let nodes = checks::holders(&c, &s.lock_path).await?;
+        let others: Vec<String> = nodes.iter().filter(|n| Some(n.owner) != session).map(|n| n.name.clone()).collect();
         if !others.is_empty() {
             return Err(format!(
                 "another meta joined the leader election on the old ensemble ({}): stop it",
@@ -1185,7 +1177,7 @@ impl<'a> Runner<'a> {
             ));
         }
         let Some(sid) = session else {
-            return if nodes.iter().all(|n| n.owner == 0) {
+            return if nodes.is_empty() {
                 Ok(Some("no meta holds a node in the leader election".to_string()))
             } else {
                 Err("a meta still holds a node in the leader election".to_string())
@@ -1222,8 +1214,8 @@ impl<'a> Runner<'a> {
         if !matches!(self.client.cluster_info_at(&s.leader).await, Err(crate::Error::Refused { .. })) {
             return Err(format!("{}'s port answers again", s.leader));
         }
-        let again = checks::lock_nodes(&c, &s.lock_path).await?;
-        if again.iter().any(|n| n.owner != 0 && n.owner != sid) {
+        let again = checks::holders(&c, &s.lock_path).await?;
+        if again.iter().any(|n| n.owner != sid) {
             return Err("another meta joined the leader election on the old ensemble".to_string());
         }
         Ok(Some(format!(
@@ -1452,7 +1444,7 @@ impl<'a> Runner<'a> {
             }
         }
         let c = checks::connect(&s.dst_hosts, self.req.timeouts.connect).await?;
-        let held = checks::lock_nodes(&c, &s.lock_path).await?.iter().filter(|n| n.owner != 0).count();
+        let held = checks::holders(&c, &s.lock_path).await?.len();
         let want = 1 + s.followers_up.len();
         if held < want {
             return Err(format!("{held} of {want} metas in the leader election on the new ensemble"));

@@ -216,7 +216,7 @@ pub async fn rollback(req: &RollbackRequest, ctx: &Context<'_>) -> Result<Rollba
                 // An ensemble that does not answer holds no one's lead.
                 Err(e) => return Ok(Some(format!("the new ensemble does not answer ({e})"))),
             };
-            let held = checks::lock_nodes(&c, &s.lock_path).await?.iter().filter(|n| n.owner != 0).count();
+            let held = checks::holders(&c, &s.lock_path).await?.len();
             if held == 0 { Ok(Some("none".to_string())) } else { Err(format!("{held} metas still hold a node there")) }
         })
         .await?;
