@@ -152,6 +152,11 @@ impl Pending {
     }
 }
 
+/// The queue, also after a panic elsewhere held it (its state stays usable).
+fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
+    pending.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Drains a persistent watcher into `pending`; re-adds the watch after a
 /// reconnect (the client does not) and says a gap happened.
 async fn drain(client: zk::Client, root: String, mut w: zk::PersistentWatcher, pending: Arc<Mutex<Pending>>) {
@@ -166,25 +171,25 @@ async fn drain(client: zk::Client, root: String, mut w: zk::PersistentWatcher, p
                     match client.watch(&root, zk::AddWatchMode::PersistentRecursive).await {
                         Ok(nw) => {
                             w = nw;
-                            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                            let mut p = lock(&pending);
                             p.gap = true;
                             p.resets += 1;
                         }
                         Err(_) => {
-                            pending.lock().unwrap_or_else(|e| e.into_inner()).lost = true;
+                            lock(&pending).lost = true;
                             return;
                         }
                     }
                 }
                 s if s.is_terminated() => {
-                    pending.lock().unwrap_or_else(|e| e.into_inner()).lost = true;
+                    lock(&pending).lost = true;
                     return;
                 }
                 _ => {}
             }
             continue;
         }
-        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = lock(&pending);
         p.events += 1;
         let now = Instant::now();
         p.last_event = Some(now);
@@ -268,7 +273,7 @@ pub async fn run(req: &SyncRequest, progress: &Arc<Progress>, obs: &dyn SyncObse
     loop {
         // A lost watch: a new session's watch, and a reconcile for the gap.
         let (lost, gap) = {
-            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut p = lock(&pending);
             let r = (p.lost, p.gap);
             p.gap = false;
             p.lost = false;
@@ -292,7 +297,7 @@ pub async fn run(req: &SyncRequest, progress: &Arc<Progress>, obs: &dyn SyncObse
                     Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
                 }
             };
-            pending.lock().unwrap_or_else(|e| e.into_inner()).resets += 1;
+            lock(&pending).resets += 1;
             obs.note("a new source session and a new watch; reconciling the gap");
             reconcile_due = true;
         }
@@ -314,18 +319,18 @@ pub async fn run(req: &SyncRequest, progress: &Arc<Progress>, obs: &dyn SyncObse
                 Err(e) => return Err(e),
             }
             // What changed before it began, it read: no longer pending.
-            pending.lock().unwrap_or_else(|e| e.into_inner()).paths.retain(|_, seen| *seen >= began);
+            lock(&pending).paths.retain(|_, seen| *seen >= began);
             status.reconciles += 1;
             last_reconcile = Instant::now();
             reconcile_due = false;
             status.phase = "following";
             // Idle counts from here: a gap just ended is not idleness.
-            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut p = lock(&pending);
             p.last_event = Some(p.last_event.map_or(last_reconcile, |t| t.max(last_reconcile)));
         }
 
         let (batch, batch_oldest, last_event) = {
-            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut p = lock(&pending);
             status.events = p.events;
             status.watch_resets = p.resets;
             let (batch, oldest) = p.take(req.batch.max(1));
@@ -334,7 +339,7 @@ pub async fn run(req: &SyncRequest, progress: &Arc<Progress>, obs: &dyn SyncObse
         // The lag counts what is being applied too, and is watched while
         // it is: a destination that stalls must not stall the check.
         let lag = || {
-            let oldest = pending.lock().unwrap_or_else(|e| e.into_inner()).oldest();
+            let oldest = lock(&pending).oldest();
             [batch_oldest, oldest].into_iter().flatten().min().map(|t| t.elapsed()).unwrap_or_default()
         };
         let over_limit = async {
@@ -352,7 +357,7 @@ pub async fn run(req: &SyncRequest, progress: &Arc<Progress>, obs: &dyn SyncObse
             let applied = tokio::select! {
                 r = apply(&src, &dst, &mut writer, &batch, req.max_delete) => r,
                 limit = over_limit => {
-                    let pending_now = pending.lock().unwrap_or_else(|e| e.into_inner()).paths.len() + batch.len();
+                    let pending_now = lock(&pending).paths.len() + batch.len();
                     let behind = lag();
                     // What was sent lands (or is given a few seconds) first.
                     let _ = tokio::time::timeout(Duration::from_secs(5), writer.land()).await;
@@ -379,10 +384,11 @@ pub async fn run(req: &SyncRequest, progress: &Arc<Progress>, obs: &dyn SyncObse
                 }
             }
         }
-        let pending_now = pending.lock().unwrap_or_else(|e| e.into_inner()).paths.len();
+        let (pending_now, behind) = {
+            let p = lock(&pending);
+            (p.paths.len(), p.oldest().map(|t| t.elapsed()).unwrap_or_default())
+        };
         status.pending = pending_now;
-        let behind =
-            pending.lock().unwrap_or_else(|e| e.into_inner()).oldest().map(|t| t.elapsed()).unwrap_or_default();
         status.lag_seconds = behind.as_secs_f64();
         status.seconds = started.elapsed().as_secs_f64();
         if let Some(limit) = req.max_lag
