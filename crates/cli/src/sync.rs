@@ -55,7 +55,9 @@ const SYNC_HELP: &str = "A persistent recursive watch is set on the source root 
 the destination root ends up holding exactly what the source holds, ephemerals left out); every change is then \
 applied by re-reading the source node. After a reconnect the watch is added again and the tree reconciled (the \
 server does not replay what was missed); ACL changes, which fire no event, are caught by the reconciles \
-(--reconcile-every, and one at the end). The lag (paths pending, age of the oldest) goes to stderr every second \
+(--reconcile-every) and by the verify at the end. Passes after the first read again only the ACLs whose node \
+stat shows them set since (or the node created again). The end catches up with every change committed so far, \
+then verifies; a verify that differs is followed by a reconcile and another round (three at most). The lag (paths pending, age of the oldest) goes to stderr every second \
 (--json: JSON lines on stdout). Ctrl-C or SIGTERM stops after what is in flight, then reconciles and verifies.\n\n\
 Examples:\n  zkrepl sync --src old:2181 --dst new:2181 --root /pegasus/c1\n  \
 zkrepl sync --src old:2181 --dst new:2181 --root /app --until-idle 10s --max-lag 30s --json\n\n\
@@ -111,12 +113,14 @@ pub async fn run(a: SyncArgs) -> zkrepl::Result<Outcome> {
             s.events, s.applied, s.writes, s.reconciles, s.watch_resets, s.seconds
         );
         if let Some(v) = &report.verify {
-            println!(
-                "verify: {} nodes per side, {}",
-                v.src_nodes,
-                if v.equal() { "EQUAL".to_string() } else { format!("DIFFERENT ({:?})", v.counts) }
-            );
+            let verdict = match (v.equal(), report.settled) {
+                (true, true) => "EQUAL (the source did not change during it)".to_string(),
+                (true, false) => "EQUAL (the source changed during it)".to_string(),
+                (false, _) => format!("DIFFERENT ({:?})", v.counts),
+            };
+            println!("verify: {} nodes per side, {verdict}", v.src_nodes);
         }
+        println!("ACLs: {} taken from earlier reads (stat unchanged), {} read", s.acls_remembered, s.acls_read);
     }
     let exit = if !equal {
         Exit::Differences

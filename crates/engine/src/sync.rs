@@ -22,20 +22,24 @@
 //! The watch is set on a session of the source reader's pool, so the
 //! re-reads that follow an event are served by the member that sent it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+use tokio::sync::{mpsc, oneshot};
 use zookeeper_client as zk;
 
 use crate::copy::plan::Identities;
 use crate::copy::{self, CopyRequest, CopySummary, Job, Left, Mode};
-use crate::error::{Error, Result, Side};
-use crate::node::{NodeKind, Slot, acl_equal, acl_masked};
+use crate::error::{Error, Result, Side, is_session_lost};
+use crate::node::{NodeKind, Slot, acl_equal, acl_masked, counter_deficit, next_sequence};
 use crate::progress::Progress;
 use crate::read::TreeReader;
+use crate::read::memo::{self, AclMemo};
 use crate::read::walk::WalkOptions;
 use crate::tree::{ReadSettings, RunCredential, Timeouts, Tree};
+use crate::verify::compare::VerifyOptions;
 use crate::verify::{self, FirstDifferences, VerifyReport};
 use crate::write::{Op, Writer, WriterOptions};
 use crate::zk::path;
@@ -64,6 +68,10 @@ pub struct SyncRequest {
     pub max_delete: Option<u64>,
     /// Paths re-read and applied at a time.
     pub batch: usize,
+    /// The copy's identity (the temporary grants of nodes whose ACL would
+    /// stop it); a new one when `None`. A driver that may run again over
+    /// the same destination keeps it.
+    pub credential: Option<RunCredential>,
 }
 
 impl SyncRequest {
@@ -80,6 +88,7 @@ impl SyncRequest {
             verify: true,
             max_delete: None,
             batch: 1000,
+            credential: None,
         }
     }
 }
@@ -101,6 +110,10 @@ pub struct SyncStatus {
     /// Times the watch was added again (after a reconnect or a new session).
     pub watch_resets: u64,
     pub unreadable: u64,
+    /// ACLs taken from what earlier passes read (the node's stat proved
+    /// them current), and ACLs read with getACL, on both sides.
+    pub acls_remembered: u64,
+    pub acls_read: u64,
     pub seconds: f64,
 }
 
@@ -110,7 +123,14 @@ pub struct SyncStatus {
 pub struct SyncReport {
     pub status: SyncStatus,
     pub copy: CopySummary,
+    /// The last verify of the end.
     pub verify: Option<VerifyReport>,
+    /// The last verify found the trees equal and no change came on the
+    /// source from the catch-up before it to the mark after it: the two
+    /// trees were equal then.
+    pub settled: bool,
+    /// Rounds of catch-up and verify the end took.
+    pub end_rounds: u32,
 }
 
 /// Told how a sync goes: a status at least every second, and notes
@@ -120,11 +140,12 @@ pub trait SyncObserver: Send + Sync {
     fn note(&self, msg: &str);
 }
 
-/// Changed paths waiting to be applied, each once, with when it was first
-/// seen.
+/// Changed paths waiting to be applied, each once, in the order first seen.
 #[derive(Default)]
 struct Pending {
     paths: HashMap<String, Instant>,
+    /// The same paths by when they were first seen (oldest in front).
+    order: VecDeque<(String, Instant)>,
     events: u64,
     last_event: Option<Instant>,
     /// A gap (reconnect, new session): the tree must be reconciled.
@@ -135,20 +156,37 @@ struct Pending {
 }
 
 impl Pending {
+    fn add(&mut self, path: String, now: Instant) {
+        if let std::collections::hash_map::Entry::Vacant(v) = self.paths.entry(path.clone()) {
+            v.insert(now);
+            self.order.push_back((path, now));
+        }
+    }
+
     fn oldest(&self) -> Option<Instant> {
-        self.paths.values().min().copied()
+        self.order.front().map(|(_, t)| *t)
     }
 
     /// Up to `n` paths, the oldest first, and when the oldest was seen.
     fn take(&mut self, n: usize) -> (Vec<String>, Option<Instant>) {
-        let mut v: Vec<(String, Instant)> = self.paths.iter().map(|(p, t)| (p.clone(), *t)).collect();
-        v.sort_by_key(|(_, t)| *t);
-        v.truncate(n);
-        for (p, _) in &v {
+        let oldest = self.oldest();
+        let k = n.min(self.order.len());
+        let taken: Vec<String> = self.order.drain(..k).map(|(p, _)| p).collect();
+        for p in &taken {
             self.paths.remove(p);
         }
-        let oldest = v.first().map(|(_, t)| *t);
-        (v.into_iter().map(|(p, _)| p).collect(), oldest)
+        (taken, oldest)
+    }
+
+    /// Forgets what was first seen before `t` (a reconcile begun then read it).
+    fn forget_before(&mut self, t: Instant) {
+        while let Some((p, seen)) = self.order.front() {
+            if *seen >= t {
+                break;
+            }
+            self.paths.remove(p);
+            self.order.pop_front();
+        }
     }
 }
 
@@ -158,51 +196,101 @@ fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
 }
 
 /// Drains a persistent watcher into `pending`; re-adds the watch after a
-/// reconnect (the client does not) and says a gap happened.
-async fn drain(client: zk::Client, root: String, mut w: zk::PersistentWatcher, pending: Arc<Mutex<Pending>>) {
+/// reconnect (the client does not) and says a gap happened. On a flush
+/// request it moves every event already received, then answers.
+async fn drain(
+    client: zk::Client,
+    root: String,
+    mut w: zk::PersistentWatcher,
+    pending: Arc<Mutex<Pending>>,
+    mut flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+) {
     let mut disconnected = false;
     loop {
-        let e = w.changed().await;
-        if e.event_type == zk::EventType::Session {
-            match e.session_state {
-                zk::SessionState::Disconnected => disconnected = true,
-                zk::SessionState::SyncConnected if disconnected => {
-                    disconnected = false;
-                    match client.watch(&root, zk::AddWatchMode::PersistentRecursive).await {
-                        Ok(nw) => {
-                            w = nw;
-                            let mut p = lock(&pending);
-                            p.gap = true;
-                            p.resets += 1;
-                        }
-                        Err(_) => {
-                            lock(&pending).lost = true;
-                            return;
+        let (e, flush) = tokio::select! {
+            e = w.changed() => (e, None),
+            Some(reply) = flushes.recv() => match w.changed().now_or_never() {
+                Some(e) => (e, Some(reply)),
+                None => {
+                    let _ = reply.send(());
+                    continue;
+                }
+            },
+        };
+        // A flush goes on until nothing is left, then answers.
+        let mut next = Some(e);
+        while let Some(e) = next.take() {
+            if e.event_type == zk::EventType::Session {
+                match e.session_state {
+                    zk::SessionState::Disconnected => disconnected = true,
+                    zk::SessionState::SyncConnected if disconnected => {
+                        disconnected = false;
+                        match client.watch(&root, zk::AddWatchMode::PersistentRecursive).await {
+                            Ok(nw) => {
+                                w = nw;
+                                let mut p = lock(&pending);
+                                p.gap = true;
+                                p.resets += 1;
+                            }
+                            Err(_) => {
+                                lock(&pending).lost = true;
+                                return;
+                            }
                         }
                     }
+                    s if s.is_terminated() => {
+                        lock(&pending).lost = true;
+                        return;
+                    }
+                    _ => {}
                 }
-                s if s.is_terminated() => {
-                    lock(&pending).lost = true;
-                    return;
-                }
-                _ => {}
+            } else {
+                let mut p = lock(&pending);
+                p.events += 1;
+                let now = Instant::now();
+                p.last_event = Some(now);
+                p.add(e.path, now);
             }
-            continue;
+            if flush.is_some() {
+                next = w.changed().now_or_never();
+            }
         }
-        let mut p = lock(&pending);
-        p.events += 1;
-        let now = Instant::now();
-        p.last_event = Some(now);
-        p.paths.entry(e.path).or_insert(now);
+        if let Some(reply) = flush {
+            let _ = reply.send(());
+        }
     }
 }
 
 /// The draining task, ended when this is dropped (an early return too).
-struct Drainer(tokio::task::JoinHandle<()>);
+struct Drainer {
+    task: tokio::task::JoinHandle<()>,
+    client: zk::Client,
+    root: String,
+    flushes: mpsc::UnboundedSender<oneshot::Sender<()>>,
+}
 
 impl Drop for Drainer {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
+    }
+}
+
+impl Drainer {
+    /// After this, every change the source committed before the call is
+    /// in the queue (or a gap is flagged): the watch's member catches up
+    /// with the leader, and the server sends a session's events before the
+    /// answers that follow them.
+    async fn mark(&self, opts: &crate::zk::session::ConnectOptions) -> Result<(), zk::Error> {
+        match tokio::time::timeout(opts.session_timeout, self.client.sync(&self.root)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(zk::Error::Timeout),
+        }
+        let (tx, rx) = oneshot::channel();
+        // A drain that ended flagged the watch lost: no wait then.
+        if self.flushes.send(tx).is_ok() {
+            let _ = rx.await;
+        }
+        Ok(())
     }
 }
 
@@ -214,16 +302,307 @@ async fn watch(reader: &TreeReader, pending: &Arc<Mutex<Pending>>) -> Result<Dra
         .watch(&root, zk::AddWatchMode::PersistentRecursive)
         .await
         .map_err(|e| Error::zk(Side::Source, "add a persistent recursive watch on", &root, e))?;
-    Ok(Drainer(tokio::spawn(drain(client, root, w, pending.clone()))))
+    let (flushes, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(drain(client.clone(), root.clone(), w, pending.clone(), rx));
+    Ok(Drainer { task, client, root, flushes })
+}
+
+/// Asks a running sync ([`run_controlled`]) to catch up or to end.
+#[derive(Clone, Debug)]
+pub struct Control(mpsc::UnboundedSender<Command>);
+
+/// What a [`Control`] sends; handed to [`run_controlled`].
+pub struct Commands(mpsc::UnboundedReceiver<Command>);
+
+#[derive(Debug)]
+pub enum Command {
+    CatchUp(oneshot::Sender<CatchUp>),
+    Finish,
+}
+
+/// A catch-up done: every change the source committed before it was asked
+/// is on the destination.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct CatchUp {
+    pub seconds: f64,
+    /// Paths applied meanwhile.
+    pub applied: u64,
+}
+
+/// A control and the commands it sends.
+pub fn control() -> (Control, Commands) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Control(tx), Commands(rx))
+}
+
+impl Control {
+    /// Waits until every change the source committed before this call is
+    /// applied to the destination; `None` once the sync no longer runs.
+    pub async fn catch_up(&self) -> Option<CatchUp> {
+        let (tx, rx) = oneshot::channel();
+        self.0.send(Command::CatchUp(tx)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Ends the sync: a last catch-up, then the proof (see [`run`]).
+    pub fn finish(&self) {
+        let _ = self.0.send(Command::Finish);
+    }
+}
+
+/// The state of a running sync between its steps.
+struct Follower<'a> {
+    req: &'a SyncRequest,
+    src: &'a TreeReader,
+    dst: &'a TreeReader,
+    session: &'a Arc<Session>,
+    job: &'a Job<'a>,
+    writer: Writer,
+    pending: Arc<Mutex<Pending>>,
+    drainer: Drainer,
+    status: SyncStatus,
+    obs: &'a dyn SyncObserver,
+    progress: &'a Arc<Progress>,
+    /// The child name of this run's counter pads.
+    pad: String,
+    reconcile_due: bool,
+    last_reconcile: Instant,
+}
+
+impl Follower<'_> {
+    /// A mirror copy pass on the sync's own readers and writer.
+    async fn reconcile(&mut self, p: &Arc<Progress>) -> Result<CopySummary> {
+        copy::run_on(self.src, self.dst, self.session, self.job, p, &mut Left::default()).await
+    }
+
+    /// Handles what the watch could not tell: a lost watch gets a new
+    /// session's watch; a gap, or the period, a reconcile. False when
+    /// cancelled during the reconcile.
+    async fn gaps(&mut self) -> Result<bool> {
+        let (lost, gap) = {
+            let mut p = lock(&self.pending);
+            let r = (p.lost, p.gap);
+            p.gap = false;
+            p.lost = false;
+            r
+        };
+        if lost {
+            self.obs.note("the source session ended: opening a new session for a new watch");
+            // The source may still be away: keep trying, as long as an
+            // operation may keep failing (the retry timeout).
+            let deadline = Instant::now() + self.req.timeouts.retry;
+            self.drainer = loop {
+                let (generation, _) = self.src.pool().get(0).client();
+                let attempt = match self.src.pool().get(0).renew(generation).await {
+                    Ok(()) => watch(self.src, &self.pending).await,
+                    Err(e) => Err(e),
+                };
+                match attempt {
+                    Ok(d) => break d,
+                    Err(e) if Instant::now() >= deadline || self.progress.is_cancelled() => return Err(e),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            };
+            lock(&self.pending).resets += 1;
+            self.obs.note("a new source session and a new watch; reconciling the gap");
+            self.reconcile_due = true;
+        }
+        if gap {
+            self.obs.note("reconnected to the source: the watch was added again; reconciling what the gap hid");
+            self.reconcile_due = true;
+        }
+        if self.req.reconcile_every.is_some_and(|every| self.last_reconcile.elapsed() >= every) {
+            self.reconcile_due = true;
+        }
+        if !self.reconcile_due || self.progress.is_cancelled() {
+            return Ok(true);
+        }
+        self.status.phase = "reconciling";
+        self.obs.status(&self.status);
+        self.writer.flush().await?;
+        let began = Instant::now();
+        match self.reconcile(&Arc::new(Progress::with_cancel(self.progress.cancel_token().child_token()))).await {
+            Ok(_) => {}
+            // Ctrl-C during it: the end (catch-up, proof) still runs.
+            Err(Error::Interrupted) if self.progress.is_cancelled() => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        // What changed before it began, it read: no longer pending.
+        lock(&self.pending).forget_before(began);
+        self.status.reconciles += 1;
+        self.last_reconcile = Instant::now();
+        self.reconcile_due = false;
+        self.status.phase = "following";
+        // Idle counts from here: a gap just ended is not idleness.
+        let mut p = lock(&self.pending);
+        p.last_event = Some(p.last_event.map_or(self.last_reconcile, |t| t.max(self.last_reconcile)));
+        Ok(true)
+    }
+
+    /// Every change committed on the source before this call is queued (or
+    /// a gap flagged) once it returns; returns when that was. Retried while
+    /// the source is away (a reconnect flags the gap first).
+    async fn mark(&mut self) -> Result<Instant> {
+        let deadline = Instant::now() + self.req.timeouts.retry;
+        loop {
+            match self.drainer.mark(self.src.pool().options()).await {
+                Ok(()) => return Ok(Instant::now()),
+                Err(e) if Instant::now() >= deadline || self.progress.is_cancelled() => {
+                    return Err(Error::zk(Side::Source, "sync", self.src.root(), e));
+                }
+                Err(e) if is_session_lost(&e) => {
+                    // The drain sees the session end and flags it; a new
+                    // watch comes with the next gaps().
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    self.gaps().await?;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Everything queued before `mark` applied, and nothing left for a
+    /// reconcile to do.
+    fn caught_up(&self, mark: Instant) -> bool {
+        let p = lock(&self.pending);
+        !self.reconcile_due && !p.gap && !p.lost && p.oldest().is_none_or(|t| t > mark)
+    }
+
+    fn count_acls(&mut self) {
+        let [(sh, sm), (dh, dm)] = [self.src, self.dst].map(|r| r.acl_memo().map_or((0, 0), |m| m.hits_and_misses()));
+        self.status.acls_remembered = sh + dh;
+        self.status.acls_read = sm + dm;
+    }
+
+    /// Nothing pending, no gap flagged.
+    fn quiet(&self) -> bool {
+        let p = lock(&self.pending);
+        p.paths.is_empty() && !p.gap && !p.lost && !self.reconcile_due
+    }
+
+    /// Events and watch resets so far: unchanged across a proof, the
+    /// source stood still.
+    fn seen(&self) -> (u64, u64) {
+        let p = lock(&self.pending);
+        (p.events, p.resets)
+    }
+
+    /// Takes a batch of changed paths and applies it; the paths taken.
+    async fn step(&mut self) -> Result<usize> {
+        let (batch, batch_oldest) = {
+            let mut p = lock(&self.pending);
+            self.status.events = p.events;
+            self.status.watch_resets = p.resets;
+            p.take(self.req.batch.max(1))
+        };
+        let pending = &self.pending;
+        // The lag counts what is being applied too, and is watched while
+        // it is: a destination that stalls must not stall the check.
+        let lag = || {
+            let oldest = lock(pending).oldest();
+            [batch_oldest, oldest].into_iter().flatten().min().map(|t| t.elapsed()).unwrap_or_default()
+        };
+        let over_limit = async {
+            match self.req.max_lag {
+                Some(limit) => loop {
+                    if lag() > limit {
+                        return limit;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                },
+                None => std::future::pending().await,
+            }
+        };
+        if !batch.is_empty() {
+            let ctx = Apply { src: self.src, dst: self.dst, max_delete: self.req.max_delete, pad: &self.pad };
+            let applied = tokio::select! {
+                r = apply(&ctx, &mut self.writer, &batch) => r,
+                limit = over_limit => {
+                    let pending_now = lock(pending).paths.len() + batch.len();
+                    let behind = lag();
+                    // What was sent lands (or is given a few seconds) first.
+                    let _ = tokio::time::timeout(Duration::from_secs(5), self.writer.land()).await;
+                    return Err(Error::Lag { behind, limit, pending: pending_now });
+                }
+            };
+            match applied {
+                Ok((writes, unreadable)) => {
+                    self.status.applied += batch.len() as u64;
+                    self.status.writes += writes;
+                    if unreadable > 0 {
+                        self.status.unreadable += unreadable;
+                        self.obs.note(&format!(
+                            "{unreadable} changed node(s) could not be read on the source (no READ for this session: ZooKeeper 3.8.4 and later also send no events for them)"
+                        ));
+                    }
+                }
+                Err(e) => {
+                    // What one pass could not do (a restrictive ACL, a
+                    // node in the way) the copy's reconcile does.
+                    self.obs.note(&format!("applying changes: {e}; reconciling"));
+                    self.writer.land().await?;
+                    self.reconcile_due = true;
+                }
+            }
+        }
+        let (pending_now, behind) = {
+            let p = lock(pending);
+            (p.paths.len(), p.oldest().map(|t| t.elapsed()).unwrap_or_default())
+        };
+        self.status.pending = pending_now;
+        self.status.lag_seconds = behind.as_secs_f64();
+        if let Some(limit) = self.req.max_lag
+            && behind > limit
+        {
+            return Err(Error::Lag { behind, limit, pending: pending_now });
+        }
+        Ok(batch.len())
+    }
+
+    /// Applies everything committed on the source so far.
+    async fn catch_up(&mut self) -> Result<CatchUp> {
+        let t = Instant::now();
+        let applied = self.status.applied;
+        let mark = self.mark().await?;
+        while !self.caught_up(mark) {
+            if !self.gaps().await? {
+                return Err(Error::Interrupted);
+            }
+            if self.step().await? == 0 && !self.caught_up(mark) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        self.writer.flush().await?;
+        Ok(CatchUp { seconds: t.elapsed().as_secs_f64(), applied: self.status.applied - applied })
+    }
 }
 
 /// Runs a sync: the watch, a full copy, then every change as it comes,
-/// until idle, cancelled, or too far behind; then a last reconcile and a
-/// verify.
+/// until idle, cancelled, or too far behind; then the end: a catch-up and
+/// a verify (ACLs and sequence counters compared) bracketed by marks, so an
+/// equal verify with no event between the marks proves the trees equal; a
+/// verify that differs is followed by a reconcile and another round.
 pub async fn run(req: &SyncRequest, progress: &Arc<Progress>, obs: &dyn SyncObserver) -> Result<SyncReport> {
+    // Nothing sends: the receiver sees no command.
+    let (_control, commands) = control();
+    run_controlled(req, progress, obs, commands).await
+}
+
+/// Rounds of catch-up, verify and reconcile at the end before giving up.
+const END_ROUNDS: u32 = 3;
+
+/// [`run`], also answering `commands`: catch-ups while it follows, and an
+/// end on request.
+pub async fn run_controlled(
+    req: &SyncRequest,
+    progress: &Arc<Progress>,
+    obs: &dyn SyncObserver,
+    commands: Commands,
+) -> Result<SyncReport> {
+    let mut commands = commands.0;
     let started = Instant::now();
     let mut status = SyncStatus { phase: "connecting", ..SyncStatus::default() };
-    let credential = RunCredential::generate();
+    let credential = req.credential.clone().unwrap_or_else(RunCredential::generate);
     let n = req.read.sessions;
     let mut writer_tree = req.dst.clone();
     writer_tree.auth.push(credential.auth().clone());
@@ -238,8 +617,11 @@ pub async fn run(req: &SyncRequest, progress: &Arc<Progress>, obs: &dyn SyncObse
             )
         })
         .await?;
+    // Each pass after the first reads again only the ACLs set since.
+    let src = src.with_acl_memo(Arc::new(AclMemo::new(memo::DEFAULT_LIMIT)));
+    let dst = dst.with_acl_memo(Arc::new(AclMemo::new(memo::DEFAULT_LIMIT)));
     let pending = Arc::new(Mutex::new(Pending::default()));
-    let mut drainer = watch(&src, &pending).await?;
+    let drainer = watch(&src, &pending).await?;
     obs.note(&format!("watching {} (persistent, recursive) before the full copy", req.src));
 
     // The full copy, and the reconciles: mirror passes under one identity.
@@ -258,197 +640,151 @@ pub async fn run(req: &SyncRequest, progress: &Arc<Progress>, obs: &dyn SyncObse
     let ids = Identities { dst: dst_tree.acl_ids(), run: credential.acl_id() };
     let walk = WalkOptions { batch: req.read.batch, window: req.read.window, ..WalkOptions::default() };
     let job = Job { opts: &copy_req.options, walk: &walk, ids: &ids, allow_overlap: false };
-    let reconcile = async |p: &Arc<Progress>| -> Result<CopySummary> {
-        copy::run_on(&src, &dst, &session, &job, p, &mut Left::default()).await
+    let first = copy::run_on(&src, &dst, &session, &job, progress, &mut Left::default()).await?;
+    let writer = Writer::new(session.clone(), req.writer).with_progress(progress.clone());
+    let mut f = Follower {
+        req,
+        src: &src,
+        dst: &dst,
+        session: &session,
+        job: &job,
+        writer,
+        pending,
+        drainer,
+        status,
+        obs,
+        progress,
+        pad: format!("zkrepl-cversion-pad-{:016x}", crate::tree::random_u64()),
+        reconcile_due: false,
+        last_reconcile: Instant::now(),
     };
-    let first = reconcile(progress).await?;
-    status.reconciles = 0;
-
-    let mut writer = Writer::new(session.clone(), req.writer).with_progress(progress.clone());
-    let mut last_reconcile = Instant::now();
     let mut last_status = Instant::now();
-    let mut reconcile_due = false;
-    let cancelled = |progress: &Progress| progress.is_cancelled();
-    status.phase = "following";
+    let mut waiting: Vec<(Instant, Instant, u64, oneshot::Sender<CatchUp>)> = Vec::new();
+    let mut finishing = false;
+    let mut queued: Option<Command> = None;
+    f.status.phase = "following";
     loop {
-        // A lost watch: a new session's watch, and a reconcile for the gap.
-        let (lost, gap) = {
-            let mut p = lock(&pending);
-            let r = (p.lost, p.gap);
-            p.gap = false;
-            p.lost = false;
-            (r.0, r.1)
-        };
-        if lost {
-            drop(drainer);
-            obs.note("the source session ended: opening a new session for a new watch");
-            // The source may still be away: keep trying, as long as an
-            // operation may keep failing (the retry timeout).
-            let deadline = Instant::now() + req.timeouts.retry;
-            drainer = loop {
-                let (generation, _) = src.pool().get(0).client();
-                let attempt = match src.pool().get(0).renew(generation).await {
-                    Ok(()) => watch(&src, &pending).await,
-                    Err(e) => Err(e),
-                };
-                match attempt {
-                    Ok(d) => break d,
-                    Err(e) if Instant::now() >= deadline || cancelled(progress) => return Err(e),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-                }
-            };
-            lock(&pending).resets += 1;
-            obs.note("a new source session and a new watch; reconciling the gap");
-            reconcile_due = true;
-        }
-        if gap {
-            obs.note("reconnected to the source: the watch was added again; reconciling what the gap hid");
-            reconcile_due = true;
-        }
-        if req.reconcile_every.is_some_and(|every| last_reconcile.elapsed() >= every) {
-            reconcile_due = true;
-        }
-        if reconcile_due && !cancelled(progress) {
-            status.phase = "reconciling";
-            obs.status(&status);
-            let began = Instant::now();
-            match reconcile(&Arc::new(Progress::with_cancel(progress.cancel_token().child_token()))).await {
-                Ok(_) => {}
-                // Ctrl-C during it: the last reconcile and the verify still run.
-                Err(Error::Interrupted) if cancelled(progress) => break,
-                Err(e) => return Err(e),
-            }
-            // What changed before it began, it read: no longer pending.
-            lock(&pending).paths.retain(|_, seen| *seen >= began);
-            status.reconciles += 1;
-            last_reconcile = Instant::now();
-            reconcile_due = false;
-            status.phase = "following";
-            // Idle counts from here: a gap just ended is not idleness.
-            let mut p = lock(&pending);
-            p.last_event = Some(p.last_event.map_or(last_reconcile, |t| t.max(last_reconcile)));
-        }
-
-        let (batch, batch_oldest, last_event) = {
-            let mut p = lock(&pending);
-            status.events = p.events;
-            status.watch_resets = p.resets;
-            let (batch, oldest) = p.take(req.batch.max(1));
-            (batch, oldest, p.last_event)
-        };
-        // The lag counts what is being applied too, and is watched while
-        // it is: a destination that stalls must not stall the check.
-        let lag = || {
-            let oldest = lock(&pending).oldest();
-            [batch_oldest, oldest].into_iter().flatten().min().map(|t| t.elapsed()).unwrap_or_default()
-        };
-        let over_limit = async {
-            match req.max_lag {
-                Some(limit) => loop {
-                    if lag() > limit {
-                        return limit;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                },
-                None => std::future::pending().await,
-            }
-        };
-        if !batch.is_empty() {
-            let applied = tokio::select! {
-                r = apply(&src, &dst, &mut writer, &batch, req.max_delete) => r,
-                limit = over_limit => {
-                    let pending_now = lock(&pending).paths.len() + batch.len();
-                    let behind = lag();
-                    // What was sent lands (or is given a few seconds) first.
-                    let _ = tokio::time::timeout(Duration::from_secs(5), writer.land()).await;
-                    return Err(Error::Lag { behind, limit, pending: pending_now });
-                }
-            };
-            match applied {
-                Ok((writes, unreadable)) => {
-                    status.applied += batch.len() as u64;
-                    status.writes += writes;
-                    if unreadable > 0 {
-                        status.unreadable += unreadable;
-                        obs.note(&format!(
-                            "{unreadable} changed node(s) could not be read on the source (no READ for this session: ZooKeeper 3.8.4 and later also send no events for them)"
-                        ));
-                    }
-                }
-                Err(e) => {
-                    // What one pass could not do (a restrictive ACL, a
-                    // node in the way) the copy's reconcile does.
-                    obs.note(&format!("applying changes: {e}; reconciling"));
-                    writer.land().await?;
-                    reconcile_due = true;
-                }
-            }
-        }
-        let (pending_now, behind) = {
-            let p = lock(&pending);
-            (p.paths.len(), p.oldest().map(|t| t.elapsed()).unwrap_or_default())
-        };
-        status.pending = pending_now;
-        status.lag_seconds = behind.as_secs_f64();
-        status.seconds = started.elapsed().as_secs_f64();
-        if let Some(limit) = req.max_lag
-            && behind > limit
-        {
-            return Err(Error::Lag { behind, limit, pending: pending_now });
-        }
-        if last_status.elapsed() >= Duration::from_secs(1) {
-            obs.status(&status);
-            last_status = Instant::now();
-        }
-        if cancelled(progress) {
+        if !f.gaps().await? {
             break;
         }
-        if batch.is_empty() && pending_now == 0 && !reconcile_due {
-            let idle = last_event.map(|t| t.elapsed()).unwrap_or_else(|| started.elapsed());
+        // Commands: a catch-up is answered once what came before its mark
+        // is applied.
+        while let Some(cmd) = queued.take().or_else(|| commands.try_recv().ok()) {
+            match cmd {
+                Command::CatchUp(reply) => {
+                    let asked = Instant::now();
+                    let mark = f.mark().await?;
+                    waiting.push((mark, asked, f.status.applied, reply));
+                }
+                Command::Finish => finishing = true,
+            }
+        }
+        let taken = f.step().await?;
+        f.status.seconds = started.elapsed().as_secs_f64();
+        f.count_acls();
+        if last_status.elapsed() >= Duration::from_secs(1) {
+            obs.status(&f.status);
+            last_status = Instant::now();
+        }
+        if !waiting.is_empty() && waiting.iter().any(|w| f.caught_up(w.0)) {
+            f.writer.flush().await?;
+            let applied = f.status.applied;
+            let (done, still): (Vec<_>, Vec<_>) = waiting.into_iter().partition(|w| f.caught_up(w.0));
+            waiting = still;
+            for (_, asked, before, reply) in done {
+                let _ = reply.send(CatchUp { seconds: asked.elapsed().as_secs_f64(), applied: applied - before });
+            }
+        }
+        if progress.is_cancelled() || finishing {
+            break;
+        }
+        if taken == 0 && f.status.pending == 0 && !f.reconcile_due {
+            let idle = lock(&f.pending).last_event.map(|t| t.elapsed()).unwrap_or_else(|| started.elapsed());
             if let Some(limit) = req.until_idle
                 && idle >= limit
             {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                Some(cmd) = commands.recv() => queued = Some(cmd),
+            }
         }
     }
-    writer.flush().await?;
-    drop(drainer);
+    f.writer.flush().await?;
+    // Waiters left at the end: the end's catch-up covers them.
+    let mut waiting = waiting;
 
-    // A last reconcile catches what no event tells (ACL changes).
-    status.phase = "reconciling";
-    obs.status(&status);
-    let last = Arc::new(Progress::new());
-    reconcile(&last).await?;
-    status.reconciles += 1;
-    let verify_report = if req.verify {
-        status.phase = "verifying";
-        obs.status(&status);
+    let mut report = SyncReport { status: f.status.clone(), copy: first, verify: None, settled: false, end_rounds: 0 };
+    for round in 1..=END_ROUNDS {
+        f.status.phase = "catching up";
+        obs.status(&f.status);
+        let caught = f.catch_up().await?;
+        for (_, asked, _, reply) in waiting.drain(..) {
+            let _ = reply.send(CatchUp { seconds: asked.elapsed().as_secs_f64(), applied: caught.applied });
+        }
+        report.end_rounds = round;
+        if !req.verify {
+            // No proof asked: a last reconcile catches what no event
+            // tells (ACL changes).
+            f.status.phase = "reconciling";
+            obs.status(&f.status);
+            f.reconcile(&Arc::new(Progress::new())).await?;
+            f.status.reconciles += 1;
+            break;
+        }
+        f.status.phase = "verifying";
+        obs.status(&f.status);
+        let before = f.seen();
         let mut first_diffs = FirstDifferences::new(20);
-        let mut v = copy_req.verify_request();
-        v.dst = v.dst.with_auth(credential.auth().clone());
-        Some(verify::run(&v, &Progress::new(), &mut first_diffs).await?)
-    } else {
-        None
-    };
-    status.phase = "done";
-    status.seconds = started.elapsed().as_secs_f64();
-    obs.status(&status);
-    Ok(SyncReport { status, copy: first, verify: verify_report })
+        let vopts = VerifyOptions { walk: walk.clone(), include_ephemeral: false, strict_counters: true };
+        let v = verify::run_on(&src, &dst, &vopts, &Progress::new(), &mut first_diffs).await?;
+        // Nothing changed on the source from the mark before the verify to
+        // the one after it: what it compared is one state of the source.
+        f.mark().await?;
+        let settled = f.seen() == before && f.quiet();
+        let equal = v.equal();
+        report.verify = Some(v);
+        report.settled = settled && equal;
+        if report.settled {
+            break;
+        }
+        if !equal {
+            let shown: Vec<String> =
+                first_diffs.listed.iter().take(5).map(|d| format!("{} {}", d.class.symbol(), d.path)).collect();
+            obs.note(&format!("the verify found differences ({}): reconciling", shown.join(", ")));
+            f.status.phase = "reconciling";
+            obs.status(&f.status);
+            f.reconcile(&Arc::new(Progress::new())).await?;
+            f.status.reconciles += 1;
+        } else {
+            obs.note("the source changed during the verify: catching up and verifying again");
+        }
+    }
+    f.count_acls();
+    drop(f.drainer);
+    f.status.phase = "done";
+    f.status.seconds = started.elapsed().as_secs_f64();
+    obs.status(&f.status);
+    report.status = f.status;
+    Ok(report)
+}
+
+/// What [`apply`] works with.
+struct Apply<'a> {
+    src: &'a TreeReader,
+    dst: &'a TreeReader,
+    max_delete: Option<u64>,
+    /// The child name counter pads use.
+    pad: &'a str,
 }
 
 /// Re-reads `batch` (absolute paths inside the source's chroot) on both
 /// sides and writes what differs: creates (parents first), data and ACL
 /// changes, deletes (children first). Returns the writes and the paths that
 /// could not be read.
-async fn apply(
-    src: &TreeReader,
-    dst: &TreeReader,
-    w: &mut Writer,
-    batch: &[String],
-    max_delete: Option<u64>,
-) -> Result<(u64, u64)> {
+async fn apply(ctx: &Apply<'_>, w: &mut Writer, batch: &[String]) -> Result<(u64, u64)> {
+    let (src, dst) = (ctx.src, ctx.dst);
     let root = src.root().to_string();
     // The server's own nodes under `/` are not the tree's (as a copy skips them).
     let system = |rel: &String| src.absolute_root() == "/" && (rel == "/zookeeper" || rel.starts_with("/zookeeper/"));
@@ -521,7 +857,7 @@ async fn apply(
         }
         doomed.sort_by(|a, b| b.matches('/').count().cmp(&a.matches('/').count()).then_with(|| a.cmp(b)));
         doomed.dedup();
-        if let Some(limit) = max_delete
+        if let Some(limit) = ctx.max_delete
             && doomed.len() as u64 > limit
         {
             return Err(Error::DeleteLimit { deletes: doomed.len() as u64, limit, others_applied: true });
@@ -532,7 +868,36 @@ async fn apply(
         }
         w.flush().await?;
     }
+    writes += pad_counters(ctx, w, &rels).await?;
     Ok((writes, unreadable))
+}
+
+/// A child created or deleted moves its parent's sequence counter; what
+/// the destination did not repeat (an ephemeral child, a child gone before
+/// it was read) leaves the destination's behind: raised here to the
+/// source's, read now (so never past it), as a copy pads it.
+async fn pad_counters(ctx: &Apply<'_>, w: &mut Writer, rels: &[String]) -> Result<u64> {
+    let mut parents: Vec<&str> = rels.iter().filter_map(|r| r.rsplit_once('/').map(|(p, _)| p)).collect();
+    parents.sort_unstable();
+    parents.dedup();
+    if parents.is_empty() {
+        return Ok(0);
+    }
+    // The writes went through the writer's member.
+    ctx.dst.catch_up().await?;
+    let (s, d) = futures::try_join!(ctx.src.stats(&parents), ctx.dst.stats(&parents))?;
+    let dst_root = ctx.dst.root().to_string();
+    let mut pads = 0u64;
+    for ((rel, s), d) in parents.iter().zip(s).zip(d) {
+        let (Some(s), Some(d)) = (s, d) else { continue };
+        let base = next_sequence(&d);
+        for k in 1..=counter_deficit(&s, &d).max(0) {
+            w.push(Op::Pad { parent: path::join(&dst_root, rel), name: ctx.pad.to_string(), target: base + k }).await?;
+            pads += 1;
+        }
+    }
+    w.flush().await?;
+    Ok(pads)
 }
 
 /// `reader.read`, with what came back Deferred (a read past its byte
@@ -598,11 +963,30 @@ mod tests {
     fn pending_paths_are_taken_oldest_first_once_each() {
         let mut p = Pending::default();
         let t = Instant::now();
-        p.paths.insert("/b".into(), t + Duration::from_millis(2));
-        p.paths.insert("/a".into(), t + Duration::from_millis(1));
-        p.paths.insert("/c".into(), t + Duration::from_millis(3));
-        assert_eq!(p.take(2), (vec!["/a".to_string(), "/b".to_string()], Some(t + Duration::from_millis(1))));
-        assert_eq!(p.take(5).0, vec!["/c".to_string()]);
+        let ms = |n| t + Duration::from_millis(n);
+        p.add("/a".into(), ms(1));
+        p.add("/b".into(), ms(2));
+        p.add("/a".into(), ms(3));
+        p.add("/c".into(), ms(4));
+        assert_eq!(p.take(2), (vec!["/a".to_string(), "/b".to_string()], Some(ms(1))));
+        assert_eq!(p.oldest(), Some(ms(4)));
+        p.add("/a".into(), ms(5));
+        assert_eq!(p.take(5).0, vec!["/c".to_string(), "/a".to_string()]);
         assert!(p.take(5).0.is_empty());
+        assert!(p.paths.is_empty());
+    }
+
+    #[test]
+    fn a_reconcile_forgets_what_came_before_it() {
+        let mut p = Pending::default();
+        let t = Instant::now();
+        let ms = |n| t + Duration::from_millis(n);
+        p.add("/a".into(), ms(1));
+        p.add("/b".into(), ms(2));
+        p.add("/c".into(), ms(3));
+        p.forget_before(ms(3));
+        assert_eq!(p.oldest(), Some(ms(3)));
+        assert_eq!(p.take(5).0, vec!["/c".to_string()]);
+        assert!(p.paths.is_empty());
     }
 }

@@ -9,8 +9,10 @@
 //! server without multiRead (< 3.6), the same requests go out pipelined, one
 //! by one.
 
+pub(crate) mod memo;
 pub(crate) mod walk;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use futures::future::join_all;
@@ -20,6 +22,8 @@ use crate::error::{Error, Result, Side, is_session_lost, is_transient};
 use crate::node::{NodeInfo, Slot};
 use crate::zk::path;
 use crate::zk::session::{SessionPool, sync_client};
+
+pub use self::memo::AclMemo;
 
 /// Whether to use multiRead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +77,8 @@ pub struct TreeReader {
     sized: AtomicBool,
     rotate: AtomicUsize,
     unconfirmed: AtomicU64,
+    /// ACLs read before, reused while a node's stat proves them current.
+    memo: Option<Arc<AclMemo>>,
 }
 
 enum ReadOp {
@@ -107,6 +113,7 @@ impl TreeReader {
             sized: AtomicBool::new(false),
             rotate: AtomicUsize::new(0),
             unconfirmed: AtomicU64::new(0),
+            memo: None,
         };
         if reader.multi_read.load(Ordering::Relaxed) {
             reader.probe_multi_read().await?;
@@ -154,6 +161,18 @@ impl TreeReader {
 
     pub fn root(&self) -> &str {
         &self.root
+    }
+
+    /// Reads ACLs through `memo` from now on: data and stats first
+    /// (multiRead), then getACL only for the nodes whose stat does not
+    /// match what the memo holds.
+    pub fn with_acl_memo(mut self, memo: Arc<AclMemo>) -> TreeReader {
+        self.memo = Some(memo);
+        self
+    }
+
+    pub fn acl_memo(&self) -> Option<&Arc<AclMemo>> {
+        self.memo.as_ref()
     }
 
     /// The root as a path on the server (chroot included).
@@ -263,7 +282,12 @@ impl TreeReader {
 
     async fn read_once(&self, clients: &[zk::Client], rels: &[&str]) -> Result<Vec<Slot>, zk::Error> {
         let paths: Vec<String> = rels.iter().map(|r| path::join(&self.root, r)).collect();
-        let mut slots = if self.opts.acl || self.sized.load(Ordering::Relaxed) {
+        let sized = self.sized.load(Ordering::Relaxed);
+        let mut slots = if let (true, false, Some(memo)) = (self.opts.acl, sized, &self.memo) {
+            let mut slots = self.read_blind(clients, &paths).await?;
+            self.remembered_acls(memo, clients, &paths, &mut slots).await?;
+            slots
+        } else if self.opts.acl || sized {
             self.read_sized(clients, &paths).await?
         } else {
             self.read_blind(clients, &paths).await?
@@ -294,6 +318,9 @@ impl TreeReader {
         for (i, answer) in answers.into_iter().enumerate() {
             match answer {
                 Ok((acl, stat)) => {
+                    if let Some(memo) = &self.memo {
+                        memo.put(&paths[i], &stat, &acl);
+                    }
                     let len = stat.data_length.max(0) as usize;
                     if !ops.is_empty() && budget + len > self.opts.max_read_bytes {
                         slots.push(Err(Slot::Deferred));
@@ -329,6 +356,42 @@ impl TreeReader {
             }
         }
         Ok(slots)
+    }
+
+    /// The ACLs of the nodes read in `slots`: from the memo where the
+    /// node's stat matches it, by getACL (recorded) where not.
+    async fn remembered_acls(
+        &self,
+        memo: &AclMemo,
+        clients: &[zk::Client],
+        paths: &[String],
+        slots: &mut [Result<NodeInfo, Slot>],
+    ) -> Result<(), zk::Error> {
+        let mut unknown = Vec::new();
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if let Ok(node) = slot {
+                match memo.get(&paths[i], &node.stat) {
+                    Some(acl) => node.acl = acl,
+                    None => unknown.push(i),
+                }
+            }
+        }
+        let base = self.rotate.fetch_add(unknown.len(), Ordering::Relaxed);
+        let answers =
+            join_all(unknown.iter().enumerate().map(|(k, &i)| clients[(base + k) % clients.len()].get_acl(&paths[i])))
+                .await;
+        for (i, answer) in unknown.into_iter().zip(answers) {
+            match answer {
+                Ok((acl, stat)) => {
+                    memo.put(&paths[i], &stat, &acl);
+                    if let Ok(node) = &mut slots[i] {
+                        node.acl = acl;
+                    }
+                }
+                Err(e) => slots[i] = Err(per_node_error(e)?),
+            }
+        }
+        Ok(())
     }
 
     /// Sizes unknown (no getACL pass): getData in chunks sent one after the
