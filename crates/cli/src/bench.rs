@@ -689,26 +689,42 @@ pub async fn demo(args: DemoArgs) -> zkrepl::Result<Outcome> {
         "migrating a simulated Pegasus cluster (2 meta servers over {root}) to a third server {} with the pegasus migrate procedure",
         new.connect_string()
     ));
-    let migrated = crate::demo_migrate::run(&src.connect_string(), &new.connect_string(), root, args.json).await?;
-    let ok = migrated["metas_on_new_ensemble"] == true
-        && migrated["leader_restored"] == true
-        && migrated["partitions_recreated"] == 0;
+    let migrated =
+        crate::demo_migrate::run(&src.connect_string(), &new.connect_string(), &dst.connect_string(), root, args.json)
+            .await?;
+    let runs = migrated.as_array().cloned().unwrap_or_default();
+    let ok = !runs.is_empty()
+        && runs.iter().all(|m| {
+            m["metas_on_new_ensemble"] == true && m["leader_restored"] == true && m["partitions_recreated"] == 0
+        });
     if args.json {
         print_json(&json!({ "pegasus_migrate": migrated }));
     } else {
-        let r = &migrated["report"];
-        let parts: Vec<&str> = migrated["parts_in_order"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        println!(
-            "  migrated   the simulated cluster to {}: blind window {:.2} s ({}); leader and follower on the new ensemble, level {}, {} partitions recreated",
-            r["dst_hosts"].as_str().unwrap_or("?"),
-            r["blind_window_seconds"].as_f64().unwrap_or(f64::NAN),
-            parts.join(", "),
-            migrated["level"].as_str().unwrap_or("?"),
-            migrated["partitions_recreated"]
-        );
+        for m in &runs {
+            let r = &m["report"];
+            let parts: Vec<&str> = m["parts_in_order"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let moments: Vec<String> = r["timeline"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|p| format!("{} {:.3} s", p[0].as_str().unwrap_or("?"), p[1].as_f64().unwrap_or(f64::NAN)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            println!(
+                "  migrated   the simulated cluster to {}{}: blind window {:.2} s ({}); leader and follower on the new ensemble, level {}, {} partitions recreated",
+                r["dst_hosts"].as_str().unwrap_or("?"),
+                if m["live"] == true { " with --live" } else { "" },
+                r["blind_window_seconds"].as_f64().unwrap_or(f64::NAN),
+                parts.join(", "),
+                m["level"].as_str().unwrap_or("?"),
+                m["partitions_recreated"]
+            );
+            println!("             moments: {}", moments.join(", "));
+        }
     }
     Ok(Outcome { exit: if equal && ok { Exit::Ok } else { Exit::Differences } })
 }

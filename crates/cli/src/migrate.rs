@@ -35,6 +35,13 @@ connection of its session on any member: cons)\n  \
 7. start the leader (--start-leader), wait until cluster_info names the new hosts, restore the level, check the \
 replica servers\n  \
 8. start the followers (--start-followers), check each answers on the new ensemble\n\n\
+With --live, the tree is mirrored before blind: a persistent watch on the root, a full copy and every change \
+applied as it comes, while the cluster runs at its level. Step 3 then only catches up (every change committed \
+before it is applied), and step 5 is a last catch-up and a verify (data, ACLs, sequence counters; ACLs read again \
+only where a node's stat shows them set since) between two marks with no change on the old tree between them. \
+Blind then lasts about a second on top of the hooks; duplication and the like may go on (they are followed). \
+The report gives the window's moments: blind to the stop hook, the hook, the wait for the stop to be proven, the \
+proof to the start hook.\n\n\
 A step without a hook is the operator's: zkrepl prints what to do and waits (up to --wait) until it sees it done. \
 Hooks run with sh -c, their output appended to <journal>.hooks.log, and get ZKREPL_HOOK, ZKREPL_LEADER, \
 ZKREPL_FOLLOWERS, ZKREPL_OLD_HOSTS, ZKREPL_NEW_HOSTS, ZKREPL_ROOT, ZKREPL_CONFIGS and ZKREPL_JOURNAL.\n\n\
@@ -141,6 +148,9 @@ pub struct MigrateArgs {
     /// The leader-lock path when the configs do not name one ([meta_server] distributed_lock_service_parameters) [default: <root>/lock]
     #[arg(long, value_name = "PATH")]
     pub lock_path: Option<String>,
+    /// Mirror the tree live before blind (watch, full copy, follow), so blind holds only catch-ups, the stop and a verify; see above
+    #[arg(long)]
+    pub live: bool,
     /// Re-sync rounds while the source changes during the copy, before giving up
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub max_rounds: u32,
@@ -349,6 +359,7 @@ fn request(a: &MigrateArgs) -> MigrateRequest {
     r.allow_drift = a.allow_drift;
     r.lock_path = a.lock_path.clone();
     r.max_rounds = a.max_rounds;
+    r.live = a.live;
     r.restore_level = a.restore_level;
     r.wait = a.until.wait;
     r.meta_timeout = a.wait.timeout;
@@ -435,6 +446,10 @@ fn finish(json: bool, r: Result<migrate::Report, Box<Stopped>>) -> Outcome {
                 println!("migrated: the cluster runs on {} (root {})", report.dst_hosts, report.root);
                 let parts: Vec<String> = report.parts_in_order().iter().map(|(k, v)| format!("{k} {v:.2}s")).collect();
                 println!("blind window {window}: {}", parts.join(", "));
+                let timeline: Vec<String> = report.timeline.iter().map(|(k, v)| format!("{k} {v:.3}s")).collect();
+                if !timeline.is_empty() {
+                    println!("moments: {}", timeline.join(", "));
+                }
                 for (k, v) in &report.notes {
                     println!("{k}: {v}");
                 }

@@ -195,6 +195,58 @@ async fn migrates_a_100k_node_cluster_with_shell_hooks_then_cleans_up_the_old_tr
     let oc = connect(&old).await;
     assert!(oc.check_stat(root).await.unwrap().is_none());
     assert!(nc.check_stat(&format!("{root}/apps/10/8999")).await.unwrap().is_some());
+
+    // And back to the first server with --live: mirrored while the cluster
+    // runs, blind only for the catch-ups, the stop and the proof.
+    let journal = d.join("migrate-live.journal");
+    let out = zkrepl_async(args(&[
+        "pegasus",
+        "migrate",
+        "--live",
+        "--meta",
+        &servers.join(","),
+        "--dst",
+        &old,
+        "--config",
+        configs[0].to_str().unwrap(),
+        "--config",
+        configs[1].to_str().unwrap(),
+        "--journal",
+        journal.to_str().unwrap(),
+        "--stop-followers",
+        &stop_cmd(&[&pids[1]]),
+        "--stop-leader",
+        &stop_cmd(&[&pids[0]]),
+        "--start-leader",
+        &start_cmd(&configs[0], &pids[0], &logs[0]),
+        "--start-followers",
+        &start_cmd(&configs[1], &pids[1], &logs[1]),
+        "--wait",
+        "60s",
+        "--yes",
+        "--json",
+    ]))
+    .await;
+    assert_exit(&out, 0);
+    let report = json(&out);
+    eprintln!("{}\n{report}", stderr(&out));
+    let parts = report["parts"].as_object().expect("parts");
+    assert!(parts.contains_key("catch-up") && parts.contains_key("final sync"), "{report}");
+    assert!(!parts.contains_key("copy") && !parts.contains_key("verify"), "the copy ran before blind: {report}");
+    let moments: Vec<&str> =
+        report["timeline"].as_array().expect("timeline").iter().filter_map(|m| m[0].as_str()).collect();
+    assert!(moments.iter().any(|m| m.starts_with("working time")), "{report}");
+    let st =
+        zkrepl_async(args(&["pegasus", "status", "--meta", &servers.join(","), "--lock-path", &lock, "--json"])).await;
+    assert_exit(&st, 0);
+    let s = json(&st);
+    assert_eq!(s["zookeeper_hosts"], old.as_str(), "{s}");
+    assert_eq!(s["stored_level"]["known"], "steady");
+    let oc = connect(&old).await;
+    for app in [1, 10] {
+        let kids = oc.list_children(&format!("{root}/apps/{app}")).await.unwrap();
+        assert_eq!(kids.iter().filter(|k| k.parse::<u32>().is_ok()).count(), 9000, "app {app}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

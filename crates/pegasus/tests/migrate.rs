@@ -245,6 +245,75 @@ async fn migrates_and_the_restarted_leader_finds_the_last_progress_the_old_one_w
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_mirrors_before_blind_and_the_window_holds_only_catch_ups_the_stop_and_the_proof() {
+    let root = "/pegasus/live";
+    let (c, old, new) = cluster(root, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut req = request(&c, &new, dir.path()).await;
+    // Duplication writes progress throughout, blind or not: the mirror
+    // follows it, no --allow-drift needed.
+    req.allow_drift = false;
+    req.live = true;
+    let h = hooks(c.clone(), Arc::new(Mutex::new(None)));
+    let plan = migrate::prepare(&req, &h).await.expect("prepare");
+    assert!(plan.refusals.is_empty(), "{:?}", plan.refusals);
+    assert!(plan.warnings.iter().any(|w| w.contains("live mirror follows")), "{:?}", plan.warnings);
+    let events = Events(Mutex::new(Vec::new()));
+    let ctx = Context { observer: &events, hooks: &h, cancel: Default::default() };
+    let report = migrate::execute(&plan, &req, &ctx).await.expect("migrate");
+
+    // The copy and its verifies ran before blind: not in the window.
+    for part in ["catch-up", "stop", "final sync", "start"] {
+        assert!(report.parts.contains_key(part), "{part} missing from {:?}", report.parts);
+    }
+    for part in ["digest", "copy", "verify", "re-sync"] {
+        assert!(!report.parts.contains_key(part), "{part} in the window: {:?}", report.parts);
+    }
+    let moment = |name: &str| report.timeline.iter().find(|(k, _)| k.starts_with(name)).map(|(_, v)| *v);
+    for name in ["blind to the stop hook", "stop hook", "stop proven to the start hook", "start hook", "working time"] {
+        assert!(moment(name).is_some(), "{name} missing from {:?}", report.timeline);
+    }
+    let working = moment("working time").unwrap();
+    let window = report.blind_window_seconds.expect("a blind window");
+    assert!(working <= window, "{working} of {window}");
+
+    let cl = c.lock().await;
+    let leader = &cl.metas[0];
+    assert!(leader.is_leader() && leader.config().zookeeper_hosts == new);
+    assert_eq!(leader.level().0, 400, "level restored to steady");
+    assert!(leader.recreated_partitions().is_empty(), "{:?}", leader.recreated_partitions());
+    // What the old leader wrote last, in blind and up to its stop, is what
+    // the restarted one loaded.
+    let oc = client(&old).await;
+    let last: Vec<i64> =
+        progress(&oc, root).await.iter().map(|(_, d)| String::from_utf8_lossy(d).parse().unwrap()).collect();
+    let loaded: Vec<i64> = leader.loaded_progress().values().copied().collect();
+    assert_eq!(loaded, last, "the restarted leader finds the old leader's last progress");
+    let j = migrate::Journal::load(&dir.path().join("journal")).unwrap();
+    assert!(j.finished && j.setup.live);
+    let final_note = j.steps.iter().rev().find(|r| r.step == Step::FinalSync).map(|r| r.note.clone()).unwrap();
+    assert!(final_note.contains("catch-up and verify"), "{final_note}");
+    assert!(j.digests.final_source.is_some() && j.digests.final_source == j.digests.final_destination);
+    drop(cl);
+
+    // The old tree is the one proven at the switch: cleanup-old may go.
+    let creq = CleanupRequest::from_journal(dir.path().join("journal"));
+    let cplan = migrate::plan_cleanup(&creq).await.expect("plan cleanup");
+    assert!(cplan.refusals.is_empty(), "{:?}", cplan.refusals);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_killed_at_the_mirror_steps_and_resumed() {
+    // A resumed run has no mirror: it starts a new one (its full copy
+    // converges on what is there) and goes on.
+    for (i, step) in [Step::Blind, Step::Copied, Step::LeaderStopped, Step::FinalSync].into_iter().enumerate() {
+        for (k, delay) in [0, 30].into_iter().enumerate() {
+            killed_at(step, Duration::from_millis(delay), &format!("/pegasus/live-killed{i}-{k}"), true).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refuses_before_changing_anything() {
     // A follower up and no hook to stop it; a destination with a tree.
     let root = "/pegasus/refuse";
@@ -324,10 +393,11 @@ async fn a_failed_hook_stops_with_the_state_then_resume_finishes() {
 
 /// Runs a migration and aborts it (as a kill would) `delay` after `step`
 /// starts, then resumes it from the journal.
-async fn killed_at(step: Step, delay: Duration, root: &str) {
+async fn killed_at(step: Step, delay: Duration, root: &str, live: bool) {
     let (c, old, new) = cluster(root, |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
-    let req = request(&c, &new, dir.path()).await;
+    let mut req = request(&c, &new, dir.path()).await;
+    req.live = live;
     let plan = migrate::prepare(&req, &hooks(c.clone(), Arc::new(Mutex::new(None)))).await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Step>();
     let task = {
@@ -382,7 +452,7 @@ async fn killed_at(step: Step, delay: Duration, root: &str) {
 async fn killed_at_each_step_and_resumed() {
     for (i, step) in Step::ALL.into_iter().enumerate() {
         for (k, delay) in [0, 30].into_iter().enumerate() {
-            killed_at(step, Duration::from_millis(delay), &format!("/pegasus/killed{i}-{k}")).await;
+            killed_at(step, Duration::from_millis(delay), &format!("/pegasus/killed{i}-{k}"), false).await;
         }
     }
 }

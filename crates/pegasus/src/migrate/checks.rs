@@ -211,8 +211,17 @@ pub async fn missing_partitions(
     timeout: Duration,
 ) -> Result<Vec<String>, String> {
     let c = connect(hosts, timeout).await?;
+    missing_partitions_on(&c, hosts, root, apps).await
+}
+
+/// [`missing_partitions`] through a session already open on `hosts`.
+pub async fn missing_partitions_on(
+    c: &zk::Client,
+    hosts: &str,
+    root: &str,
+    apps: &[AppRecord],
+) -> Result<Vec<String>, String> {
     let apps_path = join(root, "apps");
-    let c = &c;
     // Owned values in the stream keep the future Send for any caller.
     let wanted: Vec<(String, i32)> =
         apps.iter().map(|a| (join(&apps_path, &a.app_id.to_string()), a.partition_count)).collect();
@@ -221,7 +230,7 @@ pub async fn missing_partitions(
             let r = c.list_children(&app).await;
             (app, count, r)
         })
-        .buffered(16)
+        .buffered(64)
         .collect()
         .await;
     let mut missing = Vec::new();

@@ -98,6 +98,9 @@ pub struct Setup {
     /// stopped) before the migration: what it should run at afterwards.
     #[serde(default)]
     pub restore_level: Option<Level>,
+    /// Mirrored live (`--live`).
+    #[serde(default)]
+    pub live: bool,
 }
 
 /// Digests of the cluster root, as hex.
@@ -121,11 +124,48 @@ pub struct Window {
     pub serving_at_ms: Option<u64>,
     /// Seconds per part: copy, verify, re-sync, stop, final sync, start.
     pub parts: BTreeMap<String, f64>,
+    /// When the hooks were called and returned, and the stop proven (ms
+    /// since the epoch; the last time each happened).
+    #[serde(default)]
+    pub marks: BTreeMap<String, u64>,
 }
 
 impl Window {
     pub fn add(&mut self, part: &str, seconds: f64) {
         *self.parts.entry(part.to_string()).or_default() += seconds;
+    }
+
+    pub fn mark(&mut self, what: &str) {
+        self.marks.insert(what.to_string(), now_ms());
+    }
+
+    /// The spans between the window's moments, in order, where both ends
+    /// are known; then the working time (the window less the hooks' own
+    /// time and the wait for the stop to be proven).
+    pub fn timeline(&self) -> Vec<(String, f64)> {
+        let at = |k: &str| match k {
+            "blind" => self.blind_at_ms,
+            "serving" => self.serving_at_ms,
+            k => self.marks.get(k).copied(),
+        };
+        let span = |a: &str, b: &str| match (at(a), at(b)) {
+            (Some(a), Some(b)) if b >= a => Some((b - a) as f64 / 1000.0),
+            _ => None,
+        };
+        let spans = [
+            ("blind to the stop hook", "blind", "stop hook called"),
+            ("stop hook", "stop hook called", "stop hook returned"),
+            ("stop hook to the stop proven", "stop hook returned", "stop proven"),
+            ("stop proven to the start hook", "stop proven", "start hook called"),
+            ("start hook", "start hook called", "start hook returned"),
+            ("start hook to serving", "start hook returned", "serving"),
+        ];
+        let mut out: Vec<(String, f64)> =
+            spans.iter().filter_map(|(name, a, b)| span(a, b).map(|s| (name.to_string(), s))).collect();
+        if let (Some(a), Some(b)) = (span("blind", "stop hook called"), span("stop proven", "start hook called")) {
+            out.push(("working time (blind to the stop hook, stop proven to the start hook)".to_string(), a + b));
+        }
+        out
     }
 
     /// From setting blind to the leader serving on the new ensemble.
@@ -213,6 +253,25 @@ impl JournalLock {
 }
 
 impl Journal {
+    /// Each step's last run (started to done), in seconds.
+    pub fn step_seconds(&self) -> Vec<(Step, f64)> {
+        let mut out: Vec<(Step, f64)> = Vec::new();
+        let mut started: Option<(Step, u64)> = None;
+        for r in &self.steps {
+            match r.state {
+                StepState::Started => started = Some((r.step, r.at_ms)),
+                StepState::Done => {
+                    if let Some((step, at)) = started.take().filter(|(s, _)| *s == r.step) {
+                        out.retain(|(s, _)| *s != step);
+                        out.push((step, r.at_ms.saturating_sub(at) as f64 / 1000.0));
+                    }
+                }
+                _ => started = None,
+            }
+        }
+        out
+    }
+
     pub fn new(path: &Path, setup: Setup) -> Journal {
         Journal {
             format: FORMAT,

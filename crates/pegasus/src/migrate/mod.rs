@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use zkrepl::copy::Mode;
 use zkrepl::{CancellationToken, Progress, ReadSettings, RunCredential, Timeouts, Tree};
+use zookeeper_client as zk;
 
 use self::checks::DstRoot;
 pub use self::cleanup::{CleanupPlan, CleanupRequest, cleanup_old, plan_cleanup};
@@ -116,6 +117,10 @@ pub struct MigrateRequest {
     pub meta_timeout: Duration,
     pub timeouts: Timeouts,
     pub read: ReadSettings,
+    /// Mirror the tree live (a watch and a full copy while the cluster runs
+    /// at its level), so blind lasts only for the catch-ups, the stop and
+    /// the proof.
+    pub live: bool,
 }
 
 impl MigrateRequest {
@@ -135,6 +140,7 @@ impl MigrateRequest {
             meta_timeout: Duration::from_secs(5),
             timeouts: Timeouts::default(),
             read: ReadSettings::default(),
+            live: false,
         }
     }
 
@@ -255,13 +261,22 @@ pub struct Report {
     /// Seconds from setting blind to the leader serving on the new ensemble.
     pub blind_window_seconds: Option<f64>,
     pub parts: std::collections::BTreeMap<String, f64>,
+    /// Seconds between the moments of the window: blind to the stop hook,
+    /// the stop hook itself, its return to the proof the leader is gone
+    /// (its session ending), the proof to the start hook, the start hook to
+    /// serving; and the working time (blind to the stop hook plus the proof
+    /// to the start hook).
+    pub timeline: Vec<(String, f64)>,
+    /// Each step's last run, in seconds (its checks included).
+    pub step_seconds: Vec<(Step, f64)>,
     pub notes: std::collections::BTreeMap<String, String>,
     pub level: Option<Level>,
     pub skipped: Vec<Step>,
 }
 
 /// The parts of the blind window, in the order they happen.
-pub const PARTS: [&str; 8] = ["digest", "copy", "verify", "re-sync", "partition check", "stop", "final sync", "start"];
+pub const PARTS: [&str; 9] =
+    ["digest", "copy", "verify", "re-sync", "catch-up", "partition check", "stop", "final sync", "start"];
 
 impl Report {
     /// The parts of the blind window in the order they happen.
@@ -483,7 +498,13 @@ pub async fn prepare(req: &MigrateRequest, hooks: &dyn HookRunner) -> Result<Pla
     if let crate::status::Query::Unknown(why) = &status.apps {
         unknown.push(format!("apps ({why})"));
     }
-    if (!in_progress.is_empty() || !unknown.is_empty()) && !req.allow_drift {
+    if !in_progress.is_empty() && req.live {
+        warnings.push(format!(
+            "still writing in blind ({}): the live mirror follows it to the leader's stop",
+            in_progress.join(", ")
+        ));
+    }
+    if (!in_progress.is_empty() || !unknown.is_empty()) && !req.allow_drift && !req.live {
         let mut parts = Vec::new();
         if !in_progress.is_empty() {
             parts.push(format!("in progress: {}", in_progress.join(", ")));
@@ -558,6 +579,7 @@ pub async fn prepare(req: &MigrateRequest, hooks: &dyn HookRunner) -> Result<Pla
             allow_drift: req.allow_drift,
             max_rounds: req.max_rounds.max(1),
             restore_level: req.restore_level,
+            live: req.live,
         },
         journal,
         level,
@@ -635,6 +657,7 @@ pub async fn resume(journal: &Path, req: &MigrateRequest, ctx: &Context<'_>) -> 
     s.allow_drift |= req.allow_drift;
     s.update |= req.update;
     s.max_rounds = s.max_rounds.max(req.max_rounds);
+    s.live |= req.live;
     if req.restore_level.is_some() {
         s.restore_level = req.restore_level;
     }
@@ -655,6 +678,11 @@ struct Runner<'a> {
     skipped: Vec<Step>,
     /// Steps done by this run (not found done in the journal).
     this_run: Vec<Step>,
+    /// The live mirror (`--live`), from before blind to the final sync.
+    mirror: Option<sync::Mirror>,
+    /// ZooKeeper sessions for the checks, by connect string, kept between
+    /// them (a new session is a transaction on the ensemble).
+    sessions: tokio::sync::Mutex<std::collections::HashMap<String, zk::Client>>,
 }
 
 type StepResult = Result<String, MigrateError>;
@@ -677,11 +705,36 @@ impl<'a> Runner<'a> {
         let tree = |hosts: &str| Tree::new(hosts, &s.root).map_err(|e| bad(e.to_string()));
         let trees =
             Trees { src: tree(&s.src_hosts)?, dst: tree(&s.dst_hosts)?, timeouts: req.timeouts, read: req.read };
-        Ok(Runner { j, req, ctx, client, trees, skipped: Vec::new(), this_run: Vec::new() })
+        Ok(Runner {
+            j,
+            req,
+            ctx,
+            client,
+            trees,
+            skipped: Vec::new(),
+            this_run: Vec::new(),
+            mirror: None,
+            sessions: Default::default(),
+        })
     }
 
     fn say(&self, e: Event) {
         self.ctx.observer.event(e);
+    }
+
+    /// A session on `hosts` for a check, kept for the next one; synced,
+    /// so it reads what the ensemble committed before the call.
+    async fn zk(&self, hosts: &str) -> Result<zk::Client, String> {
+        let mut sessions = self.sessions.lock().await;
+        if let Some(c) = sessions.get(hosts) {
+            if c.state() == zk::SessionState::SyncConnected && c.sync("/").await.is_ok() {
+                return Ok(c.clone());
+            }
+            sessions.remove(hosts);
+        }
+        let c = checks::connect(hosts, self.req.timeouts.connect).await?;
+        sessions.insert(hosts.to_string(), c.clone());
+        Ok(c)
     }
 
     fn stopped(&self, step: Step, error: MigrateError) -> Box<Stopped> {
@@ -728,6 +781,8 @@ impl<'a> Runner<'a> {
             root: j.setup.root.clone(),
             blind_window_seconds: j.window.seconds(),
             parts: j.window.parts.clone(),
+            timeline: j.window.timeline(),
+            step_seconds: j.step_seconds(),
             notes: j.notes.clone(),
             level: j.recorded_level,
             skipped: self.skipped,
@@ -789,7 +844,7 @@ impl<'a> Runner<'a> {
     /// answer is no evidence of anything (while waiting on something else).
     async fn old_quiet(&self, all_down: bool, lenient: bool) -> Result<(), String> {
         let s = &self.j.setup;
-        let c = match checks::connect(&s.src_hosts, self.req.timeouts.connect).await {
+        let c = match self.zk(&s.src_hosts).await {
             Ok(c) => c,
             Err(_) if lenient => return Ok(()),
             Err(e) => return Err(e),
@@ -944,7 +999,7 @@ impl<'a> Runner<'a> {
         if let Some(f) = self.answering(&s.followers).await {
             return Err(format!("{f} still answers"));
         }
-        let c = checks::connect(&s.src_hosts, self.req.timeouts.connect).await?;
+        let c = self.zk(&s.src_hosts).await?;
         let holders = checks::holders(&c, &s.lock_path).await?;
         if holders.is_empty() {
             return Err(format!(
@@ -968,11 +1023,20 @@ impl<'a> Runner<'a> {
 
     async fn blind(&mut self) -> StepResult {
         let leader = self.j.setup.leader.clone();
+        if self.j.setup.live {
+            // The full copy and the follow, while the cluster runs at its
+            // level: not in the window.
+            let c = self.live_catch_up().await?;
+            self.say(Event::Note(format!(
+                "live mirror of {} caught up ({} changed paths applied meanwhile, last catch-up {:.3} s)",
+                self.j.setup.root, c.applied, c.seconds
+            )));
+        }
         if self.j.leader_session.is_none() {
             // The one session in the election is the leader's (the
             // followers are out): the session whose end proves it stopped.
             let s = &self.j.setup;
-            let c = checks::connect(&s.src_hosts, self.req.timeouts.connect).await.map_err(MigrateError::Failed)?;
+            let c = self.zk(&s.src_hosts).await.map_err(MigrateError::Failed)?;
             let holders = checks::holders(&c, &s.lock_path).await.map_err(MigrateError::Failed)?;
             if holders.len() != 1 {
                 return Err(MigrateError::Failed(format!(
@@ -1033,7 +1097,47 @@ impl<'a> Runner<'a> {
         Ok(sync::round(&self.trees, mode, &credential, &self.ctx.cancel, &on_progress).await?)
     }
 
+    /// The live mirror (started when missing: a resumed run starts a new
+    /// one, whose full copy converges on what is there).
+    fn mirror(&mut self) -> Result<&mut sync::Mirror, MigrateError> {
+        if self.mirror.is_none() {
+            let credential = self.credential()?;
+            let m = sync::Mirror::start(&self.trees, &credential, &self.ctx.cancel);
+            self.say(Event::Working { what: "live mirror", progress: m.progress.clone() });
+            self.mirror = Some(m);
+        }
+        Ok(self.mirror.as_mut().expect("started"))
+    }
+
+    fn mirror_notes(&self) {
+        for n in self.mirror.as_ref().map(|m| m.take_notes()).unwrap_or_default() {
+            self.say(Event::Note(format!("live mirror: {n}")));
+        }
+    }
+
+    async fn live_catch_up(&mut self) -> Result<zkrepl::sync::CatchUp, MigrateError> {
+        let r = self.mirror()?.catch_up().await;
+        self.mirror_notes();
+        if r.is_err() {
+            self.mirror = None;
+        }
+        Ok(r?)
+    }
+
+    /// Step 3 with `--live`: every change made before blind took hold is
+    /// on the new ensemble.
+    async fn copy_live(&mut self) -> StepResult {
+        let c = self.live_catch_up().await?;
+        self.j.window.add("catch-up", c.seconds);
+        self.j.save()?;
+        self.check_partitions().await?;
+        Ok(format!("the live mirror caught up in blind: {} changed paths applied in {:.3} s", c.applied, c.seconds))
+    }
+
     async fn copy(&mut self) -> StepResult {
+        if self.j.setup.live {
+            return self.copy_live().await;
+        }
         let started_before = self.j.steps.iter().filter(|r| r.step == Step::Copied).count() > 1;
         let t = Instant::now();
         let before = sync::digest(&self.trees, &self.ctx.cancel).await?;
@@ -1104,15 +1208,16 @@ impl<'a> Runner<'a> {
 
     async fn missing_partitions(&self) -> Result<(), MigrateError> {
         let s = &self.j.setup;
-        let missing = checks::missing_partitions(&s.dst_hosts, &s.root, &s.apps, self.req.timeouts.connect)
-            .await
-            .map_err(MigrateError::Failed)?;
+        let c = self.zk(&s.dst_hosts).await.map_err(MigrateError::Failed)?;
+        let missing =
+            checks::missing_partitions_on(&c, &s.dst_hosts, &s.root, &s.apps).await.map_err(MigrateError::Failed)?;
         if missing.is_empty() {
             return Ok(());
         }
-        let on_src = checks::missing_partitions(&s.src_hosts, &s.root, &s.apps, self.req.timeouts.connect)
-            .await
-            .unwrap_or_default();
+        let on_src = match self.zk(&s.src_hosts).await {
+            Ok(c) => checks::missing_partitions_on(&c, &s.src_hosts, &s.root, &s.apps).await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
         let shown: Vec<&str> = missing.iter().take(10).map(String::as_str).collect();
         Err(MigrateError::Failed(format!(
             "{} app or partition node(s) that list_apps names are missing on the destination ({}{}){}: a meta starting there would recreate them empty",
@@ -1120,6 +1225,24 @@ impl<'a> Runner<'a> {
             shown.join(", "),
             if missing.len() > 10 { ", ..." } else { "" },
             if on_src.is_empty() { "" } else { "; missing on the source too" }
+        )))
+    }
+
+    /// Every app and partition list_apps named, on the old tree.
+    async fn partitions_on_old(&self) -> Result<(), MigrateError> {
+        let s = &self.j.setup;
+        let c = self.zk(&s.src_hosts).await.map_err(MigrateError::Failed)?;
+        let missing =
+            checks::missing_partitions_on(&c, &s.src_hosts, &s.root, &s.apps).await.map_err(MigrateError::Failed)?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let shown: Vec<&str> = missing.iter().take(10).map(String::as_str).collect();
+        Err(MigrateError::Failed(format!(
+            "{} app or partition node(s) that list_apps named are missing on the old tree after the leader stopped ({}{}): a meta starting on its copy would recreate them empty",
+            missing.len(),
+            shown.join(", "),
+            if missing.len() > 10 { ", ..." } else { "" }
         )))
     }
 
@@ -1132,12 +1255,14 @@ impl<'a> Runner<'a> {
         // Stopped already, and proven: nothing to do. Not answering but
         // still connected (a stop cut short): stopping again is safe.
         if !matches!(self.leader_gone(session).await, Ok(Some(_))) {
+            self.j.window.mark("stop hook called");
             self.hook_or_manual(
                 Step::LeaderStopped,
                 Hook::StopLeader,
                 format!("Stop the leader meta server {} (it is at level blind).", s.leader),
             )
             .await?;
+            self.j.window.mark("stop hook returned");
         }
         let proof = self
             .wait_until(
@@ -1146,6 +1271,7 @@ impl<'a> Runner<'a> {
                 || self.leader_gone(session),
             )
             .await?;
+        self.j.window.mark("stop proven");
         self.j.window.add("stop", t.elapsed().as_secs_f64());
         self.j.notes.insert("stop proof".into(), proof.clone());
         self.j.save()?;
@@ -1167,7 +1293,7 @@ impl<'a> Runner<'a> {
         if let Some(f) = self.answering(&s.followers).await {
             return Err(format!("{f} answers again: a follower must stay stopped"));
         }
-        let c = checks::connect(&s.src_hosts, self.req.timeouts.connect).await?;
+        let c = self.zk(&s.src_hosts).await?;
         let nodes = checks::holders(&c, &s.lock_path).await?;
         let others: Vec<String> = nodes.iter().filter(|n| Some(n.owner) != session).map(|n| n.name.clone()).collect();
         if !others.is_empty() {
@@ -1228,7 +1354,53 @@ impl<'a> Runner<'a> {
 
     // ---- step 5 ----
 
+    /// Step 5 with `--live`: the mirror's end: a last catch-up, then a
+    /// verify (data, ACLs, sequence counters) between two marks with no
+    /// change on the old tree between them. ACLs are read again only where
+    /// a node's stat shows them set since they were last read.
+    async fn final_live(&mut self) -> StepResult {
+        let t = Instant::now();
+        self.mirror()?;
+        let mirror = self.mirror.take().expect("started");
+        // The old tree stands still now (the leader is stopped): what holds
+        // for it holds for its copy once the verify proves the two equal,
+        // so it is checked beside the verify, not after it.
+        let src = self.j.setup.src_hosts.clone();
+        let checks = async {
+            let t = Instant::now();
+            let (partitions, unlocked) = tokio::join!(self.partitions_on_old(), self.check_apps_unlocked(&src));
+            (partitions.and(unlocked), t.elapsed().as_secs_f64())
+        };
+        let (r, (checked, check_seconds)) = tokio::join!(mirror.finish(), checks);
+        let r = r?;
+        let Some(v) = r.verify.as_ref() else {
+            return Err(MigrateError::Failed("the live mirror ended without its verify".to_string()));
+        };
+        if !r.settled {
+            return Err(MigrateError::Failed(format!(
+                "the old tree still changed (or differed) after the leader stopped, through {} rounds of catch-up and verify ({:?}): something else writes to it; find and stop it, then resume",
+                r.end_rounds, v.counts
+            )));
+        }
+        self.j.digests.final_source = v.src_digest.clone();
+        self.j.digests.final_destination = v.dst_digest.clone();
+        self.j.window.add("final sync", t.elapsed().as_secs_f64());
+        self.j.notes.insert(
+            "final checks".into(),
+            format!("partitions and apps lock checked on the old tree beside the verify, {check_seconds:.3} s"),
+        );
+        self.j.save()?;
+        checked?;
+        Ok(format!(
+            "{} nodes equal after the leader stopped (catch-up and verify, {} round(s); {} ACLs taken from earlier reads, {} read)",
+            v.src_nodes, r.end_rounds, r.status.acls_remembered, r.status.acls_read
+        ))
+    }
+
     async fn final_sync(&mut self) -> StepResult {
+        if self.j.setup.live {
+            return self.final_live().await;
+        }
         let t = Instant::now();
         let rounds = self.j.setup.max_rounds;
         for n in 0..=rounds {
@@ -1243,7 +1415,8 @@ impl<'a> Runner<'a> {
                 self.j.window.add("final sync", t.elapsed().as_secs_f64());
                 self.j.save()?;
                 self.check_partitions().await?;
-                self.check_apps_unlocked().await?;
+                let dst = self.j.setup.dst_hosts.clone();
+                self.check_apps_unlocked(&dst).await?;
                 return Ok(format!(
                     "{} nodes equal after the leader stopped ({} written by the final sync)",
                     r.report.src_nodes, r.written
@@ -1263,16 +1436,16 @@ impl<'a> Runner<'a> {
 
     /// A leader stopped mid-update leaves `apps` = `lock`, and a meta that
     /// starts on it aborts: say so before the configs point at it.
-    async fn check_apps_unlocked(&self) -> Result<(), MigrateError> {
+    async fn check_apps_unlocked(&self, hosts: &str) -> Result<(), MigrateError> {
         let s = &self.j.setup;
         let apps = crate::zk::join(&s.root, "apps");
-        let c = checks::connect(&s.dst_hosts, self.req.timeouts.connect).await.map_err(MigrateError::Failed)?;
+        let c = self.zk(hosts).await.map_err(MigrateError::Failed)?;
         match c.get_data(&apps).await {
             Ok((d, _)) if d == b"lock" => Err(MigrateError::Failed(format!(
                 "{apps} holds \"lock\": the leader stopped mid-update, and a meta starting on it aborts; it was copied as the old ensemble holds it: check the old cluster's state before going on"
             ))),
             Ok(_) => Ok(()),
-            Err(e) => Err(MigrateError::Failed(format!("reading {apps} on {}: {e}", s.dst_hosts))),
+            Err(e) => Err(MigrateError::Failed(format!("reading {apps} on {hosts}: {e}"))),
         }
     }
 
@@ -1324,12 +1497,14 @@ impl<'a> Runner<'a> {
             _ => {}
         }
         if matches!(self.client.role_of(&s.leader).await.0, Role::Down { .. }) {
+            self.j.window.mark("start hook called");
             self.hook_or_manual(
                 Step::LeaderStarted,
                 Hook::StartLeader,
                 format!("Start the leader meta server {} (its config now names {}).", s.leader, s.dst_hosts),
             )
             .await?;
+            self.j.window.mark("start hook returned");
         }
         self.wait_unless(
             "the leader serves on the new ensemble",
@@ -1443,7 +1618,7 @@ impl<'a> Runner<'a> {
                 (role, _) => return Err(format!("{f}: {role:?}")),
             }
         }
-        let c = checks::connect(&s.dst_hosts, self.req.timeouts.connect).await?;
+        let c = self.zk(&s.dst_hosts).await?;
         let held = checks::holders(&c, &s.lock_path).await?.len();
         let want = 1 + s.followers_up.len();
         if held < want {
