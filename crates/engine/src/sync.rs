@@ -125,12 +125,18 @@ pub struct SyncReport {
     pub copy: CopySummary,
     /// The last verify of the end.
     pub verify: Option<VerifyReport>,
-    /// The last verify found the trees equal and no change came on the
-    /// source from the catch-up before it to the mark after it: the two
-    /// trees were equal then.
+    /// The last verify found the trees equal and the watch told of no
+    /// change on the source from the catch-up before it to the mark after
+    /// it: the two trees were equal then. A watch does not tell of a setACL
+    /// (nor of a node this session may not read): one made on the source
+    /// during the verify, after it read that node, is not seen.
     pub settled: bool,
     /// Rounds of catch-up and verify the end took.
     pub end_rounds: u32,
+    /// Events received and watch resets at the end's last mark (compare
+    /// with a [`CatchUp`]'s).
+    pub final_events: u64,
+    pub final_watch_resets: u64,
 }
 
 /// Told how a sync goes: a status at least every second, and notes
@@ -267,6 +273,7 @@ struct Drainer {
     client: zk::Client,
     root: String,
     flushes: mpsc::UnboundedSender<oneshot::Sender<()>>,
+    pending: Arc<Mutex<Pending>>,
 }
 
 impl Drop for Drainer {
@@ -286,9 +293,11 @@ impl Drainer {
             Err(_) => return Err(zk::Error::Timeout),
         }
         let (tx, rx) = oneshot::channel();
-        // A drain that ended flagged the watch lost: no wait then.
-        if self.flushes.send(tx).is_ok() {
-            let _ = rx.await;
+        // A drain that ended (a lost session flags it; anything else, such
+        // as a panic, is flagged here) leaves no watch: a gap.
+        let answered = self.flushes.send(tx).is_ok() && rx.await.is_ok();
+        if !answered {
+            lock(&self.pending).lost = true;
         }
         Ok(())
     }
@@ -304,7 +313,7 @@ async fn watch(reader: &TreeReader, pending: &Arc<Mutex<Pending>>) -> Result<Dra
         .map_err(|e| Error::zk(Side::Source, "add a persistent recursive watch on", &root, e))?;
     let (flushes, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(drain(client.clone(), root.clone(), w, pending.clone(), rx));
-    Ok(Drainer { task, client, root, flushes })
+    Ok(Drainer { task, client, root, flushes, pending: pending.clone() })
 }
 
 /// Asks a running sync ([`run_controlled`]) to catch up or to end.
@@ -327,6 +336,13 @@ pub struct CatchUp {
     pub seconds: f64,
     /// Paths applied meanwhile.
     pub applied: u64,
+    /// Events received and watch resets so far: a driver that compares
+    /// them with the report's at the end knows whether the source changed
+    /// (as far as a watch tells) in between.
+    pub events: u64,
+    pub watch_resets: u64,
+    /// Changed nodes that could not be read on the source, so far.
+    pub unreadable: u64,
 }
 
 /// A control and the commands it sends.
@@ -367,9 +383,16 @@ struct Follower<'a> {
     pad: String,
     reconcile_due: bool,
     last_reconcile: Instant,
+    /// In the end: a Ctrl-C no longer stops what the end must do.
+    ending: bool,
 }
 
 impl Follower<'_> {
+    /// Cancelled, and not in the end (which runs to its verify regardless).
+    fn stopping(&self) -> bool {
+        self.progress.is_cancelled() && !self.ending
+    }
+
     /// A mirror copy pass on the sync's own readers and writer.
     async fn reconcile(&mut self, p: &Arc<Progress>) -> Result<CopySummary> {
         copy::run_on(self.src, self.dst, self.session, self.job, p, &mut Left::default()).await
@@ -399,7 +422,7 @@ impl Follower<'_> {
                 };
                 match attempt {
                     Ok(d) => break d,
-                    Err(e) if Instant::now() >= deadline || self.progress.is_cancelled() => return Err(e),
+                    Err(e) if Instant::now() >= deadline || self.stopping() => return Err(e),
                     Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
                 }
             };
@@ -414,14 +437,20 @@ impl Follower<'_> {
         if self.req.reconcile_every.is_some_and(|every| self.last_reconcile.elapsed() >= every) {
             self.reconcile_due = true;
         }
-        if !self.reconcile_due || self.progress.is_cancelled() {
+        if !self.reconcile_due || self.stopping() {
             return Ok(true);
         }
         self.status.phase = "reconciling";
         self.obs.status(&self.status);
         self.writer.flush().await?;
         let began = Instant::now();
-        match self.reconcile(&Arc::new(Progress::with_cancel(self.progress.cancel_token().child_token()))).await {
+        // In the end a Ctrl-C does not cut it short: the end needs it done.
+        let p = if self.ending {
+            Arc::new(Progress::new())
+        } else {
+            Arc::new(Progress::with_cancel(self.progress.cancel_token().child_token()))
+        };
+        match self.reconcile(&p).await {
             Ok(_) => {}
             // Ctrl-C during it: the end (catch-up, proof) still runs.
             Err(Error::Interrupted) if self.progress.is_cancelled() => return Ok(false),
@@ -447,7 +476,7 @@ impl Follower<'_> {
         loop {
             match self.drainer.mark(self.src.pool().options()).await {
                 Ok(()) => return Ok(Instant::now()),
-                Err(e) if Instant::now() >= deadline || self.progress.is_cancelled() => {
+                Err(e) if Instant::now() >= deadline || self.stopping() => {
                     return Err(Error::zk(Side::Source, "sync", self.src.root(), e));
                 }
                 Err(e) if is_session_lost(&e) => {
@@ -495,7 +524,7 @@ impl Follower<'_> {
             self.status.watch_resets = p.resets;
             p.take(self.req.batch.max(1))
         };
-        let pending = &self.pending;
+        let pending = &self.pending.clone();
         // The lag counts what is being applied too, and is watched while
         // it is: a destination that stalls must not stall the check.
         let lag = || {
@@ -514,7 +543,7 @@ impl Follower<'_> {
             }
         };
         if !batch.is_empty() {
-            let ctx = Apply { src: self.src, dst: self.dst, max_delete: self.req.max_delete, pad: &self.pad };
+            let ctx = Apply { src: self.src, dst: self.dst, max_delete: self.req.max_delete };
             let applied = tokio::select! {
                 r = apply(&ctx, &mut self.writer, &batch) => r,
                 limit = over_limit => {
@@ -524,6 +553,10 @@ impl Follower<'_> {
                     let _ = tokio::time::timeout(Duration::from_secs(5), self.writer.land()).await;
                     return Err(Error::Lag { behind, limit, pending: pending_now });
                 }
+            };
+            let applied = match applied {
+                Ok((writes, unreadable)) => self.pad_counters(&batch).await.map(|pads| (writes + pads, unreadable)),
+                Err(e) => Err(e),
             };
             match applied {
                 Ok((writes, unreadable)) => {
@@ -559,6 +592,69 @@ impl Follower<'_> {
         Ok(batch.len())
     }
 
+    /// A child created or deleted moves its parent's sequence counter; what
+    /// the destination did not repeat (an ephemeral child, a child gone
+    /// before it was read) leaves the destination's behind: raised here to
+    /// the source's, as a copy pads it. Exactly: the source's counters are
+    /// read, then a mark; a parent with a child change still pending (made
+    /// before or after the read) waits for a later batch, so the
+    /// destination has repeated every creation the source's counter holds
+    /// but the ones it never will.
+    async fn pad_counters(&mut self, batch: &[String]) -> Result<u64> {
+        let root = self.src.root().to_string();
+        let mut parents: Vec<String> = batch
+            .iter()
+            .filter_map(|p| relative(&root, p))
+            .filter_map(|r| r.rsplit_once('/').map(|(p, _)| p.to_string()))
+            .collect();
+        parents.sort_unstable();
+        parents.dedup();
+        if parents.is_empty() {
+            return Ok(0);
+        }
+        let refs: Vec<&str> = parents.iter().map(String::as_str).collect();
+        // The writes went through the writer's member.
+        self.dst.catch_up().await?;
+        let (s, d) = futures::try_join!(self.src.stats(&refs), self.dst.stats(&refs))?;
+        let behind: Vec<(&str, i64, i64)> = refs
+            .iter()
+            .zip(s)
+            .zip(d)
+            .filter_map(|((rel, s), d)| match (s, d) {
+                (Some(s), Some(d)) if counter_deficit(&s, &d) > 0 => {
+                    Some((*rel, next_sequence(&d), counter_deficit(&s, &d)))
+                }
+                _ => None,
+            })
+            .collect();
+        if behind.is_empty() {
+            return Ok(0);
+        }
+        self.mark().await?;
+        let waiting: std::collections::HashSet<String> = {
+            let p = lock(&self.pending);
+            p.paths
+                .keys()
+                .filter_map(|k| relative(&root, k))
+                .filter_map(|r| r.rsplit_once('/').map(|(p, _)| p.to_string()))
+                .collect()
+        };
+        let dst_root = self.dst.root().to_string();
+        let mut pads = 0u64;
+        for (rel, base, deficit) in behind {
+            if waiting.contains(rel) {
+                continue;
+            }
+            for k in 1..=deficit {
+                let op = Op::Pad { parent: path::join(&dst_root, rel), name: self.pad.clone(), target: base + k };
+                self.writer.push(op).await?;
+                pads += 1;
+            }
+        }
+        self.writer.flush().await?;
+        Ok(pads)
+    }
+
     /// Applies everything committed on the source so far.
     async fn catch_up(&mut self) -> Result<CatchUp> {
         let t = Instant::now();
@@ -573,7 +669,18 @@ impl Follower<'_> {
             }
         }
         self.writer.flush().await?;
-        Ok(CatchUp { seconds: t.elapsed().as_secs_f64(), applied: self.status.applied - applied })
+        Ok(self.caught(t, applied))
+    }
+
+    fn caught(&self, asked: Instant, applied_before: u64) -> CatchUp {
+        let (events, watch_resets) = self.seen();
+        CatchUp {
+            seconds: asked.elapsed().as_secs_f64(),
+            applied: self.status.applied - applied_before,
+            events,
+            watch_resets,
+            unreadable: self.status.unreadable,
+        }
     }
 }
 
@@ -657,6 +764,7 @@ pub async fn run_controlled(
         pad: format!("zkrepl-cversion-pad-{:016x}", crate::tree::random_u64()),
         reconcile_due: false,
         last_reconcile: Instant::now(),
+        ending: false,
     };
     let mut last_status = Instant::now();
     let mut waiting: Vec<(Instant, Instant, u64, oneshot::Sender<CatchUp>)> = Vec::new();
@@ -688,11 +796,10 @@ pub async fn run_controlled(
         }
         if !waiting.is_empty() && waiting.iter().any(|w| f.caught_up(w.0)) {
             f.writer.flush().await?;
-            let applied = f.status.applied;
             let (done, still): (Vec<_>, Vec<_>) = waiting.into_iter().partition(|w| f.caught_up(w.0));
             waiting = still;
             for (_, asked, before, reply) in done {
-                let _ = reply.send(CatchUp { seconds: asked.elapsed().as_secs_f64(), applied: applied - before });
+                let _ = reply.send(f.caught(asked, before));
             }
         }
         if progress.is_cancelled() || finishing {
@@ -712,16 +819,25 @@ pub async fn run_controlled(
         }
     }
     f.writer.flush().await?;
+    f.ending = true;
     // Waiters left at the end: the end's catch-up covers them.
     let mut waiting = waiting;
 
-    let mut report = SyncReport { status: f.status.clone(), copy: first, verify: None, settled: false, end_rounds: 0 };
+    let mut report = SyncReport {
+        status: f.status.clone(),
+        copy: first,
+        verify: None,
+        settled: false,
+        end_rounds: 0,
+        final_events: 0,
+        final_watch_resets: 0,
+    };
     for round in 1..=END_ROUNDS {
         f.status.phase = "catching up";
         obs.status(&f.status);
-        let caught = f.catch_up().await?;
-        for (_, asked, _, reply) in waiting.drain(..) {
-            let _ = reply.send(CatchUp { seconds: asked.elapsed().as_secs_f64(), applied: caught.applied });
+        f.catch_up().await?;
+        for (_, asked, before, reply) in waiting.drain(..) {
+            let _ = reply.send(f.caught(asked, before));
         }
         report.end_rounds = round;
         if !req.verify {
@@ -743,6 +859,7 @@ pub async fn run_controlled(
         // the one after it: what it compared is one state of the source.
         f.mark().await?;
         let settled = f.seen() == before && f.quiet();
+        (report.final_events, report.final_watch_resets) = f.seen();
         let equal = v.equal();
         report.verify = Some(v);
         report.settled = settled && equal;
@@ -775,8 +892,6 @@ struct Apply<'a> {
     src: &'a TreeReader,
     dst: &'a TreeReader,
     max_delete: Option<u64>,
-    /// The child name counter pads use.
-    pad: &'a str,
 }
 
 /// Re-reads `batch` (absolute paths inside the source's chroot) on both
@@ -868,36 +983,7 @@ async fn apply(ctx: &Apply<'_>, w: &mut Writer, batch: &[String]) -> Result<(u64
         }
         w.flush().await?;
     }
-    writes += pad_counters(ctx, w, &rels).await?;
     Ok((writes, unreadable))
-}
-
-/// A child created or deleted moves its parent's sequence counter; what
-/// the destination did not repeat (an ephemeral child, a child gone before
-/// it was read) leaves the destination's behind: raised here to the
-/// source's, read now (so never past it), as a copy pads it.
-async fn pad_counters(ctx: &Apply<'_>, w: &mut Writer, rels: &[String]) -> Result<u64> {
-    let mut parents: Vec<&str> = rels.iter().filter_map(|r| r.rsplit_once('/').map(|(p, _)| p)).collect();
-    parents.sort_unstable();
-    parents.dedup();
-    if parents.is_empty() {
-        return Ok(0);
-    }
-    // The writes went through the writer's member.
-    ctx.dst.catch_up().await?;
-    let (s, d) = futures::try_join!(ctx.src.stats(&parents), ctx.dst.stats(&parents))?;
-    let dst_root = ctx.dst.root().to_string();
-    let mut pads = 0u64;
-    for ((rel, s), d) in parents.iter().zip(s).zip(d) {
-        let (Some(s), Some(d)) = (s, d) else { continue };
-        let base = next_sequence(&d);
-        for k in 1..=counter_deficit(&s, &d).max(0) {
-            w.push(Op::Pad { parent: path::join(&dst_root, rel), name: ctx.pad.to_string(), target: base + k }).await?;
-            pads += 1;
-        }
-    }
-    w.flush().await?;
-    Ok(pads)
 }
 
 /// `reader.read`, with what came back Deferred (a read past its byte

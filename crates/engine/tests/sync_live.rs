@@ -96,6 +96,11 @@ async fn a_catch_up_carries_every_change_made_before_it_and_the_end_proves_equal
             (s.check_stat("/live/lock").await.unwrap().unwrap(), d.check_stat("/live/lock").await.unwrap().unwrap());
         assert_eq!(next_sequence(&dst_lock), next_sequence(&src_lock), "round {round}: the lock's counter follows");
         assert_eq!(dst_lock.num_children, 0, "no ephemeral copied");
+        // The root's counter moves with the created and deleted children:
+        // equal, neither behind nor ahead.
+        let (src_root, dst_root) =
+            (s.check_stat("/live").await.unwrap().unwrap(), d.check_stat("/live").await.unwrap().unwrap());
+        assert_eq!(next_sequence(&dst_root), next_sequence(&src_root), "round {round}: the root's counter");
         assert!(caught.applied > 0, "round {round}: {caught:?}");
     }
 
