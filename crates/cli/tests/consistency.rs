@@ -183,7 +183,9 @@ async fn scenario(lag: &Lagging, lagging_first: bool) {
 }
 
 /// The member a tree's sessions are pinned to dies: every session moves to
-/// another member together and the copy goes on.
+/// another member together and the copy goes on. So do the sessions of a
+/// pool that renews one session (whose own member refuses it) and of one
+/// asked to check its member (a watch's connection dropped).
 async fn pinned_member_killed(lag: &mut Lagging) {
     let servers = &lag.ensemble.servers;
     let f = (1..servers.len()).find(|&i| servers[i].mode() == "follower").expect("a second follower");
@@ -206,6 +208,11 @@ async fn pinned_member_killed(lag: &mut Lagging) {
     let mut o = ConnectOptions::new(Side::Destination, Hosts::parse(&dst_hosts).unwrap());
     o.auth = vec![run.auth().clone()];
     let writer = Session::connect(Arc::new(o)).await.unwrap();
+    // Pools that learn of the loss otherwise: a session whose own renewal
+    // the member refuses, a connection seen to drop (a watch's).
+    let renewed = pool(Side::Source, &hosts, 2, Vec::new()).await;
+    let checked = pool(Side::Source, &hosts, 2, Vec::new()).await;
+    assert!(!checked.check_member().await.unwrap(), "a member that is up is kept");
 
     lag.ensemble.servers[f].kill();
     let opts = CopyOptions::default();
@@ -220,6 +227,14 @@ async fn pinned_member_killed(lag: &mut Lagging) {
     assert_eq!(src.pool().moves(), 1, "all sessions moved once");
     assert_eq!(summary.member_moves, 1, "the summary says so");
     assert_ne!(src.pool().member(), order[0]);
+    // Renewed alone, the session would keep trying the member it is pinned to.
+    let (generation, _) = renewed.get(0).client();
+    renewed.revive(0, generation).await.unwrap();
+    assert_eq!((renewed.moves(), renewed.get(1).client().0), (1, 1), "every session moved, not the one alone");
+    assert_ne!(renewed.member(), order[0]);
+    assert!(checked.check_member().await.unwrap(), "a member that refuses connections is left");
+    assert_eq!(checked.moves(), 1);
+    assert_ne!(checked.member(), order[0]);
     let check = reader(Side::Source, &lag.hosts(false), &root).await;
     let mut found = verify::FirstDifferences::new(20);
     let report = verify_on(&check, &dst, &VerifyOptions::default(), &Progress::new(), &mut found).await.unwrap();
