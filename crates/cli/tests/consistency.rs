@@ -24,85 +24,11 @@ use zkrepl::progress::Progress;
 use zkrepl::verify::{self, DiffClass};
 use zkrepl::zk::session::{ConnectOptions, Session, SessionPool};
 use zkrepl::zk::target::Hosts;
-use zkrepl_testkit::local::LocalEnsemble;
+use zkrepl_testkit::lagging::{Lagging, STALL};
 use zkrepl_testkit::proxy::FaultProxy;
 use zookeeper_client as zk;
 
-/// How long member 0 stays frozen: well under the followers' read timeout
-/// (syncLimit 5 x tick 1 s), so it keeps serving stale reads meanwhile.
-const STALL: Duration = Duration::from_millis(2500);
 const PARENTS: usize = 8;
-
-struct Lagging {
-    ensemble: LocalEnsemble,
-    /// Member 0's links to the other members' quorum ports.
-    links: Vec<FaultProxy>,
-    /// When the current stall began.
-    stalled_at: std::sync::Mutex<Option<Instant>>,
-}
-
-impl Lagging {
-    async fn start() -> Lagging {
-        let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            let mut links = Vec::new();
-            let ensemble = LocalEnsemble::start_with_links(3, &test_server_options(), &mut |viewer, _, port| {
-                if viewer != 0 {
-                    return port;
-                }
-                let proxy = handle.block_on(FaultProxy::to_port(port));
-                let port = proxy.addr().port();
-                links.push(proxy);
-                port
-            })
-            .expect("lagging ensemble");
-            assert_eq!(ensemble.servers[0].mode(), "follower", "member 0 must follow to be made to lag");
-            Lagging { ensemble, links, stalled_at: std::sync::Mutex::new(None) }
-        })
-        .await
-        .unwrap()
-    }
-
-    /// Freezes what member 0 serves: it gets nothing from the leader.
-    /// Returns a client on member 0, made before the stall, to show it.
-    async fn lag(&self) -> zk::Client {
-        let on_member_0 = zk::Client::connect(&self.ensemble.servers[0].connect_string()).await.unwrap();
-        for l in &self.links {
-            l.set_stall(true);
-        }
-        *self.stalled_at.lock().unwrap() = Some(Instant::now());
-        // Let what was on the wire land.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        on_member_0
-    }
-
-    /// Thaws member 0 [`STALL`] after the stall began.
-    async fn thaw(&self) {
-        let at = self.stalled_at.lock().unwrap().take().expect("stalled");
-        tokio::time::sleep_until((at + STALL).into()).await;
-        for l in &self.links {
-            l.heal();
-        }
-        // Under 5 s (syncLimit x tick): member 0 lagged and kept its leader,
-        // rather than dropping out and rejoining.
-        assert!(at.elapsed() < Duration::from_millis(4500), "the stall lasted {:?}", at.elapsed());
-    }
-
-    /// The connect string with member 0 first (`lagging_first`) or last.
-    fn hosts(&self, lagging_first: bool) -> String {
-        let mut v: Vec<String> = self.ensemble.servers.iter().map(|s| s.connect_string()).collect();
-        if !lagging_first {
-            v.rotate_left(1);
-        }
-        v.join(",")
-    }
-
-    /// A client on the leader: what it wrote is committed.
-    async fn leader(&self) -> zk::Client {
-        let i = self.ensemble.leader().expect("a leader");
-        zk::Client::connect(&self.ensemble.servers[i].connect_string()).await.unwrap()
-    }
-}
 
 async fn pool(side: Side, hosts: &str, sessions: usize, auth: Vec<zkrepl::zk::target::Auth>) -> SessionPool {
     let mut o = ConnectOptions::new(side, Hosts::parse(hosts).unwrap());
@@ -210,12 +136,6 @@ async fn while_lagging<T>(lag: &Lagging, root: &str, op: impl std::future::Futur
     out
 }
 
-/// Member 0 really lags: a session made on it before the stall does not see
-/// what the leader has committed since.
-async fn assert_lags(on_member_0: &zk::Client, written: &str) {
-    assert_eq!(on_member_0.check_stat(written).await.unwrap(), None, "member 0 should not have {written} yet");
-}
-
 async fn scenario(lag: &Lagging, lagging_first: bool) {
     let run = Run::open(lag, lagging_first).await;
     run.copy(Mode::Fresh).await;
@@ -232,7 +152,7 @@ async fn scenario(lag: &Lagging, lagging_first: bool) {
     create_all(&leader, &kept).await;
     create_all(&dst, &kept).await;
     create_all(&leader, &added).await;
-    assert_lags(&on_member_0, &added[added.len() - 1]).await;
+    Lagging::assert_lags(&on_member_0, &added[added.len() - 1]).await;
     let summary = while_lagging(lag, &run.root, run.copy(Mode::Mirror)).await;
     let gone = missing(&dst, &kept).await;
     assert!(gone.is_empty(), "mirror deleted nodes the source had all along: {gone:?} ({summary:?})");
@@ -245,7 +165,7 @@ async fn scenario(lag: &Lagging, lagging_first: bool) {
     let both = run.new_nodes("both", 3);
     create_all(&leader, &both).await;
     create_all(&dst, &both).await;
-    assert_lags(&on_member_0, &both[both.len() - 1]).await;
+    Lagging::assert_lags(&on_member_0, &both[both.len() - 1]).await;
     let mut found = Vec::new();
     let mut sink = |d: verify::Difference| found.push(d);
     let (opts, progress) = (VerifyOptions::default(), Progress::new());
@@ -263,7 +183,9 @@ async fn scenario(lag: &Lagging, lagging_first: bool) {
 }
 
 /// The member a tree's sessions are pinned to dies: every session moves to
-/// another member together and the copy goes on.
+/// another member together and the copy goes on. So do the sessions of a
+/// pool that renews one session (whose own member refuses it) and of one
+/// asked to check its member (a watch's connection dropped).
 async fn pinned_member_killed(lag: &mut Lagging) {
     let servers = &lag.ensemble.servers;
     let f = (1..servers.len()).find(|&i| servers[i].mode() == "follower").expect("a second follower");
@@ -286,6 +208,11 @@ async fn pinned_member_killed(lag: &mut Lagging) {
     let mut o = ConnectOptions::new(Side::Destination, Hosts::parse(&dst_hosts).unwrap());
     o.auth = vec![run.auth().clone()];
     let writer = Session::connect(Arc::new(o)).await.unwrap();
+    // Pools that learn of the loss otherwise: a session whose own renewal
+    // the member refuses, a connection seen to drop (a watch's).
+    let renewed = pool(Side::Source, &hosts, 2, Vec::new()).await;
+    let checked = pool(Side::Source, &hosts, 2, Vec::new()).await;
+    assert!(!checked.check_member().await.unwrap(), "a member that is up is kept");
 
     lag.ensemble.servers[f].kill();
     let opts = CopyOptions::default();
@@ -300,6 +227,14 @@ async fn pinned_member_killed(lag: &mut Lagging) {
     assert_eq!(src.pool().moves(), 1, "all sessions moved once");
     assert_eq!(summary.member_moves, 1, "the summary says so");
     assert_ne!(src.pool().member(), order[0]);
+    // Renewed alone, the session would keep trying the member it is pinned to.
+    let (generation, _) = renewed.get(0).client();
+    renewed.revive(0, generation).await.unwrap();
+    assert_eq!((renewed.moves(), renewed.get(1).client().0), (1, 1), "every session moved, not the one alone");
+    assert_ne!(renewed.member(), order[0]);
+    assert!(checked.check_member().await.unwrap(), "a member that refuses connections is left");
+    assert_eq!(checked.moves(), 1);
+    assert_ne!(checked.member(), order[0]);
     let check = reader(Side::Source, &lag.hosts(false), &root).await;
     let mut found = verify::FirstDifferences::new(20);
     let report = verify_on(&check, &dst, &VerifyOptions::default(), &Progress::new(), &mut found).await.unwrap();
@@ -330,7 +265,7 @@ async fn a_nonode_from_a_lagging_member_is_confirmed(lag: &Lagging) {
     let on_member_0 = lag.lag().await;
     let node = format!("{root}/x");
     create_all(&c, &[node.clone(), format!("{node}/child")]).await;
-    assert_lags(&on_member_0, &node).await;
+    Lagging::assert_lags(&on_member_0, &node).await;
     let reads = async {
         for _ in 0..4 {
             let slots = src.read(&["/x"]).await.unwrap();
@@ -345,7 +280,7 @@ async fn a_nonode_from_a_lagging_member_is_confirmed(lag: &Lagging) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_stay_consistent_while_a_member_lags() {
-    let mut lag = Lagging::start().await;
+    let mut lag = Lagging::start(&test_server_options()).await;
     // Pinned to the lagging member (its sync waits for it to catch up),
     // then to an up-to-date one.
     scenario(&lag, true).await;

@@ -20,7 +20,9 @@
 //!   a per-path queue, so a burst costs memory by paths pending, not events.
 //!
 //! The watch is set on a session of the source reader's pool, so the
-//! re-reads that follow an event are served by the member that sent it.
+//! re-reads that follow an event are served by the member that sent it;
+//! when the pool renews that session or moves to another member, the watch
+//! is set again on the new session and the gap reconciled.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -159,6 +161,8 @@ struct Pending {
     resets: u64,
     /// The watch is gone for good (session ended): a new one is needed.
     lost: bool,
+    /// The watch's connection dropped: its member may be gone.
+    away: bool,
 }
 
 impl Pending {
@@ -228,7 +232,10 @@ async fn drain(
         while let Some(e) = next.take() {
             if e.event_type == zk::EventType::Session {
                 match e.session_state {
-                    zk::SessionState::Disconnected => disconnected = true,
+                    zk::SessionState::Disconnected => {
+                        disconnected = true;
+                        lock(&pending).away = true;
+                    }
                     zk::SessionState::SyncConnected if disconnected => {
                         disconnected = false;
                         match client.watch(&root, zk::AddWatchMode::PersistentRecursive).await {
@@ -270,6 +277,8 @@ async fn drain(
 /// The draining task, ended when this is dropped (an early return too).
 struct Drainer {
     task: tokio::task::JoinHandle<()>,
+    /// The generation of the pool's client whose watch it drains.
+    generation: u64,
     client: zk::Client,
     root: String,
     flushes: mpsc::UnboundedSender<oneshot::Sender<()>>,
@@ -283,6 +292,14 @@ impl Drop for Drainer {
 }
 
 impl Drainer {
+    /// Ends the task and waits until it has: nothing it notes comes after.
+    async fn stop(&mut self) {
+        self.task.abort();
+        if !self.task.is_finished() {
+            let _ = (&mut self.task).await;
+        }
+    }
+
     /// After this, every change the source committed before the call is
     /// in the queue (or a gap is flagged): the watch's member catches up
     /// with the leader, and the server sends a session's events before the
@@ -305,7 +322,7 @@ impl Drainer {
 
 /// Sets the watch on the source reader's first session and starts draining.
 async fn watch(reader: &TreeReader, pending: &Arc<Mutex<Pending>>) -> Result<Drainer> {
-    let (_, client) = reader.pool().get(0).client();
+    let (generation, client) = reader.pool().get(0).client();
     let root = reader.root().to_string();
     let w = client
         .watch(&root, zk::AddWatchMode::PersistentRecursive)
@@ -313,7 +330,7 @@ async fn watch(reader: &TreeReader, pending: &Arc<Mutex<Pending>>) -> Result<Dra
         .map_err(|e| Error::zk(Side::Source, "add a persistent recursive watch on", &root, e))?;
     let (flushes, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(drain(client.clone(), root.clone(), w, pending.clone(), rx));
-    Ok(Drainer { task, client, root, flushes, pending: pending.clone() })
+    Ok(Drainer { task, generation, client, root, flushes, pending: pending.clone() })
 }
 
 /// Asks a running sync ([`run_controlled`]) to catch up or to end.
@@ -402,28 +419,55 @@ impl Follower<'_> {
     /// session's watch; a gap, or the period, a reconcile. False when
     /// cancelled during the reconcile.
     async fn gaps(&mut self) -> Result<bool> {
-        let (lost, gap) = {
+        let (lost, gap, away) = {
             let mut p = lock(&self.pending);
-            let r = (p.lost, p.gap);
-            p.gap = false;
-            p.lost = false;
-            r
+            (std::mem::take(&mut p.lost), std::mem::take(&mut p.gap), std::mem::take(&mut p.away))
         };
-        if lost {
-            self.obs.note("the source session ended: opening a new session for a new watch");
+        // The watch's connection dropped: a member that is gone is left now
+        // (the pool moves, synced), not once the session expires. When no
+        // member takes the sessions yet, the session's expiry (below) goes
+        // on trying, for up to the retry timeout.
+        if away && let Err(e) = self.src.pool().check_member().await {
+            tracing::debug!(error = %e, "no other source member to move to yet");
+        }
+        // The watch must be on the client the re-reads use, so that they
+        // come from the member that sent the events (and a mark, which
+        // syncs the watch's member, holds for them): a pool that moved (or
+        // renewed its first session) left the watch on a client it no
+        // longer reads with, maybe on a member ahead of the one it reads.
+        let moved = self.src.pool().get(0).client().0 != self.drainer.generation;
+        if lost || moved {
+            self.drainer.stop().await;
+            {
+                // What the old watch noted, the reconcile below covers.
+                let mut p = lock(&self.pending);
+                (p.lost, p.gap, p.away) = (false, false, false);
+            }
+            self.obs.note(if moved {
+                "the source reads moved to another member (or a new session): setting the watch there"
+            } else {
+                "the source session ended: opening a new session for a new watch"
+            });
             // The source may still be away: keep trying, as long as an
             // operation may keep failing (the retry timeout).
             let deadline = Instant::now() + self.req.timeouts.retry;
+            let mut renew = !moved;
             self.drainer = loop {
-                let (generation, _) = self.src.pool().get(0).client();
-                let attempt = match self.src.pool().get(0).renew(generation).await {
-                    Ok(()) => watch(self.src, &self.pending).await,
-                    Err(e) => Err(e),
+                let attempt = async {
+                    if renew {
+                        // On its member, or, when that member is gone, on another.
+                        let (generation, _) = self.src.pool().get(0).client();
+                        self.src.pool().revive(0, generation).await?;
+                    }
+                    watch(self.src, &self.pending).await
                 };
-                match attempt {
+                match attempt.await {
                     Ok(d) => break d,
                     Err(e) if Instant::now() >= deadline || self.stopping() => return Err(e),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                    Err(_) => {
+                        renew = true;
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                 }
             };
             lock(&self.pending).resets += 1;

@@ -2,6 +2,7 @@
 //! and `demo` commands need around the engine, and nothing the engine needs.
 //!
 //! - [`local`]: local ZooKeeper servers and ensembles on loopback ports;
+//! - [`lagging`]: a 3-member ensemble whose member 0 can be made to lag;
 //! - [`treegen`]: deterministic test trees (Pegasus-shaped, wide, deep, large);
 //! - [`proxy`]: a fault-injection TCP proxy (cut, refuse, stall, slow down);
 //! - [`pegasus`]: a simulated Pegasus meta server (wire protocol, leader
@@ -10,6 +11,7 @@
 //!   baselines the benchmarks report ratios to.
 
 pub mod ceilings;
+pub mod lagging;
 pub mod local;
 pub mod pegasus;
 pub mod proxy;

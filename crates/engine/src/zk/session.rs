@@ -433,6 +433,36 @@ impl SessionPool {
         )
     }
 
+    /// Moves every session to another member (synced) when the pool's
+    /// member no longer accepts connections, as [`SessionPool::run`] does
+    /// after a request fails: for a caller that learns of a lost connection
+    /// before any request fails (a watch; requests sent meanwhile are held
+    /// until the session is back or the request times out). Whether it
+    /// moved.
+    pub async fn check_member(&self) -> Result<bool> {
+        let now = self.clients();
+        if self.member_reachable(&now).await {
+            return Ok(false);
+        }
+        tracing::warn!(side = %self.side(), member = %self.member(), "the member refuses connections: leaving it");
+        self.move_member(now.epoch).await?;
+        Ok(true)
+    }
+
+    /// Replaces the client of session `i` of generation `generation`, whose
+    /// session ended, as [`SessionPool::run`] replaces a lost one: on the
+    /// pool's member, or, when that member does not take it (it is gone),
+    /// by moving every session to another member (synced). A session renewed
+    /// alone would keep trying the member it is pinned to. A no-op when the
+    /// client was replaced already.
+    pub async fn revive(&self, i: usize, generation: u64) -> Result<()> {
+        let epoch = self.pin.state().epoch;
+        if self.get(i).renew(generation).await.is_err() {
+            return self.move_member(epoch).await;
+        }
+        Ok(())
+    }
+
     /// Replaces the sessions of `now` that are gone: on the same member, or,
     /// when that fails, all of them on another member.
     async fn recover(&self, now: &Clients) -> Result<()> {
