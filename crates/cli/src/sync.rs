@@ -51,8 +51,8 @@ pub struct SyncArgs {
     /// Gauges: zkrepl_sync_pending_paths, zkrepl_sync_lag_seconds (age of the oldest change not
     /// applied), zkrepl_sync_running_seconds, and zkrepl_sync_phase{phase="..."} (1 for the current
     /// phase). Any other path answers 404. There is no authentication: serve on loopback or a
-    /// trusted network. The address is bound before anything else: one in use stops the sync
-    /// before it starts (exit 2).
+    /// trusted network. The address is bound before either ensemble is connected: one in use
+    /// stops the sync before it starts (exit 2).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
 

@@ -442,6 +442,6 @@ async fn under_a_bounded_write_load_the_lag_shows_and_it_ends_equal() {
     let d = connect(&dst).await;
     let (source, destination) = (dump(&c, &root).await, dump(&d, &root).await);
     let churn = (done.creates - done.deletes) as usize;
-    assert_eq!(source.len(), 1 + 200 + 1 + churn, "root, keys, churn parent, the churn left");
+    assert_eq!(source.len(), 1 + 200 + 2 + churn, "root, keys, churn parent, marker, the churn left");
     assert_eq!(source, destination);
 }
