@@ -2,7 +2,14 @@
 //!
 //! Both run zkrepl's own copy and verify as child processes (so each one's
 //! peak memory is its own) against servers measured in the same run: every
-//! figure comes with its ratio to a raw ceiling of the same servers.
+//! figure comes with its ratio to a raw ceiling of the same servers. `bench
+//! --sync` runs the engine's sync in this process, as `zkrepl sync` does,
+//! against a fixed-rate write load: its figures are ratios to the write
+//! rate the source achieved in the same run.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytesize::ByteSize;
 use tokio::process::Command;
@@ -11,7 +18,9 @@ use clap::Args;
 use serde::Deserialize;
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Value, json};
+use zkrepl::sync::{SyncObserver, SyncRequest, SyncStatus};
 use zkrepl_testkit::ceilings::{self, Rate};
+use zkrepl_testkit::load::{self, LoadSpec};
 use zkrepl_testkit::local::{LocalServer, ServerOptions};
 use zkrepl_testkit::treegen::{self, GenOptions, Shape};
 
@@ -58,6 +67,18 @@ pub struct BenchArgs {
     /// Print the results as JSON on stdout
     #[arg(long)]
     pub json: bool,
+
+    /// Measure a live sync instead: zkrepl sync (in this process) while a bare client writes to the source at a fixed rate
+    #[arg(long, conflicts_with_all = ["nodes", "shape", "data_bytes", "sweep"])]
+    pub sync: bool,
+
+    /// With --sync: writes a second the load aims at (on 1000 keys; one write in ten a create, one a delete)
+    #[arg(long, value_name = "OPS", default_value_t = 2000, requires = "sync")]
+    pub sync_rate: u32,
+
+    /// With --sync: how long the load runs (it sends at most rate x duration writes, and none after this)
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::args::timeout, requires = "sync")]
+    pub sync_duration: Duration,
 }
 
 const BENCH_HELP: &str = "\
@@ -69,14 +90,19 @@ What it measures, in one run:
                  also with --acl open (no getACL reads)
   verify         zkrepl verify, with and without ACL comparison; and --json against an empty
                  destination root (every node a difference, streamed: its peak memory)
+  --sync         instead of the above: zkrepl sync while a bare client writes to the source at
+                 --sync-rate for --sync-duration; the source's achieved write rate, and sync's
+                 paths applied and events received per second while the load runs (ratios to that
+                 write rate), its lag when the load stops, and how long it takes to catch up then
 Every figure is also given as a ratio to the matching ceiling. Without --src/--dst it starts
 three local servers (source, a destination for the raw ceiling, a destination for the copies),
-so that cold figures compare like with like.
+so that cold figures compare like with like; two with --sync.
 
 Examples:
   zkrepl bench
   zkrepl bench --nodes 1000000 --json
-  zkrepl bench --shape wide --nodes 200000 --sweep";
+  zkrepl bench --shape wide --nodes 200000 --sweep
+  zkrepl bench --sync --sync-rate 5000 --sync-duration 10s";
 
 struct Servers {
     _local: Vec<LocalServer>,
@@ -237,6 +263,13 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
         (Some(src), Some(dst)) => {
             Servers { _local: Vec::new(), src: src.clone(), dst_raw: dst.clone(), dst_copy: dst.clone(), local: false }
         }
+        _ if args.sync => {
+            say("starting 2 local ZooKeeper servers (source, destination)");
+            let mut v = start_local(&[768, 768]).await?;
+            let (d, s) = (v.pop().unwrap(), v.pop().unwrap());
+            let (src, dst) = (s.connect_string(), d.connect_string());
+            Servers { src, dst_raw: dst.clone(), dst_copy: dst, _local: vec![s, d], local: true }
+        }
         _ => {
             let per_node = args.data_bytes.unwrap_or(if shape == Shape::Large { 1_000_000 } else { 300 });
             say("starting 3 local ZooKeeper servers (source, raw-ceiling destination, copy destination)");
@@ -254,6 +287,9 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
             }
         }
     };
+    if args.sync {
+        return bench_sync(&args, &servers).await;
+    }
     if shape == Shape::Counter {
         return bench_counter(&args, &servers, &spec).await;
     }
@@ -488,6 +524,205 @@ async fn bench_counter(args: &BenchArgs, servers: &Servers, spec: &GenOptions) -
         );
     }
     Ok(Outcome { exit: Exit::Ok })
+}
+
+/// One status of the sync bench, with when it came and how many writes
+/// the source had acknowledged by then.
+#[derive(Clone)]
+struct Sample {
+    at: Instant,
+    acked: u64,
+    status: SyncStatus,
+}
+
+/// What the sync bench's observer keeps: every status as a [`Sample`].
+struct Samples {
+    samples: Mutex<Vec<Sample>>,
+    acked: Arc<AtomicU64>,
+    quiet: bool,
+}
+
+impl Samples {
+    fn phase(&self) -> Option<&'static str> {
+        self.samples.lock().unwrap_or_else(|e| e.into_inner()).last().map(|s| s.status.phase)
+    }
+}
+
+impl SyncObserver for Samples {
+    fn status(&self, s: &SyncStatus) {
+        let sample = Sample { at: Instant::now(), acked: self.acked.load(Ordering::Relaxed), status: s.clone() };
+        self.samples.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
+    }
+
+    fn note(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("bench: sync: {msg}");
+        }
+    }
+}
+
+/// A live sync under a fixed-rate write load: how fast the source took the
+/// writes, how fast sync applied them while they came (its status lines,
+/// once a second), how far behind it was when the load stopped, and how
+/// long it then took to catch up (a marker written after the last write
+/// of the load, until the destination holds it).
+async fn bench_sync(args: &BenchArgs, servers: &Servers) -> zkrepl::Result<Outcome> {
+    let say = |msg: &str| {
+        if !args.json {
+            eprintln!("bench: {msg}");
+        }
+    };
+    let root = "/zkrepl-bench/sync-load";
+    let rate = args.sync_rate.max(1);
+    let ops = (f64::from(rate) * args.sync_duration.as_secs_f64()).round() as u64;
+    let mut spec = LoadSpec::new(root, rate, ops, args.sync_duration);
+    spec.keys = 1000;
+    // Enough in flight that the loader, not the source, is rarely the limit.
+    spec.window = 256;
+    let remove = |hosts: String| async move {
+        let mut r = zkrepl::remove::RemoveRequest::new(zkrepl::Tree::new(&hosts, root)?);
+        r.missing_ok = true;
+        zkrepl::remove::run(&r, &Arc::new(zkrepl::Progress::new())).await
+    };
+    // A tree of an earlier run (--keep) goes first: the load starts afresh.
+    remove(servers.src.clone()).await?;
+    let loader = ceilings::session(&servers.src).await?;
+    let (_, client) = loader.client();
+    load::prepare(&client, &spec).await?;
+    let watcher = ceilings::session(&servers.dst_copy).await?;
+    let (_, dst_client) = watcher.client();
+
+    let mut req = SyncRequest::new(zkrepl::Tree::new(&servers.src, root)?, zkrepl::Tree::new(&servers.dst_copy, root)?);
+    req.until_idle = Some(Duration::from_secs(2));
+    let progress = Arc::new(zkrepl::Progress::new());
+    let samples = Samples { samples: Mutex::default(), acked: spec.acked.clone(), quiet: args.json };
+    say(&format!(
+        "zkrepl sync of {root} ({} keys) while the source takes {rate} writes/s for {:.1} s",
+        spec.keys,
+        args.sync_duration.as_secs_f64()
+    ));
+    let under_load = async {
+        // The load starts once sync follows (its first status past the copy).
+        let ready = Instant::now() + Duration::from_secs(300);
+        while samples.phase() != Some("following") {
+            if Instant::now() >= ready {
+                return Err(usage("the sync did not start following within 5 minutes"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let began = Instant::now();
+        let done = load::run(&client, &spec).await?;
+        let ended = Instant::now();
+        load::mark(&client, &spec, b"end").await?;
+        let limit = Instant::now() + Duration::from_secs(120);
+        loop {
+            if matches!(dst_client.get_data(&spec.marker()).await, Ok((data, _)) if data == b"end") {
+                break;
+            }
+            if Instant::now() >= limit {
+                return Err(usage("the destination did not catch up within 2 minutes of the load's end"));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok((began, done, ended, Instant::now()))
+    };
+    let (report, (began, done, ended, caught_up)) =
+        futures::try_join!(zkrepl::sync::run(&req, &progress, &samples), under_load)?;
+
+    // Rates over the span between the first and the last status of the
+    // load: the source's writes and sync's work over the same seconds.
+    let all = samples.samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let during: Vec<&Sample> = all.iter().filter(|s| (began..=ended).contains(&s.at)).collect();
+    let rates = match (during.first(), during.last()) {
+        (Some(a), Some(b)) if b.at > a.at => {
+            let secs = b.at.duration_since(a.at).as_secs_f64();
+            let per_sec = |x: u64, y: u64| y.saturating_sub(x) as f64 / secs;
+            let (s0, s1) = (&a.status, &b.status);
+            json!({
+                "seconds": secs,
+                "statuses": during.len(),
+                "source_writes_per_sec": per_sec(a.acked, b.acked),
+                "events_per_sec": per_sec(s0.events, s1.events),
+                "applied_per_sec": per_sec(s0.applied, s1.applied),
+                "writes_per_sec": per_sec(s0.writes, s1.writes),
+                "max_pending": during.iter().map(|s| s.status.pending).max(),
+                "max_lag_seconds": during.iter().map(|s| s.status.lag_seconds).fold(0.0, f64::max),
+            })
+        }
+        _ => json!({ "statuses": during.len() }),
+    };
+    let at_end = all.iter().rfind(|s| s.at <= ended).map(|s| s.status.clone());
+    let equal = report.verify.as_ref().is_some_and(|v| v.equal());
+    if !servers.local && !args.keep {
+        say("removing the trees");
+        remove(servers.src.clone()).await?;
+        remove(servers.dst_copy.clone()).await?;
+        for hosts in [&servers.src, &servers.dst_copy] {
+            let pool = ceilings::sessions(hosts, 1).await?;
+            let (_, c) = pool.get(0).client();
+            let _ = c.delete("/zkrepl-bench", None).await;
+        }
+    }
+    let r = json!({
+        "sync_load": {
+            "servers": if servers.local { "2 local standalone servers, started fresh for this run" } else { "given by --src/--dst" },
+            "root": root,
+            "keys": spec.keys,
+            "load": done,
+            "during_load": rates,
+            "applied_ratio_to_source_writes": ratio(rate_of(&rates, "applied_per_sec"), rate_of(&rates, "source_writes_per_sec")),
+            "events_ratio_to_source_writes": ratio(rate_of(&rates, "events_per_sec"), rate_of(&rates, "source_writes_per_sec")),
+            "at_load_end": at_end.map(|s| json!({ "pending": s.pending, "lag_seconds": s.lag_seconds })),
+            "catch_up_seconds": caught_up.duration_since(ended).as_secs_f64(),
+            "final": report.status,
+            "verify_equal": equal,
+        }
+    });
+    if args.json {
+        print_json(&r);
+    } else {
+        print_sync_bench(&r["sync_load"]);
+    }
+    Ok(Outcome { exit: if equal { Exit::Ok } else { Exit::Differences } })
+}
+
+fn print_sync_bench(r: &Value) {
+    let (l, d) = (&r["load"], &r["during_load"]);
+    println!(
+        "source under load: {} writes ({} set data, {} creates, {} deletes) in {:.2} s = {:.0} writes/s (aimed at {:.0}/s)",
+        l["ops"],
+        l["set_data"],
+        l["creates"],
+        l["deletes"],
+        rate_of(l, "seconds"),
+        rate_of(l, "per_sec"),
+        rate_of(l, "target_per_sec")
+    );
+    println!(
+        "zkrepl sync while the load ran ({} status lines over {:.1} s, the source took {:.0} writes/s in them):",
+        d["statuses"],
+        rate_of(d, "seconds"),
+        rate_of(d, "source_writes_per_sec")
+    );
+    println!(
+        "  paths applied   {:>9.0}/s = {:>3.0}% of the source's write rate",
+        rate_of(d, "applied_per_sec"),
+        100.0 * rate_of(r, "applied_ratio_to_source_writes")
+    );
+    println!(
+        "  events received {:>9.0}/s = {:>3.0}% of the source's write rate",
+        rate_of(d, "events_per_sec"),
+        100.0 * rate_of(r, "events_ratio_to_source_writes")
+    );
+    println!(
+        "  behind at most {} paths, {:.3} s; when the load stopped {} paths, {:.3} s; caught up {:.3} s after it",
+        d["max_pending"],
+        rate_of(d, "max_lag_seconds"),
+        r["at_load_end"]["pending"],
+        rate_of(&r["at_load_end"], "lag_seconds"),
+        rate_of(r, "catch_up_seconds")
+    );
+    println!("  verify at the end: {}", if r["verify_equal"] == true { "EQUAL" } else { "DIFFERENT" });
 }
 
 fn print_bench(r: &Value, n: u64, bytes: u64) {

@@ -8,6 +8,7 @@ mod common;
 mod completions;
 mod copy;
 mod demo_migrate;
+mod metrics;
 mod migrate;
 mod outcome;
 mod pegasus;

@@ -1,6 +1,7 @@
 //! `zkrepl sync`: a live mirror of a subtree, kept converged until idle,
 //! interrupted, or too far behind.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use zkrepl::sync::{self, SyncObserver, SyncRequest, SyncStatus};
 
 use crate::args::{Connection, Endpoints, ReadTuning, WriteTuning};
 use crate::common::print_json;
+use crate::metrics::{MetricsServer, Recording, SyncMetrics};
 use crate::outcome::{Exit, Outcome};
 
 #[derive(Args, Debug)]
@@ -41,6 +43,19 @@ pub struct SyncArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Serve Prometheus metrics over HTTP on ADDR (an IP address and a port: 127.0.0.1:9464; 0.0.0.0:9464 for every interface); GET /metrics gives the figures of the status lines, as of the last one
+    ///
+    /// Counters: zkrepl_sync_events_total (watch events), zkrepl_sync_applied_paths_total,
+    /// zkrepl_sync_writes_total, zkrepl_sync_reconciles_total, zkrepl_sync_watch_resets_total (the
+    /// watch added again after a reconnect or an expiry), zkrepl_sync_unreadable_nodes_total.
+    /// Gauges: zkrepl_sync_pending_paths, zkrepl_sync_lag_seconds (age of the oldest change not
+    /// applied), zkrepl_sync_running_seconds, and zkrepl_sync_phase{phase="..."} (1 for the current
+    /// phase). Any other path answers 404. There is no authentication: serve on loopback or a
+    /// trusted network. The address is bound before either ensemble is connected: one in use
+    /// stops the sync before it starts (exit 2).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+
     #[command(flatten)]
     pub read: ReadTuning,
 
@@ -58,11 +73,12 @@ server does not replay what was missed); ACL changes, which fire no event, are c
 (--reconcile-every) and by the verify at the end. Passes after the first read again only the ACLs whose node \
 stat shows them set since (or the node created again). The end catches up with every change committed so far, \
 then verifies; a verify that differs is followed by a reconcile and another round (three at most). The lag (paths pending, age of the oldest) goes to stderr every second \
-(--json: JSON lines on stdout). Ctrl-C or SIGTERM stops after what is in flight, then reconciles and verifies.\n\n\
+(--json: JSON lines on stdout), and with --metrics to Prometheus over HTTP. Ctrl-C or SIGTERM stops after what is in flight, then catches up and verifies.\n\n\
 Examples:\n  zkrepl sync --src old:2181 --dst new:2181 --root /pegasus/c1\n  \
-zkrepl sync --src old:2181 --dst new:2181 --root /app --until-idle 10s --max-lag 30s --json\n\n\
+zkrepl sync --src old:2181 --dst new:2181 --root /app --until-idle 10s --max-lag 30s --json\n  \
+zkrepl sync --src old:2181 --dst new:2181 --root /app --metrics 127.0.0.1:9464\n\n\
 Exit status: 0 stopped and verified equal, 1 the final verify found differences, 2 error (or --max-lag \
-exceeded), 130 interrupted before the end.";
+exceeded, or the --metrics address cannot be served), 130 interrupted before the end.";
 
 struct Printer {
     json: bool,
@@ -102,7 +118,16 @@ pub async fn run(a: SyncArgs) -> zkrepl::Result<Outcome> {
     req.verify = !a.no_verify;
     let progress = Arc::new(zkrepl::Progress::new());
     crate::common::watch_signals(progress.clone());
-    let report = sync::run(&req, &progress, &Printer { json: a.json }).await?;
+    let printer = Printer { json: a.json };
+    let report = match a.metrics {
+        Some(addr) => {
+            let metrics = Arc::new(SyncMetrics::new());
+            let server = MetricsServer::bind(addr, metrics.clone()).await?;
+            printer.note(&format!("serving metrics on http://{}/metrics", server.addr()));
+            sync::run(&req, &progress, &Recording { metrics: &metrics, inner: &printer }).await?
+        }
+        None => sync::run(&req, &progress, &printer).await?,
+    };
     let equal = report.verify.as_ref().is_none_or(|v| v.equal());
     if a.json {
         print_json(&report);

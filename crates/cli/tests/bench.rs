@@ -1,4 +1,5 @@
-//! `zkrepl gen` and `zkrepl bench` against real servers.
+//! `zkrepl gen` and `zkrepl bench` (copy and verify, and `--sync`) against
+//! real servers.
 
 mod common;
 
@@ -70,5 +71,47 @@ async fn bench_measures_against_ceilings_and_cleans_up() {
         let left = c.list_children("/zkrepl-bench").await.unwrap_or_default();
         assert!(left.is_empty(), "bench left {left:?}");
         assert!(c.check_stat("/zkrepl-bench").await.unwrap().is_none());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_sync_measures_applies_against_the_sources_write_rate_and_cleans_up() {
+    // Servers of its own: the other bench checks that the shared pair is
+    // left without /zkrepl-bench.
+    let p = own_pair().await;
+    let (src, dst) = (p.src.connect_string(), p.dst.connect_string());
+    let out = zkrepl_async(args(&[
+        "bench",
+        "--src",
+        &src,
+        "--dst",
+        &dst,
+        "--sync",
+        "--sync-rate",
+        "300",
+        "--sync-duration",
+        "4s",
+        "--json",
+    ]))
+    .await;
+    assert_exit(&out, 0);
+    let r = &json(&out)["sync_load"];
+    let load = &r["load"];
+    assert!(load["ops"].as_u64().unwrap() > 600 && load["ops"].as_u64() <= Some(1200), "bounded by rate x time: {r}");
+    assert!(load["per_sec"].as_f64().unwrap() > 150.0, "{r}");
+    assert!(load["seconds"].as_f64().unwrap() < 6.0, "{r}");
+    let during = &r["during_load"];
+    assert!(during["statuses"].as_u64().unwrap() >= 2, "{r}");
+    // At 300 writes a second sync keeps up: what arrives is applied.
+    for k in ["applied_ratio_to_source_writes", "events_ratio_to_source_writes"] {
+        let x = r[k].as_f64().unwrap();
+        assert!(x > 0.5 && x < 1.5, "{k} = {x}: {r}");
+    }
+    assert!(r["catch_up_seconds"].as_f64().unwrap() >= 0.0, "{r}");
+    assert!(r["final"]["events"].as_u64() >= load["ops"].as_u64(), "every write seen: {r}");
+    assert_eq!(r["verify_equal"], true, "{r}");
+    for hosts in [&src, &dst] {
+        let c = connect(hosts).await;
+        assert!(c.check_stat("/zkrepl-bench/sync-load").await.unwrap().is_none(), "bench left its tree on {hosts}");
     }
 }

@@ -8,10 +8,13 @@
 //! - [`pegasus`]: a simulated Pegasus meta server (wire protocol, leader
 //!   election and metadata in a real ZooKeeper);
 //! - [`ceilings`]: raw server ceilings measured with the bare client, the
-//!   baselines the benchmarks report ratios to.
+//!   baselines the benchmarks report ratios to;
+//! - [`load`]: a write load at a fixed rate, bounded in count and time,
+//!   that a live sync is tested and measured against.
 
 pub mod ceilings;
 pub mod lagging;
+pub mod load;
 pub mod local;
 pub mod pegasus;
 pub mod proxy;
