@@ -284,6 +284,31 @@ async fn sigint_stops_after_what_is_in_flight_and_verifies() {
     assert_eq!(dump(&c, &root).await, dump(&d, &root).await);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_during_a_reconcile_still_ends_with_a_catch_up_and_a_verify() {
+    let p = pair();
+    let (src, dst) = (p.src.connect_string(), p.dst.connect_string());
+    let root = unique_root("sync-sigint-reconcile");
+    let c = connect(&src).await;
+    let nodes: Vec<(String, Vec<u8>)> = (0..3000).map(|i| (format!("/n{i}"), b"v".to_vec())).collect();
+    let refs: Vec<(&str, &[u8])> = nodes.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();
+    create_tree(&c, &root, &refs).await;
+    // A reconcile due all the time: the signal lands in one.
+    let mut child = spawn_sync(&src, &dst, &root, &["--reconcile-every", "1ms"]);
+    let mut lines = until_following(&mut child).await;
+    until_status(&mut lines, Duration::from_secs(60), |s| s["phase"] == "reconciling").await;
+    c.set_data(&format!("{root}/n7"), b"changed", None).await.unwrap();
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let (code, report, err) = finish(child, lines).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(report["settled"], true, "{report}");
+    assert_eq!(report["verify"]["counts"]["data_differs"], 0, "{report}");
+    let d = connect(&dst).await;
+    assert_eq!(d.get_data(&format!("{root}/n7")).await.unwrap().0, b"changed");
+    assert_eq!(dump(&c, &root).await, dump(&d, &root).await);
+}
+
 /// A loopback port nothing listens on (as of now).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

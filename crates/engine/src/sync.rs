@@ -478,7 +478,7 @@ impl Follower<'_> {
             self.obs.note("reconnected to the source: the watch was added again; reconciling what the gap hid");
             self.reconcile_due = true;
         }
-        if self.req.reconcile_every.is_some_and(|every| self.last_reconcile.elapsed() >= every) {
+        if !self.ending && self.req.reconcile_every.is_some_and(|every| self.last_reconcile.elapsed() >= every) {
             self.reconcile_due = true;
         }
         if !self.reconcile_due || self.stopping() {
