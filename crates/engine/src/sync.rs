@@ -38,7 +38,7 @@ use crate::error::{Error, Result, Side, is_session_lost};
 use crate::node::{NodeKind, Slot, acl_equal, acl_masked, counter_deficit, next_sequence};
 use crate::progress::Progress;
 use crate::read::TreeReader;
-use crate::read::memo::{self, AclMemo};
+use crate::read::memo;
 use crate::read::walk::WalkOptions;
 use crate::tree::{ReadSettings, RunCredential, Timeouts, Tree};
 use crate::verify::compare::VerifyOptions;
@@ -769,8 +769,8 @@ pub async fn run_controlled(
         })
         .await?;
     // Each pass after the first reads again only the ACLs set since.
-    let src = src.with_acl_memo(Arc::new(AclMemo::new(memo::DEFAULT_LIMIT)));
-    let dst = dst.with_acl_memo(Arc::new(AclMemo::new(memo::DEFAULT_LIMIT)));
+    let src = src.with_acl_memo(memo::DEFAULT_LIMIT);
+    let dst = dst.with_acl_memo(memo::DEFAULT_LIMIT);
     let pending = Arc::new(Mutex::new(Pending::default()));
     let drainer = watch(&src, &pending).await?;
     obs.note(&format!("watching {} (persistent, recursive) before the full copy", req.src));

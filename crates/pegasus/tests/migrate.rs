@@ -314,6 +314,54 @@ async fn live_killed_at_the_mirror_steps_and_resumed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_stops_before_the_switch_when_the_old_tree_keeps_changing_after_the_stop() {
+    let root = "/pegasus/live-drift";
+    let (c, old, new) = cluster(root, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut req = request(&c, &new, dir.path()).await;
+    req.live = true;
+    let oc = client(&old).await;
+    oc.create(&format!("{root}/stray"), b"0", &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()))
+        .await
+        .unwrap();
+    // Something other than the metas writes the old tree once the leader
+    // is stopped: as fast as it can, for at most 15 s or 100k writes.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let inner = hooks(c.clone(), Arc::new(Mutex::new(None)));
+    let (o, d) = (old.clone(), done.clone());
+    let stray = format!("{root}/stray");
+    let h = FnHooks(move |hook: Hook| -> BoxFuture<'static, Result<(), String>> {
+        let run = (inner.0)(hook);
+        let (o, d, stray) = (o.clone(), d.clone(), stray.clone());
+        Box::pin(async move {
+            let r = run.await;
+            if hook == Hook::StopLeader {
+                let w = client(&o).await;
+                tokio::spawn(async move {
+                    let started = std::time::Instant::now();
+                    for i in 0..100_000u32 {
+                        if d.load(std::sync::atomic::Ordering::Relaxed) || started.elapsed() > Duration::from_secs(15) {
+                            break;
+                        }
+                        let _ = w.set_data(&stray, i.to_string().as_bytes(), None).await;
+                    }
+                });
+            }
+            r
+        })
+    });
+    let configs = c.lock().await.configs.clone();
+    let before = contents(&configs);
+    let stopped = run_with(&req, &h).await.expect_err("the old tree keeps changing");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(stopped.step, Step::FinalSync, "{}", stopped.error);
+    assert!(stopped.error.to_string().contains("still changed"), "{}", stopped.error);
+    assert_eq!(contents(&configs), before, "no config touched");
+    let j = migrate::Journal::load(&dir.path().join("journal")).unwrap();
+    assert!(!j.switched && j.digests.final_source.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refuses_before_changing_anything() {
     // A follower up and no hook to stop it; a destination with a tree.
     let root = "/pegasus/refuse";

@@ -163,11 +163,12 @@ impl TreeReader {
         &self.root
     }
 
-    /// Reads ACLs through `memo` from now on: data and stats first
-    /// (multiRead), then getACL only for the nodes whose stat does not
-    /// match what the memo holds.
-    pub fn with_acl_memo(mut self, memo: Arc<AclMemo>) -> TreeReader {
-        self.memo = Some(memo);
+    /// Remembers the ACLs it reads from now on (at most `limit` nodes):
+    /// data and stats first (multiRead), then getACL only for the nodes
+    /// whose stat does not match what it remembers. The memo is this
+    /// reader's own: one tree, one chroot, one identity.
+    pub fn with_acl_memo(mut self, limit: usize) -> TreeReader {
+        self.memo = Some(Arc::new(AclMemo::new(limit)));
         self
     }
 

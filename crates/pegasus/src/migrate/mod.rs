@@ -727,7 +727,8 @@ impl<'a> Runner<'a> {
     async fn zk(&self, hosts: &str) -> Result<zk::Client, String> {
         let mut sessions = self.sessions.lock().await;
         if let Some(c) = sessions.get(hosts) {
-            if c.state() == zk::SessionState::SyncConnected && c.sync("/").await.is_ok() {
+            let synced = tokio::time::timeout(self.req.timeouts.connect, c.sync("/")).await;
+            if c.state() == zk::SessionState::SyncConnected && matches!(synced, Ok(Ok(()))) {
                 return Ok(c.clone());
             }
             sessions.remove(hosts);
@@ -1121,7 +1122,15 @@ impl<'a> Runner<'a> {
         if r.is_err() {
             self.mirror = None;
         }
-        Ok(r?)
+        let c = r?;
+        // Found now, while the leader runs, not after it is stopped.
+        if c.unreadable > 0 {
+            return Err(MigrateError::Failed(format!(
+                "{} changed node(s) under the root could not be read on the old ensemble (no READ for zkrepl's session): they cannot be copied: make them readable to it (their ACL), then resume",
+                c.unreadable
+            )));
+        }
+        Ok(c)
     }
 
     /// Step 3 with `--live`: every change made before blind took hold is
@@ -1360,7 +1369,8 @@ impl<'a> Runner<'a> {
     /// a node's stat shows them set since they were last read.
     async fn final_live(&mut self) -> StepResult {
         let t = Instant::now();
-        self.mirror()?;
+        // Where the watch stands before the checks read the old tree.
+        let before = self.live_catch_up().await?;
         let mirror = self.mirror.take().expect("started");
         // The old tree stands still now (the leader is stopped): what holds
         // for it holds for its copy once the verify proves the two equal,
@@ -1371,8 +1381,21 @@ impl<'a> Runner<'a> {
             let (partitions, unlocked) = tokio::join!(self.partitions_on_old(), self.check_apps_unlocked(&src));
             (partitions.and(unlocked), t.elapsed().as_secs_f64())
         };
-        let (r, (checked, check_seconds)) = tokio::join!(mirror.finish(), checks);
+        let (r, (mut checked, check_seconds)) = tokio::join!(mirror.finish(), checks);
         let r = r?;
+        // The old tree changed after the checks began (as far as the watch
+        // tells; the verify's round took it in): they are repeated on the
+        // copy, which nothing writes now and which the verify proved equal.
+        let still = (r.final_events, r.final_watch_resets) == (before.events, before.watch_resets);
+        if r.settled && !still {
+            self.say(Event::Note(
+                "the old tree changed while it was checked: checking the new tree's partitions and apps lock instead"
+                    .to_string(),
+            ));
+            let dst = self.j.setup.dst_hosts.clone();
+            let (partitions, unlocked) = tokio::join!(self.missing_partitions(), self.check_apps_unlocked(&dst));
+            checked = partitions.and(unlocked);
+        }
         let Some(v) = r.verify.as_ref() else {
             return Err(MigrateError::Failed("the live mirror ended without its verify".to_string()));
         };
