@@ -383,6 +383,39 @@ impl Control {
     }
 }
 
+/// Runs `work` (a copy pass, a verify) and meanwhile tells `obs` a status
+/// every second: the phase's, with the events and pending paths the watch
+/// brought in since, so the status lines (and metrics) do not freeze for
+/// the length of a pass over a large tree.
+async fn ticking<T>(
+    work: impl std::future::Future<Output = T>,
+    pending: &Mutex<Pending>,
+    status: &SyncStatus,
+    started: Instant,
+    obs: &dyn SyncObserver,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let mut status = status.clone();
+    let mut every =
+        tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            r = &mut work => return r,
+            _ = every.tick() => {
+                {
+                    let p = lock(pending);
+                    status.events = p.events;
+                    status.watch_resets = p.resets;
+                    status.pending = p.paths.len();
+                    status.lag_seconds = p.oldest().map(|t| t.elapsed().as_secs_f64()).unwrap_or_default();
+                }
+                status.seconds = started.elapsed().as_secs_f64();
+                obs.status(&status);
+            }
+        }
+    }
+}
+
 /// The state of a running sync between its steps.
 struct Follower<'a> {
     req: &'a SyncRequest,
@@ -402,6 +435,7 @@ struct Follower<'a> {
     last_reconcile: Instant,
     /// In the end: a Ctrl-C no longer stops what the end must do.
     ending: bool,
+    started: Instant,
 }
 
 impl Follower<'_> {
@@ -494,7 +528,9 @@ impl Follower<'_> {
         } else {
             Arc::new(Progress::with_cancel(self.progress.cancel_token().child_token()))
         };
-        match self.reconcile(&p).await {
+        let (pending, status, obs) = (self.pending.clone(), self.status.clone(), self.obs);
+        let started = self.started;
+        match ticking(self.reconcile(&p), &pending, &status, started, obs).await {
             Ok(_) => {}
             // Ctrl-C during it: the end (catch-up, proof) still runs.
             Err(Error::Interrupted) if self.progress.is_cancelled() => return Ok(false),
@@ -791,7 +827,14 @@ pub async fn run_controlled(
     let ids = Identities { dst: dst_tree.acl_ids(), run: credential.acl_id() };
     let walk = WalkOptions { batch: req.read.batch, window: req.read.window, ..WalkOptions::default() };
     let job = Job { opts: &copy_req.options, walk: &walk, ids: &ids, allow_overlap: false };
-    let first = copy::run_on(&src, &dst, &session, &job, progress, &mut Left::default()).await?;
+    let first = ticking(
+        copy::run_on(&src, &dst, &session, &job, progress, &mut Left::default()),
+        &pending,
+        &status,
+        started,
+        obs,
+    )
+    .await?;
     let writer = Writer::new(session.clone(), req.writer).with_progress(progress.clone());
     let mut f = Follower {
         req,
@@ -809,6 +852,7 @@ pub async fn run_controlled(
         reconcile_due: false,
         last_reconcile: Instant::now(),
         ending: false,
+        started,
     };
     let mut last_status = Instant::now();
     let mut waiting: Vec<(Instant, Instant, u64, oneshot::Sender<CatchUp>)> = Vec::new();
@@ -889,7 +933,8 @@ pub async fn run_controlled(
             // tells (ACL changes).
             f.status.phase = "reconciling";
             obs.status(&f.status);
-            f.reconcile(&Arc::new(Progress::new())).await?;
+            let (pending, status) = (f.pending.clone(), f.status.clone());
+            ticking(f.reconcile(&Arc::new(Progress::new())), &pending, &status, started, obs).await?;
             f.status.reconciles += 1;
             break;
         }
@@ -898,7 +943,9 @@ pub async fn run_controlled(
         let before = f.seen();
         let mut first_diffs = FirstDifferences::new(20);
         let vopts = VerifyOptions { walk: walk.clone(), include_ephemeral: false, strict_counters: true };
-        let v = verify::run_on(&src, &dst, &vopts, &Progress::new(), &mut first_diffs).await?;
+        let vprogress = Progress::new();
+        let verifying = verify::run_on(&src, &dst, &vopts, &vprogress, &mut first_diffs);
+        let v = ticking(verifying, &f.pending, &f.status, started, obs).await?;
         // Nothing changed on the source from the mark before the verify to
         // the one after it: what it compared is one state of the source.
         f.mark().await?;
@@ -916,7 +963,8 @@ pub async fn run_controlled(
             obs.note(&format!("the verify found differences ({}): reconciling", shown.join(", ")));
             f.status.phase = "reconciling";
             obs.status(&f.status);
-            f.reconcile(&Arc::new(Progress::new())).await?;
+            let (pending, status) = (f.pending.clone(), f.status.clone());
+            ticking(f.reconcile(&Arc::new(Progress::new())), &pending, &status, started, obs).await?;
             f.status.reconciles += 1;
         } else {
             obs.note("the source changed during the verify: catching up and verifying again");

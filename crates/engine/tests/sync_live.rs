@@ -121,3 +121,44 @@ async fn a_catch_up_carries_every_change_made_before_it_and_the_end_proves_equal
     assert!(report.status.acls_remembered > 400, "{:?}", report.status);
     assert!(report.status.acls_read < report.status.acls_remembered, "{:?}", report.status);
 }
+
+#[derive(Default)]
+struct Phases(Mutex<Vec<String>>);
+
+impl SyncObserver for Phases {
+    fn status(&self, s: &SyncStatus) {
+        self.0.lock().unwrap().push(s.phase.to_string());
+    }
+    fn note(&self, _: &str) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_keeps_coming_during_a_long_copy() {
+    let (a, b) = (
+        LocalServer::start(&ServerOptions::default()).unwrap(),
+        LocalServer::start(&ServerOptions::default()).unwrap(),
+    );
+    let s = client(&a).await;
+    let open = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    s.create("/slow", b"r", &open).await.unwrap();
+    for i in 0..5 {
+        s.create(&format!("/slow/a{i}"), b"x", &open).await.unwrap();
+        for j in 0..5 {
+            s.create(&format!("/slow/a{i}/b{j}"), b"y", &open).await.unwrap();
+        }
+    }
+    // Every round trip to the source takes 0.2 s: the copy takes seconds.
+    let proxy = FaultProxy::to_port(a.port).await;
+    proxy.set_delay(Duration::from_millis(100));
+    let mut req = SyncRequest::new(
+        Tree::new(&proxy.connect_string(), "/slow").unwrap(),
+        Tree::new(&b.connect_string(), "/slow").unwrap(),
+    );
+    req.until_idle = Some(Duration::from_millis(200));
+    let phases = Phases::default();
+    let report = sync::run(&req, &Arc::new(Progress::new()), &phases).await.expect("sync");
+    assert!(report.settled);
+    let seen = phases.0.lock().unwrap().clone();
+    let copying = seen.iter().filter(|p| *p == "copying").count();
+    assert!(copying >= 2, "a status every second while copying: {seen:?}");
+}
