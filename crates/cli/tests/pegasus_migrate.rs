@@ -106,35 +106,34 @@ async fn migrates_a_100k_node_cluster_with_shell_hooks_then_cleans_up_the_old_tr
         wait_for(&pids[i], Duration::from_secs(60));
     }
 
+    // The migration's command line: to `to`, with `extra` options, the
+    // hooks stopping and starting the two meta processes.
+    let migrate = |to: &str, journal: &Path, extra: &[&str]| {
+        let (stop_followers, stop_leader) = (stop_cmd(&[&pids[1]]), stop_cmd(&[&pids[0]]));
+        let (start_leader, start_followers) =
+            (start_cmd(&configs[0], &pids[0], &logs[0]), start_cmd(&configs[1], &pids[1], &logs[1]));
+        let mut a: Vec<String> =
+            ["pegasus", "migrate", "--meta", &servers.join(","), "--dst", to].iter().map(|s| s.to_string()).collect();
+        for c in &configs {
+            a.extend(["--config".to_string(), c.display().to_string()]);
+        }
+        let journal = journal.display().to_string();
+        for (k, v) in [
+            ("--journal", &journal),
+            ("--stop-followers", &stop_followers),
+            ("--stop-leader", &stop_leader),
+            ("--start-leader", &start_leader),
+            ("--start-followers", &start_followers),
+            ("--wait", &"60s".to_string()),
+        ] {
+            a.extend([k.to_string(), v.clone()]);
+        }
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.extend(["--yes".to_string(), "--json".to_string()]);
+        a
+    };
     let journal = d.join("migrate.journal");
-    let out = zkrepl_async(args(&[
-        "pegasus",
-        "migrate",
-        "--meta",
-        &servers.join(","),
-        "--dst",
-        &new,
-        "--config",
-        configs[0].to_str().unwrap(),
-        "--config",
-        configs[1].to_str().unwrap(),
-        "--journal",
-        journal.to_str().unwrap(),
-        "--stop-followers",
-        &stop_cmd(&[&pids[1]]),
-        "--stop-leader",
-        &stop_cmd(&[&pids[0]]),
-        "--start-leader",
-        &start_cmd(&configs[0], &pids[0], &logs[0]),
-        "--start-followers",
-        &start_cmd(&configs[1], &pids[1], &logs[1]),
-        "--allow-drift",
-        "--wait",
-        "60s",
-        "--yes",
-        "--json",
-    ]))
-    .await;
+    let out = zkrepl_async(migrate(&new, &journal, &["--allow-drift"])).await;
     assert_exit(&out, 0);
     let report = json(&out);
     eprintln!("{}\n{report}", stderr(&out));
@@ -199,34 +198,7 @@ async fn migrates_a_100k_node_cluster_with_shell_hooks_then_cleans_up_the_old_tr
     // And back to the first server with --live: mirrored while the cluster
     // runs, blind only for the catch-ups, the stop and the proof.
     let journal = d.join("migrate-live.journal");
-    let out = zkrepl_async(args(&[
-        "pegasus",
-        "migrate",
-        "--live",
-        "--meta",
-        &servers.join(","),
-        "--dst",
-        &old,
-        "--config",
-        configs[0].to_str().unwrap(),
-        "--config",
-        configs[1].to_str().unwrap(),
-        "--journal",
-        journal.to_str().unwrap(),
-        "--stop-followers",
-        &stop_cmd(&[&pids[1]]),
-        "--stop-leader",
-        &stop_cmd(&[&pids[0]]),
-        "--start-leader",
-        &start_cmd(&configs[0], &pids[0], &logs[0]),
-        "--start-followers",
-        &start_cmd(&configs[1], &pids[1], &logs[1]),
-        "--wait",
-        "60s",
-        "--yes",
-        "--json",
-    ]))
-    .await;
+    let out = zkrepl_async(migrate(&old, &journal, &["--live"])).await;
     assert_exit(&out, 0);
     let report = json(&out);
     eprintln!("{}\n{report}", stderr(&out));

@@ -306,11 +306,7 @@ async fn live_mirrors_before_blind_and_the_window_holds_only_catch_ups_the_stop_
 async fn live_killed_at_the_mirror_steps_and_resumed() {
     // A resumed run has no mirror: it starts a new one (its full copy
     // converges on what is there) and goes on.
-    for (i, step) in [Step::Blind, Step::Copied, Step::LeaderStopped, Step::FinalSync].into_iter().enumerate() {
-        for (k, delay) in [0, 30].into_iter().enumerate() {
-            killed_at(step, Duration::from_millis(delay), &format!("/pegasus/live-killed{i}-{k}"), true).await;
-        }
-    }
+    killed_at_each(&[Step::Blind, Step::Copied, Step::LeaderStopped, Step::FinalSync], "live-killed", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -496,13 +492,18 @@ async fn killed_at(step: Step, delay: Duration, root: &str, live: bool) {
     let _ = nc;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn killed_at_each_step_and_resumed() {
-    for (i, step) in Step::ALL.into_iter().enumerate() {
+/// [`killed_at`] each of `steps`, at once and 30 ms in.
+async fn killed_at_each(steps: &[Step], name: &str, live: bool) {
+    for (i, step) in steps.iter().enumerate() {
         for (k, delay) in [0, 30].into_iter().enumerate() {
-            killed_at(step, Duration::from_millis(delay), &format!("/pegasus/killed{i}-{k}"), false).await;
+            killed_at(*step, Duration::from_millis(delay), &format!("/pegasus/{name}{i}-{k}"), live).await;
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_at_each_step_and_resumed() {
+    killed_at_each(&Step::ALL, "killed", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -608,6 +608,18 @@ async fn stays_locked(hosts: &str, apps: &str, timeout: Duration) -> bool {
 
 /// The backup of a config file for the run stamped `stamp`:
 /// `<file>.before-migrate-<stamp>`.
+/// Apps or partitions list_apps names that a tree lacks: a meta starting on
+/// it would recreate them empty.
+fn partitions_error(missing: &[String], where_: &str, starting: &str) -> MigrateError {
+    let shown: Vec<&str> = missing.iter().take(10).map(String::as_str).collect();
+    MigrateError::Failed(format!(
+        "{} app or partition node(s) that list_apps names are {where_} ({}{}): a meta starting {starting} would recreate them empty",
+        missing.len(),
+        shown.join(", "),
+        if missing.len() > 10 { ", ..." } else { "" },
+    ))
+}
+
 pub fn backup_path(config: &Path, stamp: u64) -> PathBuf {
     journal::beside(config, &format!(".before-migrate-{stamp}"))
 }
@@ -1217,42 +1229,29 @@ impl<'a> Runner<'a> {
 
     async fn missing_partitions(&self) -> Result<(), MigrateError> {
         let s = &self.j.setup;
-        let c = self.zk(&s.dst_hosts).await.map_err(MigrateError::Failed)?;
-        let missing =
-            checks::missing_partitions_on(&c, &s.dst_hosts, &s.root, &s.apps).await.map_err(MigrateError::Failed)?;
+        let missing = self.partitions_missing_on(&s.dst_hosts).await?;
         if missing.is_empty() {
             return Ok(());
         }
-        let on_src = match self.zk(&s.src_hosts).await {
-            Ok(c) => checks::missing_partitions_on(&c, &s.src_hosts, &s.root, &s.apps).await.unwrap_or_default(),
-            Err(_) => Vec::new(),
-        };
-        let shown: Vec<&str> = missing.iter().take(10).map(String::as_str).collect();
-        Err(MigrateError::Failed(format!(
-            "{} app or partition node(s) that list_apps names are missing on the destination ({}{}){}: a meta starting there would recreate them empty",
-            missing.len(),
-            shown.join(", "),
-            if missing.len() > 10 { ", ..." } else { "" },
-            if on_src.is_empty() { "" } else { "; missing on the source too" }
-        )))
+        let on_src = self.partitions_missing_on(&s.src_hosts).await.unwrap_or_default();
+        let also = if on_src.is_empty() { "" } else { "; missing on the source too" };
+        Err(partitions_error(&missing, &format!("missing on the destination{also}"), "there"))
     }
 
     /// Every app and partition list_apps named, on the old tree.
     async fn partitions_on_old(&self) -> Result<(), MigrateError> {
-        let s = &self.j.setup;
-        let c = self.zk(&s.src_hosts).await.map_err(MigrateError::Failed)?;
-        let missing =
-            checks::missing_partitions_on(&c, &s.src_hosts, &s.root, &s.apps).await.map_err(MigrateError::Failed)?;
+        let missing = self.partitions_missing_on(&self.j.setup.src_hosts).await?;
         if missing.is_empty() {
             return Ok(());
         }
-        let shown: Vec<&str> = missing.iter().take(10).map(String::as_str).collect();
-        Err(MigrateError::Failed(format!(
-            "{} app or partition node(s) that list_apps named are missing on the old tree after the leader stopped ({}{}): a meta starting on its copy would recreate them empty",
-            missing.len(),
-            shown.join(", "),
-            if missing.len() > 10 { ", ..." } else { "" }
-        )))
+        Err(partitions_error(&missing, "missing on the old tree after the leader stopped", "on its copy"))
+    }
+
+    /// The apps and partitions list_apps named that `hosts` lacks.
+    async fn partitions_missing_on(&self, hosts: &str) -> Result<Vec<String>, MigrateError> {
+        let s = &self.j.setup;
+        let c = self.zk(hosts).await.map_err(MigrateError::Failed)?;
+        checks::missing_partitions_on(&c, hosts, &s.root, &s.apps).await.map_err(MigrateError::Failed)
     }
 
     // ---- step 4 ----
