@@ -805,7 +805,7 @@ fn print_bench(r: &Value, n: u64, bytes: u64) {
 
 #[derive(Args, Debug)]
 #[command(
-    after_long_help = "Starts two local ZooKeeper servers (needs java and the ZooKeeper jars: apt-get install zookeeper, or ZK_HOME), generates a Pegasus-shaped tree on the first, copies it to the second with zkrepl copy --verify, prints the summary and throughput, and stops the servers."
+    after_long_help = "Starts three local ZooKeeper servers (needs java and the ZooKeeper jars: apt-get install zookeeper, or ZK_HOME), generates a Pegasus-shaped tree on the first, copies it to the second with zkrepl copy --verify, prints the summary and throughput, then migrates a simulated Pegasus cluster (two in-process meta servers) over the tree to the third server with the pegasus migrate procedure and on to the second with --live, prints both blind windows, and stops the servers."
 )]
 pub struct DemoArgs {
     /// Nodes in the generated tree

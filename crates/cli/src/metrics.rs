@@ -79,7 +79,7 @@ impl SyncMetrics {
         m.registry.register_with_unit("running", "Time since the sync started", Unit::Seconds, m.running.clone());
         m.registry.register(
             "phase",
-            "The phase the sync is in (1; phases it has left are 0): connecting, copying, following, reconciling, verifying, done",
+            "The phase the sync is in (1; phases it has left are 0): connecting, copying, following, reconciling, catching up, verifying, done",
             m.phase.clone(),
         );
         m

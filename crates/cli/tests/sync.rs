@@ -1,7 +1,7 @@
 //! `zkrepl sync` against real servers: changes of every kind while it
 //! runs end equal; a connection cut does not silence it (the watch is
 //! added again: changes after the cut arrive while it still runs); an ACL
-//! change, which fires no event, is caught by the last reconcile; the lag
+//! change, which fires no event, is caught by the verify at the end (and a reconcile); the lag
 //! limit fails loudly; `--metrics` serves what the status lines tell, and
 //! an address in use stops it before it starts; under a bounded write load
 //! the lag shows and the run still ends equal.
@@ -182,7 +182,7 @@ async fn a_connection_cut_does_not_silence_it_and_an_acl_change_is_caught_at_the
     let now = until_status(&mut lines, Duration::from_secs(5), |_| true).await;
     assert_eq!(now["reconciles"], back["reconciles"], "it came through the watch, not a reconcile");
 
-    // An ACL change fires no event: the last reconcile carries it.
+    // An ACL change fires no event: the verify at the end finds it, a reconcile carries it.
     let read_only = vec![zk::Acl::new(zk::Permission::READ | zk::Permission::WRITE, zk::AuthId::anyone())];
     c.set_acl(&format!("{root}/x"), &read_only, None).await.unwrap();
     let (code, report, err) = finish(child, lines).await;
