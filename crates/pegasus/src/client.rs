@@ -277,6 +277,22 @@ impl MetaClient {
         Ok(r.infos)
     }
 
+    /// RPC_CM_START_RECOVERY at `meta`: a meta started with `[meta_server]
+    /// recover_from_replica_server = true` rebuilds its apps and partitions
+    /// in its (empty) ZooKeeper from the replica servers in `req`. The
+    /// reply's `err` and hint are the caller's to judge (ERR_OK, or
+    /// ERR_SERVICE_ALREADY_RUNNING, ERR_TRY_AGAIN, ...); a follower's
+    /// ERR_FORWARD_TO_OTHERS is [`Error::Handler`], and a meta without the
+    /// RPC is [`Error::Transport`] (ERR_HANDLER_NOT_FOUND).
+    pub async fn start_recovery(&self, meta: &str, req: &m::RecoveryRequest) -> Result<m::RecoveryReply> {
+        let r =
+            self.call(meta, m::RPC_CM_START_RECOVERY, m::start_recovery_request(req), m::read_start_recovery).await?;
+        if r.err == ERR_FORWARD_TO_OTHERS {
+            check(meta, m::RPC_CM_START_RECOVERY, &r.err)?;
+        }
+        Ok(r)
+    }
+
     /// Every app, whatever its status.
     pub async fn list_apps(&self, meta: &str) -> Result<Vec<m::AppInfo>> {
         let r = self.call(meta, m::RPC_CM_LIST_APPS, m::list_apps_request(m::AS_INVALID), m::read_list_apps).await?;

@@ -26,6 +26,7 @@ pub mod zk;
 pub use client::{DEFAULT_PORT, Leader, LevelChange, MetaAnswer, MetaClient, Role, parse_metas};
 pub use error::{Error, Result};
 pub use level::{Level, UnknownLevel};
+pub use messages::{NodeInfo, RecoveryReply, RecoveryRequest};
 pub use status::{ClusterStatus, Query, StatusOptions, cluster_status};
 
 #[cfg(test)]

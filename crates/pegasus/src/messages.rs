@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::level::Level;
 use crate::thrift::{
     DecodeResult, HostPort, Reader, RpcAddress, Writer, read_error_code, read_host_port, read_rpc_address, ttype,
+    write_host_port,
 };
 
 pub const RPC_CM_CLUSTER_INFO: &str = "RPC_CM_CLUSTER_INFO";
@@ -22,6 +23,7 @@ pub const RPC_CM_QUERY_DUPLICATION: &str = "RPC_CM_QUERY_DUPLICATION";
 pub const RPC_CM_QUERY_BULK_LOAD_STATUS: &str = "RPC_CM_QUERY_BULK_LOAD_STATUS";
 pub const RPC_CM_QUERY_BACKUP_STATUS: &str = "RPC_CM_QUERY_BACKUP_STATUS";
 pub const RPC_CM_QUERY_PARTITION_SPLIT: &str = "RPC_CM_QUERY_PARTITION_SPLIT";
+pub const RPC_CM_START_RECOVERY: &str = "RPC_CM_START_RECOVERY";
 
 /// A handler's error in a response's `err` field (`ERR_OK` when it worked).
 pub type ErrorCode = String;
@@ -218,6 +220,95 @@ pub fn read_list_nodes(r: &mut Reader<'_>) -> DecodeResult<ListNodesResponse> {
         })
     })?;
     Ok(ListNodesResponse { err, infos })
+}
+
+// start_recovery
+
+/// `configuration_recovery_request`: the replica servers a meta started with
+/// `[meta_server] recover_from_replica_server = true` rebuilds its apps and
+/// partitions from. Build it from list_nodes' answer ([`RecoveryRequest::alive`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryRequest {
+    /// Each node's rpc_address is sent (field 1); the host_ports (field 4)
+    /// only when every node has one, as the meta pairs the two lists.
+    pub nodes: Vec<NodeInfo>,
+    /// Rebuild from the nodes that answer when some do not (else the meta
+    /// answers ERR_TRY_AGAIN).
+    pub skip_bad_nodes: bool,
+    /// Recreate empty the partitions no given node holds (else the meta
+    /// answers ERR_TRY_AGAIN).
+    pub skip_lost_partitions: bool,
+}
+
+impl RecoveryRequest {
+    /// The ALIVE nodes of a list_nodes answer, neither skip set: what the
+    /// documented procedure sends.
+    pub fn alive(nodes: &[NodeInfo]) -> RecoveryRequest {
+        RecoveryRequest {
+            nodes: nodes.iter().filter(|n| n.status == NS_ALIVE).cloned().collect(),
+            skip_bad_nodes: false,
+            skip_lost_partitions: false,
+        }
+    }
+
+    /// The host_ports of field 4: every node's, or none when one lacks it.
+    fn host_ports(&self) -> Option<Vec<&HostPort>> {
+        self.nodes.iter().map(|n| n.hp_node.as_ref().filter(|hp| !hp.host.is_empty())).collect()
+    }
+}
+
+/// Writes `configuration_recovery_request`: list<rpc_address> (elements of
+/// type STRUCT, each a bare i64), two bools, and the optional
+/// list<host_port> (elements of type STRUCT, each bare).
+pub fn start_recovery_request(req: &RecoveryRequest) -> impl FnOnce(&mut Writer) + '_ {
+    move |w| {
+        w.field(ttype::LIST, 1);
+        w.list_begin(ttype::STRUCT, req.nodes.len());
+        for n in &req.nodes {
+            w.i64(n.node.0 as i64);
+        }
+        w.field(ttype::BOOL, 2);
+        w.bool(req.skip_bad_nodes);
+        w.field(ttype::BOOL, 3);
+        w.bool(req.skip_lost_partitions);
+        if let Some(hps) = req.host_ports().filter(|h| !h.is_empty()) {
+            w.field(ttype::LIST, 4);
+            w.list_begin(ttype::STRUCT, hps.len());
+            for hp in hps {
+                write_host_port(w, hp);
+            }
+        }
+        w.stop();
+    }
+}
+
+/// `configuration_recovery_response`: the handler's error (ERR_OK,
+/// ERR_SERVICE_ALREADY_RUNNING once the meta serves, ERR_TRY_AGAIN when a
+/// node or a partition is missing, ...) and its hint, one line per finding.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RecoveryReply {
+    pub err: ErrorCode,
+    pub hint: String,
+}
+
+impl RecoveryReply {
+    pub fn is_ok(&self) -> bool {
+        self.err == crate::frame::ERR_OK
+    }
+}
+
+pub fn read_start_recovery(r: &mut Reader<'_>) -> DecodeResult<RecoveryReply> {
+    let mut hint = String::new();
+    let err = read_response(r, |r, id, t| {
+        Ok(match (id, t) {
+            (2, ttype::STRING) => {
+                hint = r.string()?;
+                true
+            }
+            _ => false,
+        })
+    })?;
+    Ok(RecoveryReply { err, hint })
 }
 
 // list_apps

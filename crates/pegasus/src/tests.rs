@@ -478,3 +478,72 @@ fn http_answers_give_the_leader() {
     assert!(e.contains(&("primary_meta_server".to_string(), "b:2".to_string())));
     assert!(crate::http::parse(b"RPC garbage").is_err());
 }
+
+fn node(status: i32, ip: &str, port: u16, host: Option<&str>) -> m::NodeInfo {
+    m::NodeInfo {
+        status,
+        node: RpcAddress::new(ip.parse().unwrap(), port),
+        hp_node: host.map(|h| thrift::HostPort { host: h.to_string(), port, host_type: 1 }),
+    }
+}
+
+#[test]
+fn start_recovery_sends_addresses_bools_and_host_ports_bare() {
+    let nodes = [
+        node(m::NS_ALIVE, "10.0.0.1", 34801, Some("replica1")),
+        node(m::NS_UNALIVE, "10.0.0.9", 34801, Some("replica9")),
+        node(m::NS_ALIVE, "10.0.0.2", 40960, Some("replica2")),
+    ];
+    let mut req = m::RecoveryRequest::alive(&nodes);
+    assert_eq!(req.nodes.len(), 2, "the UNALIVE node is left out");
+    req.skip_lost_partitions = true;
+    let want = cat(&[
+        // 1: list<rpc_address>: elements typed STRUCT, each a bare i64
+        h("0f 0001 0c 00000002  0a000001 87f1 0001  0a000002 a000 0001"),
+        h("02 0002 00  02 0003 01"), // skip_bad_nodes false, skip_lost_partitions true
+        // 4: list<host_port>: elements typed STRUCT, each bare (port 40960 as i16 0xa000)
+        h("0f 0004 0c 00000002"),
+        s("replica1"),
+        h("87f1 01"),
+        s("replica2"),
+        h("a000 01"),
+        h("00"),
+    ]);
+    expect_call(m::RPC_CM_START_RECOVERY, m::start_recovery_request(&req), &hex(&want));
+}
+
+#[test]
+fn start_recovery_leaves_out_host_ports_unless_every_node_has_one() {
+    let nodes = [node(m::NS_ALIVE, "10.0.0.1", 34801, Some("replica1")), node(m::NS_ALIVE, "10.0.0.2", 34801, None)];
+    let mut req = m::RecoveryRequest::alive(&nodes);
+    req.skip_bad_nodes = true;
+    expect_call(
+        m::RPC_CM_START_RECOVERY,
+        m::start_recovery_request(&req),
+        "0f 0001 0c 00000002 0a000001 87f1 0001 0a000002 87f1 0001  02 0002 01  02 0003 00  00",
+    );
+    let empty = m::RecoveryRequest { nodes: Vec::new(), skip_bad_nodes: false, skip_lost_partitions: false };
+    expect_call(
+        m::RPC_CM_START_RECOVERY,
+        m::start_recovery_request(&empty),
+        "0f 0001 0c 00000000  02 0002 00  02 0003 00  00",
+    );
+}
+
+#[test]
+fn start_recovery_response_carries_the_error_and_the_hint() {
+    let response = cat(&[err("ERR_OK"), h("0b 0002"), s("recovered 2 apps\n"), h("00")]);
+    let r = decode(m::RPC_CM_START_RECOVERY, &response, m::read_start_recovery);
+    assert_eq!(r, m::RecoveryReply { err: "ERR_OK".into(), hint: "recovered 2 apps\n".into() });
+    assert!(r.is_ok());
+    let response = cat(&[h("0b 0002"), s(""), err("ERR_SERVICE_ALREADY_RUNNING"), h("00")]);
+    let r = decode(m::RPC_CM_START_RECOVERY, &response, m::read_start_recovery);
+    assert_eq!((r.err.as_str(), r.hint.as_str(), r.is_ok()), ("ERR_SERVICE_ALREADY_RUNNING", "", false));
+    let bytes = reply(m::RPC_CM_START_RECOVERY, 7, "ERR_OK", Some(&cat(&[h("0b 0002"), s("x"), h("00")])));
+    let r = frame::decode_reply(&bytes, m::RPC_CM_START_RECOVERY, 7, m::read_start_recovery);
+    assert!(matches!(r, Err(ReplyError::Body(_))), "a response without err is refused");
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

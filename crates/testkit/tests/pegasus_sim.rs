@@ -723,3 +723,85 @@ async fn a_pegasus_shaped_tree_from_treegen_loads_pipelined() {
     assert_eq!(loaded.len(), 1000, "one duplication (app 1) with a node per partition");
     assert!(loaded.keys().all(|(app, dup, _)| (*app, *dup) == (1, 1_600_000_001)));
 }
+
+/// A START_RECOVERY request struct: the nodes' rpc_addresses (a list typed
+/// STRUCT of bare i64s), skip_bad_nodes and skip_lost_partitions false.
+fn recovery_request(nodes: &[&str]) -> Vec<u8> {
+    let mut b = vec![15, 0, 1, 12];
+    b.extend_from_slice(&(nodes.len() as i32).to_be_bytes());
+    for n in nodes {
+        let a: std::net::SocketAddrV4 = n.parse().unwrap();
+        let v = (u32::from(*a.ip()) as i64) << 32 | (a.port() as i64) << 16 | 1;
+        b.extend_from_slice(&v.to_be_bytes());
+    }
+    b.extend_from_slice(&[2, 0, 2, 0, 2, 0, 3, 0, 0]);
+    b
+}
+
+fn sim_command(args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_pegasus-sim"));
+    c.args(args).kill_on_drop(true);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_with_the_recovery_flag_refuses_apps_and_rebuilds_from_the_replica_state_file() {
+    use tokio::io::AsyncBufReadExt;
+    let old = zk_hosts().await;
+    let root = "/sim/binrecover";
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("replicas.json");
+    let s = state.to_str().unwrap();
+    let out =
+        sim_command(&["seed", "--zk", &old, "--root", root, "--apps", "2", "--partitions", "3", "--replica-state", s])
+            .output()
+            .await
+            .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let mut cfg = MetaConfig::new(&old, root, "/sim/binrecover/lock");
+    cfg.recover_from_replica_server = true;
+    cfg.replica_state = Some(state.clone());
+    cfg.level_on_start = Level::BLIND;
+    let ini = dir.path().join("meta.ini");
+    std::fs::write(&ini, cfg.to_ini()).unwrap();
+    let run = sim_command(&["meta", "--config", ini.to_str().unwrap()]).output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run).await.expect("exits at once").unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr
+            .contains("holds 2 apps while [meta_server] recover_from_replica_server = true: the meta refuses to start"),
+        "{stderr}"
+    );
+
+    // On an empty ZooKeeper it waits for the recovery, and rebuilds from the file.
+    let server = tokio::task::spawn_blocking(|| LocalServer::start(&ServerOptions::default())).await.unwrap().unwrap();
+    cfg.zookeeper_hosts = server.connect_string();
+    std::fs::write(&ini, cfg.to_ini()).unwrap();
+    let mut child = sim_command(&["meta", "--config", ini.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let addr: std::net::SocketAddr = line.split(' ').nth(1).unwrap().parse().unwrap();
+    let v = ok(addr, "RPC_CM_LIST_APPS", &i32_field(1, 0)).await;
+    assert_eq!(v.field(1).s(), "ERR_UNDER_RECOVERY");
+    assert_eq!(ok(addr, "RPC_CM_LIST_NODES", &i32_field(1, 0)).await.field(2).l().len(), 3);
+    let nodes = ["127.0.0.1:34801", "127.0.0.1:34802", "127.0.0.1:34803"];
+    let v = ok(addr, "RPC_CM_START_RECOVERY", &recovery_request(&nodes)).await;
+    assert_eq!(v.field(1).s(), "ERR_OK", "{v:?}");
+    assert!(v.field(2).s().starts_with("recovered 2 apps and 6 partitions"), "{v:?}");
+    assert_eq!(list_apps(addr).await, ["table_1", "table_2"]);
+    let (oc, nc) = (client().await, zk::Client::connect(&server.connect_string()).await.unwrap());
+    for path in ["apps", "apps/1", "apps/1/0", "apps/1/2", "apps/2", "apps/2/1"] {
+        let p = format!("{root}/{path}");
+        assert_eq!(nc.get_data(&p).await.unwrap().0, oc.get_data(&p).await.unwrap().0, "{p}");
+    }
+    assert!(nc.list_children(&format!("{root}/apps/2")).await.unwrap().len() == 3);
+    let v = ok(addr, "RPC_CM_START_RECOVERY", &recovery_request(&nodes)).await;
+    assert_eq!(v.field(1).s(), "ERR_SERVICE_ALREADY_RUNNING");
+    child.kill().await.unwrap();
+}

@@ -10,26 +10,31 @@
 //!   a crash. From a shell hook:
 //!   `pegasus-sim meta --config F --pid-file P >log 2>&1 &` starts it and
 //!   `kill $(cat P)` stops it;
-//! - `pegasus-sim seed --zk HOSTS --root PATH --apps N --partitions P`:
-//!   writes a Pegasus-shaped cluster under PATH (apps `table_<n>`, the
-//!   first with one duplication);
+//!   With `[meta_server] recover_from_replica_server = true` it exits
+//!   non-zero at once when apps exist in its ZooKeeper, and otherwise
+//!   waits for RPC_CM_START_RECOVERY;
+//! - `pegasus-sim seed --zk HOSTS --root PATH --apps N --partitions P
+//!   [--replica-state FILE]`: writes a Pegasus-shaped cluster under PATH
+//!   (apps `table_<n>`, the first with one duplication), and the replica
+//!   servers' view of it to FILE;
 //! - `pegasus-sim zookeeper [--addr-file PATH]`: a local ZooKeeper server
 //!   on a free loopback port, until SIGTERM or SIGINT; prints (and writes
 //!   to PATH, atomically) its `127.0.0.1:port` once it serves;
-//! - `pegasus-sim configs --zk HOSTS --root PATH --ports P1,P2,.. --dir DIR`:
-//!   writes `DIR/meta<i>.ini` for one meta per port, as an operator's
-//!   config.ini would look (comments, the lock under `<root>/lock`).
+//! - `pegasus-sim configs --zk HOSTS --root PATH --ports P1,P2,.. --dir DIR
+//!   [--replica-state FILE]`: writes `DIR/meta<i>.ini` for one meta per
+//!   port, as an operator's config.ini would look (comments, the lock under
+//!   `<root>/lock`), sharing the replica servers' view in FILE.
 
 use std::path::{Path, PathBuf};
 
 use tokio::signal::unix::{SignalKind, signal};
 use zkrepl_testkit::local::{LocalServer, ServerOptions};
-use zkrepl_testkit::pegasus::{ClusterSpec, Seed, SimCluster, SimMeta};
+use zkrepl_testkit::pegasus::{ClusterSpec, Replicas, Seed, SimCluster, SimMeta};
 
 const USAGE: &str = "usage: pegasus-sim demo\n       pegasus-sim meta --config <config.ini> [--pid-file <path>]\n       \
-                     pegasus-sim seed --zk <hosts> --root <path> --apps <n> --partitions <p>\n       \
+                     pegasus-sim seed --zk <hosts> --root <path> --apps <n> --partitions <p> [--replica-state <file>]\n       \
                      pegasus-sim zookeeper [--addr-file <path>]\n       \
-                     pegasus-sim configs --zk <hosts> --root <path> --ports <p1,p2,..> --dir <dir>";
+                     pegasus-sim configs --zk <hosts> --root <path> --ports <p1,p2,..> --dir <dir> [--replica-state <file>]";
 
 #[tokio::main]
 async fn main() {
@@ -43,7 +48,7 @@ async fn main() {
             },
             Err(e) => Err(e),
         },
-        Some("seed") => match flags(&args[1..], &["--zk", "--root", "--apps", "--partitions"]) {
+        Some("seed") => match flags(&args[1..], &["--zk", "--root", "--apps", "--partitions", "--replica-state"]) {
             Ok(f) => seed(&f).await,
             Err(e) => Err(e),
         },
@@ -51,7 +56,7 @@ async fn main() {
             Ok(f) => zookeeper(f[0].clone().map(PathBuf::from)).await,
             Err(e) => Err(e),
         },
-        Some("configs") => match flags(&args[1..], &["--zk", "--root", "--ports", "--dir"]) {
+        Some("configs") => match flags(&args[1..], &["--zk", "--root", "--ports", "--dir", "--replica-state"]) {
             Ok(f) => configs(&f),
             Err(e) => Err(e),
         },
@@ -133,6 +138,7 @@ fn configs(f: &[Option<String>]) -> Result<(), String> {
         cfg.meta_servers = servers.clone();
         cfg.port = *port;
         cfg.zookeeper_timeout_ms = 10_000;
+        cfg.replica_state = f[4].clone().map(PathBuf::from);
         let text = format!("; meta server {} of a simulated Pegasus cluster\n{}", i + 1, cfg.to_ini());
         let path = Path::new(&dir).join(format!("meta{}.ini", i + 1));
         std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -164,6 +170,9 @@ async fn meta(path: PathBuf, pid_file: Option<PathBuf>) -> Result<(), String> {
     let mut m = SimMeta::start_file(&path).await.map_err(|e| e.to_string())?;
     let role = if m.is_leader() { "leader" } else { "follower" };
     println!("meta {} {role}", m.addr());
+    if m.is_recovering() {
+        eprintln!("recover_from_replica_server = true: no app loaded, waiting for RPC_CM_START_RECOVERY");
+    }
     if let Some(p) = &pid_file
         && let Err(e) = write_pid_file(p)
     {
@@ -188,7 +197,11 @@ async fn seed(f: &[Option<String>]) -> Result<(), String> {
     let (hosts, root) = (get(0, "--zk")?, get(1, "--root")?);
     let apps: usize = get(2, "--apps")?.parse().map_err(|_| "--apps takes a number".to_string())?;
     let partitions: u32 = get(3, "--partitions")?.parse().map_err(|_| "--partitions takes a number".to_string())?;
-    zkrepl_testkit::pegasus::seed(&hosts, &root, &Seed::simple(apps, partitions)).await.map_err(|e| e.to_string())?;
+    let spec = Seed::simple(apps, partitions);
+    zkrepl_testkit::pegasus::seed(&hosts, &root, &spec).await.map_err(|e| e.to_string())?;
+    if let Some(p) = &f[4] {
+        Replicas::write_seed(Path::new(p), &spec).map_err(|e| e.to_string())?;
+    }
     println!("seeded {root}: {apps} apps of {partitions} partitions");
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! replica servers.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{Level, SimError};
 
@@ -23,6 +23,11 @@ pub struct MetaConfig {
     pub lock_path: String,
     /// `[meta_server] meta_function_level_on_start`, a bare name (default steady).
     pub level_on_start: Level,
+    /// `[meta_server] recover_from_replica_server` (default false): at the
+    /// takeover, refuse to start when `<cluster_root>/apps` has children;
+    /// otherwise load and create no app and wait for RPC_CM_START_RECOVERY
+    /// to rebuild them from the replica servers' view.
+    pub recover_from_replica_server: bool,
     /// `[meta_server] min_live_node_count_for_unfreeze` (default 3).
     pub min_live_node_count_for_unfreeze: usize,
     /// `[meta_server] node_live_percentage_threshold_for_update` (default 65).
@@ -53,6 +58,10 @@ pub struct MetaConfig {
     /// is missing or has no children (the real meta reads
     /// `[meta_server.apps.*]` sections for this).
     pub default_apps: Vec<(String, u32)>,
+    /// `[simulator] replica_state`: a JSON file holding the replica
+    /// servers' view ([`super::Replicas::file`]), shared by metas run as
+    /// separate processes; empty for one held in memory.
+    pub replica_state: Option<PathBuf>,
 }
 
 impl MetaConfig {
@@ -66,6 +75,7 @@ impl MetaConfig {
             cluster_root: cluster_root.to_string(),
             lock_path: lock_path.to_string(),
             level_on_start: Level::STEADY,
+            recover_from_replica_server: false,
             min_live_node_count_for_unfreeze: 3,
             node_live_percentage_threshold_for_update: 65,
             cluster_name: String::new(),
@@ -77,6 +87,7 @@ impl MetaConfig {
             progress_per_tick: 8,
             lock_apps_while_updating: true,
             default_apps: Vec::new(),
+            replica_state: None,
         }
     }
 
@@ -102,6 +113,14 @@ impl MetaConfig {
         let num = |s: &str, k: &str, d: u64| -> Result<u64, String> {
             get(s, k).map_or(Ok(d), |v| v.parse().map_err(|_| format!("[{s}] {k} = {v:?} is not a number")))
         };
+        let flag = |s: &str, k: &str, d: bool| -> Result<bool, String> {
+            match get(s, k) {
+                None => Ok(d),
+                Some("true") => Ok(true),
+                Some("false") => Ok(false),
+                Some(v) => Err(format!("[{s}] {k} = {v:?} is not true or false")),
+            }
+        };
         let hosts = get("zookeeper", "hosts_list").ok_or("[zookeeper] hosts_list is missing")?;
         let lock = get("meta_server", "distributed_lock_service_parameters")
             .and_then(|v| v.split(',').next())
@@ -116,6 +135,7 @@ impl MetaConfig {
                 format!("[meta_server] meta_function_level_on_start = {l:?}: expected a bare level name such as steady")
             })?;
         }
+        c.recover_from_replica_server = flag("meta_server", "recover_from_replica_server", false)?;
         c.min_live_node_count_for_unfreeze = num("meta_server", "min_live_node_count_for_unfreeze", 3)? as usize;
         c.node_live_percentage_threshold_for_update =
             num("meta_server", "node_live_percentage_threshold_for_update", 65)? as usize;
@@ -138,6 +158,7 @@ impl MetaConfig {
             let n = n.parse().map_err(|_| format!("[simulator] default_apps entry {a:?}: bad partition count"))?;
             c.default_apps.push((name.to_string(), n));
         }
+        c.replica_state = get("simulator", "replica_state").filter(|v| !v.is_empty()).map(PathBuf::from);
         Ok(c)
     }
 
@@ -148,9 +169,10 @@ impl MetaConfig {
         let text = format!(
             "[apps.meta]\nports = {}\n\n[zookeeper]\nhosts_list = {}\ntimeout_ms = {}\n\n[replication]\ncluster_name = {}\n\n\
              [meta_server]\nserver_list = {}\ncluster_root = {}\ndistributed_lock_service_parameters = {}\n\
-             meta_function_level_on_start = {}\nmin_live_node_count_for_unfreeze = {}\n\
+             meta_function_level_on_start = {}\nrecover_from_replica_server = {}\nmin_live_node_count_for_unfreeze = {}\n\
              node_live_percentage_threshold_for_update = {}\n\n[simulator]\nreplica_nodes = {}\nunalive_nodes = {}\n\
-             disabled_rpcs = {}\nupdate_interval_ms = {}\nprogress_per_tick = {}\nlock_apps_while_updating = {}\ndefault_apps = {}\n",
+             disabled_rpcs = {}\nupdate_interval_ms = {}\nprogress_per_tick = {}\nlock_apps_while_updating = {}\ndefault_apps = {}\n\
+             replica_state = {}\n",
             self.port,
             self.zookeeper_hosts,
             self.zookeeper_timeout_ms,
@@ -159,6 +181,7 @@ impl MetaConfig {
             self.cluster_root,
             self.lock_path,
             self.level_on_start.name(),
+            self.recover_from_replica_server,
             self.min_live_node_count_for_unfreeze,
             self.node_live_percentage_threshold_for_update,
             self.replica_nodes.join(","),
@@ -168,6 +191,7 @@ impl MetaConfig {
             self.progress_per_tick,
             self.lock_apps_while_updating,
             apps.join(","),
+            self.replica_state.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
         );
         // The text has no comments: every `#` and `;` in it is in a value.
         text.replace('#', "^#").replace(';', "^;")
@@ -296,5 +320,22 @@ mod tests {
         let d = MetaConfig::parse(&c.to_ini()).unwrap();
         assert_eq!((d.cluster_root.as_str(), d.cluster_name.as_str()), ("/r#1;x", "c;d"));
         assert_eq!(d.progress_per_tick, 8);
+    }
+
+    #[test]
+    fn the_recovery_flag_and_the_replica_state_file_round_trip() {
+        let mut c = MetaConfig::new("a:1", "/r", "/l");
+        assert!(!MetaConfig::parse(&c.to_ini()).unwrap().recover_from_replica_server);
+        assert_eq!(MetaConfig::parse(&c.to_ini()).unwrap().replica_state, None);
+        c.recover_from_replica_server = true;
+        c.replica_state = Some(PathBuf::from("/tmp/replicas.json"));
+        let d = MetaConfig::parse(&c.to_ini()).unwrap();
+        assert!(d.recover_from_replica_server);
+        assert_eq!(d.replica_state.as_deref(), Some(Path::new("/tmp/replicas.json")));
+        let e = MetaConfig::parse(
+            &c.to_ini().replace("recover_from_replica_server = true", "recover_from_replica_server = yes"),
+        )
+        .unwrap_err();
+        assert!(e.contains("recover_from_replica_server"), "{e}");
     }
 }

@@ -15,12 +15,23 @@
 //! `apps` = `lock` refuses to start; a missing partition node is recreated
 //! with ballot 0 and no primary.
 //!
+//! Apart from ZooKeeper it keeps the replica servers' view ([`Replicas`]),
+//! shared by every meta of a cluster and updated with each partition write.
+//! With `[meta_server] recover_from_replica_server = true` a meta that
+//! takes over refuses to start when apps exist, and otherwise loads
+//! nothing and waits for RPC_CM_START_RECOVERY ([`recovery`]) to rebuild
+//! them from that view.
+//!
 //! - [`wire`]: the request header, a Thrift binary codec, the reply frame;
 //! - [`rpc`]: the handlers and the HTTP page;
 //! - [`config`]: [`MetaConfig`] and its INI keys;
-//! - [`zk`]: the ZooKeeper layout, [`seed`], loading and the periodic writes.
+//! - [`zk`]: the ZooKeeper layout, [`seed`], loading and the periodic writes;
+//! - [`replicas`]: the replica servers' view;
+//! - [`recovery`]: rebuilding the apps from it.
 
 pub mod config;
+pub mod recovery;
+pub mod replicas;
 pub mod rpc;
 pub mod wire;
 pub mod zk;
@@ -38,6 +49,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use zookeeper_client as zkc;
 
 pub use config::MetaConfig;
+pub use replicas::{ReplicaApp, Replicas, holders};
 pub use zk::{Seed, SeedApp, app_info_json, partition_json, seed};
 
 /// A meta function level (enum meta_function_level). Any i32 can be stored,
@@ -86,6 +98,11 @@ pub enum SimError {
     Zk { op: &'static str, path: String, source: zkc::Error },
     #[error("{path} holds \"lock\" (a meta stopped mid-update): the meta refuses to start")]
     AppsLocked { path: String },
+    #[error(
+        "{path} holds {count} apps while [meta_server] recover_from_replica_server = true: the meta refuses to start \
+         (a recovery rebuilds the apps on a ZooKeeper without any; set the flag to false to load them)"
+    )]
+    AppsExist { path: String, count: usize },
     #[error("{path}: {reason}")]
     BadNode { path: String, reason: String },
     #[error(transparent)]
@@ -95,10 +112,14 @@ pub enum SimError {
 /// A duplication progress node: (app id, duplication id, partition index).
 pub type ProgressKey = (i32, i32, u32);
 
-struct Shared {
+pub(crate) struct Shared {
     cfg: MetaConfig,
     addr: SocketAddr,
+    /// The replica servers' view, shared with the cluster's other metas.
+    replicas: Replicas,
     leader: AtomicBool,
+    /// Leading with the recovery flag, waiting for RPC_CM_START_RECOVERY.
+    recovering: AtomicBool,
     level: AtomicI32,
     leader_addr: Mutex<Option<String>>,
     apps: Mutex<Vec<zk::App>>,
@@ -121,6 +142,7 @@ impl Shared {
         let view = rpc::View {
             cfg: &self.cfg,
             is_leader: self.leader.load(Ordering::SeqCst),
+            recovering: self.recovering.load(Ordering::SeqCst),
             leader: self.leader_addr.lock().expect("leader lock").clone(),
             level: self.level.load(Ordering::SeqCst),
             apps: &apps,
@@ -152,10 +174,27 @@ impl SimMeta {
         Ok(m)
     }
 
+    /// [`SimMeta::start_file`] with the replica servers' view given.
+    pub async fn start_file_with(path: &Path, replicas: Replicas) -> Result<SimMeta, SimError> {
+        let mut m = SimMeta::start_with(MetaConfig::from_file(path)?, replicas).await?;
+        m.source = Some(path.to_path_buf());
+        Ok(m)
+    }
+
     /// Binds 127.0.0.1 (the configured port or an ephemeral one), joins the
     /// leader election and, if it leads, loads the cluster; fails when the
-    /// leader finds `apps` = `lock`. Returns once it knows whether it leads.
-    pub async fn start(mut cfg: MetaConfig) -> Result<SimMeta, SimError> {
+    /// leader finds `apps` = `lock`, or apps with the recovery flag set.
+    /// Returns once it knows whether it leads. Its replica servers' view is
+    /// its config's `replica_state` file, or its own in memory.
+    pub async fn start(cfg: MetaConfig) -> Result<SimMeta, SimError> {
+        let replicas = Replicas::for_config(&cfg)?;
+        SimMeta::start_with(cfg, replicas).await
+    }
+
+    /// [`SimMeta::start`] sharing `replicas` (e.g. [`SimCluster::replicas`]):
+    /// the view a recovery rebuilds from and the leader's partition writes
+    /// update.
+    pub async fn start_with(mut cfg: MetaConfig, replicas: Replicas) -> Result<SimMeta, SimError> {
         let listener = TcpListener::bind(("127.0.0.1", cfg.port)).await?;
         let addr = listener.local_addr()?;
         cfg.port = addr.port();
@@ -164,7 +203,9 @@ impl SimMeta {
             level: AtomicI32::new(cfg.level_on_start.0),
             cfg: cfg.clone(),
             addr,
+            replicas,
             leader: AtomicBool::new(false),
+            recovering: AtomicBool::new(false),
             leader_addr: Mutex::new(None),
             apps: Mutex::new(Vec::new()),
             failure: Mutex::new(None),
@@ -188,7 +229,9 @@ impl SimMeta {
             return Err(e);
         }
         let tasks = vec![
-            tokio::spawn(accept_loop(listener, shared.clone())),
+            // The connection tasks hold the session too (a recovery writes
+            // through it), so aborting them lets a killed meta's session expire.
+            tokio::spawn(accept_loop(listener, shared.clone(), client.clone())),
             tokio::spawn(election_loop(client.clone(), shared.clone(), dir, me.clone())),
             tokio::spawn(update_loop(client.clone(), shared.clone())),
             tokio::spawn(session_watch(client.state_watcher(), shared.clone())),
@@ -208,6 +251,17 @@ impl SimMeta {
 
     pub fn is_leader(&self) -> bool {
         self.shared.leader.load(Ordering::SeqCst)
+    }
+
+    /// Leading with `recover_from_replica_server = true` and no app loaded:
+    /// waiting for RPC_CM_START_RECOVERY.
+    pub fn is_recovering(&self) -> bool {
+        self.shared.recovering.load(Ordering::SeqCst)
+    }
+
+    /// The replica servers' view it shares.
+    pub fn replicas(&self) -> &Replicas {
+        &self.shared.replicas
     }
 
     /// The stored level (cluster_info may report freezed instead).
@@ -312,10 +366,15 @@ impl SimMeta {
     }
 
     async fn start_again(&mut self, cfg: MetaConfig) -> Result<(), SimError> {
+        // The same view, unless the config now names a file of its own.
+        let replicas = match &cfg.replica_state {
+            Some(p) if self.shared.replicas.path() != Some(p.as_path()) => Replicas::file(p)?,
+            _ => self.shared.replicas.clone(),
+        };
         // The port was just released; a moment for the kernel to agree.
         let mut last = None;
         for _ in 0..50 {
-            match SimMeta::start(cfg.clone()).await {
+            match SimMeta::start_with(cfg.clone(), replicas.clone()).await {
                 Ok(m) => {
                     let source = self.source.take();
                     *self = m;
@@ -362,8 +421,15 @@ async fn election_round(c: &zkc::Client, s: &Shared, dir: &str, me: &str) -> Res
     let Some(first) = kids.first() else { return Ok(None) };
     let first = zk::join(dir, first);
     if first == me {
-        if !s.leader.load(Ordering::SeqCst) {
+        if !s.leader.load(Ordering::SeqCst) && s.cfg.recover_from_replica_server {
+            zk::check_recoverable(c, &s.cfg).await?;
+            s.apps.lock().expect("apps lock").clear();
+            s.recovering.store(true, Ordering::SeqCst);
+            *s.leader_addr.lock().expect("leader lock") = Some(s.addr.to_string());
+            s.leader.store(true, Ordering::SeqCst);
+        } else if !s.leader.load(Ordering::SeqCst) {
             let loaded = zk::load(c, &s.cfg).await?;
+            s.replicas.adopt_if_empty(&loaded.apps)?;
             let mut progress = BTreeMap::new();
             for a in &loaded.apps {
                 for d in &a.dups {
@@ -481,8 +547,15 @@ async fn update_loop(c: zkc::Client, s: Arc<Shared>) {
             }
         }
         let _guard = s.writing.lock().await;
+        let changed = !writes.is_empty();
         for (app, pidx, v) in writes {
-            let _ = zk::write_partition(&c, &s.cfg, app, pidx, &v).await;
+            // The replicas follow what the meta has written.
+            if zk::write_partition(&c, &s.cfg, app, pidx, &v).await.is_ok() {
+                s.replicas.update_partition(app, pidx, &v);
+            }
+        }
+        if changed {
+            let _ = s.replicas.save();
         }
         let (c, cfg) = (&c, &s.cfg);
         let done = futures::future::join_all(progress.into_iter().map(|(app, dup, pidx, x)| async move {
@@ -493,13 +566,13 @@ async fn update_loop(c: zkc::Client, s: Arc<Shared>) {
     }
 }
 
-async fn accept_loop(listener: TcpListener, s: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, s: Arc<Shared>, c: zkc::Client) {
     // Connection tasks live in this set: aborting this task ends them all.
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             r = listener.accept() => match r {
-                Ok((sock, _)) => { conns.spawn(serve(sock, s.clone())); }
+                Ok((sock, _)) => { conns.spawn(serve(sock, s.clone(), c.clone())); }
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -509,7 +582,7 @@ async fn accept_loop(listener: TcpListener, s: Arc<Shared>) {
 
 /// One connection: HTTP (one request, then close) or THFT requests until
 /// the peer closes or sends something malformed (then it is dropped).
-async fn serve(mut sock: TcpStream, s: Arc<Shared>) {
+async fn serve(mut sock: TcpStream, s: Arc<Shared>, c: zkc::Client) {
     let mut first = [0u8; 4];
     if sock.read_exact(&mut first).await.is_err() {
         return;
@@ -530,7 +603,11 @@ async fn serve(mut sock: TcpStream, s: Arc<Shared>) {
             return;
         }
         let Ok(call) = wire::parse_call(&body) else { return };
-        let (frame, set) = s.with_view(|v| rpc::handle(&call, v));
+        let (frame, set) = if call.name == recovery::RPC_CM_START_RECOVERY && rpc::serves(&call.name, &s.cfg) {
+            (recovery::answer(&call, &s, &c).await, None)
+        } else {
+            s.with_view(|v| rpc::handle(&call, v))
+        };
         if let Some(level) = set {
             s.level.store(level, Ordering::SeqCst);
         }
@@ -603,6 +680,10 @@ pub struct SimCluster {
     pub metas: Vec<SimMeta>,
     /// `configs[i]` is the config.ini `metas[i]` was started from.
     pub configs: Vec<PathBuf>,
+    /// The replica servers' view every meta shares: seeded with the tree,
+    /// then updated by the leader. Give it to a meta started on another
+    /// ZooKeeper with the recovery flag ([`SimMeta::start_with`]).
+    pub replicas: Replicas,
     _dir: tempfile::TempDir,
 }
 
@@ -611,6 +692,12 @@ impl SimCluster {
         if let Some(seed) = &spec.seed {
             zk::seed(&spec.zookeeper_hosts, &spec.cluster_root, seed).await?;
         }
+        let replicas = match (&spec.template.replica_state, &spec.seed) {
+            (Some(p), Some(seed)) => Replicas::write_seed(p, seed)?,
+            (Some(p), None) => Replicas::file(p)?,
+            (None, Some(seed)) => Replicas::from_seed(seed),
+            (None, None) => Replicas::new(),
+        };
         let mut ports = Vec::new();
         for _ in 0..spec.metas {
             ports.push(crate::local::free_port().map_err(|e| SimError::Config(e.to_string()))?);
@@ -627,10 +714,10 @@ impl SimCluster {
             cfg.port = *port;
             let path = dir.path().join(format!("meta{}.ini", i + 1));
             std::fs::write(&path, cfg.to_ini())?;
-            metas.push(SimMeta::start_file(&path).await?);
+            metas.push(SimMeta::start_file_with(&path, replicas.clone()).await?);
             configs.push(path);
         }
-        Ok(SimCluster { metas, configs, _dir: dir })
+        Ok(SimCluster { metas, configs, replicas, _dir: dir })
     }
 
     /// The index of the leading meta, if one leads.

@@ -13,6 +13,9 @@ use super::zk::App;
 pub(crate) struct View<'a> {
     pub cfg: &'a MetaConfig,
     pub is_leader: bool,
+    /// Leading, and waiting for RPC_CM_START_RECOVERY: only cluster_info
+    /// and list_nodes are served, the rest answer ERR_UNDER_RECOVERY.
+    pub recovering: bool,
     /// The leader's `host:port`, when known.
     pub leader: Option<String>,
     /// The stored level (what control_meta returns as old_level).
@@ -78,16 +81,31 @@ pub const RPCS: &[&str] = &[
     "RPC_CM_QUERY_BULK_LOAD_STATUS",
     "RPC_CM_QUERY_BACKUP_STATUS",
     "RPC_CM_QUERY_PARTITION_SPLIT",
+    "RPC_CM_START_RECOVERY",
 ];
 
+/// Served by this simulator and not disabled in `cfg`.
+pub(crate) fn serves(name: &str, cfg: &MetaConfig) -> bool {
+    RPCS.contains(&name) && !cfg.disabled_rpcs.iter().any(|d| d == name)
+}
+
 /// The reply frame for `call`, and a new stored level when the call set one.
+/// (RPC_CM_START_RECOVERY is answered by [`super::recovery::answer`].)
 pub(crate) fn handle(call: &Call, v: &View<'_>) -> (Vec<u8>, Option<i32>) {
     let name = call.name.as_str();
-    if !RPCS.contains(&name) || v.cfg.disabled_rpcs.iter().any(|d| d == name) {
+    if !serves(name, v.cfg) {
         return (wire::reply_frame(name, call.seqid, "ERR_HANDLER_NOT_FOUND", None), None);
     }
-    let err = if v.is_leader { "ERR_OK" } else { FORWARD };
-    let lead = v.is_leader;
+    // A recovering leader answers as one only what it can without apps.
+    let held = v.recovering && !matches!(name, "RPC_CM_CLUSTER_INFO" | "RPC_CM_LIST_NODES");
+    let lead = v.is_leader && !held;
+    let err = if lead {
+        "ERR_OK"
+    } else if v.is_leader {
+        "ERR_UNDER_RECOVERY"
+    } else {
+        FORWARD
+    };
     let mut w = Writer::new();
     let mut set = None;
     w.error_code(1, err);
@@ -207,7 +225,10 @@ pub(crate) fn handle(call: &Call, v: &View<'_>) -> (Vec<u8>, Option<i32>) {
             w.field(T_I32, 2).i32(app.map_or(0, |a| a.partitions.len() as i32));
             w.field(T_MAP, 3).map(T_I32, T_I32, 0);
         }
-        _ => unreachable!("listed in RPCS"),
+        _ => {
+            // RPC_CM_START_RECOVERY, should it come here: a default response.
+            w.field(T_STRING, 2).string("");
+        }
     }
     w.stop();
     (wire::reply_frame(name, call.seqid, "ERR_OK", Some(&w.buf)), set)

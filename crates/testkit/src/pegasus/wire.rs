@@ -131,13 +131,35 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A request field the handlers read (ints and strings); others are skipped.
+/// A request field the handlers read (ints, bools, strings, and the lists
+/// of bare addresses a request names); others are skipped.
 #[derive(Debug, Clone)]
 pub enum Value {
     I32(i32),
     I64(i64),
+    Bool(bool),
     Str(String),
+    /// list<rpc_address>: elements typed STRUCT, each a bare i64.
+    Addrs(Vec<i64>),
+    /// list<host_port>: elements typed STRUCT, each a bare host and port.
+    HostPorts(Vec<(String, u16)>),
     Other,
+}
+
+/// How a list field typed STRUCT is laid out: Pegasus writes rpc_address
+/// and host_port elements bare, which a generic skip would misread.
+#[derive(Debug, Clone, Copy)]
+enum Bare {
+    RpcAddress,
+    HostPort,
+}
+
+/// The list fields of a request whose elements are bare, by RPC code.
+fn bare_lists(code: &str) -> &'static [(i16, Bare)] {
+    match code {
+        "RPC_CM_START_RECOVERY" => &[(1, Bare::RpcAddress), (4, Bare::HostPort)],
+        _ => &[],
+    }
 }
 
 /// A decoded call: the RPC code name, the sequence id and the request
@@ -157,6 +179,27 @@ impl Call {
         })
     }
 
+    pub fn bool(&self, id: i16) -> Option<bool> {
+        self.fields.iter().find_map(|(f, v)| match v {
+            Value::Bool(x) if *f == id => Some(*x),
+            _ => None,
+        })
+    }
+
+    pub fn addrs(&self, id: i16) -> Option<&[i64]> {
+        self.fields.iter().find_map(|(f, v)| match v {
+            Value::Addrs(x) if *f == id => Some(x.as_slice()),
+            _ => None,
+        })
+    }
+
+    pub fn host_ports(&self, id: i16) -> Option<&[(String, u16)]> {
+        self.fields.iter().find_map(|(f, v)| match v {
+            Value::HostPorts(x) if *f == id => Some(x.as_slice()),
+            _ => None,
+        })
+    }
+
     pub fn str(&self, id: i16) -> Option<&str> {
         self.fields.iter().find_map(|(f, v)| match v {
             Value::Str(s) if *f == id => Some(s.as_str()),
@@ -165,7 +208,32 @@ impl Call {
     }
 }
 
-fn read_fields(r: &mut Reader<'_>) -> Result<Vec<(i16, Value)>, Malformed> {
+/// A list of bare elements; the count is checked against the bytes left.
+fn read_bare_list(r: &mut Reader<'_>, kind: Bare) -> Result<Value, Malformed> {
+    let (et, n) = (r.u8()?, r.i32()?);
+    if n != 0 && et != T_STRUCT {
+        return Err(Malformed("a list of addresses not typed STRUCT"));
+    }
+    let n = usize::try_from(n).map_err(|_| Malformed("negative length"))?;
+    if n > r.buf.len() - r.pos {
+        return Err(Malformed("truncated"));
+    }
+    Ok(match kind {
+        Bare::RpcAddress => Value::Addrs((0..n).map(|_| r.i64()).collect::<Result<_, _>>()?),
+        Bare::HostPort => Value::HostPorts(
+            (0..n)
+                .map(|_| {
+                    let host = r.string()?;
+                    let port = r.i16()? as u16;
+                    r.u8()?;
+                    Ok((host, port))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+fn read_fields(r: &mut Reader<'_>, bare: &[(i16, Bare)]) -> Result<Vec<(i16, Value)>, Malformed> {
     let mut out = Vec::new();
     loop {
         let t = r.u8()?;
@@ -174,6 +242,10 @@ fn read_fields(r: &mut Reader<'_>) -> Result<Vec<(i16, Value)>, Malformed> {
         }
         let id = r.i16()?;
         let v = match t {
+            T_LIST if bare.iter().any(|(f, _)| *f == id) => {
+                read_bare_list(r, bare.iter().find(|(f, _)| *f == id).expect("found").1)?
+            }
+            T_BOOL => Value::Bool(r.u8()? != 0),
             T_I32 => Value::I32(r.i32()?),
             T_I64 => Value::I64(r.i64()?),
             T_STRING => Value::Str(r.string()?),
@@ -204,7 +276,7 @@ pub fn parse_call(body: &[u8]) -> Result<Call, Malformed> {
         }
         let id = r.i16()?;
         if id == 1 && t == T_STRUCT {
-            fields = read_fields(&mut r)?;
+            fields = read_fields(&mut r, bare_lists(&name))?;
         } else {
             r.skip(t, 0)?;
         }
@@ -333,6 +405,25 @@ mod tests {
         assert_eq!(parse_header(&h).unwrap().body_length, 7);
         h[8..12].copy_from_slice(&47u32.to_be_bytes());
         assert!(parse_header(&h).is_none());
+    }
+
+    #[test]
+    fn start_recovery_lists_are_read_bare() {
+        let mut w = Writer::new();
+        w.i32((VERSION_1 | MSG_CALL as u32) as i32).string("RPC_CM_START_RECOVERY").i32(9).field(T_STRUCT, 1);
+        w.field(T_LIST, 1).list(T_STRUCT, 2).i64(rpc_address("10.0.0.1".parse().unwrap(), 34801)).i64(5);
+        w.field(T_BOOL, 2).bool(true).field(T_BOOL, 3).bool(false);
+        w.field(T_LIST, 4).list(T_STRUCT, 1).host_port("r1", 40960);
+        w.stop().stop();
+        let call = parse_call(&w.buf).unwrap();
+        assert_eq!(call.addrs(1), Some(&[rpc_address("10.0.0.1".parse().unwrap(), 34801), 5][..]));
+        assert_eq!((call.bool(2), call.bool(3)), (Some(true), Some(false)));
+        assert_eq!(call.host_ports(4), Some(&[("r1".to_string(), 40960)][..]));
+        // A count beyond the bytes is refused, not allocated.
+        let mut w = Writer::new();
+        w.i32((VERSION_1 | MSG_CALL as u32) as i32).string("RPC_CM_START_RECOVERY").i32(9).field(T_STRUCT, 1);
+        w.field(T_LIST, 1).list(T_STRUCT, i32::MAX as usize);
+        assert!(parse_call(&w.buf).is_err());
     }
 
     #[test]

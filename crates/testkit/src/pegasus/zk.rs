@@ -10,6 +10,7 @@ use zookeeper_client as zk;
 
 use super::SimError;
 use super::config::MetaConfig;
+use super::replicas::ReplicaApp;
 
 pub(crate) const LOCK: &[u8] = b"lock";
 pub(crate) const UNLOCK: &[u8] = b"unlock";
@@ -168,21 +169,31 @@ pub async fn seed(hosts: &str, root: &str, spec: &Seed) -> Result<(), SimError> 
     r
 }
 
+/// The apps and partitions [`seed`] writes for `spec`, as JSON: app ids
+/// from 1, partitions at ballot 3 placed round-robin on the replica nodes.
+pub(crate) fn seed_apps(spec: &Seed) -> Vec<ReplicaApp> {
+    let nodes = &spec.replica_nodes;
+    (spec.apps.iter().enumerate())
+        .map(|(i, a)| {
+            let id = i as i32 + 1;
+            let partitions = (0..a.partitions)
+                .map(|p| {
+                    let (primary, secs) = placement(nodes, p as usize);
+                    partition_json(id, p, 3, primary.as_deref(), &secs)
+                })
+                .collect();
+            ReplicaApp { id, info: app_info_json(id, &a.name, a.partitions, !a.duplications.is_empty()), partitions }
+        })
+        .collect()
+}
+
 async fn seed_with(c: &zk::Client, root: &str, spec: &Seed) -> Result<(), SimError> {
     mkdirs(c, root).await?;
     let apps = join(root, "apps");
     put(c, &apps, UNLOCK).await?;
-    let nodes = &spec.replica_nodes;
-    for (i, a) in spec.apps.iter().enumerate() {
-        let id = i as i32 + 1;
-        let app = join(&apps, &id.to_string());
-        put(c, &app, app_info_json(id, &a.name, a.partitions, !a.duplications.is_empty()).to_string().as_bytes())
-            .await?;
-        let parts = (0..a.partitions).map(|p| {
-            let (primary, secs) = placement(nodes, p as usize);
-            (join(&app, &p.to_string()), partition_json(id, p, 3, primary.as_deref(), &secs).to_string().into_bytes())
-        });
-        put_many(c, parts).await?;
+    for (a, ra) in spec.apps.iter().zip(seed_apps(spec)) {
+        let app = join(&apps, &ra.id.to_string());
+        put_app(c, &app, &ra.info, &ra.partitions).await?;
         if !a.duplications.is_empty() {
             let dir = join(&app, "duplication");
             put(c, &dir, b"").await?;
@@ -194,6 +205,14 @@ async fn seed_with(c: &zk::Client, root: &str, spec: &Seed) -> Result<(), SimErr
         }
     }
     Ok(())
+}
+
+/// An app node and its partition nodes, the partitions pipelined.
+async fn put_app(c: &zk::Client, app: &str, info: &Value, partitions: &[Value]) -> Result<(), SimError> {
+    put(c, app, info.to_string().as_bytes()).await?;
+    let parts: Vec<(String, Vec<u8>)> =
+        partitions.iter().enumerate().map(|(p, v)| (join(app, &p.to_string()), v.to_string().into_bytes())).collect();
+    put_many(c, parts.into_iter()).await
 }
 
 /// [`put`]s pipelined.
@@ -328,6 +347,34 @@ pub(crate) async fn load(c: &zk::Client, cfg: &MetaConfig) -> Result<Loaded, Sim
         apps.push(App { id, info, partitions, dups });
     }
     Ok(Loaded { apps, recreated })
+}
+
+/// What a meta with `[meta_server] recover_from_replica_server = true` checks
+/// when it takes over: no app under `apps` (the real meta aborts when it
+/// finds some), and `apps` not `lock`. It loads and creates nothing.
+pub(crate) async fn check_recoverable(c: &zk::Client, cfg: &MetaConfig) -> Result<(), SimError> {
+    let apps_path = join(&cfg.cluster_root, "apps");
+    let ids = children(c, &apps_path).await?;
+    if !ids.is_empty() {
+        return Err(SimError::AppsExist { path: apps_path, count: ids.len() });
+    }
+    if data(c, &apps_path).await?.as_deref() == Some(LOCK) {
+        return Err(SimError::AppsLocked { path: apps_path });
+    }
+    Ok(())
+}
+
+/// Writes the apps a recovery rebuilt: `apps` = `lock` while the app and
+/// partition nodes are written (so a meta stopped halfway leaves it locked,
+/// as a real one would), then `unlock`.
+pub(crate) async fn write_recovered(c: &zk::Client, cfg: &MetaConfig, apps: &[App]) -> Result<(), SimError> {
+    mkdirs(c, &cfg.cluster_root).await?;
+    let apps_path = join(&cfg.cluster_root, "apps");
+    put(c, &apps_path, LOCK).await?;
+    for a in apps {
+        put_app(c, &join(&apps_path, &a.id.to_string()), &a.info, &a.partitions).await?;
+    }
+    put(c, &apps_path, UNLOCK).await
 }
 
 /// Reads in flight at once while loading: the session pipelines them.
