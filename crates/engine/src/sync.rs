@@ -572,21 +572,16 @@ impl Follower<'_> {
 
     /// Everything queued before `mark` applied, and nothing left for a
     /// reconcile to do.
-    fn caught_up(&self, mark: Instant) -> bool {
+    /// With no mark: nothing pending at all.
+    fn caught_up(&self, mark: Option<Instant>) -> bool {
         let p = lock(&self.pending);
-        !self.reconcile_due && !p.gap && !p.lost && p.oldest().is_none_or(|t| t > mark)
+        !self.reconcile_due && !p.gap && !p.lost && p.oldest().is_none_or(|t| mark.is_some_and(|m| t > m))
     }
 
     fn count_acls(&mut self) {
         let [(sh, sm), (dh, dm)] = [self.src, self.dst].map(|r| r.acl_memo().map_or((0, 0), |m| m.hits_and_misses()));
         self.status.acls_remembered = sh + dh;
         self.status.acls_read = sm + dm;
-    }
-
-    /// Nothing pending, no gap flagged.
-    fn quiet(&self) -> bool {
-        let p = lock(&self.pending);
-        p.paths.is_empty() && !p.gap && !p.lost && !self.reconcile_due
     }
 
     /// Events and watch resets so far: unchanged across a proof, the
@@ -740,11 +735,11 @@ impl Follower<'_> {
         let t = Instant::now();
         let applied = self.status.applied;
         let mark = self.mark().await?;
-        while !self.caught_up(mark) {
+        while !self.caught_up(Some(mark)) {
             if !self.gaps().await? {
                 return Err(Error::Interrupted);
             }
-            if self.step().await? == 0 && !self.caught_up(mark) {
+            if self.step().await? == 0 && !self.caught_up(Some(mark)) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
@@ -882,9 +877,9 @@ pub async fn run_controlled(
             obs.status(&f.status);
             last_status = Instant::now();
         }
-        if !waiting.is_empty() && waiting.iter().any(|w| f.caught_up(w.0)) {
+        if !waiting.is_empty() && waiting.iter().any(|w| f.caught_up(Some(w.0))) {
             f.writer.flush().await?;
-            let (done, still): (Vec<_>, Vec<_>) = waiting.into_iter().partition(|w| f.caught_up(w.0));
+            let (done, still): (Vec<_>, Vec<_>) = waiting.into_iter().partition(|w| f.caught_up(Some(w.0)));
             waiting = still;
             for (_, asked, before, reply) in done {
                 let _ = reply.send(f.caught(asked, before));
@@ -949,7 +944,7 @@ pub async fn run_controlled(
         // Nothing changed on the source from the mark before the verify to
         // the one after it: what it compared is one state of the source.
         f.mark().await?;
-        let settled = f.seen() == before && f.quiet();
+        let settled = f.seen() == before && f.caught_up(None);
         (report.final_events, report.final_watch_resets) = f.seen();
         let equal = v.equal();
         report.verify = Some(v);
