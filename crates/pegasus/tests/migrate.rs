@@ -3,7 +3,7 @@
 //! The metas run in this process; the hooks stop and start them.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -11,25 +11,11 @@ use zkrepl_pegasus::migrate::{
     self, CleanupRequest, Context, Event, FnHooks, Hook, MigrateError, MigrateRequest, RollbackRequest, Step,
 };
 use zkrepl_pegasus::{Level, MetaClient};
-use zkrepl_testkit::local::{LocalServer, ServerOptions};
 use zkrepl_testkit::pegasus::{ClusterSpec, Seed, SimCluster};
 use zookeeper_client as zk;
 
-static OLD: OnceLock<LocalServer> = OnceLock::new();
-static NEW: OnceLock<LocalServer> = OnceLock::new();
-
-async fn servers() -> (String, String) {
-    tokio::task::spawn_blocking(|| {
-        let start = || LocalServer::start(&ServerOptions::default()).expect("start ZooKeeper");
-        (OLD.get_or_init(start).connect_string(), NEW.get_or_init(start).connect_string())
-    })
-    .await
-    .unwrap()
-}
-
-async fn client(hosts: &str) -> zk::Client {
-    zk::Client::connect(hosts).await.expect("connect")
-}
+mod common;
+use common::{client, servers};
 
 /// Two metas over `root` on the old server, 200 ms updates, one
 /// duplication (its progress written at every level).

@@ -3,31 +3,15 @@
 //! `[meta_server] recover_from_replica_server = true` on the new, empty one,
 //! rebuilding every app and partition from the replica servers' view.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use zkrepl_pegasus::messages::{NS_ALIVE, NS_UNALIVE};
 use zkrepl_pegasus::{Error, MetaClient, RecoveryRequest};
-use zkrepl_testkit::local::{LocalServer, ServerOptions};
 use zkrepl_testkit::pegasus::{ClusterSpec, Level, MetaConfig, Seed, SimCluster, SimError, SimMeta};
 use zookeeper_client as zk;
 
-static OLD: OnceLock<LocalServer> = OnceLock::new();
-static NEW: OnceLock<LocalServer> = OnceLock::new();
-
-/// Two ZooKeeper servers for the file; every test works under its own root.
-async fn servers() -> (String, String) {
-    tokio::task::spawn_blocking(|| {
-        let start = || LocalServer::start(&ServerOptions::default()).expect("start ZooKeeper");
-        (OLD.get_or_init(start).connect_string(), NEW.get_or_init(start).connect_string())
-    })
-    .await
-    .unwrap()
-}
-
-async fn client(hosts: &str) -> zk::Client {
-    zk::Client::connect(hosts).await.expect("connect")
-}
+mod common;
+use common::{client, servers};
 
 /// One meta on the old server over `seed`, its partitions updated every 100 ms.
 async fn cluster(old: &str, root: &str, seed: Seed) -> SimCluster {
