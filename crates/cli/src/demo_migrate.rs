@@ -69,6 +69,9 @@ pub async fn run(old: &str, new: &str, last: &str, root: &str, quiet: bool) -> z
                         m.restart_from_file().await.map_err(|e| e.to_string())?;
                     }
                 }
+                Hook::StopMetas | Hook::StartMeta | Hook::StartMetas => {
+                    return Err(format!("{hook:?} is not a migration's hook"));
+                }
             }
             Ok(())
         })

@@ -12,6 +12,7 @@ mod metrics;
 mod migrate;
 mod outcome;
 mod pegasus;
+mod recover;
 mod snapshot;
 mod sync;
 mod treegen;

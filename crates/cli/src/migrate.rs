@@ -13,7 +13,7 @@ use zkrepl::CancellationToken;
 use zkrepl_pegasus::migrate::rollback::plan_rollback;
 use zkrepl_pegasus::migrate::{
     self, CleanupRequest, Context, Event, Hooks, MigrateError, MigrateRequest, Plan, RollbackRequest, ShellHooks, Step,
-    Stopped,
+    StepName, Stopped,
 };
 
 use crate::common::print_json;
@@ -85,6 +85,7 @@ impl HookArgs {
             stop_leader: self.stop_leader.clone(),
             start_leader: self.start_leader.clone(),
             start_followers: self.start_followers.clone(),
+            ..Default::default()
         }
     }
 }
@@ -168,12 +169,15 @@ pub struct MigrateArgs {
 
 #[derive(Args, Debug)]
 pub struct RollbackArgs {
-    /// The migration's journal
+    /// The migration's (or recovery's) journal
     #[arg(long, value_name = "FILE")]
     pub journal: PathBuf,
     /// Hooks given here replace the journal's
     #[command(flatten)]
     pub hooks: HookArgs,
+    /// A recovery's hooks, given here, replace its journal's
+    #[command(flatten)]
+    pub recover_hooks: crate::recover::RecoverHookArgs,
     #[command(flatten)]
     pub until: UntilArgs,
     #[command(flatten)]
@@ -204,7 +208,10 @@ pub struct CleanupArgs {
     pub wait: WaitArgs,
 }
 
-pub const ROLLBACK_HELP: &str = "Works from wherever the migration stopped: stops the metas if they run on the new \
+pub const ROLLBACK_HELP: &str = "A recovery's journal (pegasus recover) is rolled back with its hooks \
+(--stop-metas, --start-meta, --start-metas): every meta stopped, every config restored from its backup, the leader \
+and then the others started on the old ensemble.\n\n\
+A migration's: works from wherever the migration stopped: stops the metas if they run on the new \
 ensemble (--stop-leader, --stop-followers, or the journal's hooks), restores every config from its backup, starts \
 the leader on the old ensemble, restores the recorded level and starts the followers. The new ensemble is left as \
 it is; a warning says when it changed since the switch (those changes are lost). Refused when the old tree is \
@@ -224,21 +231,21 @@ pub fn migrate_help() -> &'static str {
 /// Prints events on stderr as they come; a copy or verify in progress
 /// shows its counters on a terminal.
 #[derive(Default)]
-struct Printer {
+pub(crate) struct Printer {
     bar: std::sync::Mutex<Option<crate::common::ProgressView>>,
 }
 
 impl Printer {
-    fn end_bar(&self) {
+    pub(crate) fn end_bar(&self) {
         if let Some(v) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
             v.finish();
         }
     }
 }
 
-impl migrate::Observer for Printer {
-    fn event(&self, e: Event) {
-        let n = Step::ALL.len();
+impl<S: StepName> migrate::Observer<S> for Printer {
+    fn event(&self, e: Event<S>) {
+        let n = S::count();
         if let Event::Working { progress, .. } = e {
             self.end_bar();
             *self.bar.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -265,14 +272,14 @@ impl migrate::Observer for Printer {
 
 /// A token that the first Ctrl-C or SIGTERM cancels (the run stops at its
 /// next safe point, the journal says where); a second one quits at once.
-fn cancel_on_signals() -> CancellationToken {
+pub(crate) fn cancel_on_signals() -> CancellationToken {
     let progress = Arc::new(zkrepl::Progress::new());
     crate::common::watch_signals(progress.clone());
     progress.cancel_token().clone()
 }
 
 /// Asks on the terminal; without one, `--yes` is required.
-fn confirm(question: &str, yes: bool) -> Result<(), String> {
+pub(crate) fn confirm(question: &str, yes: bool) -> Result<(), String> {
     if yes {
         return Ok(());
     }
@@ -286,7 +293,7 @@ fn confirm(question: &str, yes: bool) -> Result<(), String> {
     if matches!(line.trim(), "y" | "Y" | "yes" | "YES") { Ok(()) } else { Err("not confirmed".to_string()) }
 }
 
-fn fail(json: bool, msg: &str, hint: Option<&str>, exit: Exit) -> Outcome {
+pub(crate) fn fail(json: bool, msg: &str, hint: Option<&str>, exit: Exit) -> Outcome {
     if json {
         print_json(&serde_json::json!({ "error": msg, "hint": hint }));
     }
@@ -432,7 +439,7 @@ pub async fn run_migrate(a: MigrateArgs) -> Outcome {
     finish(json, r)
 }
 
-fn hook_log(journal: &std::path::Path) -> PathBuf {
+pub(crate) fn hook_log(journal: &std::path::Path) -> PathBuf {
     migrate::journal::beside(journal, ".hooks.log")
 }
 
@@ -476,6 +483,10 @@ fn hint(e: &MigrateError) -> Option<&'static str> {
 
 pub async fn run_rollback(a: RollbackArgs) -> Outcome {
     let json = a.wait.json;
+    if migrate::journal::operation_of(&a.journal).is_ok_and(|o| o == zkrepl_pegasus::recover::journal::OPERATION) {
+        let hooks = &a.recover_hooks;
+        return crate::recover::run_rollback(&a.journal, hooks, a.hooks.hook_timeout, &a.until, &a.wait).await;
+    }
     let mut req = RollbackRequest::new(a.journal.clone());
     req.hooks = a.hooks.hooks();
     req.wait = a.until.wait;

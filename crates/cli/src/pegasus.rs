@@ -1,6 +1,7 @@
 //! `zkrepl pegasus`: an Apache Pegasus cluster seen through its meta
 //! servers (status, set-level), and moving it to a new ZooKeeper ensemble
-//! (migrate, rollback, cleanup-old: see `migrate.rs`).
+//! (migrate, rollback, cleanup-old: see `migrate.rs`; recover: see
+//! `recover.rs`).
 
 use std::time::Duration;
 
@@ -30,7 +31,10 @@ pub enum PegasusCommand {
     /// Move the cluster to a new ZooKeeper ensemble: blind, copy, verify, stop the leader, final sync, rewrite the configs, restart; journaled and resumable
     #[command(after_long_help = crate::migrate::migrate_help())]
     Migrate(crate::migrate::MigrateArgs),
-    /// Undo a migration from its journal: configs and level restored, the leader back on the old ensemble
+    /// Move the cluster to a new ZooKeeper by rebuilding its metadata from the replica servers (old ZooKeeper data lost or not trusted); journaled and resumable
+    #[command(after_long_help = crate::recover::RECOVER_HELP)]
+    Recover(crate::recover::RecoverArgs),
+    /// Undo a migration or a recovery from its journal: configs (and level) restored, the metas back on the old ensemble
     #[command(after_long_help = crate::migrate::ROLLBACK_HELP)]
     Rollback(crate::migrate::RollbackArgs),
     /// Delete the old ensemble's tree once the cluster no longer uses it and the new tree is proven a copy
@@ -98,6 +102,7 @@ pub async fn run(args: PegasusArgs) -> Outcome {
         PegasusCommand::Status(a) => (a.meta.json, status(a).await),
         PegasusCommand::SetLevel(a) => (a.meta.json, set_level(a).await),
         PegasusCommand::Migrate(a) => return crate::migrate::run_migrate(a).await,
+        PegasusCommand::Recover(a) => return crate::recover::run_recover(a).await,
         PegasusCommand::Rollback(a) => return crate::migrate::run_rollback(a).await,
         PegasusCommand::CleanupOld(a) => return crate::migrate::run_cleanup(a).await,
     };

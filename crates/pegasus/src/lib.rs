@@ -8,7 +8,8 @@
 //! what its ZooKeeper holds ([`zk`]). [`migrate`] moves a cluster to a new
 //! ZooKeeper ensemble on the engine's copy, verify and digest, with a
 //! journal, a rollback and the old tree's cleanup; [`config`] rewrites the
-//! meta servers' config files byte-exactly. It never prints.
+//! meta servers' config files byte-exactly; [`recover`] moves it by having
+//! the meta rebuild its metadata from the replica servers. It never prints.
 
 pub mod client;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod level;
 pub mod messages;
 pub mod migrate;
 pub mod query;
+pub mod recover;
 pub mod status;
 pub mod thrift;
 pub mod zk;

@@ -151,6 +151,15 @@ pub const NS_INVALID: i32 = 0;
 pub const NS_ALIVE: i32 = 1;
 pub const NS_UNALIVE: i32 = 2;
 
+/// A node status as the shell prints it.
+pub fn node_status_name(v: i32) -> &'static str {
+    match v {
+        NS_ALIVE => "ALIVE",
+        NS_UNALIVE => "UNALIVE",
+        _ => "INVALID",
+    }
+}
+
 /// `configuration_list_nodes_request`: a status filter (0 for all).
 pub fn list_nodes_request(status: i32) -> impl FnOnce(&mut Writer) {
     move |w| {
@@ -341,7 +350,7 @@ pub fn list_apps_request(status: i32) -> impl FnOnce(&mut Writer) {
 }
 
 /// `app_info`, the fields a status shows.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct AppInfo {
     pub status: i32,
     pub app_type: String,

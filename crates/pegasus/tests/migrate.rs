@@ -59,6 +59,9 @@ fn hooks(
                         m.restart_from_file().await.map_err(|e| e.to_string())?;
                     }
                 }
+                Hook::StopMetas | Hook::StartMeta | Hook::StartMetas => {
+                    return Err(format!("{hook:?} is not a migration's hook"));
+                }
             }
             Ok(())
         })

@@ -1,4 +1,4 @@
-//! Hooks: how a migration stops and starts meta servers. The command line
+//! Hooks: how a migration or a recovery stops and starts meta servers. The command line
 //! gives shell commands; a program embedding the procedure (the demo, the
 //! tests) gives its own. A step without a hook is the operator's: the
 //! migration says what to do and waits for the result itself.
@@ -10,7 +10,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-/// The steps a hook can do.
+/// The steps a hook can do: the first four a migration's, the last three
+/// a recovery's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Hook {
@@ -18,6 +19,12 @@ pub enum Hook {
     StopLeader,
     StartLeader,
     StartFollowers,
+    /// Stops every meta server.
+    StopMetas,
+    /// Starts one meta server (`ZKREPL_META`).
+    StartMeta,
+    /// Starts the meta servers in `ZKREPL_METAS`.
+    StartMetas,
 }
 
 impl Hook {
@@ -27,6 +34,9 @@ impl Hook {
             Hook::StopLeader => "--stop-leader",
             Hook::StartLeader => "--start-leader",
             Hook::StartFollowers => "--start-followers",
+            Hook::StopMetas => "--stop-metas",
+            Hook::StartMeta => "--start-meta",
+            Hook::StartMetas => "--start-metas",
         }
     }
 }
@@ -38,6 +48,12 @@ pub struct Hooks {
     pub stop_leader: Option<String>,
     pub start_leader: Option<String>,
     pub start_followers: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_metas: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_meta: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_metas: Option<String>,
 }
 
 impl Hooks {
@@ -47,6 +63,9 @@ impl Hooks {
             Hook::StopLeader => self.stop_leader.as_deref(),
             Hook::StartLeader => self.start_leader.as_deref(),
             Hook::StartFollowers => self.start_followers.as_deref(),
+            Hook::StopMetas => self.stop_metas.as_deref(),
+            Hook::StartMeta => self.start_meta.as_deref(),
+            Hook::StartMetas => self.start_metas.as_deref(),
         }
     }
 
@@ -57,6 +76,9 @@ impl Hooks {
             stop_leader: other.stop_leader.clone().or_else(|| self.stop_leader.clone()),
             start_leader: other.start_leader.clone().or_else(|| self.start_leader.clone()),
             start_followers: other.start_followers.clone().or_else(|| self.start_followers.clone()),
+            stop_metas: other.stop_metas.clone().or_else(|| self.stop_metas.clone()),
+            start_meta: other.start_meta.clone().or_else(|| self.start_meta.clone()),
+            start_metas: other.start_metas.clone().or_else(|| self.start_metas.clone()),
         }
     }
 }

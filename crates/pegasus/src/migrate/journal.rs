@@ -44,8 +44,8 @@ pub enum StepState {
 
 /// One transition of one step.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StepRecord {
-    pub step: Step,
+pub struct StepRecord<S = Step> {
+    pub step: S,
     pub state: StepState,
     pub at_ms: u64,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -252,24 +252,94 @@ impl JournalLock {
     }
 }
 
+/// Writes a journal `value` to `path` whole: a temp file beside it
+/// (mode 0600: a journal may hold a secret), fsynced, renamed over it, and
+/// the directory fsynced, so a crash leaves the old or the new journal,
+/// never a torn one.
+pub fn write<T: Serialize>(path: &Path, value: &T) -> Result<(), JournalError> {
+    let io = |source| JournalError::Io { path: path.to_path_buf(), source };
+    let text = serde_json::to_string_pretty(value).expect("a journal serializes");
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
+        f.write_all(text.as_bytes()).map_err(io)?;
+        f.write_all(b"\n").map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// The `operation` a journal file records (`pegasus migrate`, `pegasus
+/// recover`), to tell which procedure wrote it.
+pub fn operation_of(path: &Path) -> Result<String, JournalError> {
+    #[derive(Deserialize)]
+    struct Head {
+        operation: String,
+    }
+    let head: Head = read_any(path)?;
+    Ok(head.operation)
+}
+
+fn read_any<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, JournalError> {
+    let io = |source| JournalError::Io { path: path.to_path_buf(), source };
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    serde_json::from_str(&text).map_err(|e| JournalError::Invalid { path: path.to_path_buf(), why: e.to_string() })
+}
+
+/// Reads the journal of `operation` at `path`, of this build's format.
+pub fn read<T: serde::de::DeserializeOwned>(path: &Path, operation: &str) -> Result<T, JournalError> {
+    #[derive(Deserialize)]
+    struct Head {
+        format: u32,
+        operation: String,
+    }
+    let head: Head = read_any(path)?;
+    let invalid = |why: String| JournalError::Invalid { path: path.to_path_buf(), why };
+    if head.format != FORMAT {
+        return Err(invalid(format!("format {} (this zkrepl reads format {FORMAT})", head.format)));
+    }
+    if head.operation != operation {
+        return Err(invalid(format!("it is the journal of a {}, not of a {operation}", head.operation)));
+    }
+    read_any(path)
+}
+
+/// The last state recorded for `step` among `steps`.
+pub fn last_state<S: PartialEq + Copy>(steps: &[StepRecord<S>], step: S) -> Option<StepState> {
+    steps.iter().rev().find(|r| r.step == step).map(|r| r.state)
+}
+
+/// Each step's last run (started to done), in seconds.
+pub fn step_seconds<S: PartialEq + Copy>(steps: &[StepRecord<S>]) -> Vec<(S, f64)> {
+    let mut out: Vec<(S, f64)> = Vec::new();
+    let mut started: Option<(S, u64)> = None;
+    for r in steps {
+        match r.state {
+            StepState::Started => started = Some((r.step, r.at_ms)),
+            StepState::Done => {
+                if let Some((step, at)) = started.take().filter(|(s, _)| *s == r.step) {
+                    out.retain(|(s, _)| *s != step);
+                    out.push((step, r.at_ms.saturating_sub(at) as f64 / 1000.0));
+                }
+            }
+            _ => started = None,
+        }
+    }
+    out
+}
+
 impl Journal {
     /// Each step's last run (started to done), in seconds.
     pub fn step_seconds(&self) -> Vec<(Step, f64)> {
-        let mut out: Vec<(Step, f64)> = Vec::new();
-        let mut started: Option<(Step, u64)> = None;
-        for r in &self.steps {
-            match r.state {
-                StepState::Started => started = Some((r.step, r.at_ms)),
-                StepState::Done => {
-                    if let Some((step, at)) = started.take().filter(|(s, _)| *s == r.step) {
-                        out.retain(|(s, _)| *s != step);
-                        out.push((step, r.at_ms.saturating_sub(at) as f64 / 1000.0));
-                    }
-                }
-                _ => started = None,
-            }
-        }
-        out
+        step_seconds(&self.steps)
     }
 
     pub fn new(path: &Path, setup: Setup) -> Journal {
@@ -306,16 +376,7 @@ impl Journal {
     }
 
     pub fn load(path: &Path) -> Result<Journal, JournalError> {
-        let io = |source| JournalError::Io { path: path.to_path_buf(), source };
-        let text = std::fs::read_to_string(path).map_err(io)?;
-        let mut j: Journal = serde_json::from_str(&text)
-            .map_err(|e| JournalError::Invalid { path: path.to_path_buf(), why: e.to_string() })?;
-        if j.format != FORMAT {
-            return Err(JournalError::Invalid {
-                path: path.to_path_buf(),
-                why: format!("format {} (this zkrepl reads format {FORMAT})", j.format),
-            });
-        }
+        let mut j: Journal = read(path, "pegasus migrate")?;
         j.path = path.to_path_buf();
         Ok(j)
     }
@@ -324,38 +385,14 @@ impl Journal {
         &self.path
     }
 
-    /// Rewrites the file: a temp file beside it, fsynced, renamed over it,
-    /// and the directory fsynced, so a crash leaves the old or the new
-    /// journal, never a torn one.
+    /// Rewrites the file (see [`write`]).
     pub fn save(&self) -> Result<(), JournalError> {
-        let io = |source| JournalError::Io { path: self.path.clone(), source };
-        let text = serde_json::to_string_pretty(self).expect("a journal serializes");
-        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.tmp"));
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io)?;
-            f.write_all(text.as_bytes()).map_err(io)?;
-            f.write_all(b"\n").map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        write(&self.path, self)
     }
 
     /// The last state recorded for `step`.
     pub fn state(&self, step: Step) -> Option<StepState> {
-        self.steps.iter().rev().find(|r| r.step == step).map(|r| r.state)
+        last_state(&self.steps, step)
     }
 
     pub fn is_done(&self, step: Step) -> bool {

@@ -19,6 +19,7 @@ pub mod checks;
 pub mod cleanup;
 pub mod hooks;
 pub mod journal;
+pub(crate) mod procedure;
 pub mod rollback;
 pub mod sync;
 
@@ -83,6 +84,30 @@ impl Step {
 
     pub fn number(self) -> usize {
         Step::ALL.iter().position(|s| *s == self).unwrap_or(0) + 1
+    }
+}
+
+/// The steps of a procedure (a migration, a recovery), as its events and
+/// its stop name them.
+pub trait StepName: Copy + std::fmt::Debug + Send + Sync + 'static {
+    /// Its place, from 1.
+    fn number(self) -> usize;
+    fn describe(self) -> &'static str;
+    /// How many steps the procedure has.
+    fn count() -> usize;
+}
+
+impl StepName for Step {
+    fn number(self) -> usize {
+        Step::number(self)
+    }
+
+    fn describe(self) -> &'static str {
+        Step::describe(self)
+    }
+
+    fn count() -> usize {
+        Step::ALL.len()
     }
 }
 
@@ -176,23 +201,24 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-/// What a migration tells its caller as it goes.
+/// What a migration (or a recovery, `S` its steps) tells its caller as it
+/// goes.
 #[derive(Debug, Clone)]
-pub enum Event {
-    StepStarted(Step),
+pub enum Event<S = Step> {
+    StepStarted(S),
     StepDone {
-        step: Step,
+        step: S,
         note: String,
     },
     StepSkipped {
-        step: Step,
+        step: S,
         why: String,
     },
     Note(String),
     Warning(String),
     /// The operator's turn: what to do; the migration waits for the result.
     Manual {
-        step: Step,
+        step: S,
         instructions: String,
     },
     HookRunning {
@@ -206,12 +232,12 @@ pub enum Event {
     },
 }
 
-pub trait Observer: Send + Sync {
-    fn event(&self, e: Event);
+pub trait Observer<S = Step>: Send + Sync {
+    fn event(&self, e: Event<S>);
 }
 
-impl<F: Fn(Event) + Send + Sync> Observer for F {
-    fn event(&self, e: Event) {
+impl<S, F: Fn(Event<S>) + Send + Sync> Observer<S> for F {
+    fn event(&self, e: Event<S>) {
         self(e)
     }
 }
@@ -239,16 +265,27 @@ pub enum MigrateError {
     Interrupted,
 }
 
-/// A migration that stopped: at which step, why, where the cluster stands
-/// and what to do next.
-#[derive(Debug, thiserror::Error)]
-#[error("step {} ({}) failed: {error}", .step.number(), .step.describe())]
-pub struct Stopped {
-    pub step: Step,
+/// A migration (or recovery) that stopped: at which step, why, where the
+/// cluster stands and what to do next.
+#[derive(Debug)]
+pub struct Stopped<S = Step> {
+    pub step: S,
     pub error: MigrateError,
     /// Where the cluster stands, from the journal.
     pub state: String,
     pub journal: PathBuf,
+}
+
+impl<S: StepName> std::fmt::Display for Stopped<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "step {} ({}) failed: {}", self.step.number(), self.step.describe(), self.error)
+    }
+}
+
+impl<S: StepName> std::error::Error for Stopped<S> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
 }
 
 /// A finished migration.
@@ -288,8 +325,8 @@ impl Report {
 }
 
 /// What a run needs besides the request.
-pub struct Context<'a> {
-    pub observer: &'a dyn Observer,
+pub struct Context<'a, S = Step> {
+    pub observer: &'a dyn Observer<S>,
     pub hooks: &'a dyn HookRunner,
     pub cancel: CancellationToken,
 }
@@ -926,21 +963,8 @@ impl<'a> Runner<'a> {
     /// Runs `hook`, or, without one, tells the operator `manual` and
     /// returns: the caller then waits for the condition either way.
     async fn hook_or_manual(&self, step: Step, hook: Hook, manual: String) -> Result<(), MigrateError> {
-        if self.ctx.hooks.has(hook) {
-            self.say(Event::HookRunning { hook, command: self.j.setup.hooks.get(hook).map(str::to_string) });
-            let env = self.env(hook);
-            self.ctx.hooks.run(hook, &env).await.map_err(|why| MigrateError::Hook { hook, why })
-        } else {
-            self.say(Event::Manual {
-                step,
-                instructions: format!(
-                    "{manual} zkrepl checks for itself and goes on when it sees it done (waiting up to {}s; or give {} CMD).",
-                    self.req.wait.as_secs(),
-                    hook.option()
-                ),
-            });
-            Ok(())
-        }
+        let command = self.j.setup.hooks.get(hook);
+        procedure::hook_or_manual(self.ctx, step, hook, command, &self.env(hook), manual, self.req.wait).await
     }
 
     /// Polls `cond` until it says done, for at most the request's wait.
@@ -957,8 +981,8 @@ impl<'a> Runner<'a> {
         &self,
         what: &str,
         every: Duration,
-        mut cond: F,
-        mut stop: G,
+        cond: F,
+        stop: G,
     ) -> Result<String, MigrateError>
     where
         F: FnMut() -> Fut,
@@ -966,23 +990,7 @@ impl<'a> Runner<'a> {
         G: FnMut() -> Gut,
         Gut: Future<Output = Result<(), String>>,
     {
-        let started = Instant::now();
-        let mut last = String::from("not checked yet");
-        loop {
-            match cond().await {
-                Ok(Some(done)) => return Ok(done),
-                Ok(None) => {}
-                Err(why) => last = why,
-            }
-            stop().await.map_err(MigrateError::Failed)?;
-            if started.elapsed() >= self.req.wait {
-                return Err(MigrateError::Timeout { what: what.to_string(), waited: self.req.wait, last });
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = self.ctx.cancel.cancelled() => return Err(MigrateError::Interrupted),
-            }
-        }
+        procedure::wait_unless(self.ctx, self.req.wait, what, every, cond, stop).await
     }
 
     // ---- step 1 ----
