@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 use zkrepl::CancellationToken;
-use zkrepl_pegasus::migrate::rollback::plan_rollback;
+use zkrepl_pegasus::migrate::rollback::{RollbackPlan, RollbackReport, plan_rollback};
 use zkrepl_pegasus::migrate::{
     self, CleanupRequest, Context, Event, Hooks, MigrateError, MigrateRequest, Plan, RollbackRequest, ShellHooks, Step,
     StepName, Stopped,
@@ -496,22 +496,8 @@ pub async fn run_rollback(a: RollbackArgs) -> Outcome {
         Ok(p) => p,
         Err(e) => return fail(json, &e.to_string(), None, Exit::Error),
     };
-    eprintln!("roll back the migration in {}", plan.journal.display());
-    eprintln!("  now: {}", plan.state);
-    for a in &plan.actions {
-        eprintln!("  - {a}");
-    }
-    for w in &plan.warnings {
-        eprintln!("  warning: {w}");
-    }
-    for r in &plan.refusals {
-        eprintln!("  REFUSED: {r}");
-    }
-    if !plan.refusals.is_empty() {
-        return fail(json, "refused: nothing changed", None, Exit::Error);
-    }
-    if let Err(why) = confirm("Roll back?", a.wait.yes) {
-        return fail(json, &why, None, Exit::Error);
+    if let Err(o) = rollback_gate(json, "migration", &plan, a.wait.yes) {
+        return o;
     }
     let j = match migrate::Journal::load(&a.journal) {
         Ok(j) => j,
@@ -526,6 +512,30 @@ pub async fn run_rollback(a: RollbackArgs) -> Outcome {
     let ctx = Context { observer: &printer, hooks: &hooks, cancel: cancel_on_signals() };
     let r = migrate::rollback(&req, &ctx).await;
     printer.end_bar();
+    rollback_outcome(json, r)
+}
+
+/// Prints what a rollback will do; `Err` when it is refused or not
+/// confirmed.
+pub(crate) fn rollback_gate(json: bool, of: &str, plan: &RollbackPlan, yes: bool) -> Result<(), Outcome> {
+    eprintln!("roll back the {of} in {}", plan.journal.display());
+    eprintln!("  now: {}", plan.state);
+    for a in &plan.actions {
+        eprintln!("  - {a}");
+    }
+    for w in &plan.warnings {
+        eprintln!("  warning: {w}");
+    }
+    for r in &plan.refusals {
+        eprintln!("  REFUSED: {r}");
+    }
+    if !plan.refusals.is_empty() {
+        return Err(fail(json, "refused: nothing changed", None, Exit::Error));
+    }
+    confirm("Roll back?", yes).map_err(|why| fail(json, &why, None, Exit::Error))
+}
+
+pub(crate) fn rollback_outcome(json: bool, r: Result<RollbackReport, MigrateError>) -> Outcome {
     match r {
         Ok(r) => {
             if json {

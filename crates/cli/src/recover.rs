@@ -11,7 +11,9 @@ use zkrepl_pegasus::migrate::{Context, Hooks, MigrateError, ShellHooks, StepName
 use zkrepl_pegasus::recover::{self, Plan, RecoverRequest, Step};
 
 use crate::common::print_json;
-use crate::migrate::{Printer, UntilArgs, WaitArgs, cancel_on_signals, confirm, fail, hook_log};
+use crate::migrate::{
+    Printer, UntilArgs, WaitArgs, cancel_on_signals, confirm, fail, hook_log, rollback_gate, rollback_outcome,
+};
 use crate::outcome::{Exit, Outcome, print_error_line};
 
 pub const RECOVER_HELP: &str = "Use it when the old ZooKeeper's data is lost or not trusted: the meta server \
@@ -315,22 +317,8 @@ pub async fn run_rollback(
         Ok(p) => p,
         Err(e) => return fail(json, &e.to_string(), None, Exit::Error),
     };
-    eprintln!("roll back the recovery in {}", plan.journal.display());
-    eprintln!("  now: {}", plan.state);
-    for a in &plan.actions {
-        eprintln!("  - {a}");
-    }
-    for w in &plan.warnings {
-        eprintln!("  warning: {w}");
-    }
-    for r in &plan.refusals {
-        eprintln!("  REFUSED: {r}");
-    }
-    if !plan.refusals.is_empty() {
-        return fail(json, "refused: nothing changed", None, Exit::Error);
-    }
-    if let Err(why) = confirm("Roll back?", wait.yes) {
-        return fail(json, &why, None, Exit::Error);
+    if let Err(o) = rollback_gate(json, "recovery", &plan, wait.yes) {
+        return o;
     }
     let j = match recover::Journal::load(journal) {
         Ok(j) => j,
@@ -347,16 +335,5 @@ pub async fn run_rollback(
     let ctx = Context { observer: &printer, hooks: &shell, cancel: cancel_on_signals() };
     let r = recover::rollback(journal, &req, &ctx).await;
     printer.end_bar();
-    match r {
-        Ok(r) => {
-            if json {
-                print_json(&r);
-            } else {
-                println!("rolled back: {}", r.done.join("; "));
-            }
-            Outcome { exit: Exit::Ok }
-        }
-        Err(MigrateError::Interrupted) => fail(json, "interrupted", Some("run the rollback again"), Exit::Interrupted),
-        Err(e) => fail(json, &e.to_string(), Some("fix the cause and run the rollback again"), Exit::Error),
-    }
+    rollback_outcome(json, r)
 }

@@ -7,62 +7,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::sim::{Metas, start_cmd, stop_cmd, wait_for};
 use common::*;
 use zkrepl_testkit::pegasus::MetaConfig;
 use zkrepl_testkit::treegen::{self, GenOptions, Shape};
-
-/// The simulator binary, built beside zkrepl by `cargo test --workspace`.
-fn sim_binary() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_zkrepl")).with_file_name("pegasus-sim");
-    assert!(p.exists(), "{} is missing: build it with cargo build -p zkrepl-testkit --bin pegasus-sim", p.display());
-    p
-}
-
-/// Kills the simulator processes whose pid files are listed, on drop.
-struct Metas(Vec<PathBuf>);
-
-impl Drop for Metas {
-    fn drop(&mut self) {
-        for pid in &self.0 {
-            if let Ok(p) = std::fs::read_to_string(pid) {
-                let _ = Command::new("kill").arg("-9").arg(p.trim()).status();
-            }
-        }
-    }
-}
-
-fn start_cmd(config: &Path, pid: &Path, log: &Path) -> String {
-    format!(
-        "setsid {} meta --config {} --pid-file {} >>{} 2>&1 </dev/null &",
-        sim_binary().display(),
-        config.display(),
-        pid.display(),
-        log.display()
-    )
-}
-
-fn stop_cmd(pids: &[&Path]) -> String {
-    pids.iter()
-        .map(|p| {
-            format!(
-                "pid=$(cat {0}) && kill $pid && for i in $(seq 1 200); do kill -0 $pid 2>/dev/null || break; sleep 0.05; done",
-                p.display()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-/// Waits (bounded) for a pid file to appear: the meta serves.
-fn wait_for(pid: &Path, limit: Duration) {
-    let started = Instant::now();
-    while !pid.exists() {
-        assert!(started.elapsed() < limit, "{} did not start within {limit:?}", pid.display());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrates_a_100k_node_cluster_with_shell_hooks_then_cleans_up_the_old_tree() {

@@ -5,6 +5,8 @@
 //! Servers are killed when the test process exits, however it exits.
 #![allow(dead_code)]
 
+pub mod sim;
+
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -28,6 +28,16 @@ pub fn beside(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// `given`, or `name` beside the first of `configs` (in the working
+/// directory without one).
+pub fn default_path(given: Option<&Path>, configs: &[PathBuf], name: &str) -> PathBuf {
+    if let Some(j) = given {
+        return j.to_path_buf();
+    }
+    let dir = configs.first().and_then(|c| c.parent()).filter(|d| !d.as_os_str().is_empty());
+    dir.unwrap_or(Path::new(".")).join(name)
+}
+
 /// Milliseconds since the epoch: journal times survive a restart of the
 /// program, so they are wall-clock times.
 pub fn now_ms() -> u64 {

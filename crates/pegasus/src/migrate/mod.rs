@@ -172,11 +172,7 @@ impl MigrateRequest {
     /// The journal path: given, or `zkrepl-migrate.journal` beside the
     /// first config.
     pub fn journal_path(&self) -> PathBuf {
-        if let Some(j) = &self.journal {
-            return j.clone();
-        }
-        let dir = self.configs.first().and_then(|c| c.parent()).filter(|d| !d.as_os_str().is_empty());
-        dir.unwrap_or(Path::new(".")).join("zkrepl-migrate.journal")
+        journal::default_path(self.journal.as_deref(), &self.configs, "zkrepl-migrate.journal")
     }
 }
 

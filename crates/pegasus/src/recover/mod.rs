@@ -24,7 +24,7 @@ use crate::client::{MetaClient, Role};
 use crate::config::ConfigFile;
 use crate::messages::{AS_AVAILABLE, AppInfo, NS_ALIVE, RecoveryRequest, app_status_name};
 use crate::migrate::journal::{JournalLock, StepState, now_ms};
-use crate::migrate::rollback::RollbackPlan;
+use crate::migrate::rollback::{RollbackPlan, RollbackReport};
 use crate::migrate::{AppRecord, Context, Event, Hook, HookEnv, Hooks, MigrateError, StepName, checks};
 use crate::migrate::{Stopped, procedure};
 
@@ -132,12 +132,10 @@ impl RecoverRequest {
         }
     }
 
+    /// The journal path: given, or `zkrepl-recover.journal` beside the
+    /// first config.
     pub fn journal_path(&self) -> PathBuf {
-        if let Some(j) = &self.journal {
-            return j.clone();
-        }
-        let dir = self.configs.first().and_then(|c| c.parent()).filter(|d| !d.as_os_str().is_empty());
-        dir.unwrap_or(Path::new(".")).join("zkrepl-recover.journal")
+        crate::migrate::journal::default_path(self.journal.as_deref(), &self.configs, "zkrepl-recover.journal")
     }
 }
 
@@ -508,13 +506,6 @@ pub async fn plan_rollback(journal: &Path) -> Result<RollbackPlan, MigrateError>
         },
     ];
     Ok(RollbackPlan { journal: journal.to_path_buf(), state: j.describe_state(), actions, warnings, refusals })
-}
-
-/// What a rollback did.
-#[derive(Debug, Clone, Serialize)]
-pub struct RollbackReport {
-    pub journal: PathBuf,
-    pub done: Vec<String>,
 }
 
 /// Undoes the recovery `journal` records: the metas stopped, the configs

@@ -1,0 +1,61 @@
+//! Simulated Pegasus metas as separate processes (`pegasus-sim meta`), run
+//! by shell hooks as an operator's would be.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The simulator binary, built beside zkrepl by `cargo test --workspace`.
+pub fn sim_binary() -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_zkrepl")).with_file_name("pegasus-sim");
+    assert!(p.exists(), "{} is missing: build it with cargo build -p zkrepl-testkit --bin pegasus-sim", p.display());
+    p
+}
+
+/// Kills the simulator processes whose pid files are listed, on drop.
+pub struct Metas(pub Vec<PathBuf>);
+
+impl Drop for Metas {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if let Ok(p) = std::fs::read_to_string(pid) {
+                let _ = Command::new("kill").arg("-9").arg(p.trim()).status();
+            }
+        }
+    }
+}
+
+/// Starts a meta in the background from `config`; its pid file appears
+/// once it serves.
+pub fn start_cmd(config: &Path, pid: &Path, log: &Path) -> String {
+    format!(
+        "rm -f {1}; setsid {0} meta --config {2} --pid-file {1} >>{3} 2>&1 </dev/null &",
+        sim_binary().display(),
+        pid.display(),
+        config.display(),
+        log.display()
+    )
+}
+
+/// Stops each running meta (SIGTERM, a clean stop) and waits (bounded)
+/// until its process is gone.
+pub fn stop_cmd(pids: &[&Path]) -> String {
+    pids.iter()
+        .map(|p| {
+            format!(
+                "if [ -f {0} ]; then pid=$(cat {0}); kill $pid 2>/dev/null; for i in $(seq 1 200); do kill -0 $pid 2>/dev/null || break; sleep 0.05; done; rm -f {0}; fi",
+                p.display()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Waits (bounded) for a pid file to appear: the meta serves.
+pub fn wait_for(pid: &Path, limit: Duration) {
+    let started = Instant::now();
+    while !pid.exists() {
+        assert!(started.elapsed() < limit, "{} did not start within {limit:?}", pid.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
