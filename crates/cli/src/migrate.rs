@@ -159,7 +159,7 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "LEVEL", value_parser = crate::args::level)]
     pub restore_level: Option<zkrepl_pegasus::Level>,
     /// Print the plan and the checks; change nothing
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     pub dry_run: bool,
     #[command(flatten)]
     pub until: UntilArgs,
@@ -483,7 +483,18 @@ fn hint(e: &MigrateError) -> Option<&'static str> {
 
 pub async fn run_rollback(a: RollbackArgs) -> Outcome {
     let json = a.wait.json;
-    if migrate::journal::operation_of(&a.journal).is_ok_and(|o| o == zkrepl_pegasus::recover::journal::OPERATION) {
+    let recovery =
+        migrate::journal::operation_of(&a.journal).is_ok_and(|o| o == zkrepl_pegasus::recover::journal::OPERATION);
+    let (migrate_hooks, recover_hooks) = (a.hooks.hooks(), a.recover_hooks.hooks());
+    if recovery && migrate_hooks != Hooks::default() {
+        let msg = "this is a recovery's journal: its hooks are --stop-metas, --start-meta and --start-metas";
+        return fail(json, msg, None, Exit::Error);
+    }
+    if !recovery && recover_hooks != Hooks::default() {
+        let msg = "this is a migration's journal: its hooks are --stop-followers, --stop-leader, --start-leader and --start-followers";
+        return fail(json, msg, None, Exit::Error);
+    }
+    if recovery {
         let hooks = &a.recover_hooks;
         return crate::recover::run_rollback(&a.journal, hooks, a.hooks.hook_timeout, &a.until, &a.wait).await;
     }

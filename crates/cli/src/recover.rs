@@ -114,8 +114,11 @@ pub struct RecoverArgs {
     /// The leader-lock path when the configs do not name one [default: <root>/lock]
     #[arg(long, value_name = "PATH")]
     pub lock_path: Option<String>,
+    /// Give up on the recovery call after this long (the meta asks every replica server, then writes every app, before it answers)
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::args::timeout)]
+    pub recovery_timeout: Duration,
     /// Print the plan and the lists it would save; change nothing
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     pub dry_run: bool,
     #[command(flatten)]
     pub until: UntilArgs,
@@ -132,6 +135,7 @@ fn request(a: &RecoverArgs) -> RecoverRequest {
     r.lock_path = a.lock_path.clone();
     r.wait = a.until.wait;
     r.meta_timeout = a.wait.timeout;
+    r.recovery_timeout = a.recovery_timeout;
     r.zk_timeout = a.wait.zk_timeout;
     r
 }
@@ -201,9 +205,10 @@ fn print_plan(p: &Plan) {
 
 fn stopped(json: bool, s: &Stopped<Step>) -> Outcome {
     let j = s.journal.display();
-    let undone = s.state.starts_with("restored");
-    let next = if undone {
+    let next = if s.state.starts_with("restored") {
         "start a new recovery (with a new --journal) once the cause is fixed".to_string()
+    } else if s.state.starts_with("being restored") {
+        format!("finish the undo: zkrepl pegasus rollback --journal {j}")
     } else {
         format!("resume: zkrepl pegasus recover --resume --journal {j}; undo: zkrepl pegasus rollback --journal {j}")
     };
@@ -313,7 +318,7 @@ pub async fn run_rollback(
     wait: &WaitArgs,
 ) -> Outcome {
     let json = wait.json;
-    let plan = match recover::plan_rollback(journal).await {
+    let plan = match recover::plan_rollback(journal, wait.zk_timeout).await {
         Ok(p) => p,
         Err(e) => return fail(json, &e.to_string(), None, Exit::Error),
     };

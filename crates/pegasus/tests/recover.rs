@@ -243,6 +243,10 @@ async fn recovers_every_app_and_partition_on_the_new_ensemble_and_ends_as_config
     assert!(cl.metas[0].recreated_partitions().is_empty(), "nothing recreated empty");
     let log = events.0.lock().unwrap().join("\n");
     assert!(log.contains("meta: recovered 2 apps"), "the hint is told: {log}");
+    drop(cl);
+    // Not undone once the metadata was rebuilt: that would run on the old data.
+    let plan = recover::plan_rollback(&dir.path().join("journal"), req.zk_timeout).await.unwrap();
+    assert!(plan.refusals.iter().any(|r| r.contains("the recovery was accepted")), "{:?}", plan.refusals);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -273,7 +277,7 @@ async fn an_unalive_replica_server_is_refused_unless_skipped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn apps_already_on_the_new_ensemble_are_refused() {
     let root = "/pegasus/recover-occupied";
-    let (c, _old, new, originals) = cluster(root, |_| {}).await;
+    let (c, old, new, originals) = cluster(root, |_| {}).await;
     let mut other = Seed::simple(1, 2);
     other.apps[0].duplications.clear();
     zkrepl_testkit::pegasus::seed(&new, root, &other).await.unwrap();
@@ -285,6 +289,16 @@ async fn apps_already_on_the_new_ensemble_are_refused() {
         "{:?}",
         plan.refusals
     );
+    // The ensemble the cluster runs on, under a chroot: another root, the same servers.
+    let mut same = req.clone();
+    same.dst = format!("{old}/elsewhere");
+    let plan = recover::prepare(&same).await.expect("prepare");
+    assert!(plan.refusals.iter().any(|r| r.contains("is the one the cluster runs on")), "{:?}", plan.refusals);
+    // A meta whose config is not given would start on the old ensemble.
+    let mut one = req.clone();
+    one.configs.truncate(1);
+    let plan = recover::prepare(&one).await.expect("prepare");
+    assert!(plan.refusals.iter().any(|r| r.contains("2 metas") && r.contains("1 config")), "{:?}", plan.refusals);
     assert_eq!(contents(&c.lock().await.configs), originals);
 }
 
@@ -336,6 +350,18 @@ async fn an_interrupted_recovery_resumes_where_it_stopped() {
     let stopped = run(&req, &ctx).await.err().expect("interrupted");
     assert!(matches!(stopped.error, MigrateError::Interrupted), "{}", stopped.error);
     assert_eq!(stopped.step, Step::ReplicasReleased);
+    // Meanwhile a meta joins the old election and leaves again (started
+    // by hand on its old config, say): the replica servers may follow it.
+    let oc = client(&old).await;
+    let dir_ = format!("{root}/lock/dsn.meta.server.leader");
+    let opts = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+    let (_, seq) = oc.create(&format!("{dir_}/LOCKNODE"), b"127.0.0.1:1", &opts).await.unwrap();
+    oc.delete(&format!("{dir_}/LOCKNODE{seq}"), None).await.unwrap();
+    let first_down = recover::Journal::load(&journal).unwrap().all_down_ms.unwrap();
+    let ctx = Context { observer: &Events::default(), hooks: &h, cancel: Default::default() };
+    let stopped = recover::resume(&journal, &req, &ctx).await.err().expect("the wait starts over");
+    assert_eq!(stopped.step, Step::ReplicasReleased);
+    assert!(stopped.error.to_string().contains("joined the leader election"), "{}", stopped.error);
     // Then after the recovery was accepted.
     let token = zkrepl::CancellationToken::new();
     let obs = CancelOn { token: token.clone(), when: |e| matches!(e, Event::StepDone { step: Step::Recovered, .. }) };
@@ -344,6 +370,7 @@ async fn an_interrupted_recovery_resumes_where_it_stopped() {
     assert!(matches!(stopped.error, MigrateError::Interrupted), "{}", stopped.error);
     assert_eq!(stopped.step, Step::Checked);
     let j = recover::Journal::load(&journal).unwrap();
+    assert!(j.all_down_ms.unwrap() > first_down, "the metas were checked down again");
     assert!(j.meta_start_ms.unwrap() - j.all_down_ms.unwrap() >= 1400, "the wait was served in full");
     // And finished.
     let events = Events::default();
@@ -374,7 +401,7 @@ async fn a_recovery_stopped_at_the_start_rolls_back() {
     assert_eq!(stopped.step, Step::MetaStarted);
     assert!(matches!(stopped.error, MigrateError::Hook { hook: Hook::StartMeta, .. }), "{}", stopped.error);
     assert_ne!(contents(&c.lock().await.configs), originals, "the configs name the new ensemble");
-    let plan = recover::plan_rollback(&journal).await.unwrap();
+    let plan = recover::plan_rollback(&journal, req.zk_timeout).await.unwrap();
     assert!(plan.refusals.is_empty(), "{:?}", plan.refusals);
     let r = recover::rollback(&journal, &req, &ctx).await.expect("rolled back");
     assert!(r.done.iter().any(|d| d.contains("2 config(s) restored")), "{:?}", r.done);
@@ -383,5 +410,6 @@ async fn a_recovery_stopped_at_the_start_rolls_back() {
     assert_eq!(roles[0], Role::Leader);
     assert!(matches!(&roles[1], Role::Follower { .. }), "{roles:?}");
     assert_eq!(hosts.as_deref(), Some(old.as_str()));
-    assert!(recover::plan_rollback(&journal).await.unwrap().refusals.iter().any(|r| r.contains("already")));
+    let again = recover::plan_rollback(&journal, req.zk_timeout).await.unwrap();
+    assert!(again.refusals.iter().any(|r| r.contains("already")), "{:?}", again.refusals);
 }

@@ -146,13 +146,26 @@ pub struct Journal {
     pub steps: Vec<StepRecord<Step>>,
     /// When every meta was last seen down (ms since the epoch).
     pub all_down_ms: Option<u64>,
+    /// The child version of the old ensemble's leader election when every
+    /// meta was down (it moves when a meta joins it again).
+    #[serde(default)]
+    pub election_cversion: Option<i32>,
     /// When the first meta's start hook was called.
     pub meta_start_ms: Option<u64>,
     /// The meta's answer to the recovery.
     pub recovery_err: Option<String>,
     pub recovery_hint: Option<String>,
-    /// How list_apps after the recovery differs from before.
+    /// How list_apps after the recovery differs from before (the latest
+    /// comparison).
     pub differences: Vec<String>,
+    /// What the restarted cluster serves: available apps, their
+    /// partitions, the saved nodes seen alive.
+    #[serde(default)]
+    pub final_apps: Option<usize>,
+    #[serde(default)]
+    pub final_partitions: Option<i64>,
+    #[serde(default)]
+    pub final_nodes_alive: Option<usize>,
     #[serde(default)]
     pub notes: BTreeMap<String, String>,
     /// The first config rewrite has begun: configs may name the new
@@ -180,10 +193,14 @@ impl Journal {
             setup,
             steps: Vec::new(),
             all_down_ms: None,
+            election_cversion: None,
             meta_start_ms: None,
             recovery_err: None,
             recovery_hint: None,
             differences: Vec::new(),
+            final_apps: None,
+            final_partitions: None,
+            final_nodes_alive: None,
             notes: BTreeMap::new(),
             switched: false,
             restore_started: false,

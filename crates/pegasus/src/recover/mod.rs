@@ -111,6 +111,9 @@ pub struct RecoverRequest {
     /// replica servers back, a step done by hand).
     pub wait: Duration,
     pub meta_timeout: Duration,
+    /// The recovery call: the meta asks every node, then writes every app
+    /// and partition before it answers.
+    pub recovery_timeout: Duration,
     /// Connecting to a ZooKeeper ensemble.
     pub zk_timeout: Duration,
 }
@@ -128,6 +131,7 @@ impl RecoverRequest {
             lock_path: None,
             wait: Duration::from_secs(600),
             meta_timeout: Duration::from_secs(5),
+            recovery_timeout: Duration::from_secs(300),
             zk_timeout: Duration::from_secs(10),
         }
     }
@@ -359,9 +363,10 @@ pub async fn prepare(req: &RecoverRequest) -> Result<Plan, MigrateError> {
         }
     }
     if records_.len() < all.len() {
-        warnings.push(format!(
-            "{} metas but {} config file(s): a meta started on a config that still names the old ensemble would lead there (give every meta's config)",
+        refusals.push(format!(
+            "{} metas ({}) but {} config file(s): a meta started on a config that still names the old ensemble would lead there while the others lead on the new one; give every meta's config (or take a meta out of server_list)",
             all.len(),
+            all.join(", "),
             records_.len()
         ));
     }
@@ -390,8 +395,17 @@ pub async fn prepare(req: &RecoverRequest) -> Result<Plan, MigrateError> {
             }
         },
     };
-    if checks::same_hosts(&req.dst, &src_hosts) {
-        warnings.push(format!("the new ensemble is the one the cluster runs on ({src_hosts})"));
+    if !root.is_empty() && !src_hosts.is_empty() {
+        match checks::same_ensemble(&req.dst, &src_hosts, &root, req.zk_timeout).await {
+            Ok(Some(why)) => refusals.push(format!(
+                "the new ensemble {} is the one the cluster runs on ({why}): a recovery goes to another ensemble",
+                req.dst
+            )),
+            Ok(None) => {}
+            Err(e) => {
+                warnings.push(format!("cannot tell the new ensemble from the old one ({e}): they differ by name"))
+            }
+        }
     }
     let journal = req.journal_path();
     if journal.exists() {
@@ -480,8 +494,10 @@ pub async fn resume(
     Runner::new(j, req, ctx)?.run().await
 }
 
-/// What undoing the recovery `req.journal` records will do.
-pub async fn plan_rollback(journal: &Path) -> Result<RollbackPlan, MigrateError> {
+/// What undoing the recovery `journal` records will do. Refused once the
+/// recovery was accepted: the cluster then runs on what the replica
+/// servers hold, and going back would run it on the old data again.
+pub async fn plan_rollback(journal: &Path, zk_timeout: Duration) -> Result<RollbackPlan, MigrateError> {
     let j = Journal::load(journal)?;
     let s = &j.setup;
     let mut refusals = Vec::new();
@@ -489,23 +505,48 @@ pub async fn plan_rollback(journal: &Path) -> Result<RollbackPlan, MigrateError>
     if j.restored {
         refusals.push("already rolled back: the configs are as before and the metas ran on the old ensemble".into());
     }
-    if j.finished {
-        warnings.push(format!(
-            "the recovery finished: the cluster runs on {}; what it changed there since is not carried back",
-            s.dst_hosts
+    if j.is_done(Step::Recovered) {
+        refusals.push(format!(
+            "the recovery was accepted: the cluster's metadata was rebuilt on {} from the replica servers; going back would run it on the old ZooKeeper's data again. Resume instead (zkrepl pegasus recover --resume --journal {})",
+            s.dst_hosts,
+            journal.display()
         ));
     }
-    let actions = vec![
-        "stop every meta that answers (--stop-metas)".to_string(),
-        format!("restore every config from its backup ({} file(s))", s.configs.len()),
-        format!("start {} on the old ensemble {} (--start-meta)", s.leader, s.src_hosts),
-        if s.others_up.is_empty() {
-            "no other meta to start".to_string()
-        } else {
-            format!("start {} (--start-metas)", s.others_up.join(", "))
-        },
-    ];
+    if let Err(e) = checks::connect(&s.src_hosts, zk_timeout).await {
+        refusals.push(format!("the old ensemble does not answer ({e}): the metas could not run there"));
+    }
+    let actions = if !j.switched {
+        vec!["nothing: no config was rewritten and no meta stopped".to_string()]
+    } else {
+        vec![
+            "stop every meta that answers (--stop-metas)".to_string(),
+            format!("restore every config from its backup ({} file(s))", s.configs.len()),
+            format!("start {} on the old ensemble {} (--start-meta)", s.leader, s.src_hosts),
+            if s.others_up.is_empty() {
+                "no other meta to start".to_string()
+            } else {
+                format!("start {} (--start-metas)", s.others_up.join(", "))
+            },
+        ]
+    };
+    for rec in s.configs.iter().filter(|r| r.backup.exists()) {
+        if let Some(why) = edited_since(rec, &s.dst_hosts) {
+            warnings.push(why);
+        }
+    }
     Ok(RollbackPlan { journal: journal.to_path_buf(), state: j.describe_state(), actions, warnings, refusals })
+}
+
+/// Whether `rec` was edited by someone since the recovery wrote it: a
+/// restore puts its backup back all the same.
+fn edited_since(rec: &RecoverConfig, dst: &str) -> Option<String> {
+    let original = ConfigFile::read(&rec.backup).ok()?;
+    let current = std::fs::read(&rec.path).ok()?;
+    let ours = [Some(original.bytes().to_vec()), recovery_bytes(&original, dst).ok(), final_bytes(&original, dst).ok()];
+    if ours.iter().flatten().any(|b| *b == current) {
+        return None;
+    }
+    Some(format!("{} was edited since the recovery rewrote it: its backup replaces those edits", rec.path.display()))
 }
 
 /// Undoes the recovery `journal` records: the metas stopped, the configs
@@ -517,11 +558,17 @@ pub async fn rollback(
     ctx: &Context<'_, Step>,
 ) -> Result<RollbackReport, MigrateError> {
     let _lock = JournalLock::acquire(journal)?;
-    let mut j = Journal::load(journal)?;
-    if j.restored {
-        return Err(MigrateError::Failed("already rolled back".to_string()));
+    let plan = plan_rollback(journal, req.zk_timeout).await?;
+    if !plan.refusals.is_empty() {
+        return Err(MigrateError::Refused(plan.refusals));
     }
+    let mut j = Journal::load(journal)?;
     j.setup.hooks = j.setup.hooks.overridden_by(&req.hooks);
+    if !j.switched {
+        j.restored = true;
+        j.save()?;
+        return Ok(RollbackReport { journal: journal.to_path_buf(), done: vec!["nothing to undo".to_string()] });
+    }
     let mut r = Runner::new(j, req, ctx).map_err(|s| s.error)?;
     let done = r.restore().await?;
     Ok(RollbackReport { journal: journal.to_path_buf(), done })
@@ -533,6 +580,8 @@ struct Runner<'a> {
     ctx: &'a Context<'a, Step>,
     client: MetaClient,
     skipped: Vec<Step>,
+    /// The meta answered the recovery with an error: undone at once.
+    refused: bool,
     /// ZooKeeper sessions for the checks, by connect string.
     sessions: tokio::sync::Mutex<BTreeMap<String, zk::Client>>,
 }
@@ -549,7 +598,7 @@ impl<'a> Runner<'a> {
                 journal: j.path().to_path_buf(),
             })
         })?;
-        Ok(Runner { j, req, ctx, client, skipped: Vec::new(), sessions: Default::default() })
+        Ok(Runner { j, req, ctx, client, skipped: Vec::new(), refused: false, sessions: Default::default() })
     }
 
     fn say(&self, e: Event<Step>) {
@@ -598,7 +647,7 @@ impl<'a> Runner<'a> {
                 }
                 Err(error) => {
                     let _ = self.j.mark(step, StepState::Failed, &error.to_string());
-                    if step == Step::Recovered && !matches!(error, MigrateError::Interrupted) {
+                    if step == Step::Recovered && self.refused {
                         return Err(self.undo_after(step, error).await);
                     }
                     return Err(self.stopped(step, error));
@@ -609,8 +658,6 @@ impl<'a> Runner<'a> {
         self.j.save().map_err(|e| self.stopped(Step::MetasRestarted, e.into()))?;
         let j = &self.j;
         let s = &j.setup;
-        let now = self.client.list_apps(&s.leader).await.unwrap_or_default();
-        let available: Vec<&AppInfo> = now.iter().filter(|a| a.status == AS_AVAILABLE).collect();
         Ok(Report {
             journal: j.path().to_path_buf(),
             leader: s.leader.clone(),
@@ -618,9 +665,9 @@ impl<'a> Runner<'a> {
             root: s.root.clone(),
             recovery_hint: j.recovery_hint.clone().unwrap_or_default(),
             differences: j.differences.clone(),
-            apps: available.len(),
-            partitions: available.iter().map(|a| a.partition_count.max(0) as i64).sum(),
-            nodes_alive: s.recovery_nodes.len(),
+            apps: j.final_apps.unwrap_or_default(),
+            partitions: j.final_partitions.unwrap_or_default(),
+            nodes_alive: j.final_nodes_alive.unwrap_or_default(),
             metas_down_seconds: match (j.all_down_ms, j.meta_start_ms) {
                 (Some(a), Some(b)) if b >= a => Some((b - a) as f64 / 1000.0),
                 _ => None,
@@ -634,6 +681,15 @@ impl<'a> Runner<'a> {
     /// The recovery failed: the configs restored and the metas started as
     /// they were; the stop says what failed and what the restore did.
     async fn undo_after(&mut self, step: Step, error: MigrateError) -> Box<Stopped<Step>> {
+        let src = self.j.setup.src_hosts.clone();
+        if let Err(e) = self.zk(&src).await {
+            return self.stopped(
+                step,
+                MigrateError::Failed(format!(
+                    "{error}; not undone: the old ensemble does not answer ({e}), so the metas could not run there: fix the cause and resume, or roll back once it answers"
+                )),
+            );
+        }
         self.say(Event::Warning(format!("{error}: restoring the configs and starting the metas as they were")));
         let error = match self.restore().await {
             Ok(done) => MigrateError::Failed(format!("{error}; undone: {}", done.join("; "))),
@@ -662,7 +718,11 @@ impl<'a> Runner<'a> {
     fn env(&self, hook: Hook, hosts: &str) -> HookEnv {
         let s = &self.j.setup;
         let configs: Vec<String> = s.configs.iter().map(|c| c.path.display().to_string()).collect();
-        let metas = if hook == Hook::StartMetas { s.others_up.join(",") } else { s.metas.join(",") };
+        let metas = match hook {
+            Hook::StartMetas => s.others_up.join(","),
+            Hook::StartMeta => s.leader.clone(),
+            _ => s.metas.join(","),
+        };
         let vars = [
             ("ZKREPL_HOOK", hook.option().trim_start_matches("--").to_string()),
             ("ZKREPL_META", s.leader.clone()),
@@ -793,24 +853,48 @@ impl<'a> Runner<'a> {
         let src = self.j.setup.src_hosts.clone();
         let done = self.stop_all(Step::MetasStopped, &src).await?;
         self.j.all_down_ms = Some(now_ms());
+        self.j.election_cversion = self.election_cversion(&src).await;
         self.j.save()?;
         Ok(done)
     }
 
+    /// The child version of the leader election's directory on `hosts`:
+    /// it moves with every meta that joins or leaves it. `None` when the
+    /// ensemble does not answer.
+    async fn election_cversion(&self, hosts: &str) -> Option<i32> {
+        let c = self.zk(hosts).await.ok()?;
+        let dir = crate::zk::join(&self.j.setup.lock_path, crate::zk::LEADER_LOCK);
+        c.check_stat(&dir).await.ok().map(|st| st.map_or(-1, |st| st.cversion))
+    }
+
     // ---- step 4 ----
+
+    /// Why the wait must start over: a meta answers, or one joined the
+    /// election on the old ensemble since every meta was seen down (also
+    /// while zkrepl was not running).
+    async fn woke(&self) -> Option<String> {
+        let s = &self.j.setup;
+        if let Some(m) = self.answering(&s.metas).await {
+            return Some(format!("{m} answers again"));
+        }
+        let (Some(then), Some(now)) = (self.j.election_cversion, self.election_cversion(&s.src_hosts).await) else {
+            return None;
+        };
+        (now != then).then(|| format!("a meta joined the leader election on {} since they were down", s.src_hosts))
+    }
 
     async fn release(&mut self) -> StepResult {
         let s = self.j.setup.clone();
         let since = self.j.all_down_ms.unwrap_or_else(now_ms);
         let until = since + s.release_wait_ms;
         loop {
-            if let Some(m) = self.answering(&s.metas).await {
+            if let Some(why) = self.woke().await {
                 // The replica servers may be following it again: the wait
                 // starts over once it is stopped.
                 self.j.all_down_ms = None;
-                self.j.mark(Step::MetasStopped, StepState::Failed, &format!("{m} answered again"))?;
+                self.j.mark(Step::MetasStopped, StepState::Failed, &why)?;
                 return Err(MigrateError::Failed(format!(
-                    "{m} answers again while every meta must stay stopped (a supervisor?): stop it, then resume (the wait starts over)"
+                    "{why} while every meta must stay stopped (a supervisor?): stop it, then resume (the wait starts over)"
                 )));
             }
             let now = now_ms();
@@ -841,7 +925,13 @@ impl<'a> Runner<'a> {
                 }
             }
             (Role::Follower { code }, _) if code == "ERR_UNDER_RECOVERY" => {
-                Ok(Some(format!("{meta} leads, under recovery")))
+                // It cannot say where it runs: its lock node can.
+                let c = self.zk(hosts).await?;
+                let holders = checks::holders(&c, &self.j.setup.lock_path).await?;
+                match holders.first() {
+                    Some(n) if n.data == meta => Ok(Some(format!("{meta} leads on {hosts}, under recovery"))),
+                    _ => Err(format!("{meta} is under recovery, but does not hold the first lock node on {hosts}")),
+                }
             }
             (Role::Down { reason }, _) => Err(format!(
                 "{meta} is down ({reason}); a meta started with recover_from_replica_server = true over a ZooKeeper holding apps aborts: its log says"
@@ -859,6 +949,20 @@ impl<'a> Runner<'a> {
             return Err(MigrateError::Failed(format!(
                 "{m} answers while every meta must be stopped: stop it, then resume"
             )));
+        }
+        // Checked again: a resume may come long after the plan.
+        let c = self.zk(&s.dst_hosts).await.map_err(MigrateError::Failed)?;
+        let apps = crate::zk::join(&s.root, "apps");
+        match c.list_children(&apps).await {
+            Ok(k) if !k.is_empty() => {
+                return Err(MigrateError::Failed(format!(
+                    "{}{apps} holds {} app(s) now: a meta started with recover_from_replica_server = true aborts on them",
+                    s.dst_hosts,
+                    k.len()
+                )));
+            }
+            Ok(_) | Err(zk::Error::NoNode) => {}
+            Err(e) => return Err(MigrateError::Failed(format!("reading {apps} on {}: {e}", s.dst_hosts))),
         }
         self.j.meta_start_ms = Some(now_ms());
         self.j.save()?;
@@ -881,7 +985,9 @@ impl<'a> Runner<'a> {
             skip_lost_partitions: s.skip_lost_partitions,
         };
         let sent_before = self.j.steps.iter().filter(|r| r.step == Step::Recovered).count() > 1;
-        let reply = self.client.start_recovery(&s.leader, &request).await?;
+        // The meta asks every node and writes every app before it answers.
+        let client = MetaClient::new(&s.leader, self.req.recovery_timeout)?;
+        let reply = client.start_recovery(&s.leader, &request).await?;
         self.j.recovery_err = Some(reply.err.clone());
         self.j.recovery_hint = Some(reply.hint.clone());
         self.j.save()?;
@@ -894,9 +1000,16 @@ impl<'a> Runner<'a> {
         }
         // Sent by an earlier run whose answer was lost: the meta serves
         // the apps it rebuilt.
-        if reply.err == "ERR_SERVICE_ALREADY_RUNNING" && sent_before && self.rebuilt(&s).await? {
-            return Ok(format!("{} recovered in an earlier run (it serves the rebuilt apps)", s.leader));
+        if reply.err == "ERR_SERVICE_ALREADY_RUNNING" && sent_before {
+            if self.rebuilt(&s).await? {
+                return Ok(format!("{} recovered in an earlier run (it serves the rebuilt apps)", s.leader));
+            }
+            return Err(MigrateError::Failed(format!(
+                "{} answers ERR_SERVICE_ALREADY_RUNNING to the recovery an earlier run sent, but serves no rebuilt apps on {}: look at its log, then resume or roll back",
+                s.leader, s.dst_hosts
+            )));
         }
+        self.refused = true;
         Err(MigrateError::Failed(format!(
             "{} refused the recovery: {} ({})",
             s.leader,
@@ -932,12 +1045,11 @@ impl<'a> Runner<'a> {
     async fn differences(&mut self, meta: &str) -> Result<(Vec<AppInfo>, Vec<String>), MigrateError> {
         let now = self.client.list_apps(meta).await?;
         let diffs = compare_apps(&self.j.setup.apps, &now);
-        for d in &diffs {
-            if !self.j.differences.contains(d) {
-                self.say(Event::Warning(format!("after the recovery: {d}")));
-                self.j.differences.push(d.clone());
-            }
+        for d in diffs.iter().filter(|d| !self.j.differences.contains(d)) {
+            self.say(Event::Warning(format!("after the recovery: {d}")));
         }
+        // The latest comparison is the one reported.
+        self.j.differences = diffs.clone();
         self.j.save()?;
         Ok((now, diffs))
     }
@@ -972,12 +1084,18 @@ impl<'a> Runner<'a> {
             }
             let bytes = if current.bytes() == recovery_bytes(&original, &dst)?.as_slice() {
                 fin
-            } else {
+            } else if current.get(FLAG.0, FLAG.1).is_some_and(|v| v != "false") {
                 self.say(Event::Warning(format!(
                     "{} changed since the recovery rewrote it: only its recover_from_replica_server is set to false",
                     rec.path.display()
                 )));
                 current.with_value(FLAG.0, FLAG.1, "false")?
+            } else {
+                self.say(Event::Warning(format!(
+                    "{} changed since the recovery rewrote it, its recover_from_replica_server already off: left as it is",
+                    rec.path.display()
+                )));
+                continue;
             };
             write_config(&rec.path, &bytes)?;
             changed += 1;
@@ -1037,6 +1155,14 @@ impl<'a> Runner<'a> {
 
     async fn restart(&mut self) -> StepResult {
         let s = self.j.setup.clone();
+        let down_before: Vec<&str> =
+            s.metas.iter().filter(|m| **m != s.leader && !s.others_up.contains(m)).map(String::as_str).collect();
+        if !down_before.is_empty() {
+            self.say(Event::Warning(format!(
+                "not started, as they were down before the recovery: {} (their configs name the new ensemble)",
+                down_before.join(", ")
+            )));
+        }
         if !self.j.notes.contains_key("restart: stopped") {
             let down = self.stop_all(Step::MetasRestarted, &s.dst_hosts).await?;
             self.j.notes.insert("restart: stopped".into(), down);
@@ -1044,7 +1170,15 @@ impl<'a> Runner<'a> {
         }
         let mut done = self.start_all(Step::MetasRestarted, &s.dst_hosts).await?;
         // The cluster as it now loads from the new ensemble.
-        done.push(self.nodes_back(&s.leader).await.map_err(MigrateError::Failed)?.unwrap_or_default());
+        let leader = s.leader.clone();
+        done.push(
+            self.wait_until(
+                "every saved replica server is alive at the restarted leader",
+                Duration::from_millis(500),
+                || self.nodes_back(&leader),
+            )
+            .await?,
+        );
         let (now, diffs) = self.differences(&s.leader).await?;
         let c = self.zk(&s.dst_hosts).await.map_err(MigrateError::Failed)?;
         let available: Vec<AppInfo> = now.into_iter().filter(|a| a.status == AS_AVAILABLE).collect();
@@ -1067,6 +1201,10 @@ impl<'a> Runner<'a> {
                 s.dst_hosts, s.lock_path
             )));
         }
+        self.j.final_apps = Some(available.len());
+        self.j.final_partitions = Some(available.iter().map(|a| a.partition_count.max(0) as i64).sum());
+        self.j.final_nodes_alive = Some(s.recovery_nodes.len());
+        self.j.save()?;
         done.push(format!(
             "{} apps with every partition node on {}, {held} metas in the leader election{}",
             available.len(),
@@ -1090,6 +1228,9 @@ impl<'a> Runner<'a> {
         for rec in &s.configs {
             if !rec.backup.exists() {
                 continue;
+            }
+            if let Some(why) = edited_since(rec, &s.dst_hosts) {
+                self.say(Event::Warning(why));
             }
             let before = std::fs::read(&rec.backup)
                 .map_err(|e| MigrateError::Failed(format!("reading the backup {}: {e}", rec.backup.display())))?;
