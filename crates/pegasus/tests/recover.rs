@@ -19,6 +19,9 @@ use common::{client, servers};
 
 type Cluster = Arc<tokio::sync::Mutex<SimCluster>>;
 
+/// Run once, before the first meta starts.
+type BeforeStart = Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>;
+
 /// Two metas over `root` on the old server, the leader moving partitions;
 /// their configs with `[replication] config_sync_interval_ms = 400`, the
 /// second without a `recover_from_replica_server` line, as most real
@@ -55,7 +58,7 @@ async fn cluster(root: &str, edit: impl FnOnce(&mut ClusterSpec)) -> (Cluster, S
 fn hooks(
     c: Cluster,
     fail: Arc<Mutex<Option<Hook>>>,
-    before_start: Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>,
+    before_start: BeforeStart,
 ) -> FnHooks<impl Fn(Hook) -> BoxFuture<'static, Result<(), String>> + Send + Sync> {
     FnHooks(move |hook: Hook| -> BoxFuture<'static, Result<(), String>> {
         let (c, fail, before_start) = (c.clone(), fail.clone(), before_start.clone());
@@ -261,7 +264,7 @@ async fn an_unalive_replica_server_is_refused_unless_skipped() {
     assert!(plan.refusals.iter().any(|r| r.contains("not ALIVE") && r.contains(down.as_str())), "{:?}", plan.refusals);
     let h = plain_hooks(&c);
     let ctx = Context { observer: &Events::default(), hooks: &h, cancel: Default::default() };
-    let e = recover::execute(&plan, &req, &ctx).await.err().expect("refused");
+    let e = recover::execute(&plan, &req, &ctx).await.expect_err("refused");
     assert!(matches!(e.error, MigrateError::Refused(_)), "{}", e.error);
     assert!(!dir.path().join("journal").exists(), "no journal");
     assert_eq!(contents(&c.lock().await.configs), originals, "configs untouched");
@@ -319,7 +322,7 @@ async fn a_refused_recovery_restores_the_configs_and_the_metas_on_the_old_ensemb
     let h = hooks(c.clone(), Arc::new(Mutex::new(None)), Arc::new(Mutex::new(Some(edit))));
     let events = Events::default();
     let ctx = Context { observer: &events, hooks: &h, cancel: Default::default() };
-    let stopped = run(&req, &ctx).await.err().expect("the meta refuses");
+    let stopped = run(&req, &ctx).await.expect_err("the meta refuses");
     assert_eq!(stopped.step, Step::Recovered);
     let msg = stopped.error.to_string();
     assert!(msg.contains("ERR_TRY_AGAIN") && msg.contains("undone"), "{msg}");
@@ -331,7 +334,7 @@ async fn a_refused_recovery_restores_the_configs_and_the_metas_on_the_old_ensemb
     assert_eq!(hosts.as_deref(), Some(old.as_str()), "back on the old ensemble");
     assert!(client(&new).await.list_children(&format!("{root}/apps")).await.is_err(), "nothing recovered");
     // Undone: not resumable.
-    let e = recover::resume(&dir.path().join("journal"), &req, &ctx).await.err().expect("refused");
+    let e = recover::resume(&dir.path().join("journal"), &req, &ctx).await.expect_err("refused");
     assert!(e.error.to_string().contains("undone"), "{}", e.error);
 }
 
@@ -347,7 +350,7 @@ async fn an_interrupted_recovery_resumes_where_it_stopped() {
     let token = zkrepl::CancellationToken::new();
     let obs = CancelOn { token: token.clone(), when: |e| matches!(e, Event::StepStarted(Step::ReplicasReleased)) };
     let ctx = Context { observer: &obs, hooks: &h, cancel: token };
-    let stopped = run(&req, &ctx).await.err().expect("interrupted");
+    let stopped = run(&req, &ctx).await.expect_err("interrupted");
     assert!(matches!(stopped.error, MigrateError::Interrupted), "{}", stopped.error);
     assert_eq!(stopped.step, Step::ReplicasReleased);
     // Meanwhile a meta joins the old election and leaves again (started
@@ -359,14 +362,14 @@ async fn an_interrupted_recovery_resumes_where_it_stopped() {
     oc.delete(&format!("{dir_}/LOCKNODE{seq}"), None).await.unwrap();
     let first_down = recover::Journal::load(&journal).unwrap().all_down_ms.unwrap();
     let ctx = Context { observer: &Events::default(), hooks: &h, cancel: Default::default() };
-    let stopped = recover::resume(&journal, &req, &ctx).await.err().expect("the wait starts over");
+    let stopped = recover::resume(&journal, &req, &ctx).await.expect_err("the wait starts over");
     assert_eq!(stopped.step, Step::ReplicasReleased);
     assert!(stopped.error.to_string().contains("joined the leader election"), "{}", stopped.error);
     // Then after the recovery was accepted.
     let token = zkrepl::CancellationToken::new();
     let obs = CancelOn { token: token.clone(), when: |e| matches!(e, Event::StepDone { step: Step::Recovered, .. }) };
     let ctx = Context { observer: &obs, hooks: &h, cancel: token };
-    let stopped = recover::resume(&journal, &req, &ctx).await.err().expect("interrupted again");
+    let stopped = recover::resume(&journal, &req, &ctx).await.expect_err("interrupted again");
     assert!(matches!(stopped.error, MigrateError::Interrupted), "{}", stopped.error);
     assert_eq!(stopped.step, Step::Checked);
     let j = recover::Journal::load(&journal).unwrap();
@@ -397,7 +400,7 @@ async fn a_recovery_stopped_at_the_start_rolls_back() {
     let h = hooks(c.clone(), Arc::new(Mutex::new(Some(Hook::StartMeta))), Arc::new(Mutex::new(None)));
     let events = Events::default();
     let ctx = Context { observer: &events, hooks: &h, cancel: Default::default() };
-    let stopped = run(&req, &ctx).await.err().expect("the start hook fails");
+    let stopped = run(&req, &ctx).await.expect_err("the start hook fails");
     assert_eq!(stopped.step, Step::MetaStarted);
     assert!(matches!(stopped.error, MigrateError::Hook { hook: Hook::StartMeta, .. }), "{}", stopped.error);
     assert_ne!(contents(&c.lock().await.configs), originals, "the configs name the new ensemble");
