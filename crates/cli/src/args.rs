@@ -57,6 +57,16 @@ pub struct Endpoints {
     /// Credentials for the destination; repeatable
     #[arg(long, value_name = "SCHEME:CRED")]
     pub dst_auth: Vec<String>,
+
+    /// A snapshot file of the source ensemble (dataDir/version-2/snapshot.*, plain, .gz or .snappy):
+    /// a node's ACL is taken from it where the live stat shows the same node and no setACL since,
+    /// every other node's read live (copy also takes node kinds from it)
+    #[arg(long, value_name = "PATH", alias = "kinds-from-snapshot")]
+    pub snapshot: Option<std::path::PathBuf>,
+
+    /// A snapshot file of the destination ensemble, for its ACLs likewise
+    #[arg(long, value_name = "PATH")]
+    pub dst_snapshot: Option<std::path::PathBuf>,
 }
 
 impl Endpoints {
@@ -77,8 +87,8 @@ impl Endpoints {
         zkrepl::zk::path::validate(&dst_root)?;
         let auth = |v: &[String]| v.iter().map(|a| Auth::parse(a)).collect::<zkrepl::Result<Vec<_>>>();
         Ok((
-            Tree { hosts: src_hosts, root: src_root, auth: auth(&self.src_auth)? },
-            Tree { hosts: dst_hosts, root: dst_root, auth: auth(&self.dst_auth)? },
+            Tree { hosts: src_hosts, root: src_root, auth: auth(&self.src_auth)?, snapshot: self.snapshot.clone() },
+            Tree { hosts: dst_hosts, root: dst_root, auth: auth(&self.dst_auth)?, snapshot: self.dst_snapshot.clone() },
         ))
     }
 }

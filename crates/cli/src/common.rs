@@ -112,3 +112,24 @@ fn quit_now() -> ! {
 pub fn print_json<T: serde::Serialize>(v: &T) {
     println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
 }
+
+/// The summary lines of a side read with a snapshot: where its ACLs came
+/// from, and a warning when the snapshot vouched for no node.
+pub fn acl_source_lines(side: &str, a: &zkrepl::AclSources) -> Vec<String> {
+    let mut out = vec![format!(
+        "  ACLs ({side}){:>w$}   ({} from the snapshot, {} read live; {} nodes in the snapshot{})",
+        "",
+        a.from_snapshot,
+        a.read,
+        a.snapshot_nodes,
+        if a.snapshot_unusable > 0 { format!(", {} without a usable ACL", a.snapshot_unusable) } else { String::new() },
+        w = 10usize.saturating_sub(side.len()),
+    )];
+    if a.from_snapshot == 0 && a.read > 0 {
+        out.push(
+            "  (the snapshot vouched for no node: it is not of this ensemble, or older than every node's last setACL)"
+                .to_string(),
+        );
+    }
+    out
+}

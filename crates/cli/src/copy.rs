@@ -51,11 +51,6 @@ pub struct CopyArgs {
     #[arg(long, value_name = "GLOB=DURATION")]
     pub ttl: Vec<String>,
 
-    /// Take node kinds (containers, TTL nodes) from a snapshot file of the source ensemble
-    /// (dataDir/version-2/snapshot.*, plain, .gz or .snappy); --container/--ttl globs win over it
-    #[arg(long, value_name = "PATH")]
-    pub kinds_from_snapshot: Option<std::path::PathBuf>,
-
     /// Do not raise destination parents' sequence counters (child versions) to the source's
     #[arg(long)]
     pub no_sequence_counters: bool,
@@ -127,7 +122,8 @@ impl CopyArgs {
     pub async fn request(&self) -> zkrepl::Result<CopyRequest> {
         let (src, dst) = self.endpoints.resolve()?;
         let mut options = self.options()?;
-        if let Some(file) = &self.kinds_from_snapshot {
+        // Node kinds from --snapshot (--container/--ttl globs win over it).
+        if let Some(file) = &self.endpoints.snapshot {
             options.kinds.set_snapshot_kinds(snapshot_kinds(file, &src).await?);
         }
         let mut req = CopyRequest::new(src, dst);
@@ -304,6 +300,9 @@ pub fn print_summary(src: &Tree, dst: &Tree, s: &CopySummary) {
             "  transactions    {:>10}   ({} reconciled op by op, latency p50 {:.1} ms, p99 {:.1} ms)",
             s.transactions, s.reconciled_transactions, s.latency_p50_ms, s.latency_p99_ms
         );
+    }
+    for line in s.acl_sources.iter().flat_map(|a| crate::common::acl_source_lines("source", a)) {
+        println!("{line}");
     }
     println!("  time            {:>10.2} s ({:.0} nodes/s)", s.seconds, s.nodes_per_sec);
     if let Some(p) = &s.plan {

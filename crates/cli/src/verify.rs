@@ -412,6 +412,11 @@ fn summary(r: &VerifyReport) -> String {
     if r.ephemerals_ignored > 0 {
         line!("  ephemerals      {:>10}   (ignored)", r.ephemerals_ignored);
     }
+    for (side, a) in [("source", &r.src_acl_sources), ("dest.", &r.dst_acl_sources)] {
+        for l in a.iter().flat_map(|a| crate::common::acl_source_lines(side, a)) {
+            line!("{l}");
+        }
+    }
     line!("  source digest   {}", r.src_digest.as_deref().unwrap_or("(incomplete)"));
     line!("  dest. digest    {}", r.dst_digest.as_deref().unwrap_or("(incomplete)"));
     line!("  time            {:>10.2} s ({:.0} nodes/s per side)", r.seconds, r.nodes_per_sec_per_side);

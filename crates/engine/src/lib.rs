@@ -26,6 +26,7 @@ pub(crate) mod merkle;
 pub mod node;
 pub mod progress;
 pub(crate) mod read;
+pub use read::AclSources;
 pub mod remove;
 pub mod snapshot;
 pub mod sync;

@@ -19,6 +19,11 @@ pub struct Tree {
     pub root: String,
     /// Credentials presented on every session, and again on every reconnect.
     pub auth: Vec<Auth>,
+    /// A snapshot file of this tree's ensemble (`dataDir/version-2/
+    /// snapshot.*`): a node's ACL is taken from it, not read with getACL,
+    /// where the live stat shows the same node (creation zxid and time) and
+    /// no setACL since (ACL version). Every other node is read live.
+    pub snapshot: Option<std::path::PathBuf>,
 }
 
 impl Tree {
@@ -26,7 +31,14 @@ impl Tree {
     /// and a root path, both checked.
     pub fn new(connect_string: &str, root: &str) -> Result<Tree> {
         path::validate(root)?;
-        Ok(Tree { hosts: Hosts::parse(connect_string)?, root: root.to_string(), auth: Vec::new() })
+        Ok(Tree { hosts: Hosts::parse(connect_string)?, root: root.to_string(), auth: Vec::new(), snapshot: None })
+    }
+
+    /// The same tree, its ACLs taken from the snapshot `file` of its
+    /// ensemble where the live stat proves them current.
+    pub fn with_snapshot(mut self, file: impl Into<std::path::PathBuf>) -> Tree {
+        self.snapshot = Some(file.into());
+        self
     }
 
     /// The same tree, with one more credential.

@@ -155,6 +155,9 @@ pub struct CopySummary {
     pub peak_rss_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
+    /// Where the source's ACLs came from, when it was read with a snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acl_sources: Option<crate::read::AclSources>,
 }
 
 /// A copy: the two trees, how to reach and read them, and what to do. The
@@ -541,6 +544,7 @@ async fn run_pass(
         pad_limit_exceeded: opts.max_pad.is_some_and(|max| t.pads > max),
         peak_rss_bytes: crate::progress::peak_rss_bytes(),
         plan: opts.dry_run.then(|| t.plan.clone()),
+        acl_sources: src.acl_sources(),
     })
 }
 

@@ -1,12 +1,19 @@
 //! ACLs already read, reused while the node's stat proves them current.
 //!
 //! A node's ACL changes only by setACL, which raises its `aversion`; a node
-//! deleted and created again gets a new `czxid`. So the ACL getACL returned
-//! with a stat still holds for any later read of the same path whose stat
-//! has the same `czxid` and `aversion`: the reader then skips the getACL
-//! (one request per node, the cost that bounds every ACL-preserving pass).
-//! Anything else (a new node, a recreated one, an ACL set since) is read
-//! with getACL, as without a memo.
+//! deleted and created again gets a new `czxid` and `ctime`. So the ACL
+//! getACL returned with a stat still holds for any later read of the same
+//! path whose stat has the same `czxid`, `ctime` and `aversion`: the reader
+//! then skips the getACL (one request per node, the cost that bounds every
+//! ACL-preserving pass). Anything else (a new node, a recreated one, an ACL
+//! set since) is read with getACL, as without a memo.
+//!
+//! A server's snapshot file holds the same facts for every node (its ACL
+//! and the stat it had when written): [`AclMemo::load_snapshot`] fills the
+//! memo from one, so a pass reads live only the ACLs of nodes created or
+//! changed since. The creation time is compared with the zxid because
+//! zxids alone do not tell ensembles apart: two ensembles given the same
+//! history assign the same zxids, never the same milliseconds.
 //!
 //! Kept per tree (one ensemble, one chroot): paths are keyed by a 128-bit
 //! hash under keys drawn at random for this process, so no tree can be made
@@ -29,9 +36,29 @@ pub const DEFAULT_LIMIT: usize = 4_000_000;
 
 #[derive(Clone, Copy)]
 struct Entry {
-    czxid: i64,
+    /// The node's creation, `czxid` and `ctime` hashed together.
+    created: u64,
     aversion: i32,
+    /// Index into `acls`; the top bit set for an entry from a snapshot.
     acl: u32,
+}
+
+const FROM_SNAPSHOT: u32 = 1 << 31;
+
+/// Where a pass's ACLs came from, when it had a snapshot of the tree's
+/// ensemble.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AclSources {
+    /// The snapshot's nodes under the root (each an entry to trust).
+    pub snapshot_nodes: u64,
+    /// Nodes the snapshot could not vouch for: their ACL reference missing
+    /// from its ACL cache, or an ACL with permission bits ZooKeeper does
+    /// not define.
+    pub snapshot_unusable: u64,
+    /// ACLs taken from the snapshot (the live stat matched its entry).
+    pub from_snapshot: u64,
+    /// ACLs read live with getACL (no entry, or its stat did not match).
+    pub read: u64,
 }
 
 #[derive(Default)]
@@ -44,12 +71,15 @@ struct Inner {
 
 /// ACLs read from one tree, by path, with the stat they were read with.
 pub struct AclMemo {
-    keys: (RandomState, RandomState),
+    keys: Keys,
     inner: Mutex<Inner>,
     limit: usize,
     hits: AtomicU64,
     misses: AtomicU64,
     resets: AtomicU64,
+    snapshot_hits: AtomicU64,
+    snapshot_nodes: AtomicU64,
+    snapshot_unusable: AtomicU64,
 }
 
 impl AclMemo {
@@ -61,13 +91,18 @@ impl AclMemo {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             resets: AtomicU64::new(0),
+            snapshot_hits: AtomicU64::new(0),
+            snapshot_nodes: AtomicU64::new(0),
+            snapshot_unusable: AtomicU64::new(0),
         }
     }
 
+    fn created(&self, czxid: i64, ctime: i64) -> u64 {
+        created(&self.keys, czxid, ctime)
+    }
+
     fn key(&self, path: &str) -> u128 {
-        let a = self.keys.0.hash_one(path) as u128;
-        let b = self.keys.1.hash_one(path) as u128;
-        (a << 64) | b
+        path_key(&self.keys, path)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -79,37 +114,100 @@ impl AclMemo {
     pub fn get(&self, path: &str, stat: &zk::Stat) -> Option<Vec<zk::Acl>> {
         let key = self.key(path);
         let inner = self.lock();
+        let created = self.created(stat.czxid, stat.ctime);
         let found = inner
             .entries
             .get(&key)
-            .filter(|e| e.czxid == stat.czxid && e.aversion == stat.aversion)
-            .map(|e| inner.acls[e.acl as usize].clone());
+            .filter(|e| e.created == created && e.aversion == stat.aversion)
+            .map(|e| (e.acl & FROM_SNAPSHOT != 0, inner.acls[(e.acl & !FROM_SNAPSHOT) as usize].clone()));
         drop(inner);
         let counter = if found.is_some() { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
-        found
+        if let Some((true, _)) = found {
+            self.snapshot_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        found.map(|(_, acl)| acl)
     }
 
     /// Records `acl` as getACL returned it for `path`, with the stat it
     /// came with.
     pub fn put(&self, path: &str, stat: &zk::Stat, acl: &[zk::Acl]) {
         let key = self.key(path);
-        let canonical: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
+        let created = self.created(stat.czxid, stat.ctime);
         let mut inner = self.lock();
         if inner.entries.len() >= self.limit && !inner.entries.contains_key(&key) {
             *inner = Inner::default();
             self.resets.fetch_add(1, Ordering::Relaxed);
         }
-        let id = match inner.index.get(&canonical) {
-            Some(id) => *id,
-            None => {
-                let id = inner.acls.len() as u32;
-                inner.acls.push(acl.to_vec());
-                inner.index.insert(canonical, id);
-                id
-            }
-        };
-        inner.entries.insert(key, Entry { czxid: stat.czxid, aversion: stat.aversion, acl: id });
+        let id = inner.intern(acl);
+        inner.entries.insert(key, Entry { created, aversion: stat.aversion, acl: id });
+    }
+
+    /// Fills the memo from the snapshot `file` of the tree's ensemble: each
+    /// node under `abs_root` (a server path) with its ACL, creation and ACL
+    /// version as the snapshot holds them, keyed by its path inside
+    /// `chroot` (the path the reader asks for). Read whole and its
+    /// checksums verified before anything is kept; the memo's limit is
+    /// raised to hold it.
+    pub fn load_snapshot(&mut self, file: &std::path::Path, abs_root: &str, chroot: &str) -> crate::Result<()> {
+        let root = abs_root.trim_end_matches('/');
+        let open = crate::node::open_acl();
+        let keys = self.keys.clone();
+        let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        *inner = Inner::default();
+        // The cache comes first: each list's index, or `None` for one whose
+        // live form is not known. Both callbacks fill the one memo.
+        let state = std::cell::RefCell::new((inner, HashMap::<i64, Option<u32>>::new()));
+        let (mut total, mut unusable) = (0u64, 0u64);
+        let read = crate::snapshot::for_each_acl_and_node(
+            file,
+            |a| {
+                let (inner, lists) = &mut *state.borrow_mut();
+                let id = acl_of(&a.entries).map(|acl| inner.intern(&acl));
+                lists.insert(a.key, id);
+                Ok(())
+            },
+            |n| {
+                let inside = root.is_empty() || n.path == root || n.path.starts_with(&format!("{root}/"));
+                let Some(rel) = strip_chroot(&n.path, chroot).filter(|_| inside) else { return Ok(()) };
+                total += 1;
+                let (inner, lists) = &mut *state.borrow_mut();
+                // -1 is the open ACL, stored by reference only.
+                let id =
+                    if n.acl_id == -1 { Some(inner.intern(&open)) } else { lists.get(&n.acl_id).copied().flatten() };
+                let Some(id) = id else {
+                    unusable += 1;
+                    return Ok(());
+                };
+                let entry =
+                    Entry { created: created(&keys, n.czxid, n.ctime), aversion: n.aversion, acl: id | FROM_SNAPSHOT };
+                inner.entries.insert(path_key(&keys, &rel), entry);
+                Ok(())
+            },
+        );
+        let (inner, _) = state.into_inner();
+        if let Err(e) = read {
+            // Nothing from a file that did not read whole and verified.
+            *inner = Inner::default();
+            return Err(e);
+        }
+        let kept = inner.entries.len();
+        self.limit = self.limit.max(kept * 2);
+        self.snapshot_nodes.store(total, Ordering::Relaxed);
+        self.snapshot_unusable.store(unusable, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Where the ACLs came from so far, for a memo filled from a snapshot.
+    pub fn sources(&self) -> AclSources {
+        AclSources {
+            snapshot_nodes: self.snapshot_nodes.load(Ordering::Relaxed),
+            snapshot_unusable: self.snapshot_unusable.load(Ordering::Relaxed),
+            from_snapshot: self.snapshot_hits.load(Ordering::Relaxed),
+            // Only misses went to the server (a hit on an entry read live
+            // earlier, in a later pass, read nothing either).
+            read: self.hits_and_misses().1,
+        }
     }
 
     /// ACLs taken from the memo, and looked up and not found (read).
@@ -129,6 +227,66 @@ impl AclMemo {
     }
 }
 
+type Keys = (RandomState, RandomState);
+
+/// A path's 128-bit key.
+fn path_key(keys: &Keys, path: &str) -> u128 {
+    ((keys.0.hash_one(path) as u128) << 64) | keys.1.hash_one(path) as u128
+}
+
+/// A node's creation (`czxid` and `ctime`) as one hash.
+fn created(keys: &Keys, czxid: i64, ctime: i64) -> u64 {
+    keys.0.hash_one((czxid, ctime))
+}
+
+impl Inner {
+    /// The index of `acl` in `acls`, added when new.
+    fn intern(&mut self, acl: &[zk::Acl]) -> u32 {
+        let canonical: Vec<AclEntry> = acl.iter().map(AclEntry::from_zk).collect();
+        if let Some(id) = self.index.get(&canonical) {
+            return *id;
+        }
+        let id = self.acls.len() as u32;
+        self.acls.push(acl.to_vec());
+        self.index.insert(canonical, id);
+        id
+    }
+}
+
+/// A snapshot's ACL list as the client would return it; `None` when it
+/// has permission bits ZooKeeper does not define (its live form is not
+/// known, so it is read live).
+fn acl_of(entries: &[(i32, String, String)]) -> Option<Vec<zk::Acl>> {
+    let bits = [
+        zk::Permission::READ,
+        zk::Permission::WRITE,
+        zk::Permission::CREATE,
+        zk::Permission::DELETE,
+        zk::Permission::ADMIN,
+    ];
+    let mut out = Vec::with_capacity(entries.len());
+    for (raw, scheme, id) in entries {
+        if raw & !31 != 0 {
+            return None;
+        }
+        let perms = (0..5).filter(|i| raw & (1 << i) != 0).fold(zk::Permission::NONE, |p, i| p | bits[i]);
+        out.push(zk::Acl::new(perms, zk::AuthId::new(scheme, id)));
+    }
+    Some(out)
+}
+
+/// A server path as a client inside `chroot` names it; `None` outside it.
+fn strip_chroot(path: &str, chroot: &str) -> Option<String> {
+    let chroot = chroot.trim_end_matches('/');
+    if chroot.is_empty() {
+        return Some(path.to_string());
+    }
+    if path == chroot {
+        return Some("/".to_string());
+    }
+    path.strip_prefix(chroot).filter(|rest| rest.starts_with('/')).map(str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +295,7 @@ mod tests {
     fn stat(czxid: i64, aversion: i32) -> zk::Stat {
         let mut s = test_stat(0, 0, 1, 0);
         s.czxid = czxid;
+        s.ctime = 1_700_000_000_000 + czxid;
         s.aversion = aversion;
         s
     }
@@ -152,11 +311,14 @@ mod tests {
         assert_eq!(m.get("/a", &stat(7, 0)), Some(acl(zk::Permission::ALL)));
         assert_eq!(m.get("/a", &stat(7, 1)), None, "an ACL set since");
         assert_eq!(m.get("/a", &stat(9, 0)), None, "the node created again");
+        let mut other_time = stat(7, 0);
+        other_time.ctime += 1;
+        assert_eq!(m.get("/a", &other_time), None, "the same zxid at another time: another ensemble");
         assert_eq!(m.get("/b", &stat(7, 0)), None, "another path");
         m.put("/a", &stat(7, 1), &acl(zk::Permission::READ));
         assert_eq!(m.get("/a", &stat(7, 1)), Some(acl(zk::Permission::READ)));
         assert_eq!(m.get("/a", &stat(7, 0)), None, "the old version is gone");
-        assert_eq!(m.hits_and_misses(), (2, 4));
+        assert_eq!(m.hits_and_misses(), (2, 5));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::node::{NodeInfo, Slot};
 use crate::zk::path;
 use crate::zk::session::{SessionPool, sync_client};
 
-pub use self::memo::AclMemo;
+pub use self::memo::{AclMemo, AclSources};
 
 /// Whether to use multiRead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +79,8 @@ pub struct TreeReader {
     unconfirmed: AtomicU64,
     /// ACLs read before, reused while a node's stat proves them current.
     memo: Option<Arc<AclMemo>>,
+    /// The memo was filled from a snapshot file.
+    from_snapshot: bool,
 }
 
 enum ReadOp {
@@ -114,6 +116,7 @@ impl TreeReader {
             rotate: AtomicUsize::new(0),
             unconfirmed: AtomicU64::new(0),
             memo: None,
+            from_snapshot: false,
         };
         if reader.multi_read.load(Ordering::Relaxed) {
             reader.probe_multi_read().await?;
@@ -131,13 +134,38 @@ impl TreeReader {
         acl: bool,
         sessions: usize,
     ) -> Result<TreeReader> {
+        // The snapshot is read (and checked whole) before any session opens.
+        let memo = match (&tree.snapshot, acl) {
+            (Some(file), true) => {
+                let (file, abs_root, chroot) = (file.clone(), tree.absolute_root(), tree.hosts.chroot.clone());
+                let memo = tokio::task::spawn_blocking(move || {
+                    let mut m = AclMemo::new(memo::DEFAULT_LIMIT);
+                    m.load_snapshot(&file, &abs_root, &chroot).map(|()| m)
+                })
+                .await
+                .map_err(|e| crate::Error::Snapshot(format!("reading the snapshot: {e}")))??;
+                Some(Arc::new(memo))
+            }
+            _ => None,
+        };
         let pool = SessionPool::connect(tree.connect_options(side, timeouts), sessions).await?;
         let opts = ReadOptions {
             acl,
             multi_read: if settings.multi_read { MultiRead::Auto } else { MultiRead::Off },
             ..ReadOptions::default()
         };
-        TreeReader::open(pool, &tree.root, opts).await
+        let mut reader = TreeReader::open(pool, &tree.root, opts).await?;
+        if memo.is_some() {
+            reader.memo = memo;
+            reader.from_snapshot = true;
+        }
+        Ok(reader)
+    }
+
+    /// Where the ACLs read so far came from, when the tree was read with a
+    /// snapshot.
+    pub fn acl_sources(&self) -> Option<memo::AclSources> {
+        self.memo.as_ref().filter(|_| self.from_snapshot).map(|m| m.sources())
     }
 
     async fn probe_multi_read(&self) -> Result<()> {
@@ -166,9 +194,12 @@ impl TreeReader {
     /// Remembers the ACLs it reads from now on (at most `limit` nodes):
     /// data and stats first (multiRead), then getACL only for the nodes
     /// whose stat does not match what it remembers. The memo is this
-    /// reader's own: one tree, one chroot, one identity.
+    /// reader's own: one tree, one chroot, one identity. One filled from a
+    /// snapshot is kept (it remembers what it reads too).
     pub fn with_acl_memo(mut self, limit: usize) -> TreeReader {
-        self.memo = Some(Arc::new(AclMemo::new(limit)));
+        if self.memo.is_none() {
+            self.memo = Some(Arc::new(AclMemo::new(limit)));
+        }
         self
     }
 

@@ -181,10 +181,28 @@ fn snapshot_error(file: &Path, msg: impl std::fmt::Display) -> Error {
 /// that must not act on a corrupted file collects first and acts only when
 /// this returns `Ok` (as [`read_kinds`] does). An error from `f` stops the
 /// read and is returned as is. Node data is skipped, never held.
-pub fn for_each_node(file: &Path, mut f: impl FnMut(SnapNode) -> Result<()>) -> Result<SnapshotHeader> {
+pub fn for_each_node(file: &Path, f: impl FnMut(SnapNode) -> Result<()>) -> Result<SnapshotHeader> {
+    for_each_acl_and_node(file, |_| Ok(()), f)
+}
+
+/// One list of a snapshot's ACL cache: the key nodes refer to it by, and
+/// its entries as stored (permissions, scheme, id).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapAcl {
+    pub key: i64,
+    pub entries: Vec<(i32, String, String)>,
+}
+
+/// [`for_each_node`], with every list of the ACL cache handed to `on_acl`
+/// first (the cache comes before the nodes in the file).
+pub fn for_each_acl_and_node(
+    file: &Path,
+    mut on_acl: impl FnMut(SnapAcl) -> Result<()>,
+    mut f: impl FnMut(SnapNode) -> Result<()>,
+) -> Result<SnapshotHeader> {
     let (compression, reader) = stream::open(file).map_err(|m| snapshot_error(file, m))?;
     let mut r = JuteReader::new(reader);
-    match parse(&mut r, compression, &mut f) {
+    match parse(&mut r, compression, &mut on_acl, &mut f) {
         Ok(h) => Ok(h),
         Err(Stop::Caller(e)) => Err(e),
         Err(Stop::Format(e)) => Err(snapshot_error(file, e)),
@@ -194,6 +212,7 @@ pub fn for_each_node(file: &Path, mut f: impl FnMut(SnapNode) -> Result<()>) -> 
 fn parse<R: std::io::Read>(
     r: &mut JuteReader<R>,
     compression: Compression,
+    on_acl: &mut impl FnMut(SnapAcl) -> Result<()>,
     f: &mut impl FnMut(SnapNode) -> Result<()>,
 ) -> std::result::Result<SnapshotHeader, Stop> {
     // 1. File header.
@@ -227,16 +246,19 @@ fn parse<R: std::io::Read>(
     // 3. ACL cache.
     let acl_lists = count(r, "ACL cache size")?;
     for _ in 0..acl_lists {
-        r.read_long("an ACL cache key")?;
+        let key = r.read_long("an ACL cache key")?;
         let at = r.offset();
         let Some(n) = r.read_count("an ACL list")? else {
             return Err(JuteError::invalid(at, "ACL list", "null").into());
         };
+        let mut entries = Vec::new();
         for _ in 0..n {
-            r.read_int("ACL permissions")?;
-            r.read_string("an ACL scheme")?;
-            r.read_string("an ACL id")?;
+            let perms = r.read_int("ACL permissions")?;
+            let scheme = r.read_string("an ACL scheme")?.unwrap_or_default();
+            let id = r.read_string("an ACL id")?.unwrap_or_default();
+            entries.push((perms, scheme, id));
         }
+        on_acl(SnapAcl { key, entries }).map_err(Stop::Caller)?;
     }
 
     // 4. Nodes, ended by "/". Each pass consumes bytes: the stream bounds it.

@@ -157,6 +157,11 @@ pub struct VerifyReport {
     pub member_moves: usize,
     /// Peak resident memory of this process so far.
     pub peak_rss_bytes: Option<u64>,
+    /// Where each side's ACLs came from, when it was read with a snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_acl_sources: Option<crate::read::AclSources>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst_acl_sources: Option<crate::read::AclSources>,
 }
 
 /// What a verify concluded, as an exit status.
@@ -310,5 +315,7 @@ pub(crate) async fn run_on(
         session_renewals: src.pool().renewals() + dst.pool().renewals(),
         member_moves: src.pool().moves() + dst.pool().moves(),
         peak_rss_bytes: crate::progress::peak_rss_bytes(),
+        src_acl_sources: src.acl_sources(),
+        dst_acl_sources: dst.acl_sources(),
     })
 }
