@@ -68,6 +68,10 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Also copy with a snapshot of the source (written by restarting it after the tree is made) onto a fourth, fresh server, and verify against that server's own snapshot; local servers only
+    #[arg(long, conflicts_with_all = ["src", "sync"])]
+    pub snapshot: bool,
+
     /// Measure a live sync instead: zkrepl sync (in this process) while a bare client writes to the source at a fixed rate
     #[arg(long, conflicts_with_all = ["nodes", "shape", "data_bytes", "sweep"])]
     pub sync: bool,
@@ -90,6 +94,10 @@ What it measures, in one run:
                  also with --acl open (no getACL reads)
   verify         zkrepl verify, with and without ACL comparison; and --json against an empty
                  destination root (every node a difference, streamed: its peak memory)
+  --snapshot     also: the source restarted once the tree is made (so it writes a snapshot),
+                 zkrepl copy --snapshot onto a fourth, fresh server, against the fresh
+                 multi-create; then that server restarted too, and zkrepl verify with both
+                 snapshots, against multiRead on both servers at once
   --sync         instead of the above: zkrepl sync while a bare client writes to the source at
                  --sync-rate for --sync-duration; the source's achieved write rate, and sync's
                  paths applied and events received per second while the load runs (ratios to that
@@ -110,6 +118,26 @@ struct Servers {
     dst_raw: String,
     dst_copy: String,
     local: bool,
+}
+
+/// Restarts a local server (it writes a snapshot of what it loaded) and
+/// returns its newest snapshot file once it serves again.
+async fn snapshot_of(server: LocalServer) -> zkrepl::Result<(LocalServer, std::path::PathBuf)> {
+    tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        server.restart().map_err(|e| zkrepl::Error::Usage(format!("restarting a local server: {e}")))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while server.mode().is_empty() {
+            if std::time::Instant::now() > deadline {
+                return Err(zkrepl::Error::Usage("a restarted local server did not serve within 120 s".into()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let file = server.snapshots().pop().ok_or_else(|| zkrepl::Error::Usage("no snapshot file written".into()))?;
+        Ok((server, file))
+    })
+    .await
+    .expect("restart task")
 }
 
 /// Heap for a server that holds `copies` copies of the tree, with room for
@@ -259,7 +287,7 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
             eprintln!("bench: {msg}");
         }
     };
-    let servers = match (&args.src, &args.dst) {
+    let mut servers = match (&args.src, &args.dst) {
         (Some(src), Some(dst)) => {
             Servers { _local: Vec::new(), src: src.clone(), dst_raw: dst.clone(), dst_copy: dst.clone(), local: false }
         }
@@ -275,14 +303,21 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
             say("starting 3 local ZooKeeper servers (source, raw-ceiling destination, copy destination)");
             // Source: the tree; raw destination: three raw copies; copy
             // destination: three copies (sweep copies are removed again).
-            let heaps = [heap_for(n, per_node, 1), heap_for(n, per_node, 3), heap_for(n, per_node, 3)];
+            let mut heaps = vec![heap_for(n, per_node, 1), heap_for(n, per_node, 3), heap_for(n, per_node, 3)];
+            if args.snapshot {
+                say("and a fourth, for the copy with a snapshot");
+                heaps.push(heap_for(n, per_node, 1));
+            }
             let mut v = start_local(&heaps).await?;
+            let snap = if args.snapshot { v.pop() } else { None };
             let (c, r, s) = (v.pop().unwrap(), v.pop().unwrap(), v.pop().unwrap());
+            let mut local = vec![s, r, c];
+            local.extend(snap);
             Servers {
-                src: s.connect_string(),
-                dst_raw: r.connect_string(),
-                dst_copy: c.connect_string(),
-                _local: vec![s, r, c],
+                src: local[0].connect_string(),
+                dst_raw: local[1].connect_string(),
+                dst_copy: local[2].connect_string(),
+                _local: local,
                 local: true,
             }
         }
@@ -308,6 +343,14 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
             Some(treegen::generate(&src_session, &root, &spec).await?)
         }
     };
+    // The source's snapshot, written by a restart once the tree is there.
+    let mut src_snapshot = None;
+    if args.snapshot {
+        say("restarting the source so it writes a snapshot of the tree");
+        let (server, file) = snapshot_of(servers._local.remove(0)).await?;
+        servers._local.insert(0, server);
+        src_snapshot = Some(file);
+    }
     let nodes: Vec<(String, Vec<u8>)> = treegen::nodes(&spec).collect();
     let paths: Vec<String> = nodes.iter().map(|(rel, _)| zkrepl::zk::path::join(&root, rel)).collect();
     let bytes: u64 = nodes.iter().map(|(_, d)| d.len() as u64).sum();
@@ -335,6 +378,17 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
     let warm = copy("/zkrepl-bench/copy-2", &[]).await?;
     let raw_warm = ceilings::multi_create(raw_pool.get(0), "/zkrepl-bench/raw-2", &nodes, 500, 8).await?;
     let open = copy("/zkrepl-bench/copy-3", &["--acl", "open"]).await?;
+    // With the source's snapshot, in place of the --acl open copy: the
+    // server as it was for that one.
+    let mut warm_snap = Value::Null;
+    if let Some(file) = &src_snapshot {
+        say("copy again with the source's snapshot, in place of the --acl open copy (warm)");
+        let rels: Vec<String> = nodes.iter().map(|(r, _)| r.clone()).collect();
+        let pool = ceilings::sessions(&servers.dst_copy, 1).await?;
+        let (_, cc) = pool.get(0).client();
+        ceilings::multi_delete(&cc, "/zkrepl-bench/copy-3", &rels, 1000, 8).await?;
+        warm_snap = copy("/zkrepl-bench/copy-3", &["--snapshot", &file.display().to_string()]).await?;
+    }
 
     // The same raw work run the way zkrepl runs it: both servers at once
     // (they share this machine's cores).
@@ -420,6 +474,57 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
         .await?;
     }
 
+    // The copy with the source's snapshot: onto the fourth server (as fresh
+    // as the raw ceiling's), and onto the warm copy destination; then the
+    // fourth restarted (its own snapshot) and verifies with and without
+    // the snapshots, against multiRead on both servers at once measured
+    // right before them.
+    let mut with_snapshot = Value::Null;
+    if let Some(file) = &src_snapshot {
+        let fourth = servers._local[3].connect_string();
+        let file = file.display().to_string();
+        say("copy with the source's snapshot onto the fourth, fresh server, and onto the warm one");
+        let mut a = s(&["copy", "--src", &servers.src, "--dst", &fourth, "--root", &root, "--json", "-q"]);
+        a.extend(s(&["--snapshot", &file]));
+        let cold_snap = child(a).await?;
+
+        say("restarting the fourth server (a snapshot of the copy), then verify with and without the snapshots");
+        let (server, dst_file) = snapshot_of(servers._local.remove(3)).await?;
+        servers._local.insert(3, server);
+        let dst_file = dst_file.display().to_string();
+        let pool = ceilings::sessions(&fourth, 1).await?;
+        let fourth_clients = pool.clients().clients;
+        // A pass to load the restarted server's code paths, not counted.
+        ceilings::multi_read(&fourth_clients[0], &paths, 1000, 8).await?;
+        let (a, b) = futures::try_join!(
+            ceilings::multi_read(&src_clients[0], &paths, 1000, 8),
+            ceilings::multi_read(&fourth_clients[0], &paths, 1000, 8)
+        )?;
+        let read_both = both(a, b);
+        let verify_with = |extra: &[&str]| {
+            let mut a = s(&["verify", "--src", &servers.src, "--dst", &fourth, "--root", &root, "--json", "-q"]);
+            a.extend(s(extra));
+            child(a)
+        };
+        let verified = verify_with(&["--snapshot", &file, "--dst-snapshot", &dst_file]).await?;
+        let no_acl = verify_with(&["--no-acl"]).await?;
+        let live = verify_with(&[]).await?;
+        let per_side = |v: &Value| rate_of(v, "nodes_per_sec_per_side");
+        with_snapshot = json!({
+            "copy_cold": cold_snap,
+            "copy_cold_ratio_to_raw_create_cold": ratio(rate_of(&cold_snap, "nodes_per_sec"), raw_cold.per_sec),
+            "copy_warm": warm_snap,
+            "copy_warm_ratio_to_raw_create_warm": ratio(rate_of(&warm_snap, "nodes_per_sec"), raw_warm.per_sec),
+            "multi_read_both_servers": read_both,
+            "verify": verified,
+            "verify_no_acl": no_acl,
+            "verify_live_acl": live,
+            "verify_ratio_to_multi_read_both": ratio(per_side(&verified), read_both.per_sec),
+            "verify_no_acl_ratio_to_multi_read_both": ratio(per_side(&no_acl), read_both.per_sec),
+            "verify_live_acl_ratio_to_multi_read_both": ratio(per_side(&live), read_both.per_sec),
+        });
+    }
+
     // Clean up what was written to servers we did not start.
     if !servers.local && !args.keep {
         say("removing the generated trees");
@@ -477,6 +582,7 @@ pub async fn run(args: BenchArgs) -> zkrepl::Result<Outcome> {
             "no_acl_ratio_to_multi_read_both": ratio(rate_of(&verify_noacl, "nodes_per_sec_per_side"), multi_read_both.per_sec),
         },
         "sweep": sweep,
+        "snapshot": with_snapshot,
     });
     if args.json {
         print_json(&report);
@@ -788,6 +894,55 @@ fn print_bench(r: &Value, n: u64, bytes: u64) {
             rate_of(e, "seconds"),
             rss(e)
         );
+    }
+    let w = &r["snapshot"];
+    if !w.is_null() {
+        println!("with a snapshot of the source (and, for the verify, of the destination):");
+        for (label, key, ratio_key, base, plain) in [
+            (
+                "copy, fresh server",
+                "copy_cold",
+                "copy_cold_ratio_to_raw_create_cold",
+                "fresh",
+                "cold_ratio_to_raw_create_cold",
+            ),
+            (
+                "copy, warm server",
+                "copy_warm",
+                "copy_warm_ratio_to_raw_create_warm",
+                "warm",
+                "warm_ratio_to_raw_create_warm",
+            ),
+        ] {
+            let v = &w[key];
+            let a = &v["acl_sources"];
+            println!(
+                "  {label:<18} {:>9.0} nodes/s = {:>3.0}% of {base} multi-create (without: {:.0}%); ACLs {} from the snapshot, {} read live; snapshot read in {:.2} s; peak RSS {}",
+                rate_of(v, "nodes_per_sec"),
+                100.0 * rate_of(w, ratio_key),
+                100.0 * rate_of(c, plain),
+                a["from_snapshot"],
+                a["read"],
+                rate_of(a, "load_seconds"),
+                rss(v)
+            );
+        }
+        println!(
+            "  multiRead getData, both servers at once: {:.0} reads/s per server",
+            rate_of(&w["multi_read_both_servers"], "per_sec")
+        );
+        for (label, key, ratio_key) in [
+            ("verify, snapshots", "verify", "verify_ratio_to_multi_read_both"),
+            ("verify, --no-acl", "verify_no_acl", "verify_no_acl_ratio_to_multi_read_both"),
+            ("verify, live ACLs", "verify_live_acl", "verify_live_acl_ratio_to_multi_read_both"),
+        ] {
+            println!(
+                "  {label:<18} {:>9.0} nodes/s per side = {:>3.0}% of multiRead on both servers at once; peak RSS {}",
+                rate_of(&w[key], "nodes_per_sec_per_side"),
+                100.0 * rate_of(w, ratio_key),
+                rss(&w[key])
+            );
+        }
     }
     if let Some(sw) = r["sweep"].as_array().filter(|a| !a.is_empty()) {
         println!("sweep (warm copies, one parameter at a time):");

@@ -400,12 +400,14 @@ impl TreeReader {
         slots: &mut [Result<NodeInfo, Slot>],
     ) -> Result<(), zk::Error> {
         let mut unknown = Vec::new();
-        for (i, slot) in slots.iter_mut().enumerate() {
-            if let Ok(node) = slot {
-                match memo.get(&paths[i], &node.stat) {
-                    Some(acl) => node.acl = acl,
-                    None => unknown.push(i),
-                }
+        let read: Vec<usize> = (0..slots.len()).filter(|i| slots[*i].is_ok()).collect();
+        let asked: Vec<(&str, &zk::Stat)> =
+            read.iter().filter_map(|&i| slots[i].as_ref().ok().map(|node| (paths[i].as_str(), &node.stat))).collect();
+        let found = memo.get_many(&asked);
+        for (&i, acl) in read.iter().zip(found) {
+            match (acl, &mut slots[i]) {
+                (Some(acl), Ok(node)) => node.acl = acl,
+                _ => unknown.push(i),
             }
         }
         let base = self.rotate.fetch_add(unknown.len(), Ordering::Relaxed);
