@@ -125,6 +125,12 @@ pub fn acl_source_lines(side: &str, a: &zkrepl::AclSources) -> Vec<String> {
         if a.snapshot_unusable > 0 { format!(", {} without a usable ACL", a.snapshot_unusable) } else { String::new() },
         w = 10usize.saturating_sub(side.len()),
     )];
+    if a.spot_checked > 0 {
+        out.push(format!(
+            "  ({} nodes whose ACL was set since their creation read live first: {} still as in the snapshot, each with its ACL)",
+            a.spot_checked, a.spot_matched
+        ));
+    }
     if a.from_snapshot == 0 && a.read > 0 {
         out.push(
             "  (the snapshot vouched for no node: it is not of this ensemble, or older than every node's last setACL)"

@@ -304,7 +304,15 @@ impl Sink for JsonReport {
 
 pub async fn run(args: VerifyArgs) -> zkrepl::Result<Outcome> {
     let mut json = JsonReport { lines: Lines::new(), opened: false, any: false };
-    let (src, dst) = match args.endpoints.resolve() {
+    let snapshots = args.endpoints.snapshot.is_some() || args.endpoints.dst_snapshot.is_some();
+    let resolved = if args.no_acl && snapshots {
+        Err(crate::args::usage(
+            "--snapshot and --dst-snapshot give ACLs, which --no-acl does not read: give one or the other",
+        ))
+    } else {
+        args.endpoints.resolve()
+    };
+    let (src, dst) = match resolved {
         Ok(both) => both,
         Err(e) => {
             if args.output.json {

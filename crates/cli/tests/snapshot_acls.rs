@@ -142,3 +142,94 @@ async fn acls_come_from_the_snapshot_only_where_the_live_stat_proves_them_curren
     assert!(stderr(&out).contains("snapshot"), "{}", stderr(&out));
     let _ = std::fs::remove_file(&bad);
 }
+
+/// Restarts `server` (it writes a snapshot of what it loaded) and returns
+/// it with a copy of that snapshot, kept apart from its data directory.
+async fn snapshot_of(server: LocalServer, keep: std::path::PathBuf) -> (LocalServer, std::path::PathBuf) {
+    tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        server.restart().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while server.mode().is_empty() {
+            assert!(Instant::now() < deadline, "the server did not come back");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let file = server.snapshots().pop().expect("a snapshot file");
+        std::fs::copy(&file, &keep).unwrap();
+        (server, keep)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_of_another_history_of_the_tree_is_refused_before_anything_is_written() {
+    let p = pair();
+    let opts = test_server_options();
+    let server = tokio::task::spawn_blocking(move || LocalServer::start(&opts)).await.unwrap().unwrap();
+    let root = unique_root("snaphist");
+    let node = format!("{root}/x");
+    let src = server.connect_string();
+    let c = connect(&src).await;
+    c.mkdir(&root, &open()).await.unwrap();
+    create(&c, &node, &acl_of(0)).await;
+    drop(c);
+    let dir = tempfile::tempdir().unwrap();
+    // Before the ACL is set, and after (its ACL version 1).
+    let (server, before) = snapshot_of(server, dir.path().join("before")).await;
+    let before_name = server.snapshots().pop().unwrap();
+    connect(&src).await.set_acl(&node, &acl_of(1), None).await.unwrap();
+    let (mut server, after) = snapshot_of(server, dir.path().join("after")).await;
+    // The server restored from the first snapshot, then the ACL set to
+    // another one: the same node, the same ACL version, another ACL.
+    let data = server.snapshots().pop().unwrap().parent().unwrap().to_path_buf();
+    let server = tokio::task::spawn_blocking(move || {
+        server.kill();
+        for f in std::fs::read_dir(&data).unwrap().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.starts_with("log.") || name.starts_with("snapshot.") {
+                std::fs::remove_file(f.path()).unwrap();
+            }
+        }
+        // Its name carries its zxid: the server loads the newest by name.
+        let name = format!("snapshot.{:x}", zkrepl::snapshot::zxid_from_name(&before_name).unwrap_or(1));
+        std::fs::copy(&before, data.join(name)).unwrap();
+        server.restart().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while server.mode().is_empty() {
+            assert!(Instant::now() < deadline, "the server did not come back");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    })
+    .await
+    .unwrap();
+    let c = connect(&src).await;
+    assert_eq!(c.get_acl(&node).await.unwrap().1.aversion, 0, "back as it was before the setACL");
+    let other = vec![zk::Acl::new(zk::Permission::READ | zk::Permission::ADMIN, zk::AuthId::anyone())];
+    c.set_acl(&node, &other, None).await.unwrap();
+    let (_, stat) = c.get_acl(&node).await.unwrap();
+    assert_eq!(stat.aversion, 1);
+
+    let dst = p.dst.connect_string();
+    let out = zkrepl_async(args(&[
+        "copy",
+        "--src",
+        &src,
+        "--dst",
+        &dst,
+        "--root",
+        &root,
+        "--snapshot",
+        after.to_str().unwrap(),
+    ]))
+    .await;
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("another history of this tree"), "{}", stderr(&out));
+    assert!(connect(&dst).await.check_stat(&root).await.unwrap().is_none(), "nothing written");
+    // Without the snapshot the copy is right.
+    let out = zkrepl_async(args(&["copy", "--src", &src, "--dst", &dst, "--root", &root, "-q"])).await;
+    assert_exit(&out, 0);
+    assert_eq!(connect(&dst).await.get_acl(&node).await.unwrap().0, other);
+    drop(server);
+}

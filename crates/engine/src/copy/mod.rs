@@ -215,6 +215,10 @@ impl CopyRequest {
     /// timeouts; ACLs compared unless the copy replaced them.
     pub fn verify_request(&self) -> crate::verify::VerifyRequest {
         let mut v = crate::verify::VerifyRequest::new(self.src.clone(), self.dst.clone());
+        // A check of the copy on its own: every ACL read live, not from
+        // the snapshot the copy took them from.
+        v.src.snapshot = None;
+        v.dst.snapshot = None;
         v.timeouts = self.timeouts;
         v.read = self.read;
         v.acl = self.options.acl == AclMode::Preserve;
@@ -420,7 +424,13 @@ pub(crate) async fn run_on(
         }
         progress.read.store(0, std::sync::atomic::Ordering::Relaxed);
     }
-    run_pass(src, dst, writer_session, job, progress, left).await
+    let before = src.acl_sources();
+    let mut summary = run_pass(src, dst, writer_session, job, progress, left).await?;
+    // This pass's own ACL reads, not the counting pass's too.
+    if let (Some(now), Some(before)) = (&summary.acl_sources, &before) {
+        summary.acl_sources = Some(now.since(before));
+    }
+    Ok(summary)
 }
 
 async fn run_pass(

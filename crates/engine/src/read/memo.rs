@@ -63,6 +63,36 @@ pub struct AclSources {
     pub read: u64,
     /// Seconds spent reading the snapshot file (before the pass began).
     pub load_seconds: f64,
+    /// Nodes whose ACL was set since they were created, checked against a
+    /// live getACL before the pass (the same stat must mean the same ACL),
+    /// and how many of them the live stat matched.
+    pub spot_checked: u64,
+    pub spot_matched: u64,
+}
+
+impl AclSources {
+    /// These counts less `before`'s (one pass of several on one reader).
+    pub fn since(&self, before: &AclSources) -> AclSources {
+        AclSources {
+            from_snapshot: self.from_snapshot.saturating_sub(before.from_snapshot),
+            read: self.read.saturating_sub(before.read),
+            ..self.clone()
+        }
+    }
+}
+
+/// Snapshot entries kept whole (path and ACL), for the check before a pass.
+const SAMPLES: usize = 64;
+
+/// A snapshot entry kept whole: a node whose ACL was set since it was
+/// created, with the stat and ACL the snapshot gives it.
+#[derive(Clone, Debug)]
+pub(crate) struct Sample {
+    pub path: String,
+    pub czxid: i64,
+    pub ctime: i64,
+    pub aversion: i32,
+    pub acl: Vec<zk::Acl>,
 }
 
 #[derive(Default)]
@@ -85,6 +115,8 @@ pub struct AclMemo {
     snapshot_nodes: AtomicU64,
     snapshot_unusable: AtomicU64,
     load_micros: AtomicU64,
+    samples: Vec<Sample>,
+    spot: (AtomicU64, AtomicU64),
 }
 
 impl AclMemo {
@@ -100,6 +132,8 @@ impl AclMemo {
             snapshot_nodes: AtomicU64::new(0),
             snapshot_unusable: AtomicU64::new(0),
             load_micros: AtomicU64::new(0),
+            samples: Vec::new(),
+            spot: (AtomicU64::new(0), AtomicU64::new(0)),
         }
     }
 
@@ -177,6 +211,9 @@ impl AclMemo {
         // live form is not known. Both callbacks fill the one memo.
         let state = std::cell::RefCell::new((inner, HashMap::<i64, Option<u32>>::new()));
         let (mut total, mut unusable) = (0u64, 0u64);
+        // A reservoir of the nodes whose ACL was set since their creation.
+        let mut samples: Vec<(String, i64, i64, i32, u32)> = Vec::new();
+        let (mut seen, mut rng) = (0u64, crate::tree::random_u64() | 1);
         let read = crate::snapshot::for_each_acl_and_node(
             file,
             |a| {
@@ -188,7 +225,17 @@ impl AclMemo {
             |n| {
                 let inside = root.is_empty() || n.path == root || n.path.starts_with(&format!("{root}/"));
                 let Some(rel) = strip_chroot(&n.path, chroot).filter(|_| inside) else { return Ok(()) };
+                // Ephemerals are never copied; nodes made with the database
+                // (`/`, `/zookeeper...`: creation zxid 0, time 0 in every
+                // ensemble) cannot be told from another ensemble's.
+                if n.ephemeral_owner != 0 {
+                    return Ok(());
+                }
                 total += 1;
+                if n.czxid <= 0 {
+                    unusable += 1;
+                    return Ok(());
+                }
                 let (inner, lists) = &mut *state.borrow_mut();
                 // -1 is the open ACL, stored by reference only.
                 let id =
@@ -197,6 +244,22 @@ impl AclMemo {
                     unusable += 1;
                     return Ok(());
                 };
+                if n.aversion > 0 {
+                    seen += 1;
+                    let slot = if samples.len() < SAMPLES {
+                        Some(samples.len())
+                    } else {
+                        // xorshift: which of the `seen` so far stays.
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        Some((rng % seen) as usize).filter(|i| *i < SAMPLES)
+                    };
+                    if let Some(i) = slot {
+                        let sample = (rel.clone(), n.czxid, n.ctime, n.aversion, id);
+                        if i == samples.len() { samples.push(sample) } else { samples[i] = sample }
+                    }
+                }
                 let entry =
                     Entry { created: created(&keys, n.czxid, n.ctime), aversion: n.aversion, acl: id | FROM_SNAPSHOT };
                 inner.entries.insert(path_key(&keys, &rel), entry);
@@ -210,6 +273,16 @@ impl AclMemo {
             return Err(e);
         }
         let kept = inner.entries.len();
+        self.samples = samples
+            .into_iter()
+            .map(|(path, czxid, ctime, aversion, id)| Sample {
+                path,
+                czxid,
+                ctime,
+                aversion,
+                acl: inner.acls[id as usize].clone(),
+            })
+            .collect();
         self.limit = self.limit.max(kept * 2);
         self.snapshot_nodes.store(total, Ordering::Relaxed);
         self.snapshot_unusable.store(unusable, Ordering::Relaxed);
@@ -227,7 +300,27 @@ impl AclMemo {
             // earlier, in a later pass, read nothing either).
             read: self.hits_and_misses().1,
             load_seconds: self.load_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            spot_checked: self.spot.0.load(Ordering::Relaxed),
+            spot_matched: self.spot.1.load(Ordering::Relaxed),
         }
+    }
+
+    /// The snapshot entries to check against the server before a pass.
+    pub(crate) fn samples(&self) -> &[Sample] {
+        &self.samples
+    }
+
+    /// Records the check: `checked` samples asked, `matched` whose live stat
+    /// was the snapshot's (and whose ACL then was too).
+    pub(crate) fn checked(&self, checked: u64, matched: u64) {
+        self.spot.0.store(checked, Ordering::Relaxed);
+        self.spot.1.store(matched, Ordering::Relaxed);
+    }
+
+    /// ACLs read with getACL outside [`AclMemo::get_many`] (a reader that
+    /// learns sizes from getACL reads every ACL).
+    pub(crate) fn count_read(&self, n: u64) {
+        self.misses.fetch_add(n, Ordering::Relaxed);
     }
 
     /// ACLs taken from the memo, and looked up and not found (read).

@@ -155,11 +155,44 @@ impl TreeReader {
             ..ReadOptions::default()
         };
         let mut reader = TreeReader::open(pool, &tree.root, opts).await?;
-        if memo.is_some() {
-            reader.memo = memo;
+        if let Some(memo) = memo {
+            reader.check_snapshot(&memo).await?;
+            reader.memo = Some(memo);
             reader.from_snapshot = true;
         }
         Ok(reader)
+    }
+
+    /// Before any pass: nodes whose ACL was set since their creation, read
+    /// live. Where the live stat is the snapshot's (same creation, same ACL
+    /// version), the ACL must be too; one that is not means the snapshot is
+    /// of another history of this tree (an ensemble restored from a backup,
+    /// or cloned from this one and changed apart), whose ACL versions count
+    /// other setACLs: refused.
+    async fn check_snapshot(&self, memo: &AclMemo) -> Result<()> {
+        let (mut checked, mut matched) = (0u64, 0u64);
+        for s in memo.samples() {
+            // The path as this reader asks for it (inside the chroot).
+            let path = s.path.clone();
+            let p = path.clone();
+            let answer = self.pool.retry(|c| {
+                let p = p.clone();
+                async move { c.get_acl(&p).await }
+            });
+            let Ok((acl, stat)) = answer.await? else { continue };
+            checked += 1;
+            if (stat.czxid, stat.ctime, stat.aversion) != (s.czxid, s.ctime, s.aversion) {
+                continue;
+            }
+            matched += 1;
+            if !crate::node::acl_equal(&acl, &s.acl) {
+                return Err(crate::Error::Snapshot(format!(
+                    "the snapshot gives {path} another ACL than the server has, though the node's creation and ACL version are the same: the snapshot is of another history of this tree (an ensemble restored from a backup, or a clone changed apart); run without it"
+                )));
+            }
+        }
+        memo.checked(checked, matched);
+        Ok(())
     }
 
     /// Where the ACLs read so far came from, when the tree was read with a
@@ -345,6 +378,9 @@ impl TreeReader {
         let base = self.rotate.fetch_add(paths.len(), Ordering::Relaxed);
         let answers =
             join_all(paths.iter().enumerate().map(|(i, p)| clients[(base + i) % clients.len()].get_acl(p))).await;
+        if let Some(memo) = self.memo.as_ref().filter(|_| self.from_snapshot) {
+            memo.count_read(paths.len() as u64);
+        }
         let mut ops = Vec::new();
         let mut budget = 0usize;
         for (i, answer) in answers.into_iter().enumerate() {
