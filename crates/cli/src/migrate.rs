@@ -422,15 +422,8 @@ pub async fn run_migrate(a: MigrateArgs) -> Outcome {
         print_json(&plan);
     }
     print_plan(&plan);
-    if !plan.refusals.is_empty() {
-        return fail(false, "refused before changing anything", Some("see REFUSED above"), Exit::Error);
-    }
-    if a.dry_run {
-        eprintln!("dry run: nothing changed");
-        return Outcome { exit: Exit::Ok };
-    }
-    if let Err(why) = confirm("Go ahead with the migration?", a.wait.yes) {
-        return fail(json, &why, None, Exit::Error);
+    if let Some(done) = gate(json, !plan.refusals.is_empty(), a.dry_run, a.wait.yes, "migration", "nothing changed") {
+        return done;
     }
     let printer = Printer::default();
     let ctx = Context { observer: &printer, hooks: &hooks, cancel };
@@ -524,6 +517,19 @@ pub async fn run_rollback(a: RollbackArgs) -> Outcome {
     let r = migrate::rollback(&req, &ctx).await;
     printer.end_bar();
     rollback_outcome(json, r)
+}
+
+/// After a printed plan: the outcome when the procedure is not to run
+/// (refused, a dry run, not confirmed), `None` when it is.
+pub(crate) fn gate(json: bool, refused: bool, dry_run: bool, yes: bool, what: &str, dry: &str) -> Option<Outcome> {
+    if refused {
+        return Some(fail(false, "refused before changing anything", Some("see REFUSED above"), Exit::Error));
+    }
+    if dry_run {
+        eprintln!("dry run: {dry}");
+        return Some(Outcome { exit: Exit::Ok });
+    }
+    confirm(&format!("Go ahead with the {what}?"), yes).err().map(|why| fail(json, &why, None, Exit::Error))
 }
 
 /// Prints what a rollback will do; `Err` when it is refused or not

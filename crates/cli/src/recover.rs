@@ -12,7 +12,7 @@ use zkrepl_pegasus::recover::{self, Plan, RecoverRequest, Step};
 
 use crate::common::print_json;
 use crate::migrate::{
-    Printer, UntilArgs, WaitArgs, cancel_on_signals, confirm, fail, hook_log, rollback_gate, rollback_outcome,
+    Printer, UntilArgs, WaitArgs, cancel_on_signals, fail, gate, hook_log, rollback_gate, rollback_outcome,
 };
 use crate::outcome::{Exit, Outcome, print_error_line};
 
@@ -282,15 +282,9 @@ pub async fn run_recover(a: RecoverArgs) -> Outcome {
         print_json(&plan);
     }
     print_plan(&plan);
-    if !plan.refusals.is_empty() {
-        return fail(false, "refused before changing anything", Some("see REFUSED above"), Exit::Error);
-    }
-    if a.dry_run {
-        eprintln!("dry run: nothing changed, nothing saved");
-        return Outcome { exit: Exit::Ok };
-    }
-    if let Err(why) = confirm("Go ahead with the recovery?", a.wait.yes) {
-        return fail(json, &why, None, Exit::Error);
+    let dry = "nothing changed, nothing saved";
+    if let Some(done) = gate(json, !plan.refusals.is_empty(), a.dry_run, a.wait.yes, "recovery", dry) {
+        return done;
     }
     let hooks = ShellHooks { hooks: req.hooks.clone(), log: hook_log(&plan.journal), timeout: a.hook_timeout };
     let ctx = Context { observer: &printer, hooks: &hooks, cancel };

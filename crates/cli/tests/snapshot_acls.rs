@@ -41,7 +41,7 @@ async fn create(c: &zk::Client, path: &str, acl: &[zk::Acl]) {
 async fn acls_come_from_the_snapshot_only_where_the_live_stat_proves_them_current() {
     let p = pair();
     let opts = test_server_options();
-    let mut server = tokio::task::spawn_blocking(move || LocalServer::start(&opts)).await.unwrap().unwrap();
+    let server = tokio::task::spawn_blocking(move || LocalServer::start(&opts)).await.unwrap().unwrap();
     let root = unique_root("snapacl");
     {
         let c = connect_auth(&server.connect_string(), OWNER).await;
@@ -54,18 +54,8 @@ async fn acls_come_from_the_snapshot_only_where_the_live_stat_proves_them_curren
         }
     }
     // A restart makes the server write a snapshot of what it loaded.
-    let server = tokio::task::spawn_blocking(move || {
-        server.restart().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while server.mode().is_empty() {
-            assert!(Instant::now() < deadline, "the server did not come back");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server
-    })
-    .await
-    .unwrap();
-    let snapshot = server.snapshots().pop().expect("a snapshot file");
+    let dir = tempfile::tempdir().unwrap();
+    let (server, snapshot) = snapshot_of(server, dir.path().join("snapshot")).await;
     let src = server.connect_string();
     // After the snapshot: ACLs set, nodes recreated with other ACLs, new nodes.
     let c = connect_auth(&src, OWNER).await;
@@ -143,23 +133,32 @@ async fn acls_come_from_the_snapshot_only_where_the_live_stat_proves_them_curren
     let _ = std::fs::remove_file(&bad);
 }
 
-/// Restarts `server` (it writes a snapshot of what it loaded) and returns
-/// it with a copy of that snapshot, kept apart from its data directory.
-async fn snapshot_of(server: LocalServer, keep: std::path::PathBuf) -> (LocalServer, std::path::PathBuf) {
+/// Kills `server`, runs `meanwhile` (on its stopped data), starts it again
+/// and waits until it serves.
+async fn restarted(server: LocalServer, meanwhile: impl FnOnce(&LocalServer) + Send + 'static) -> LocalServer {
     tokio::task::spawn_blocking(move || {
         let mut server = server;
+        server.kill();
+        meanwhile(&server);
         server.restart().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         while server.mode().is_empty() {
             assert!(Instant::now() < deadline, "the server did not come back");
             std::thread::sleep(Duration::from_millis(100));
         }
-        let file = server.snapshots().pop().expect("a snapshot file");
-        std::fs::copy(&file, &keep).unwrap();
-        (server, keep)
+        server
     })
     .await
     .unwrap()
+}
+
+/// Restarts `server` (it writes a snapshot of what it loaded) and returns
+/// it with a copy of that snapshot, kept apart from its data directory.
+async fn snapshot_of(server: LocalServer, keep: std::path::PathBuf) -> (LocalServer, std::path::PathBuf) {
+    let server = restarted(server, |_| {}).await;
+    let file = server.snapshots().pop().expect("a snapshot file");
+    std::fs::copy(&file, &keep).unwrap();
+    (server, keep)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -179,12 +178,11 @@ async fn a_snapshot_of_another_history_of_the_tree_is_refused_before_anything_is
     let (server, before) = snapshot_of(server, dir.path().join("before")).await;
     let before_name = server.snapshots().pop().unwrap();
     connect(&src).await.set_acl(&node, &acl_of(1), None).await.unwrap();
-    let (mut server, after) = snapshot_of(server, dir.path().join("after")).await;
+    let (server, after) = snapshot_of(server, dir.path().join("after")).await;
     // The server restored from the first snapshot, then the ACL set to
     // another one: the same node, the same ACL version, another ACL.
     let data = server.snapshots().pop().unwrap().parent().unwrap().to_path_buf();
-    let server = tokio::task::spawn_blocking(move || {
-        server.kill();
+    let server = restarted(server, move |_| {
         for f in std::fs::read_dir(&data).unwrap().flatten() {
             let name = f.file_name().to_string_lossy().into_owned();
             if name.starts_with("log.") || name.starts_with("snapshot.") {
@@ -194,16 +192,8 @@ async fn a_snapshot_of_another_history_of_the_tree_is_refused_before_anything_is
         // Its name carries its zxid: the server loads the newest by name.
         let name = format!("snapshot.{:x}", zkrepl::snapshot::zxid_from_name(&before_name).unwrap_or(1));
         std::fs::copy(&before, data.join(name)).unwrap();
-        server.restart().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while server.mode().is_empty() {
-            assert!(Instant::now() < deadline, "the server did not come back");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server
     })
-    .await
-    .unwrap();
+    .await;
     let c = connect(&src).await;
     assert_eq!(c.get_acl(&node).await.unwrap().1.aversion, 0, "back as it was before the setACL");
     let other = vec![zk::Acl::new(zk::Permission::READ | zk::Permission::ADMIN, zk::AuthId::anyone())];
