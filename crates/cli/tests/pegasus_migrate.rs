@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::sim::{Metas, start_cmd, stop_cmd, wait_for};
+use common::sim::{Metas, assert_only_hosts_changed, start_cmd, stop_cmd, wait_for};
 use common::*;
 use zkrepl_testkit::pegasus::MetaConfig;
 use zkrepl_testkit::treegen::{self, GenOptions, Shape};
@@ -95,10 +95,7 @@ async fn migrates_a_100k_node_cluster_with_shell_hooks_then_cleans_up_the_old_tr
     }
 
     // Configs: every byte as before but hosts_list.
-    for (c, o) in configs.iter().zip(&originals) {
-        let want = o.replacen(&format!("hosts_list = {old}"), &format!("hosts_list = {new}"), 1);
-        assert_eq!(std::fs::read_to_string(c).unwrap(), want);
-    }
+    assert_only_hosts_changed(&configs, &originals, &old, &new);
     // The leader serves on the new ensemble at steady, the follower follows.
     let lock = format!("{root}/lock/meta");
     let st =

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::sim::{Metas, start_cmd, stop_cmd, wait_for};
+use common::sim::{Metas, assert_only_hosts_changed, start_cmd, stop_cmd, wait_for};
 use common::*;
 use zkrepl_testkit::pegasus::{MetaConfig, Replicas, Seed};
 
@@ -100,10 +100,7 @@ async fn recovers_a_cluster_onto_a_new_ensemble_with_shell_hooks() {
         assert!(err.contains(line), "{line} missing from: {err}");
     }
     // Configs: every byte as before but hosts_list.
-    for (c, o) in configs.iter().zip(&originals) {
-        let want = o.replacen(&format!("hosts_list = {old}"), &format!("hosts_list = {new}"), 1);
-        assert_eq!(std::fs::read_to_string(c).unwrap(), want);
-    }
+    assert_only_hosts_changed(&configs, &originals, &old, &new);
     // Both metas on the new ensemble; every partition there.
     let lock = format!("{root}/lock");
     let st =

@@ -59,3 +59,11 @@ pub fn wait_for(pid: &Path, limit: Duration) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Each config as it was but its first `hosts_list`, now `new`.
+pub fn assert_only_hosts_changed(configs: &[PathBuf], originals: &[String], old: &str, new: &str) {
+    for (c, o) in configs.iter().zip(originals) {
+        let want = o.replacen(&format!("hosts_list = {old}"), &format!("hosts_list = {new}"), 1);
+        assert_eq!(std::fs::read_to_string(c).unwrap(), want, "{}", c.display());
+    }
+}
