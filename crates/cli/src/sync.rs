@@ -146,6 +146,12 @@ pub async fn run(a: SyncArgs) -> zkrepl::Result<Outcome> {
             println!("verify: {} nodes per side, {verdict}", v.src_nodes);
         }
         println!("ACLs: {} taken from earlier reads (stat unchanged), {} read", s.acls_remembered, s.acls_read);
+        if let Some(a) = &report.copy.acl_sources {
+            println!("the first copy, with the snapshot:");
+            for line in crate::common::acl_source_lines("source", a) {
+                println!("{line}");
+            }
+        }
     }
     let exit = if !equal {
         Exit::Differences

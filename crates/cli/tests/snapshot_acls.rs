@@ -101,6 +101,19 @@ async fn acls_come_from_the_snapshot_only_where_the_live_stat_proves_them_curren
     let (acl, _) = dc.get_acl(&format!("{root}/d1/n0")).await.unwrap();
     assert_eq!(acl, acl_of(2), "the recreated node's ACL");
 
+    // A sync takes its first copy's ACLs from the snapshot too.
+    let mirror = format!("{root}-mirror");
+    let mut sync = args(&["sync", "--src", &src, "--dst", &dst, "--root", &root, "--dst-root", &mirror]);
+    sync.extend(["--snapshot", &snap, "--until-idle", "500ms", "--json"].iter().chain(&auth).map(|s| s.to_string()));
+    let out = zkrepl_async(sync).await;
+    assert_exit(&out, 0);
+    // Status lines, then the report (the last document, over several lines).
+    let text = stdout(&out);
+    let at = text.rfind("\n{\n").map_or(0, |i| i + 1);
+    let r: serde_json::Value = serde_json::from_str(&text[at..]).unwrap();
+    assert_eq!(r["copy"]["acl_sources"]["from_snapshot"], in_snapshot - 10, "{r}");
+    assert_eq!(r["copy"]["acl_sources"]["read"], 15, "{r}");
+
     // Verify with the snapshot on the source side; the source's snapshot
     // given for the destination (another ensemble, the same paths) vouches
     // for nothing there, and says so.
