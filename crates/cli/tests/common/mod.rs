@@ -135,22 +135,37 @@ pub fn assert_equal_digests(report: &serde_json::Value) {
 }
 
 /// Every node under `root` as (relative path, data, canonical ACL), sorted:
-/// an independent reading of a tree (single requests, no zkrepl code).
+/// an independent reading of a tree (single requests, no zkrepl code). A
+/// node deleted while the tree is read is left out (a tree still being
+/// written then reads as it partly was, and compares unequal).
 pub async fn dump(c: &zk::Client, root: &str) -> Vec<(String, Vec<u8>, Vec<String>)> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_string()];
     while let Some(p) = stack.pop() {
-        let (data, stat) = c.get_data(&p).await.unwrap_or_else(|e| panic!("get {p}: {e}"));
+        let (data, stat) = match c.get_data(&p).await {
+            Ok(found) => found,
+            Err(zk::Error::NoNode) if p != root => continue,
+            Err(e) => panic!("get {p}: {e}"),
+        };
         if stat.ephemeral_owner != 0 {
             continue;
         }
-        let (acl, _) = c.get_acl(&p).await.unwrap_or_else(|e| panic!("getACL {p}: {e}"));
+        let acl = match c.get_acl(&p).await {
+            Ok((acl, _)) => acl,
+            Err(zk::Error::NoNode) if p != root => continue,
+            Err(e) => panic!("getACL {p}: {e}"),
+        };
         let mut acl: Vec<String> =
             acl.iter().map(|a| format!("{}:{}:{}", a.auth_id().scheme(), a.auth_id().id(), a.permission())).collect();
         acl.sort();
         let rel = p.strip_prefix(root).unwrap_or("").to_string();
         out.push((rel, data, acl));
-        for child in c.list_children(&p).await.unwrap() {
+        let children = match c.list_children(&p).await {
+            Ok(children) => children,
+            Err(zk::Error::NoNode) if p != root => Vec::new(),
+            Err(e) => panic!("list {p}: {e}"),
+        };
+        for child in children {
             if p == "/" && child == "zookeeper" {
                 continue;
             }
