@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
-use common::sim::{Metas, assert_only_hosts_changed, start_cmd, stop_cmd, wait_for};
+use common::sim::{assert_only_hosts_changed, start_all, start_cmd, stop_cmd};
 use common::*;
 use zkrepl_testkit::pegasus::MetaConfig;
 use zkrepl_testkit::treegen::{self, GenOptions, Shape};
@@ -46,15 +45,8 @@ async fn migrates_a_100k_node_cluster_with_shell_hooks_then_cleans_up_the_old_tr
         configs.push(path);
         originals.push(text);
     }
-    let pids: Vec<PathBuf> = (1..=2).map(|i| d.join(format!("meta{i}.pid"))).collect();
-    let logs: Vec<PathBuf> = (1..=2).map(|i| d.join(format!("meta{i}.log"))).collect();
-    let _metas = Metas(pids.clone());
     // The leader first (it loads the tree), then the follower.
-    for i in 0..2 {
-        let s = Command::new("sh").arg("-c").arg(start_cmd(&configs[i], &pids[i], &logs[i])).status().unwrap();
-        assert!(s.success());
-        wait_for(&pids[i], Duration::from_secs(60));
-    }
+    let (_metas, pids, logs) = start_all(d, &configs, Duration::from_secs(60));
 
     // The migration's command line: to `to`, with `extra` options, the
     // hooks stopping and starting the two meta processes.

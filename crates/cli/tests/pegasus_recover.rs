@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use common::sim::{Metas, assert_only_hosts_changed, start_cmd, stop_cmd, wait_for};
+use common::sim::{assert_only_hosts_changed, start_all, start_cmd, stop_cmd};
 use common::*;
 use zkrepl_testkit::pegasus::{MetaConfig, Replicas, Seed};
 
@@ -46,14 +44,7 @@ async fn recovers_a_cluster_onto_a_new_ensemble_with_shell_hooks() {
         configs.push(path);
         originals.push(text);
     }
-    let pids: Vec<PathBuf> = (1..=2).map(|i| d.join(format!("meta{i}.pid"))).collect();
-    let logs: Vec<PathBuf> = (1..=2).map(|i| d.join(format!("meta{i}.log"))).collect();
-    let _metas = Metas(pids.clone());
-    for i in 0..2 {
-        let s = Command::new("sh").arg("-c").arg(start_cmd(&configs[i], &pids[i], &logs[i])).status().unwrap();
-        assert!(s.success());
-        wait_for(&pids[i], Duration::from_secs(30));
-    }
+    let (_metas, pids, logs) = start_all(d, &configs, Duration::from_secs(30));
 
     let journal = d.join("recover.journal");
     let mut a: Vec<String> =

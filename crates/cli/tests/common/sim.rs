@@ -67,3 +67,18 @@ pub fn assert_only_hosts_changed(configs: &[PathBuf], originals: &[String], old:
         assert_eq!(std::fs::read_to_string(c).unwrap(), want, "{}", c.display());
     }
 }
+
+/// Starts a meta from each of `configs` in turn (`DIR/meta<i>.pid` and
+/// `.log`), each serving before the next starts (the first leads); the
+/// guard kills them all on drop. Returns it with the pid and log files.
+pub fn start_all(dir: &Path, configs: &[PathBuf], limit: Duration) -> (Metas, Vec<PathBuf>, Vec<PathBuf>) {
+    let pids: Vec<PathBuf> = (1..=configs.len()).map(|i| dir.join(format!("meta{i}.pid"))).collect();
+    let logs: Vec<PathBuf> = (1..=configs.len()).map(|i| dir.join(format!("meta{i}.log"))).collect();
+    let guard = Metas(pids.clone());
+    for (i, config) in configs.iter().enumerate() {
+        let s = Command::new("sh").arg("-c").arg(start_cmd(config, &pids[i], &logs[i])).status().unwrap();
+        assert!(s.success());
+        wait_for(&pids[i], limit);
+    }
+    (guard, pids, logs)
+}
