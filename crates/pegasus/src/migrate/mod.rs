@@ -727,7 +727,7 @@ struct Runner<'a> {
     mirror: Option<sync::Mirror>,
     /// ZooKeeper sessions for the checks, by connect string, kept between
     /// them (a new session is a transaction on the ensemble).
-    sessions: tokio::sync::Mutex<std::collections::HashMap<String, zk::Client>>,
+    sessions: procedure::Sessions,
 }
 
 type StepResult = Result<String, MigrateError>;
@@ -770,17 +770,7 @@ impl<'a> Runner<'a> {
     /// A session on `hosts` for a check, kept for the next one; synced,
     /// so it reads what the ensemble committed before the call.
     async fn zk(&self, hosts: &str) -> Result<zk::Client, String> {
-        let mut sessions = self.sessions.lock().await;
-        if let Some(c) = sessions.get(hosts) {
-            let synced = tokio::time::timeout(self.req.timeouts.connect, c.sync("/")).await;
-            if c.state() == zk::SessionState::SyncConnected && matches!(synced, Ok(Ok(()))) {
-                return Ok(c.clone());
-            }
-            sessions.remove(hosts);
-        }
-        let c = checks::connect(hosts, self.req.timeouts.connect).await?;
-        sessions.insert(hosts.to_string(), c.clone());
-        Ok(c)
+        self.sessions.get(hosts, self.req.timeouts.connect).await
     }
 
     fn stopped(&self, step: Step, error: MigrateError) -> Box<Stopped> {

@@ -2,10 +2,36 @@
 //! a hook run, or the operator told what to do, and the bounded wait for
 //! what either does.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use zookeeper_client as zk;
+
 use super::hooks::{Hook, HookEnv};
-use super::{Context, Event, MigrateError, StepName};
+use super::{Context, Event, MigrateError, StepName, checks};
+
+/// ZooKeeper sessions for a procedure's checks, by connect string, kept
+/// between them (a new session is a transaction on the ensemble).
+#[derive(Default)]
+pub(crate) struct Sessions(tokio::sync::Mutex<HashMap<String, zk::Client>>);
+
+impl Sessions {
+    /// A session on `hosts`, synced, so it reads what the ensemble
+    /// committed before the call; a new one when the kept one is gone.
+    pub(crate) async fn get(&self, hosts: &str, timeout: Duration) -> Result<zk::Client, String> {
+        let mut sessions = self.0.lock().await;
+        if let Some(c) = sessions.get(hosts) {
+            let synced = tokio::time::timeout(timeout, c.sync("/")).await;
+            if c.state() == zk::SessionState::SyncConnected && matches!(synced, Ok(Ok(()))) {
+                return Ok(c.clone());
+            }
+            sessions.remove(hosts);
+        }
+        let c = checks::connect(hosts, timeout).await?;
+        sessions.insert(hosts.to_string(), c.clone());
+        Ok(c)
+    }
+}
 
 /// Runs `hook` (`command` is what it runs, for the event), or, without
 /// one, tells the operator `manual` and returns: the caller then waits for

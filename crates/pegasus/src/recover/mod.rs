@@ -583,7 +583,7 @@ struct Runner<'a> {
     /// The meta answered the recovery with an error: undone at once.
     refused: bool,
     /// ZooKeeper sessions for the checks, by connect string.
-    sessions: tokio::sync::Mutex<BTreeMap<String, zk::Client>>,
+    sessions: procedure::Sessions,
 }
 
 type StepResult = Result<String, MigrateError>;
@@ -609,18 +609,9 @@ impl<'a> Runner<'a> {
         Box::new(Stopped { step, error, state: self.j.describe_state(), journal: self.j.path().to_path_buf() })
     }
 
-    /// A session on `hosts`, kept for the next check.
+    /// A session on `hosts`, kept for the next check and synced.
     async fn zk(&self, hosts: &str) -> Result<zk::Client, String> {
-        let mut sessions = self.sessions.lock().await;
-        if let Some(c) = sessions.get(hosts) {
-            if c.state() == zk::SessionState::SyncConnected {
-                return Ok(c.clone());
-            }
-            sessions.remove(hosts);
-        }
-        let c = checks::connect(hosts, self.req.zk_timeout).await?;
-        sessions.insert(hosts.to_string(), c.clone());
-        Ok(c)
+        self.sessions.get(hosts, self.req.zk_timeout).await
     }
 
     async fn run(mut self) -> Result<Report, Box<Stopped<Step>>> {
