@@ -1,10 +1,12 @@
 //! Command-line arguments shared by several commands.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
 use zkrepl::copy::kinds::parse_duration;
+use zkrepl::zk::secure::{Access, Sasl, Tls};
 use zkrepl::zk::target::{Auth, Hosts, parse_zkcopy_location};
 use zkrepl::{ReadSettings, Timeouts, Tree};
 
@@ -67,6 +69,12 @@ pub struct Endpoints {
     /// A snapshot file of the destination ensemble, for its ACLs likewise
     #[arg(long, value_name = "PATH")]
     pub dst_snapshot: Option<std::path::PathBuf>,
+
+    #[command(flatten, next_help_heading = "Source TLS and SASL")]
+    pub src_secure: SrcSecure,
+
+    #[command(flatten, next_help_heading = "Destination TLS and SASL")]
+    pub dst_secure: DstSecure,
 }
 
 impl Endpoints {
@@ -85,10 +93,11 @@ impl Endpoints {
         };
         zkrepl::zk::path::validate(&src_root)?;
         zkrepl::zk::path::validate(&dst_root)?;
-        let auth = |v: &[String]| v.iter().map(|a| Auth::parse(a)).collect::<zkrepl::Result<Vec<_>>>();
+        let src_access = self.src_secure.access(&self.src_auth)?;
+        let dst_access = self.dst_secure.access(&self.dst_auth)?;
         Ok((
-            Tree { hosts: src_hosts, root: src_root, auth: auth(&self.src_auth)?, snapshot: self.snapshot.clone() },
-            Tree { hosts: dst_hosts, root: dst_root, auth: auth(&self.dst_auth)?, snapshot: self.dst_snapshot.clone() },
+            Tree { hosts: src_hosts, root: src_root, access: src_access, snapshot: self.snapshot.clone() },
+            Tree { hosts: dst_hosts, root: dst_root, access: dst_access, snapshot: self.dst_snapshot.clone() },
         ))
     }
 }
@@ -111,17 +120,228 @@ pub struct OneTree {
     /// Credentials, scheme:credential; repeatable
     #[arg(long, value_name = "SCHEME:CRED")]
     pub auth: Vec<String>,
+
+    #[command(flatten, next_help_heading = "TLS and SASL")]
+    pub secure: OneSecure,
 }
 
 impl OneTree {
     pub fn resolve(&self) -> zkrepl::Result<Tree> {
-        let mut tree = Tree::new(&self.zk, &self.root)?;
-        for a in &self.auth {
-            tree = tree.with_auth(Auth::parse(a)?);
-        }
-        Ok(tree)
+        Ok(Tree::new(&self.zk, &self.root)?.with_access(self.secure.access(&self.auth)?))
     }
 }
+
+/// How the Pegasus commands reach ZooKeeper: the ensemble the cluster runs
+/// on (the old one, a migration's source: `--src-*`) and the one it moves
+/// to (`--dst-*`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ZkSecurity {
+    /// Credentials for the cluster's (old) ensemble, scheme:credential (e.g. digest:user:password); repeatable
+    #[arg(long, value_name = "SCHEME:CRED")]
+    pub src_auth: Vec<String>,
+
+    /// Credentials for the new ensemble; repeatable
+    #[arg(long, value_name = "SCHEME:CRED")]
+    pub dst_auth: Vec<String>,
+
+    #[command(flatten, next_help_heading = "The cluster's (old) ensemble: TLS and SASL")]
+    pub src_secure: SrcSecure,
+
+    #[command(flatten, next_help_heading = "The new ensemble: TLS and SASL")]
+    pub dst_secure: DstSecure,
+}
+
+impl ZkSecurity {
+    pub fn zk_access(&self) -> zkrepl::Result<zkrepl_pegasus::zk::ZkAccess> {
+        Ok(zkrepl_pegasus::zk::ZkAccess {
+            old: self.src_secure.access(&self.src_auth)?,
+            new: self.dst_secure.access(&self.dst_auth)?,
+        })
+    }
+}
+
+/// How `pegasus status` reaches the cluster's ensemble.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClusterZkSecurity {
+    /// Credentials for the cluster's ensemble, scheme:credential; repeatable
+    #[arg(long, value_name = "SCHEME:CRED")]
+    pub src_auth: Vec<String>,
+
+    #[command(flatten, next_help_heading = "The cluster's ensemble: TLS and SASL")]
+    pub src_secure: SrcSecure,
+}
+
+/// A SASL mechanism on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SaslArg {
+    /// User and password (the servers' JAAS Server section lists the users)
+    #[value(name = "digest-md5")]
+    DigestMd5,
+    /// Kerberos: the ticket from the environment (KRB5CCNAME, or a keytab in KRB5_CLIENT_KTNAME)
+    Gssapi,
+}
+
+/// TLS and SASL options of one ensemble as given, whatever their prefix.
+pub struct SecureArgs<'a> {
+    /// `--src-`, `--dst-` or `--`: how the options are spelled.
+    pub prefix: &'static str,
+    pub tls_ca: Option<&'a Path>,
+    pub tls_cert: Option<&'a Path>,
+    pub tls_key: Option<&'a Path>,
+    pub tls_server_name: Option<&'a str>,
+    pub sasl: Option<SaslArg>,
+    pub sasl_user: Option<&'a str>,
+    pub sasl_password_file: Option<&'a Path>,
+    pub sasl_password_env: Option<&'a str>,
+    pub sasl_service: &'a str,
+    pub sasl_host: Option<&'a str>,
+}
+
+impl SecureArgs<'_> {
+    /// The credentials, TLS and SASL these options and `auth` describe,
+    /// files read and checked.
+    pub fn access(&self, auth: &[String]) -> zkrepl::Result<Access> {
+        let p = self.prefix;
+        let auth = auth.iter().map(|a| Auth::parse(a)).collect::<zkrepl::Result<Vec<_>>>()?;
+        let tls = match self.tls_ca {
+            None => None,
+            Some(ca) => {
+                let identity = match (self.tls_cert, self.tls_key) {
+                    (Some(c), Some(k)) => Some((c, k)),
+                    (None, None) => None,
+                    _ => return Err(usage(&format!("give both {p}tls-cert and {p}tls-key, or neither"))),
+                };
+                Some(Tls::load(ca, identity, self.tls_server_name)?)
+            }
+        };
+        let mechanism = match (self.sasl, self.sasl_user) {
+            (Some(m), _) => Some(m),
+            (None, Some(_)) => Some(SaslArg::DigestMd5),
+            (None, None) => None,
+        };
+        let sasl = match mechanism {
+            None => {
+                if self.sasl_password_file.is_some() || self.sasl_password_env.is_some() {
+                    return Err(usage(&format!("a SASL password needs {p}sasl-user")));
+                }
+                None
+            }
+            Some(SaslArg::DigestMd5) => {
+                let user = self.sasl_user.ok_or_else(|| usage(&format!("{p}sasl digest-md5 needs {p}sasl-user")))?;
+                Some(Sasl::DigestMd5 { user: user.to_string(), password: self.password()? })
+            }
+            Some(SaslArg::Gssapi) => {
+                if self.sasl_user.is_some() || self.sasl_password_file.is_some() || self.sasl_password_env.is_some() {
+                    return Err(usage(&format!(
+                        "{p}sasl gssapi takes the principal from the Kerberos ticket: drop {p}sasl-user and the password"
+                    )));
+                }
+                Some(Sasl::Gssapi { service: self.sasl_service.to_string(), host: self.sasl_host.map(str::to_string) })
+            }
+        };
+        Ok(Access { auth, tls, sasl })
+    }
+
+    /// The SASL password: from a file (one trailing line break dropped) or
+    /// an environment variable, never from the command line itself.
+    fn password(&self) -> zkrepl::Result<String> {
+        let p = self.prefix;
+        match (self.sasl_password_file, self.sasl_password_env) {
+            (Some(f), None) => {
+                let text = std::fs::read_to_string(f)
+                    .map_err(|e| usage(&format!("cannot read the SASL password file {}: {e}", f.display())))?;
+                let pw = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+                if pw.is_empty() {
+                    return Err(usage(&format!("the SASL password file {} is empty", f.display())));
+                }
+                Ok(pw.to_string())
+            }
+            (None, Some(var)) => match std::env::var(var) {
+                Ok(pw) if !pw.is_empty() => Ok(pw),
+                Ok(_) => Err(usage(&format!("the environment variable {var} ({p}sasl-password-env) is empty"))),
+                Err(_) => Err(usage(&format!("the environment variable {var} ({p}sasl-password-env) is not set"))),
+            },
+            (None, None) => Err(usage(&format!(
+                "{p}sasl-user needs its password from {p}sasl-password-file FILE or {p}sasl-password-env VAR (not on the command line, where other users see it)"
+            ))),
+            (Some(_), Some(_)) => Err(usage(&format!("give {p}sasl-password-file or {p}sasl-password-env, not both"))),
+        }
+    }
+}
+
+/// The TLS and SASL options of one ensemble, spelled with a prefix.
+macro_rules! secure_args {
+    ($name:ident, $p:literal, $of:literal) => {
+        #[derive(Args, Debug, Clone, Default)]
+        pub struct $name {
+            #[arg(long = concat!($p, "tls-ca"), id = concat!($p, "tls-ca"), value_name = "PEM",
+                help = concat!("TLS to ", $of, ": the CA certificates (PEM) the servers' certificates must chain to. Turns TLS on: give the servers' secure client port"))]
+            pub tls_ca: Option<PathBuf>,
+
+            #[arg(long = concat!($p, "tls-cert"), id = concat!($p, "tls-cert"), value_name = "PEM",
+                requires = concat!($p, "tls-ca"), requires = concat!($p, "tls-key"),
+                help = "A client certificate (PEM) to present; the servers know the session as x509:<its subject>")]
+            pub tls_cert: Option<PathBuf>,
+
+            #[arg(long = concat!($p, "tls-key"), id = concat!($p, "tls-key"), value_name = "PEM",
+                requires = concat!($p, "tls-cert"), help = "The client certificate's private key (PEM)")]
+            pub tls_key: Option<PathBuf>,
+
+            #[arg(long = concat!($p, "tls-server-name"), id = concat!($p, "tls-server-name"), value_name = "NAME",
+                requires = concat!($p, "tls-ca"),
+                help = "The name every server's certificate must hold, when the hosts are reached by another (an IP address, a tunnel)")]
+            pub tls_server_name: Option<String>,
+
+            #[arg(long = concat!($p, "sasl"), id = concat!($p, "sasl"), value_name = "MECHANISM",
+                help = concat!("SASL to ", $of, " [default: digest-md5 when a SASL user is given]"))]
+            pub sasl: Option<SaslArg>,
+
+            #[arg(long = concat!($p, "sasl-user"), id = concat!($p, "sasl-user"), value_name = "USER",
+                help = "SASL DIGEST-MD5 user (the session is then sasl:USER)")]
+            pub sasl_user: Option<String>,
+
+            #[arg(long = concat!($p, "sasl-password-file"), id = concat!($p, "sasl-password-file"), value_name = "FILE",
+                help = "A file holding the SASL password (one trailing line break is dropped)")]
+            pub sasl_password_file: Option<PathBuf>,
+
+            #[arg(long = concat!($p, "sasl-password-env"), id = concat!($p, "sasl-password-env"), value_name = "VAR",
+                help = "An environment variable holding the SASL password")]
+            pub sasl_password_env: Option<String>,
+
+            #[arg(long = concat!($p, "sasl-service"), id = concat!($p, "sasl-service"), value_name = "NAME",
+                default_value = "zookeeper", help = "GSSAPI: the servers' service name (principal NAME/host@REALM)")]
+            pub sasl_service: String,
+
+            #[arg(long = concat!($p, "sasl-host"), id = concat!($p, "sasl-host"), value_name = "HOST",
+                help = "GSSAPI: the host part of the servers' principal [default: the host connected to]")]
+            pub sasl_host: Option<String>,
+        }
+
+        impl $name {
+            /// These options, with `auth`, as an [`Access`].
+            pub fn access(&self, auth: &[String]) -> zkrepl::Result<Access> {
+                SecureArgs {
+                    prefix: concat!("--", $p),
+                    tls_ca: self.tls_ca.as_deref(),
+                    tls_cert: self.tls_cert.as_deref(),
+                    tls_key: self.tls_key.as_deref(),
+                    tls_server_name: self.tls_server_name.as_deref(),
+                    sasl: self.sasl,
+                    sasl_user: self.sasl_user.as_deref(),
+                    sasl_password_file: self.sasl_password_file.as_deref(),
+                    sasl_password_env: self.sasl_password_env.as_deref(),
+                    sasl_service: &self.sasl_service,
+                    sasl_host: self.sasl_host.as_deref(),
+                }
+                .access(auth)
+            }
+        }
+    };
+}
+
+secure_args!(SrcSecure, "src-", "the source");
+secure_args!(DstSecure, "dst-", "the destination");
+secure_args!(OneSecure, "", "the ensemble");
 
 /// Connection behaviour.
 #[derive(Args, Debug, Clone)]

@@ -83,6 +83,10 @@ Examples:
   zkrepl copy -s old:2181/app -t new:2181/app --update --dry-run
   zkrepl copy --src old:2181 --dst new:2181 --root / --mirror --max-delete 100
   zkrepl copy --src old:2181 --dst new:2181 --root /queues --max-pad 100000
+  zkrepl copy --src old:2281 --dst new:2281 --root /app --src-tls-ca ca.pem --dst-tls-ca ca.pem \\
+      --dst-tls-cert client.crt --dst-tls-key client.key     (TLS: the secure client ports)
+  ZK_PW=... zkrepl copy --src old:2181 --dst new:2181 --root /app \\
+      --src-sasl-user alice --src-sasl-password-env ZK_PW    (SASL DIGEST-MD5)
 
 Exit status: 0 copied (and verified with --verify), 1 --verify found differences,
 2 error (nothing half-done is left unexplained: re-running converges), 130 interrupted.";

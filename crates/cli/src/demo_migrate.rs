@@ -19,7 +19,9 @@ fn failed(what: &str, e: impl std::fmt::Display) -> zkrepl::Error {
 /// Waits (bounded) until the generator's leader-lock ephemeral is gone,
 /// so the simulated metas hold the election alone.
 async fn lock_free(hosts: &str, lock_path: &str) -> zkrepl::Result<()> {
-    let c = checks::connect(hosts, Duration::from_secs(10)).await.map_err(|e| failed("connect", e))?;
+    let c = checks::connect(hosts, zkrepl::Side::Source, &Default::default(), Duration::from_secs(10))
+        .await
+        .map_err(|e| failed("connect", e))?;
     for _ in 0..100 {
         match checks::lock_nodes(&c, lock_path).await {
             Ok(nodes) if nodes.is_empty() => return Ok(()),

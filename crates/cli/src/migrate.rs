@@ -165,6 +165,9 @@ pub struct MigrateArgs {
     pub until: UntilArgs,
     #[command(flatten)]
     pub wait: WaitArgs,
+
+    #[command(flatten)]
+    pub zk: crate::args::ZkSecurity,
 }
 
 #[derive(Args, Debug)]
@@ -182,6 +185,9 @@ pub struct RollbackArgs {
     pub until: UntilArgs,
     #[command(flatten)]
     pub wait: WaitArgs,
+
+    #[command(flatten)]
+    pub zk: crate::args::ZkSecurity,
 }
 
 #[derive(Args, Debug)]
@@ -206,6 +212,9 @@ pub struct CleanupArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub wait: WaitArgs,
+
+    #[command(flatten)]
+    pub secure: crate::args::ZkSecurity,
 }
 
 pub const ROLLBACK_HELP: &str = "A recovery's journal (pegasus recover) is rolled back with its hooks \
@@ -358,8 +367,9 @@ fn print_plan(p: &Plan) {
     }
 }
 
-fn request(a: &MigrateArgs) -> MigrateRequest {
+fn request(a: &MigrateArgs) -> zkrepl::Result<MigrateRequest> {
     let mut r = MigrateRequest::new(a.meta.as_deref().unwrap_or(""), a.dst.as_deref().unwrap_or(""), a.config.clone());
+    r.zk_access = a.zk.zk_access()?;
     r.hooks = a.hooks.hooks();
     r.journal = a.journal.clone();
     r.update = a.update;
@@ -371,7 +381,7 @@ fn request(a: &MigrateArgs) -> MigrateRequest {
     r.wait = a.until.wait;
     r.meta_timeout = a.wait.timeout;
     r.timeouts = a.wait.timeouts();
-    r
+    Ok(r)
 }
 
 fn stopped(json: bool, s: &Stopped) -> Outcome {
@@ -395,7 +405,10 @@ fn stopped(json: bool, s: &Stopped) -> Outcome {
 
 pub async fn run_migrate(a: MigrateArgs) -> Outcome {
     let json = a.wait.json;
-    let req = request(&a);
+    let req = match request(&a) {
+        Ok(r) => r,
+        Err(e) => return fail(json, &e.to_string(), None, Exit::Error),
+    };
     let cancel = cancel_on_signals();
     if a.resume {
         let journal = a.journal.clone().expect("--resume requires --journal");
@@ -487,11 +500,16 @@ pub async fn run_rollback(a: RollbackArgs) -> Outcome {
         let msg = "this is a migration's journal: its hooks are --stop-followers, --stop-leader, --start-leader and --start-followers";
         return fail(json, msg, None, Exit::Error);
     }
+    let access = match a.zk.zk_access() {
+        Ok(x) => x,
+        Err(e) => return fail(json, &e.to_string(), None, Exit::Error),
+    };
     if recovery {
         let hooks = &a.recover_hooks;
-        return crate::recover::run_rollback(&a.journal, hooks, a.hooks.hook_timeout, &a.until, &a.wait).await;
+        return crate::recover::run_rollback(&a.journal, hooks, a.hooks.hook_timeout, &a.until, &a.wait, &access).await;
     }
     let mut req = RollbackRequest::new(a.journal.clone());
+    req.zk_access = access;
     req.hooks = a.hooks.hooks();
     req.wait = a.until.wait;
     req.meta_timeout = a.wait.timeout;
@@ -583,6 +601,10 @@ pub async fn run_cleanup(a: CleanupArgs) -> Outcome {
     };
     req.meta_timeout = a.wait.timeout;
     req.timeouts = a.wait.timeouts();
+    req.zk_access = match a.secure.zk_access() {
+        Ok(x) => x,
+        Err(e) => return fail(json, &e.to_string(), None, Exit::Error),
+    };
     let plan = match migrate::plan_cleanup(&req).await {
         Ok(p) => p,
         Err(e) => return fail(json, &e.to_string(), None, Exit::Error),

@@ -25,12 +25,17 @@ pub enum Flags {
 }
 
 impl Flags {
-    fn auth(self, side: Side) -> &'static str {
+    /// How the options of `side` begin.
+    fn prefix(self, side: Side) -> &'static str {
         match (self, side) {
-            (Flags::One, _) => "--auth",
-            (Flags::Pair, Side::Source) => "--src-auth",
-            (Flags::Pair, Side::Destination) => "--dst-auth",
+            (Flags::One, _) => "--",
+            (Flags::Pair, Side::Source) => "--src-",
+            (Flags::Pair, Side::Destination) => "--dst-",
         }
+    }
+
+    fn auth(self, side: Side) -> String {
+        format!("{}auth", self.prefix(side))
     }
 }
 
@@ -55,11 +60,43 @@ pub fn hint(e: &zkrepl::Error, flags: Flags) -> Option<String> {
     use zkrepl::Error as E;
     Some(match e {
         E::AuthRejected { side, .. } => {
-            format!("check the credentials of {}; the usual form is digest:user:password", flags.auth(*side))
+            let p = flags.prefix(*side);
+            format!(
+                "check the credentials: {p}auth (the usual form is digest:user:password), or {p}sasl-user and its password"
+            )
         }
         E::NoAuth { side, .. } => {
-            let f = flags.auth(*side);
-            format!("pass credentials with {f}, e.g. {f} digest:user:password")
+            let (f, p) = (flags.auth(*side), flags.prefix(*side));
+            format!(
+                "pass an identity the node's ACL grants: {f} digest:user:password, {p}sasl-user USER (sasl ids), or {p}tls-cert and {p}tls-key (x509 ids)"
+            )
+        }
+        E::Kerberos { side, .. } => {
+            let p = flags.prefix(*side);
+            format!(
+                "get a ticket first (kinit, or a keytab in KRB5_CLIENT_KTNAME), and check the servers' principal: {p}sasl-service and {p}sasl-host"
+            )
+        }
+        E::Tls { side, problem, .. } => {
+            use zkrepl::zk::secure::TlsProblem as P;
+            let p = flags.prefix(*side);
+            match problem {
+                P::Untrusted(_) => format!("give {p}tls-ca the CA that signed the servers' certificates"),
+                P::WrongName { .. } => {
+                    format!("connect by a name the certificate holds, or give it as {p}tls-server-name NAME")
+                }
+                P::NotTls => format!(
+                    "give the servers' secure client port (secureClientPort), or drop {p}tls-ca for a plain-text port"
+                ),
+                P::TlsOnly => format!(
+                    "give {p}tls-ca CA.pem for TLS (and {p}tls-cert/{p}tls-key when the servers ask for a client certificate)"
+                ),
+                P::ClientCertRequired => format!("give {p}tls-cert and {p}tls-key"),
+                P::ClientCertRejected(_) => {
+                    format!("give {p}tls-cert a certificate signed by a CA the servers trust (their ssl.trustStore)")
+                }
+                P::Handshake(_) => return None,
+            }
         }
         E::NodeTooLarge { .. } => {
             "raise jute.maxbuffer on the destination servers and pass --max-request-bytes".to_string()

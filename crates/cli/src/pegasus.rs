@@ -85,6 +85,9 @@ pub struct StatusArgs {
     /// Do not read the cluster's ZooKeeper
     #[arg(long)]
     pub no_zookeeper: bool,
+
+    #[command(flatten)]
+    pub zk: crate::args::ClusterZkSecurity,
 }
 
 #[derive(Args, Debug)]
@@ -99,7 +102,10 @@ pub struct SetLevelArgs {
 
 pub async fn run(args: PegasusArgs) -> Outcome {
     let (json, result) = match args.command {
-        PegasusCommand::Status(a) => (a.meta.json, status(a).await),
+        PegasusCommand::Status(a) => match a.zk.src_secure.access(&a.zk.src_auth) {
+            Ok(access) => (a.meta.json, status(a, &access).await),
+            Err(e) => return crate::migrate::fail(a.meta.json, &e.to_string(), None, Exit::Error),
+        },
         PegasusCommand::SetLevel(a) => (a.meta.json, set_level(a).await),
         PegasusCommand::Migrate(a) => return crate::migrate::run_migrate(a).await,
         PegasusCommand::Recover(a) => return crate::recover::run_recover(a).await,
@@ -139,10 +145,14 @@ fn hint(e: &zkrepl_pegasus::Error) -> Option<String> {
     })
 }
 
-async fn status(args: StatusArgs) -> zkrepl_pegasus::Result<()> {
+async fn status(args: StatusArgs, access: &zkrepl::zk::secure::Access) -> zkrepl_pegasus::Result<()> {
     let client = MetaClient::new(&args.meta.meta, args.meta.timeout)?;
-    let opts =
-        StatusOptions { zookeeper: !args.no_zookeeper, lock_path: args.lock_path.clone(), zookeeper_timeout: None };
+    let opts = StatusOptions {
+        zookeeper: !args.no_zookeeper,
+        lock_path: args.lock_path.clone(),
+        zookeeper_timeout: None,
+        zookeeper_access: access.clone(),
+    };
     let s = zkrepl_pegasus::cluster_status(&client, &opts).await?;
     if args.meta.json {
         #[derive(Serialize)]

@@ -124,10 +124,14 @@ pub struct RecoverArgs {
     pub until: UntilArgs,
     #[command(flatten)]
     pub wait: WaitArgs,
+
+    #[command(flatten)]
+    pub zk: crate::args::ZkSecurity,
 }
 
-fn request(a: &RecoverArgs) -> RecoverRequest {
+fn request(a: &RecoverArgs) -> zkrepl::Result<RecoverRequest> {
     let mut r = RecoverRequest::new(a.meta.as_deref().unwrap_or(""), a.dst.as_deref().unwrap_or(""), a.config.clone());
+    r.zk_access = a.zk.zk_access()?;
     r.hooks = a.hooks.hooks();
     r.journal = a.journal.clone();
     r.skip_bad_nodes = a.skip_bad_nodes;
@@ -137,7 +141,7 @@ fn request(a: &RecoverArgs) -> RecoverRequest {
     r.meta_timeout = a.wait.timeout;
     r.recovery_timeout = a.recovery_timeout;
     r.zk_timeout = a.wait.zk_timeout;
-    r
+    Ok(r)
 }
 
 fn print_plan(p: &Plan) {
@@ -254,7 +258,10 @@ fn finish(json: bool, r: Result<recover::Report, Box<Stopped<Step>>>) -> Outcome
 
 pub async fn run_recover(a: RecoverArgs) -> Outcome {
     let json = a.wait.json;
-    let req = request(&a);
+    let req = match request(&a) {
+        Ok(r) => r,
+        Err(e) => return fail(json, &e.to_string(), None, Exit::Error),
+    };
     let cancel = cancel_on_signals();
     let printer = Printer::default();
     if a.resume {
@@ -310,9 +317,10 @@ pub async fn run_rollback(
     hook_timeout: Duration,
     until: &UntilArgs,
     wait: &WaitArgs,
+    access: &zkrepl_pegasus::zk::ZkAccess,
 ) -> Outcome {
     let json = wait.json;
-    let plan = match recover::plan_rollback(journal, wait.zk_timeout).await {
+    let plan = match recover::plan_rollback(journal, access, wait.zk_timeout).await {
         Ok(p) => p,
         Err(e) => return fail(json, &e.to_string(), None, Exit::Error),
     };
@@ -328,6 +336,7 @@ pub async fn run_rollback(
     req.wait = until.wait;
     req.meta_timeout = wait.timeout;
     req.zk_timeout = wait.zk_timeout;
+    req.zk_access = access.clone();
     let shell =
         ShellHooks { hooks: j.setup.hooks.overridden_by(&req.hooks), log: hook_log(journal), timeout: hook_timeout };
     let printer = Printer::default();

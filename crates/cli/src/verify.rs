@@ -490,7 +490,9 @@ pub async fn run_digest(args: DigestArgs) -> zkrepl::Result<Outcome> {
             println!("! {p}  ({why})");
         }
         if !d.unreadable_paths.is_empty() {
-            println!("(pass --auth digest:user:password of an id allowed to read them, or --no-acl for hidden ACLs)");
+            println!(
+                "(pass an identity allowed to read them: --auth digest:user:password, --sasl-user, or --tls-cert and --tls-key; or --no-acl for hidden ACLs)"
+            );
         }
     }
     Ok(Outcome { exit: if d.digest.is_some() { Exit::Ok } else { Exit::Error } })

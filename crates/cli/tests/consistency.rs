@@ -32,7 +32,7 @@ const PARENTS: usize = 8;
 
 async fn pool(side: Side, hosts: &str, sessions: usize, auth: Vec<zkrepl::zk::target::Auth>) -> SessionPool {
     let mut o = ConnectOptions::new(side, Hosts::parse(hosts).unwrap());
-    o.auth = auth;
+    o.access.auth = auth;
     SessionPool::connect(o, sessions).await.unwrap()
 }
 
@@ -70,7 +70,7 @@ impl Run {
         let run = run_credential();
         let writer = Session::connect(Arc::new({
             let mut o = ConnectOptions::new(Side::Destination, Hosts::parse(&dst_hosts).unwrap());
-            o.auth = vec![run.auth().clone()];
+            o.access.auth = vec![run.auth().clone()];
             o
         }))
         .await
@@ -206,7 +206,7 @@ async fn pinned_member_killed(lag: &mut Lagging) {
     let dst = reader(Side::Destination, &dst_hosts, &root).await;
     let run = run_credential();
     let mut o = ConnectOptions::new(Side::Destination, Hosts::parse(&dst_hosts).unwrap());
-    o.auth = vec![run.auth().clone()];
+    o.access.auth = vec![run.auth().clone()];
     let writer = Session::connect(Arc::new(o)).await.unwrap();
     // Pools that learn of the loss otherwise: a session whose own renewal
     // the member refuses, a connection seen to drop (a watch's).

@@ -58,8 +58,17 @@ pub enum Error {
     #[error("cannot reach {side} ZooKeeper at {hosts} within {timeout:?}: {reason}")]
     Unreachable { side: Side, hosts: String, timeout: Duration, reason: String },
 
-    #[error("the {side} ZooKeeper at {hosts} rejected the credentials (scheme {schemes})")]
+    #[error("the {side} ZooKeeper at {hosts} rejected the credentials ({schemes})")]
     AuthRejected { side: Side, hosts: String, schemes: String },
+
+    /// TLS to a member fails for a reason no retry changes.
+    #[error("the {side} ZooKeeper at {member} {problem}")]
+    Tls { side: Side, member: String, problem: crate::zk::secure::TlsProblem },
+
+    /// Kerberos (SASL GSSAPI) cannot start: no ticket, or none for the
+    /// servers' principal.
+    #[error("Kerberos to the {side} ZooKeeper at {member} cannot start (principal {principal}): {reason}")]
+    Kerberos { side: Side, member: String, principal: String, reason: String },
 
     #[error("cannot connect to the {side} ZooKeeper at {hosts}: {source}")]
     ConnectFailed { side: Side, hosts: String, source: zk::Error },

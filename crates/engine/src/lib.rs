@@ -69,10 +69,7 @@ pub mod internals {
         run: &RunCredential,
         progress: &Arc<Progress>,
     ) -> Result<CopySummary> {
-        let ids = Identities {
-            dst: dst.pool().options().auth.iter().filter_map(|a| a.acl_id()).collect(),
-            run: run.acl_id(),
-        };
+        let ids = Identities { dst: dst.pool().options().access.known_ids(), run: run.acl_id() };
         let walk = WalkOptions::default();
         let job = Job { opts, walk: &walk, ids: &ids, allow_overlap: false };
         crate::copy::run_on(src, dst, writer, &job, progress, &mut Left::default()).await

@@ -787,9 +787,9 @@ pub async fn run_controlled(
     let credential = req.credential.clone().unwrap_or_else(RunCredential::generate);
     let n = req.read.sessions;
     let mut writer_tree = req.dst.clone();
-    writer_tree.auth.push(credential.auth().clone());
+    writer_tree.access.auth.push(credential.auth().clone());
     let mut dst_tree = req.dst.clone();
-    dst_tree.auth.push(credential.auth().clone());
+    dst_tree.access.auth.push(credential.auth().clone());
     let (src, dst, session) = progress
         .unless_cancelled(async {
             futures::try_join!(
@@ -819,7 +819,7 @@ pub async fn run_controlled(
     // The copies read through the same readers as the re-reads, so through
     // the member that sends the events: never an older state than they saw.
     let session = Arc::new(session);
-    let ids = Identities { dst: dst_tree.acl_ids(), run: credential.acl_id() };
+    let ids = Identities { dst: copy::destination_ids(&session, req.dst.acl_ids()).await, run: credential.acl_id() };
     let walk = WalkOptions { batch: req.read.batch, window: req.read.window, ..WalkOptions::default() };
     let job = Job { opts: &copy_req.options, walk: &walk, ids: &ids, allow_overlap: false };
     let first = ticking(

@@ -7,18 +7,20 @@ use std::time::Duration;
 
 use crate::error::{Result, Side};
 use crate::zk::path;
+use crate::zk::secure::Access;
 use crate::zk::session::ConnectOptions;
 use crate::zk::target::{Auth, Hosts};
 
-/// One tree: an ensemble (a connect string, with an optional chroot), the
-/// credentials to present there, and a root path inside it.
+/// One tree: an ensemble (a connect string, with an optional chroot), how
+/// to reach it (credentials, TLS, SASL), and a root path inside it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tree {
     pub hosts: Hosts,
     /// Root of the tree, inside the chroot of `hosts`.
     pub root: String,
-    /// Credentials presented on every session, and again on every reconnect.
-    pub auth: Vec<Auth>,
+    /// Credentials, TLS and SASL, applied on every session and again on
+    /// every reconnect.
+    pub access: Access,
     /// A snapshot file of this tree's ensemble (`dataDir/version-2/
     /// snapshot.*`): a node's ACL is taken from it, not read with getACL,
     /// where the live stat shows the same node (creation zxid and time) and
@@ -31,7 +33,12 @@ impl Tree {
     /// and a root path, both checked.
     pub fn new(connect_string: &str, root: &str) -> Result<Tree> {
         path::validate(root)?;
-        Ok(Tree { hosts: Hosts::parse(connect_string)?, root: root.to_string(), auth: Vec::new(), snapshot: None })
+        Ok(Tree {
+            hosts: Hosts::parse(connect_string)?,
+            root: root.to_string(),
+            access: Access::default(),
+            snapshot: None,
+        })
     }
 
     /// The same tree, its ACLs taken from the snapshot `file` of its
@@ -43,14 +50,21 @@ impl Tree {
 
     /// The same tree, with one more credential.
     pub fn with_auth(mut self, auth: Auth) -> Tree {
-        self.auth.push(auth);
+        self.access.auth.push(auth);
         self
     }
 
-    /// The ACL ids this tree's credentials authenticate as, where they can
-    /// be computed (digest).
+    /// The same tree, reached with `access` (its credentials, TLS and SASL
+    /// in place of any given before).
+    pub fn with_access(mut self, access: Access) -> Tree {
+        self.access = access;
+        self
+    }
+
+    /// The ACL ids this tree's credentials authenticate as, where they are
+    /// known before connecting (digest, SASL DIGEST-MD5).
     pub fn acl_ids(&self) -> Vec<(String, String)> {
-        self.auth.iter().filter_map(Auth::acl_id).collect()
+        self.access.known_ids()
     }
 
     /// The root as the server sees it (chroot and root joined).
@@ -61,7 +75,7 @@ impl Tree {
     /// How sessions on this tree are opened, for `side`.
     pub fn connect_options(&self, side: Side, timeouts: &Timeouts) -> ConnectOptions {
         let mut o = ConnectOptions::new(side, self.hosts.clone());
-        o.auth = self.auth.clone();
+        o.access = self.access.clone();
         o.connect_timeout = timeouts.connect;
         o.session_timeout = timeouts.session;
         o.retry_timeout = timeouts.retry;

@@ -144,7 +144,8 @@ async fn copy_verify_and_digest_through_the_entry_points() {
         let req = DigestRequest::new(tree.clone().with_auth(owner_auth()));
         async move { digest::run(&req, &Progress::new()).await.expect("digest") }
     };
-    let (a, b) = futures::join!(digest_of(&src_tree), digest_of(&Tree { auth: Vec::new(), ..dst_tree.clone() }));
+    let (a, b) =
+        futures::join!(digest_of(&src_tree), digest_of(&Tree { access: Default::default(), ..dst_tree.clone() }));
     assert_eq!(a.nodes, total);
     assert!(a.digest.is_some() && a.digest == b.digest, "{a:?} {b:?}");
     assert_eq!(a.digest, report.src_digest);

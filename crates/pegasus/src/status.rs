@@ -126,6 +126,8 @@ pub struct StatusOptions {
     pub lock_path: Option<String>,
     /// The timeout for ZooKeeper; the client's when `None`.
     pub zookeeper_timeout: Option<Duration>,
+    /// How to reach it: credentials, TLS, SASL.
+    pub zookeeper_access: zkrepl::zk::secure::Access,
 }
 
 /// Finds the leader and reads the status from it. Fails only when no meta
@@ -153,7 +155,7 @@ pub async fn cluster_status(client: &MetaClient, opts: &StatusOptions) -> Result
         (Some(h), Some(r), true) if !h.is_empty() => {
             let lock = opts.lock_path.clone().unwrap_or_else(|| crate::zk::default_lock_path(r));
             let timeout = opts.zookeeper_timeout.unwrap_or(client.timeout());
-            Some(crate::zk::read_state(h, r, &lock, timeout).await)
+            Some(crate::zk::read_state(h, &opts.zookeeper_access, r, &lock, timeout).await)
         }
         _ => None,
     };

@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use serde::Serialize;
+use zkrepl::Side;
+use zkrepl::zk::secure::Access;
 use zookeeper_client as zk;
 
 use crate::query::Query;
@@ -24,6 +26,47 @@ pub fn default_lock_path(zookeeper_root: &str) -> String {
 /// `parent/child`, with one slash.
 pub fn join(parent: &str, child: &str) -> String {
     format!("{}/{child}", parent.trim_end_matches('/'))
+}
+
+/// How the procedures reach ZooKeeper (credentials, TLS, SASL): the
+/// ensemble the cluster runs on (`old`: a migration's source) and the one
+/// it moves to (`new`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ZkAccess {
+    pub old: Access,
+    pub new: Access,
+}
+
+impl ZkAccess {
+    /// The same access on both ensembles.
+    pub fn both(access: Access) -> ZkAccess {
+        ZkAccess { old: access.clone(), new: access }
+    }
+
+    /// How to reach `hosts`: as the new ensemble when it names the servers
+    /// of `new_hosts` (in any order), as the old one otherwise.
+    pub fn of(&self, hosts: &str, new_hosts: &str) -> (Side, &Access) {
+        if crate::migrate::checks::same_hosts(hosts, new_hosts) {
+            (Side::Destination, &self.new)
+        } else {
+            (Side::Source, &self.old)
+        }
+    }
+}
+
+/// A session on `hosts` (its member synced), tried until `timeout`: what
+/// no retry changes (a TLS or SASL problem, bad credentials) fails at once,
+/// told as the engine tells it.
+pub async fn connect(hosts: &str, side: Side, access: &Access, timeout: Duration) -> Result<zk::Client, String> {
+    let parsed = zkrepl::zk::target::Hosts::parse(hosts).map_err(|e| e.to_string())?;
+    let mut o = zkrepl::zk::session::ConnectOptions::new(side, parsed);
+    o.access = access.clone();
+    o.connect_timeout = timeout;
+    o.session_timeout = timeout.max(Duration::from_secs(4));
+    match zkrepl::zk::session::Session::connect(std::sync::Arc::new(o)).await {
+        Ok(s) => Ok(s.client().1),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The `apps` node: its data says whether a meta is mid-update.
@@ -59,7 +102,7 @@ pub struct ZkState {
 }
 
 /// Reads the apps node and the leader lock's children.
-pub async fn read_state(hosts: &str, root: &str, lock_path: &str, timeout: Duration) -> ZkState {
+pub async fn read_state(hosts: &str, access: &Access, root: &str, lock_path: &str, timeout: Duration) -> ZkState {
     let apps_path = join(root, "apps");
     let leader_lock_path = join(lock_path, LEADER_LOCK);
     let unknown = |why: String| ZkState {
@@ -69,13 +112,9 @@ pub async fn read_state(hosts: &str, root: &str, lock_path: &str, timeout: Durat
         leader_lock_path: leader_lock_path.clone(),
         lock_nodes: Query::Unknown(why),
     };
-    let connect = zk::Client::connector().with_session_timeout(timeout.max(Duration::from_secs(2))).with_fail_eagerly();
-    let client = match tokio::time::timeout(timeout, connect.connect(hosts)).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return unknown(format!("cannot connect to ZooKeeper {hosts}: {e}")),
-        Err(_) => {
-            return unknown(format!("ZooKeeper {hosts} did not answer within {}", crate::error::humanize(timeout)));
-        }
+    let client = match connect(hosts, Side::Source, access, timeout).await {
+        Ok(c) => c,
+        Err(e) => return unknown(e),
     };
     let read = async {
         let apps = match client.get_data(&apps_path).await {

@@ -258,7 +258,9 @@ async fn zookeeper_state(hosts: &str) {
     let open = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
     let eph = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
     c.mkdir("/pegasus/c1/lock/dsn.meta.server.leader", &open).await.unwrap();
-    let s = pzk::read_state(hosts, "/pegasus/c1", &pzk::default_lock_path("/pegasus/c1"), SHORT * 4).await;
+    let s =
+        pzk::read_state(hosts, &Default::default(), "/pegasus/c1", &pzk::default_lock_path("/pegasus/c1"), SHORT * 4)
+            .await;
     assert_eq!(s.apps, Query::Known(AppsNode::Missing));
     assert_eq!(s.lock_nodes, Query::Known(Some(Vec::new())));
 
@@ -266,7 +268,7 @@ async fn zookeeper_state(hosts: &str) {
     let prefix = "/pegasus/c1/lock/dsn.meta.server.leader/LOCKNODE";
     c.create(prefix, b"10.0.0.1:34601", &eph).await.unwrap();
     c.create(prefix, b"10.0.0.2:34601", &eph).await.unwrap();
-    let s = pzk::read_state(hosts, "/pegasus/c1/", "/pegasus/c1/lock", SHORT * 4).await;
+    let s = pzk::read_state(hosts, &Default::default(), "/pegasus/c1/", "/pegasus/c1/lock", SHORT * 4).await;
     assert_eq!(s.apps_path, "/pegasus/c1/apps");
     assert_eq!(s.apps, Query::Known(AppsNode::Lock));
     let nodes = s.lock_nodes.known().cloned().flatten().expect("lock nodes");
@@ -274,11 +276,11 @@ async fn zookeeper_state(hosts: &str) {
     assert_eq!(seen, [("LOCKNODE0000000000", "10.0.0.1:34601", true), ("LOCKNODE0000000001", "10.0.0.2:34601", true)]);
 
     c.set_data("/pegasus/c1/apps", b"unlock", None).await.unwrap();
-    let s = pzk::read_state(hosts, "/pegasus/c1", "/elsewhere", SHORT * 4).await;
+    let s = pzk::read_state(hosts, &Default::default(), "/pegasus/c1", "/elsewhere", SHORT * 4).await;
     assert_eq!(s.apps, Query::Known(AppsNode::Unlock));
     assert_eq!(s.lock_nodes, Query::Known(None));
 
-    let s = pzk::read_state("127.0.0.1:1", "/pegasus/c1", "/x", SHORT).await;
+    let s = pzk::read_state("127.0.0.1:1", &Default::default(), "/pegasus/c1", "/x", SHORT).await;
     assert!(matches!(&s.apps, Query::Unknown(why) if why.contains("127.0.0.1:1")), "{:?}", s.apps);
 }
 

@@ -828,7 +828,9 @@ async fn a_crashed_leader_is_proven_gone_by_its_connections_before_its_session_e
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cons_lists_a_connected_session_and_not_a_closed_one() {
     let (old, _) = servers().await;
-    let c = migrate::checks::connect(&old, Duration::from_secs(5)).await.unwrap();
+    let c = migrate::checks::connect(&old, zkrepl::Side::Source, &Default::default(), Duration::from_secs(5))
+        .await
+        .unwrap();
     let sid = c.session_id().0;
     let members = vec![old.clone()];
     let live = migrate::checks::connected_sessions(&members, Duration::from_secs(2)).await.expect("cons allowed");

@@ -248,7 +248,7 @@ async fn recovers_every_app_and_partition_on_the_new_ensemble_and_ends_as_config
     assert!(log.contains("meta: recovered 2 apps"), "the hint is told: {log}");
     drop(cl);
     // Not undone once the metadata was rebuilt: that would run on the old data.
-    let plan = recover::plan_rollback(&dir.path().join("journal"), req.zk_timeout).await.unwrap();
+    let plan = recover::plan_rollback(&dir.path().join("journal"), &req.zk_access, req.zk_timeout).await.unwrap();
     assert!(plan.refusals.iter().any(|r| r.contains("the recovery was accepted")), "{:?}", plan.refusals);
 }
 
@@ -404,7 +404,7 @@ async fn a_recovery_stopped_at_the_start_rolls_back() {
     assert_eq!(stopped.step, Step::MetaStarted);
     assert!(matches!(stopped.error, MigrateError::Hook { hook: Hook::StartMeta, .. }), "{}", stopped.error);
     assert_ne!(contents(&c.lock().await.configs), originals, "the configs name the new ensemble");
-    let plan = recover::plan_rollback(&journal, req.zk_timeout).await.unwrap();
+    let plan = recover::plan_rollback(&journal, &req.zk_access, req.zk_timeout).await.unwrap();
     assert!(plan.refusals.is_empty(), "{:?}", plan.refusals);
     let r = recover::rollback(&journal, &req, &ctx).await.expect("rolled back");
     assert!(r.done.iter().any(|d| d.contains("2 config(s) restored")), "{:?}", r.done);
@@ -413,6 +413,6 @@ async fn a_recovery_stopped_at_the_start_rolls_back() {
     assert_eq!(roles[0], Role::Leader);
     assert!(matches!(&roles[1], Role::Follower { .. }), "{roles:?}");
     assert_eq!(hosts.as_deref(), Some(old.as_str()));
-    let again = recover::plan_rollback(&journal, req.zk_timeout).await.unwrap();
+    let again = recover::plan_rollback(&journal, &req.zk_access, req.zk_timeout).await.unwrap();
     assert!(again.refusals.iter().any(|r| r.contains("already")), "{:?}", again.refusals);
 }

@@ -9,13 +9,19 @@
 //!   election and metadata in a real ZooKeeper);
 //! - [`ceilings`]: raw server ceilings measured with the bare client, the
 //!   baselines the benchmarks report ratios to;
+//! - [`secure`]: a throwaway PKI and the settings of a server with a TLS
+//!   client port, x509 ids and SASL users;
+//! - [`kerberos`]: a Kerberos KDC on loopback (MIT krb5), principals and
+//!   keytabs;
 //! - [`load`]: a write load at a fixed rate, bounded in count and time,
 //!   that a live sync is tested and measured against.
 
 pub mod ceilings;
+pub mod kerberos;
 pub mod lagging;
 pub mod load;
 pub mod local;
 pub mod pegasus;
 pub mod proxy;
+pub mod secure;
 pub mod treegen;

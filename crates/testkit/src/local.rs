@@ -35,6 +35,10 @@ pub struct ServerOptions {
     pub tick_ms: u32,
     /// Extra `-D` properties.
     pub properties: Vec<(String, String)>,
+    /// A secure client port beside the plain one (standalone servers).
+    pub tls: Option<crate::secure::TlsServer>,
+    /// SASL DIGEST-MD5 users.
+    pub sasl: Option<crate::secure::SaslServer>,
 }
 
 impl Default for ServerOptions {
@@ -48,6 +52,8 @@ impl Default for ServerOptions {
             heap_mb: 512,
             tick_ms: 1000,
             properties: Vec::new(),
+            tls: None,
+            sasl: None,
         }
     }
 }
@@ -104,6 +110,24 @@ pub fn classpath() -> Result<String> {
         // Its manifest lists the dependencies; a logging binding, when
         // installed, gives the server a log (server.log in its directory).
         let mut cp = debian.display().to_string();
+        // The Netty connection factory (a secure client port) needs more
+        // of Netty than the manifest lists.
+        for jar in [
+            "netty-buffer",
+            "netty-codec",
+            "netty-common",
+            "netty-handler",
+            "netty-resolver",
+            "netty-transport",
+            "netty-transport-native-epoll",
+            "netty-transport-native-unix-common",
+        ] {
+            let jar = Path::new("/usr/share/java").join(format!("{jar}.jar"));
+            if jar.exists() {
+                cp.push(':');
+                cp.push_str(&jar.display().to_string());
+            }
+        }
         let simple = Path::new("/usr/share/java/slf4j-simple.jar");
         if simple.exists() {
             cp.push(':');
@@ -227,6 +251,8 @@ impl Drop for Process {
 /// One server (standalone, or a member of a [`LocalEnsemble`]).
 pub struct LocalServer {
     pub port: u16,
+    /// The secure client port, when started with TLS.
+    pub secure_port: Option<u16>,
     pub dir: PathBuf,
     args: Vec<String>,
     process: Option<Process>,
@@ -241,15 +267,20 @@ impl LocalServer {
         for _ in 0..3 {
             let dir = temp_dir("zk")?;
             let port = free_port()?;
+            let secure_port = opts.tls.as_ref().map(|_| free_port()).transpose()?;
             let cfg = format!(
-                "tickTime={}\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\n4lw.commands.whitelist=*\nadmin.enableServer=false\n{}",
+                "tickTime={}\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\n4lw.commands.whitelist=*\nadmin.enableServer=false\n{}{}",
                 opts.tick_ms,
                 dir.join("data").display(),
-                opts.snap_count.map(|n| format!("snapCount={n}\n")).unwrap_or_default()
+                opts.snap_count.map(|n| format!("snapCount={n}\n")).unwrap_or_default(),
+                secure_port
+                    .map(|p| format!("secureClientPort={p}\nsecureClientPortAddress=127.0.0.1\n"))
+                    .unwrap_or_default()
             );
             std::fs::create_dir_all(dir.join("data"))?;
             std::fs::write(dir.join("zoo.cfg"), cfg)?;
-            let mut server = LocalServer { port, args: server_args(opts, &dir)?, dir, process: None, owns_dir: true };
+            let mut server =
+                LocalServer { port, secure_port, args: server_args(opts, &dir)?, dir, process: None, owns_dir: true };
             match server.launch().and_then(|_| server.wait_serving(Duration::from_secs(60))) {
                 Ok(()) => return Ok(server),
                 Err(e) => last = Some(e),
@@ -284,6 +315,11 @@ impl LocalServer {
     /// `127.0.0.1:port`.
     pub fn connect_string(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:secure_port` (panics when started without TLS).
+    pub fn secure_connect_string(&self) -> String {
+        format!("127.0.0.1:{}", self.secure_port.expect("a server started with TLS"))
     }
 
     /// Kills the server (as a crash would).
@@ -348,6 +384,14 @@ fn snapshot_zxid(p: &Path) -> u64 {
 
 fn server_args(opts: &ServerOptions, dir: &Path) -> Result<Vec<String>> {
     let mut args = opts.jvm_args();
+    let mut secure = Vec::new();
+    if let Some(tls) = &opts.tls {
+        secure.extend(crate::secure::tls_properties(tls));
+    }
+    if let Some(sasl) = &opts.sasl {
+        secure.extend(crate::secure::sasl_properties(sasl, dir)?);
+    }
+    args.extend(secure.into_iter().map(|(k, v)| format!("-D{k}={v}")));
     args.push("-cp".to_string());
     args.push(classpath()?);
     args.push("org.apache.zookeeper.server.quorum.QuorumPeerMain".to_string());
@@ -425,8 +469,14 @@ impl LocalEnsemble {
                 opts.snap_count.map(|n| format!("snapCount={n}\n")).unwrap_or_default()
             );
             std::fs::write(dir.join("zoo.cfg"), cfg)?;
-            let mut s =
-                LocalServer { port: *client, args: server_args(opts, &dir)?, dir, process: None, owns_dir: true };
+            let mut s = LocalServer {
+                port: *client,
+                secure_port: None,
+                args: server_args(opts, &dir)?,
+                dir,
+                process: None,
+                owns_dir: true,
+            };
             s.launch()?;
             servers.push(s);
         }

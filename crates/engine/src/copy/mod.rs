@@ -282,10 +282,10 @@ async fn copy_request(
     if req.resume.is_some() {
         // The earlier copy's grant lets the destination reader see beneath
         // the nodes that still carry it.
-        dst.auth.push(run.auth().clone());
+        dst.access.auth.push(run.auth().clone());
     }
     let mut writer_tree = req.dst.clone();
-    writer_tree.auth.push(run.auth().clone());
+    writer_tree.access.auth.push(run.auth().clone());
     let src_acl = req.options.acl == AclMode::Preserve;
     let dst_sessions = if req.options.mode == Mode::Fresh { 1 } else { req.read.sessions };
     let (src_reader, dst_reader, writer) = progress
@@ -297,10 +297,30 @@ async fn copy_request(
             )
         })
         .await?;
-    let ids = Identities { dst: dst.acl_ids(), run: run.acl_id() };
+    let ids = Identities { dst: destination_ids(&writer, dst.acl_ids()).await, run: run.acl_id() };
     let walk = WalkOptions { batch: req.read.batch, window: req.read.window, ..WalkOptions::default() };
     let job = Job { opts: &req.options, walk: &walk, ids: &ids, allow_overlap: req.allow_overlap };
     run_on(&src_reader, &dst_reader, &Arc::new(writer), &job, progress, left).await
+}
+
+/// The ids the destination's credentials make a session: `known` (digest,
+/// SASL DIGEST-MD5), and those only the servers know (a client
+/// certificate's `x509` subject, a Kerberos `sasl` principal), asked of
+/// them (whoAmI, ZooKeeper 3.7 and later; `known` alone before). Only
+/// those two schemes are taken from the answer: it gives a digest id as the
+/// user name alone (no ACL id), and a grant to an `ip` id would open a node
+/// to a whole host.
+pub(crate) async fn destination_ids(writer: &Session, known: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut ids = known;
+    if let Ok(Ok(users)) = writer.retry(|c| async move { c.list_auth_users().await }).await {
+        for u in users {
+            let id = (u.scheme().to_string(), u.user().to_string());
+            if matches!(id.0.as_str(), "sasl" | "x509") && !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    ids
 }
 
 /// One copy's settings inside the engine.

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use zookeeper_client as zk;
 
-use super::target::{Auth, Hosts};
+use super::secure::{self, Access};
+use super::target::Hosts;
 use crate::error::{Error, Result, Side, is_permanent, is_session_lost, is_transient};
 
 /// How to reach one tree's ensemble.
@@ -25,7 +26,8 @@ use crate::error::{Error, Result, Side, is_permanent, is_session_lost, is_transi
 pub struct ConnectOptions {
     pub side: Side,
     pub hosts: Hosts,
-    pub auth: Vec<Auth>,
+    /// Credentials, TLS and SASL.
+    pub access: Access,
     /// How long to keep trying to (re)connect before giving up.
     pub connect_timeout: Duration,
     /// Session timeout asked of the server.
@@ -40,7 +42,7 @@ impl ConnectOptions {
         ConnectOptions {
             side,
             hosts,
-            auth: Vec::new(),
+            access: Access::default(),
             connect_timeout: Duration::from_secs(10),
             session_timeout: Duration::from_secs(10),
             retry_timeout: Duration::from_secs(60),
@@ -56,27 +58,59 @@ enum Refused {
     Again(String),
 }
 
-/// One attempt to open a session on `hosts`, within `limit`.
-async fn connect_attempt(opts: &ConnectOptions, hosts: &Hosts, limit: Duration) -> Result<zk::Client, Refused> {
-    let mut connector = zk::Client::connector().with_session_timeout(opts.session_timeout).with_fail_eagerly();
-    for a in &opts.auth {
-        connector = connector.with_auth(&a.scheme, a.credential.as_bytes());
+/// Whether a session is opened for the first time, or replaced.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    First,
+    Replacing,
+}
+
+/// One attempt to open a session on `hosts`, within `limit`. A failure
+/// that a TLS handshake of our own explains (an untrusted certificate, a
+/// plain port given TLS and the reverse) is final when the session is
+/// opened first; when one is replaced mid-run it is only told, and tried
+/// again (a connection cut in the middle of a check looks like a port that
+/// does not speak TLS).
+async fn connect_attempt(
+    opts: &ConnectOptions,
+    hosts: &Hosts,
+    limit: Duration,
+    stage: Stage,
+) -> Result<zk::Client, Refused> {
+    let connector = opts.access.connector(opts.session_timeout).map_err(Refused::Final)?;
+    let tls_problem = |(member, problem): (String, secure::TlsProblem)| match stage {
+        Stage::First => Refused::Final(Error::Tls { side: opts.side, member, problem }),
+        Stage::Replacing => Refused::Again(format!("{member} {problem}")),
+    };
+    if let Some(tls) = &opts.access.tls
+        && let Some(found) = secure::check_names(tls, &hosts.hosts, limit).await
+    {
+        return Err(tls_problem(found));
     }
-    match tokio::time::timeout(limit, connector.connect(&hosts.connect_string())).await {
-        Ok(Ok(client)) => Ok(client),
+    let failed = match tokio::time::timeout(limit, opts.access.connect(connector, &hosts.connect_string())).await {
+        Ok(Ok(client)) => return Ok(client),
         Ok(Err(zk::Error::AuthFailed)) => {
-            let schemes: Vec<&str> = opts.auth.iter().map(|a| a.scheme.as_str()).collect();
-            Err(Refused::Final(Error::AuthRejected {
+            return Err(Refused::Final(Error::AuthRejected {
                 side: opts.side,
                 hosts: hosts.host_list(),
-                schemes: schemes.join(", "),
-            }))
+                schemes: opts.access.describe(),
+            }));
         }
         Ok(Err(e)) if is_permanent(&e) => {
-            Err(Refused::Final(Error::ConnectFailed { side: opts.side, hosts: hosts.host_list(), source: e }))
+            return Err(Refused::Final(Error::ConnectFailed { side: opts.side, hosts: hosts.host_list(), source: e }));
         }
-        Ok(Err(e)) => Err(Refused::Again(e.to_string())),
-        Err(_) => Err(Refused::Again("timed out".to_string())),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "timed out".to_string(),
+    };
+    if let Some(found) = secure::diagnose(&opts.access, &hosts.hosts, limit).await {
+        return Err(tls_problem(found));
+    }
+    match secure::kerberos_problem(&opts.access, &hosts.hosts).await {
+        Some((member, principal, reason)) => match stage {
+            Stage::First => Err(Refused::Final(Error::Kerberos { side: opts.side, member, principal, reason })),
+            Stage::Replacing => Err(Refused::Again(format!("Kerberos to {member} ({principal}): {reason}"))),
+        },
+        None => Err(Refused::Again(failed)),
     }
 }
 
@@ -84,7 +118,7 @@ async fn connect_attempt(opts: &ConnectOptions, hosts: &Hosts, limit: Duration) 
 /// for a while: a restarting ensemble), a short pause between attempts.
 /// What no retry can change (bad credentials, a refused argument) fails at
 /// once.
-async fn connect_once(opts: &ConnectOptions, hosts: &Hosts, limit: Duration) -> Result<zk::Client> {
+async fn connect_once(opts: &ConnectOptions, hosts: &Hosts, limit: Duration, stage: Stage) -> Result<zk::Client> {
     let deadline = Instant::now() + limit;
     let mut last = String::from("no attempt");
     loop {
@@ -92,7 +126,7 @@ async fn connect_once(opts: &ConnectOptions, hosts: &Hosts, limit: Duration) -> 
         if left.is_zero() {
             break;
         }
-        match connect_attempt(opts, hosts, left).await {
+        match connect_attempt(opts, hosts, left, stage).await {
             Ok(client) => return Ok(client),
             Err(Refused::Final(e)) => return Err(e),
             Err(Refused::Again(reason)) => last = reason,
@@ -114,8 +148,8 @@ pub(crate) async fn sync_client(opts: &ConnectOptions, client: &zk::Client) -> R
 }
 
 /// [`connect_once`], then [`sync_client`].
-async fn connect_synced(opts: &ConnectOptions, hosts: &Hosts, limit: Duration) -> Result<zk::Client> {
-    let client = connect_once(opts, hosts, limit).await?;
+async fn connect_synced(opts: &ConnectOptions, hosts: &Hosts, limit: Duration, stage: Stage) -> Result<zk::Client> {
+    let client = connect_once(opts, hosts, limit, stage).await?;
     sync_client(opts, &client).await.map_err(|e| Error::zk(opts.side, "sync", "/", e))?;
     Ok(client)
 }
@@ -171,7 +205,7 @@ impl Session {
     /// on its own when that member goes away): right for a single session,
     /// whose view ZooKeeper keeps ordered across members.
     pub async fn connect(opts: Arc<ConnectOptions>) -> Result<Session> {
-        let client = connect_synced(&opts, &opts.hosts, opts.connect_timeout).await?;
+        let client = connect_synced(&opts, &opts.hosts, opts.connect_timeout, Stage::First).await?;
         Ok(Session { opts, pin: None, current: Mutex::new((0, client)), renewals: AtomicUsize::new(0) })
     }
 
@@ -210,7 +244,7 @@ impl Session {
             Some(pin) => (pin.member_hosts(pin.state().member), PINNED_RECONNECT.min(self.opts.connect_timeout)),
             None => (self.opts.hosts.clone(), self.opts.connect_timeout),
         };
-        let client = connect_synced(&self.opts, &hosts, limit)
+        let client = connect_synced(&self.opts, &hosts, limit, Stage::Replacing)
             .await
             .map_err(|e| Error::SessionLost { side: self.opts.side, reason: e.to_string() })?;
         if self.replace(Some(generation), client) {
@@ -317,7 +351,7 @@ impl SessionPool {
             state: Mutex::new(PinState { member: 0, epoch: 0 }),
             moving: tokio::sync::Mutex::new(()),
         });
-        let (member, clients) = open_on_some_member(&opts, &pin, 0, size.max(1)).await?;
+        let (member, clients) = open_on_some_member(&opts, &pin, 0, size.max(1), Stage::First).await?;
         pin.state.lock().unwrap().member = member;
         let sessions = clients
             .into_iter()
@@ -485,7 +519,7 @@ impl SessionPool {
             return Ok(());
         }
         let next = (state.member + 1) % self.pin.hosts.hosts.len();
-        let (member, clients) = open_on_some_member(&self.opts, &self.pin, next, self.sessions.len())
+        let (member, clients) = open_on_some_member(&self.opts, &self.pin, next, self.sessions.len(), Stage::Replacing)
             .await
             .map_err(|e| Error::SessionLost { side: self.side(), reason: e.to_string() })?;
         {
@@ -512,12 +546,13 @@ async fn open_on_some_member(
     pin: &Pin,
     first: usize,
     size: usize,
+    stage: Stage,
 ) -> Result<(usize, Vec<zk::Client>)> {
     let n = pin.hosts.hosts.len();
     if n == 1 {
         let hosts = pin.member_hosts(0);
         let opened =
-            futures::future::try_join_all((0..size).map(|_| connect_synced(opts, &hosts, opts.connect_timeout)));
+            futures::future::try_join_all((0..size).map(|_| connect_synced(opts, &hosts, opts.connect_timeout, stage)));
         return Ok((0, opened.await?));
     }
     let deadline = Instant::now() + opts.connect_timeout;
@@ -531,7 +566,7 @@ async fn open_on_some_member(
             let hosts = pin.member_hosts(member);
             let limit = deadline.saturating_duration_since(Instant::now()).min(per_try);
             let one = || async {
-                let client = connect_attempt(opts, &hosts, limit).await?;
+                let client = connect_attempt(opts, &hosts, limit, stage).await?;
                 sync_client(opts, &client).await.map_err(|e| Refused::Again(format!("sync: {e}")))?;
                 Ok::<_, Refused>(client)
             };
@@ -563,7 +598,7 @@ mod tests {
         let hosts = Hosts { hosts: vec!["127.0.0.1:2181".into(), "127.0.0.1:notaport".into()], chroot: "/".into() };
         let opts = ConnectOptions::new(Side::Source, hosts.clone());
         let started = Instant::now();
-        let e = connect_once(&opts, &hosts, Duration::from_secs(10)).await.expect_err("refused");
+        let e = connect_once(&opts, &hosts, Duration::from_secs(10), Stage::First).await.expect_err("refused");
         assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
         assert!(matches!(e, Error::ConnectFailed { .. }), "{e:?}");
         assert!(e.to_string().contains("invalid address"), "{e}");

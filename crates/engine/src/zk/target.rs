@@ -22,6 +22,11 @@ impl Hosts {
     /// Parses `h1:2181,h2:2181[/chroot]`.
     pub fn parse(input: &str) -> Result<Hosts> {
         let bad = |reason: &str| Err(Error::InvalidHosts { input: input.to_string(), reason: reason.to_string() });
+        if input.contains("://") {
+            return bad(
+                "a scheme prefix (tcp://, tcp+tls://) is not taken: give the hosts alone, and TLS with its options",
+            );
+        }
         // Whitespace around the host list is dropped; the chroot is taken
         // verbatim (a name may end with a space).
         let (list, chroot) = match input.find('/') {

@@ -12,18 +12,16 @@ use zookeeper_client as zk;
 
 use super::journal::AppRecord;
 use crate::zk::{LEADER_LOCK, join};
+use zkrepl::zk::secure::Access;
 
-/// A session on one ensemble for the checks, failing fast when it is down.
-pub async fn connect(hosts: &str, timeout: Duration) -> Result<zk::Client, String> {
-    let connect = zk::Client::connector()
-        .with_session_timeout(timeout.max(Duration::from_secs(4)))
-        .with_connection_timeout(timeout)
-        .with_fail_eagerly();
-    match tokio::time::timeout(timeout, connect.connect(hosts)).await {
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(format!("cannot connect to ZooKeeper {hosts}: {e}")),
-        Err(_) => Err(format!("ZooKeeper {hosts} did not answer within {}s", timeout.as_secs_f64())),
-    }
+/// A session on one ensemble for the checks (see [`crate::zk::connect`]).
+pub async fn connect(
+    hosts: &str,
+    side: zkrepl::Side,
+    access: &Access,
+    timeout: Duration,
+) -> Result<zk::Client, String> {
+    crate::zk::connect(hosts, side, access, timeout).await
 }
 
 /// The host:port entries of a connect string, lower-cased, without a chroot.
@@ -45,7 +43,14 @@ fn chroot(hosts: &str) -> &str {
 /// name or by address, or the root read through both being one node (same
 /// creation zxid and time: a copy is created anew). `Some(why)` when they
 /// do.
-pub async fn same_ensemble(a: &str, b: &str, root: &str, timeout: Duration) -> Result<Option<String>, String> {
+/// `a` is reached as the new ensemble and `b` as the old one.
+pub async fn same_ensemble(
+    a: &str,
+    b: &str,
+    root: &str,
+    access: &crate::zk::ZkAccess,
+    timeout: Duration,
+) -> Result<Option<String>, String> {
     if let Some(h) = host_set(a).intersection(&host_set(b)).next() {
         return Ok(Some(format!("both name {h}")));
     }
@@ -70,7 +75,10 @@ pub async fn same_ensemble(a: &str, b: &str, root: &str, timeout: Duration) -> R
     if let Some(x) = ra.intersection(&rb).next() {
         return Ok(Some(format!("{a} and {b} both reach {x}")));
     }
-    let (ca, cb) = (connect(a, timeout).await?, connect(b, timeout).await?);
+    let (ca, cb) = (
+        connect(a, zkrepl::Side::Destination, &access.new, timeout).await?,
+        connect(b, zkrepl::Side::Source, &access.old, timeout).await?,
+    );
     let read =
         |r: Result<Option<zk::Stat>, zk::Error>, hosts: &str| r.map_err(|e| format!("reading {root} on {hosts}: {e}"));
     let (sa, sb) = (read(ca.check_stat(root).await, a)?, read(cb.check_stat(root).await, b)?);
@@ -191,8 +199,9 @@ pub enum DstRoot {
     Children(i32),
 }
 
-pub async fn dst_root(hosts: &str, root: &str, timeout: Duration) -> Result<DstRoot, String> {
-    let c = connect(hosts, timeout).await?;
+/// `root` on the new ensemble `hosts`.
+pub async fn dst_root(hosts: &str, access: &Access, root: &str, timeout: Duration) -> Result<DstRoot, String> {
+    let c = connect(hosts, zkrepl::Side::Destination, access, timeout).await?;
     match c.check_stat(root).await {
         Ok(None) => Ok(DstRoot::Missing),
         Ok(Some(s)) if s.num_children == 0 => Ok(DstRoot::Empty),
@@ -208,9 +217,10 @@ pub async fn missing_partitions(
     hosts: &str,
     root: &str,
     apps: &[AppRecord],
+    access: &Access,
     timeout: Duration,
 ) -> Result<Vec<String>, String> {
-    let c = connect(hosts, timeout).await?;
+    let c = connect(hosts, zkrepl::Side::Destination, access, timeout).await?;
     missing_partitions_on(&c, hosts, root, apps).await
 }
 

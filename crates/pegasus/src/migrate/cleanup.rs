@@ -26,6 +26,8 @@ pub struct CleanupRequest {
     pub meta_timeout: Duration,
     pub timeouts: zkrepl::Timeouts,
     pub read: zkrepl::ReadSettings,
+    /// How to reach the old and the new ensemble (credentials, TLS, SASL).
+    pub zk_access: crate::zk::ZkAccess,
 }
 
 impl CleanupRequest {
@@ -40,6 +42,7 @@ impl CleanupRequest {
             meta_timeout: Duration::from_secs(5),
             timeouts: zkrepl::Timeouts::default(),
             read: zkrepl::ReadSettings::default(),
+            zk_access: Default::default(),
         }
     }
 }
@@ -97,7 +100,7 @@ pub async fn plan_cleanup(req: &CleanupRequest) -> Result<CleanupPlan, MigrateEr
     match client.find_leader().await {
         Ok(leader) => {
             let hosts = leader.info.get("zookeeper_hosts").unwrap_or("").to_string();
-            match checks::same_ensemble(&hosts, &old_hosts, &root, req.timeouts.connect).await {
+            match checks::same_ensemble(&hosts, &old_hosts, &root, &req.zk_access, req.timeouts.connect).await {
                 Ok(None) => {
                     checks_passed.push(format!("the leader {} runs on {hosts}, not on {old_hosts}", leader.meta))
                 }
@@ -115,7 +118,14 @@ pub async fn plan_cleanup(req: &CleanupRequest) -> Result<CleanupPlan, MigrateEr
     // election must be there on the new ensemble, or it is the wrong one
     // (and an empty one on the old ensemble would prove nothing).
     if journal.is_none() && !new_hosts.is_empty() {
-        let held = match checks::connect(&new_hosts, req.timeouts.connect).await {
+        let held = match checks::connect(
+            &new_hosts,
+            zkrepl::Side::Destination,
+            &req.zk_access.new,
+            req.timeouts.connect,
+        )
+        .await
+        {
             Ok(c) => checks::holders(&c, &lock_path).await.map(|n| n.len()),
             Err(e) => Err(e),
         };
@@ -132,7 +142,7 @@ pub async fn plan_cleanup(req: &CleanupRequest) -> Result<CleanupPlan, MigrateEr
     }
 
     // No meta in the election on the old ensemble.
-    match checks::connect(&old_hosts, req.timeouts.connect).await {
+    match checks::connect(&old_hosts, zkrepl::Side::Source, &req.zk_access.old, req.timeouts.connect).await {
         Ok(c) => match checks::holders(&c, &lock_path).await {
             Ok(nodes) if !nodes.is_empty() => refusals.push(format!(
                 "a meta holds a node in the leader election on the old ensemble ({})",
@@ -145,12 +155,17 @@ pub async fn plan_cleanup(req: &CleanupRequest) -> Result<CleanupPlan, MigrateEr
     }
 
     // The new tree is a copy of the old one.
-    let tree = |h: &str| zkrepl::Tree::new(h, &root);
+    let tree = |h: &str, access: &zkrepl::zk::secure::Access| {
+        zkrepl::Tree::new(h, &root).map(|t| t.with_access(access.clone()))
+    };
     if resumed {
         checks_passed
             .push("a cleanup begun earlier: the old tree is partly removed, it is not compared again".to_string());
     } else if !new_hosts.is_empty() && refusals.is_empty() {
-        let mut v = zkrepl::verify::VerifyRequest::new(tree(&old_hosts)?, tree(&new_hosts)?);
+        let mut v = zkrepl::verify::VerifyRequest::new(
+            tree(&old_hosts, &req.zk_access.old)?,
+            tree(&new_hosts, &req.zk_access.new)?,
+        );
         v.timeouts = req.timeouts;
         v.read = req.read;
         let mut first = zkrepl::verify::FirstDifferences::new(5);
@@ -181,7 +196,7 @@ pub async fn plan_cleanup(req: &CleanupRequest) -> Result<CleanupPlan, MigrateEr
             }
         }
     }
-    let mut dry = zkrepl::remove::RemoveRequest::new(tree(&old_hosts)?);
+    let mut dry = zkrepl::remove::RemoveRequest::new(tree(&old_hosts, &req.zk_access.old)?);
     dry.dry_run = true;
     dry.missing_ok = resumed;
     dry.timeouts = req.timeouts;
@@ -228,7 +243,9 @@ pub async fn cleanup_old(
         j.cleanup_started = true;
         j.save()?;
     }
-    let mut r = zkrepl::remove::RemoveRequest::new(zkrepl::Tree::new(&plan.old_hosts, &plan.root)?);
+    let mut r = zkrepl::remove::RemoveRequest::new(
+        zkrepl::Tree::new(&plan.old_hosts, &plan.root)?.with_access(req.zk_access.old.clone()),
+    );
     r.timeouts = req.timeouts;
     r.read = req.read;
     // Begun earlier and finished then: nothing left is done too.

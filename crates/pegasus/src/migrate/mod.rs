@@ -146,6 +146,8 @@ pub struct MigrateRequest {
     /// at its level), so blind lasts only for the catch-ups, the stop and
     /// the proof.
     pub live: bool,
+    /// How to reach the old and the new ensemble (credentials, TLS, SASL).
+    pub zk_access: crate::zk::ZkAccess,
 }
 
 impl MigrateRequest {
@@ -166,6 +168,7 @@ impl MigrateRequest {
             timeouts: Timeouts::default(),
             read: ReadSettings::default(),
             live: false,
+            zk_access: Default::default(),
         }
     }
 
@@ -363,6 +366,7 @@ pub async fn prepare(req: &MigrateRequest, hooks: &dyn HookRunner) -> Result<Pla
         zookeeper: true,
         lock_path: lock_from_configs.iter().next().cloned().or_else(|| req.lock_path.clone()),
         zookeeper_timeout: Some(req.timeouts.connect),
+        zookeeper_access: req.zk_access.old.clone(),
     };
     let status = cluster_status(&client, &opts).await?;
     let leader = status.leader.clone();
@@ -470,7 +474,7 @@ pub async fn prepare(req: &MigrateRequest, hooks: &dyn HookRunner) -> Result<Pla
         // A running leader holds `lock` for the moment of an update: only
         // a lock that stays is one a meta left.
         Some(crate::status::Query::Known(crate::zk::AppsNode::Lock)) => {
-            stays_locked(&src_hosts, &crate::zk::join(&root, "apps"), req.timeouts.connect).await
+            stays_locked(&src_hosts, &req.zk_access.old, &crate::zk::join(&root, "apps"), req.timeouts.connect).await
         }
         _ => false,
     };
@@ -485,7 +489,7 @@ pub async fn prepare(req: &MigrateRequest, hooks: &dyn HookRunner) -> Result<Pla
 
     // The destination: another ensemble, and empty unless --update.
     if !root.is_empty() {
-        match checks::same_ensemble(&req.dst, &src_hosts, &root, req.timeouts.connect).await {
+        match checks::same_ensemble(&req.dst, &src_hosts, &root, &req.zk_access, req.timeouts.connect).await {
             Ok(Some(why)) => {
                 refusals.push(format!("the destination {} is the ensemble the cluster runs on ({why})", req.dst))
             }
@@ -499,7 +503,7 @@ pub async fn prepare(req: &MigrateRequest, hooks: &dyn HookRunner) -> Result<Pla
     let dst_root = if root.is_empty() {
         "unknown".to_string()
     } else {
-        match checks::dst_root(&req.dst, &root, req.timeouts.connect).await {
+        match checks::dst_root(&req.dst, &req.zk_access.new, &root, req.timeouts.connect).await {
             Ok(DstRoot::Missing) => "missing (created by the copy)".to_string(),
             Ok(DstRoot::Empty) => "empty".to_string(),
             Ok(DstRoot::Children(n)) if req.update => format!("holds {n} children (updated: --update)"),
@@ -627,8 +631,8 @@ pub async fn prepare(req: &MigrateRequest, hooks: &dyn HookRunner) -> Result<Pla
 }
 
 /// Whether `apps` still reads `lock` over a second (ten reads).
-async fn stays_locked(hosts: &str, apps: &str, timeout: Duration) -> bool {
-    let Ok(c) = checks::connect(hosts, timeout).await else { return true };
+async fn stays_locked(hosts: &str, access: &zkrepl::zk::secure::Access, apps: &str, timeout: Duration) -> bool {
+    let Ok(c) = checks::connect(hosts, zkrepl::Side::Source, access, timeout).await else { return true };
     for _ in 0..10 {
         match c.get_data(apps).await {
             Ok((d, _)) if d != b"lock" => return false,
@@ -747,9 +751,15 @@ impl<'a> Runner<'a> {
             })
         };
         let client = MetaClient::new(&s.metas.join(","), req.meta_timeout).map_err(|e| bad(e.to_string()))?;
-        let tree = |hosts: &str| Tree::new(hosts, &s.root).map_err(|e| bad(e.to_string()));
-        let trees =
-            Trees { src: tree(&s.src_hosts)?, dst: tree(&s.dst_hosts)?, timeouts: req.timeouts, read: req.read };
+        let tree = |hosts: &str, access: &zkrepl::zk::secure::Access| {
+            Tree::new(hosts, &s.root).map(|t| t.with_access(access.clone())).map_err(|e| bad(e.to_string()))
+        };
+        let trees = Trees {
+            src: tree(&s.src_hosts, &req.zk_access.old)?,
+            dst: tree(&s.dst_hosts, &req.zk_access.new)?,
+            timeouts: req.timeouts,
+            read: req.read,
+        };
         Ok(Runner {
             j,
             req,
@@ -770,7 +780,8 @@ impl<'a> Runner<'a> {
     /// A session on `hosts` for a check, kept for the next one; synced,
     /// so it reads what the ensemble committed before the call.
     async fn zk(&self, hosts: &str) -> Result<zk::Client, String> {
-        self.sessions.get(hosts, self.req.timeouts.connect).await
+        let (side, access) = self.req.zk_access.of(hosts, &self.j.setup.dst_hosts);
+        self.sessions.get(hosts, side, access, self.req.timeouts.connect).await
     }
 
     fn stopped(&self, step: Step, error: MigrateError) -> Box<Stopped> {

@@ -18,7 +18,13 @@ pub(crate) struct Sessions(tokio::sync::Mutex<HashMap<String, zk::Client>>);
 impl Sessions {
     /// A session on `hosts`, synced, so it reads what the ensemble
     /// committed before the call; a new one when the kept one is gone.
-    pub(crate) async fn get(&self, hosts: &str, timeout: Duration) -> Result<zk::Client, String> {
+    pub(crate) async fn get(
+        &self,
+        hosts: &str,
+        side: zkrepl::Side,
+        access: &zkrepl::zk::secure::Access,
+        timeout: Duration,
+    ) -> Result<zk::Client, String> {
         let mut sessions = self.0.lock().await;
         if let Some(c) = sessions.get(hosts) {
             let synced = tokio::time::timeout(timeout, c.sync("/")).await;
@@ -27,7 +33,7 @@ impl Sessions {
             }
             sessions.remove(hosts);
         }
-        let c = checks::connect(hosts, timeout).await?;
+        let c = checks::connect(hosts, side, access, timeout).await?;
         sessions.insert(hosts.to_string(), c.clone());
         Ok(c)
     }

@@ -24,6 +24,8 @@ pub struct RollbackRequest {
     pub meta_timeout: Duration,
     pub timeouts: zkrepl::Timeouts,
     pub read: zkrepl::ReadSettings,
+    /// How to reach the old and the new ensemble (credentials, TLS, SASL).
+    pub zk_access: crate::zk::ZkAccess,
 }
 
 impl RollbackRequest {
@@ -36,6 +38,7 @@ impl RollbackRequest {
             meta_timeout: m.meta_timeout,
             timeouts: m.timeouts,
             read: m.read,
+            zk_access: m.zk_access,
         }
     }
 
@@ -43,6 +46,7 @@ impl RollbackRequest {
         let mut m = MigrateRequest::new("", "", Vec::new());
         m.wait = self.wait;
         m.meta_timeout = self.meta_timeout;
+        m.zk_access = self.zk_access.clone();
         m.timeouts = self.timeouts;
         m.read = self.read;
         m
@@ -88,7 +92,7 @@ pub async fn plan_rollback(req: &RollbackRequest) -> Result<RollbackPlan, Migrat
     // The old tree must still be the one the cluster left (unless this
     // rollback began earlier and started the leader on it already).
     if let Some(proven) = j.digests.final_source.as_ref().filter(|_| !j.rollback_started) {
-        let tree = zkrepl::Tree::new(&s.src_hosts, &s.root)?;
+        let tree = zkrepl::Tree::new(&s.src_hosts, &s.root)?.with_access(req.zk_access.old.clone());
         let mut d = zkrepl::digest::DigestRequest::new(tree);
         d.timeouts = req.timeouts;
         d.read = req.read;
@@ -116,7 +120,7 @@ pub async fn plan_rollback(req: &RollbackRequest) -> Result<RollbackPlan, Migrat
         actions.push(format!("stop the metas if they run on the new ensemble {}", s.dst_hosts));
         actions.push(format!("restore {} config file(s) from their backups", s.configs.len()));
         // What the new ensemble holds now, against what was verified.
-        let tree = zkrepl::Tree::new(&s.dst_hosts, &s.root)?;
+        let tree = zkrepl::Tree::new(&s.dst_hosts, &s.root)?.with_access(req.zk_access.new.clone());
         let mut d = zkrepl::digest::DigestRequest::new(tree);
         d.timeouts = req.timeouts;
         d.read = req.read;
@@ -211,7 +215,14 @@ pub async fn rollback(req: &RollbackRequest, ctx: &Context<'_>) -> Result<Rollba
         // No meta may still hold the election on the new ensemble (a hung
         // one, its session not ended) when the leader starts on the old.
         r.wait_until("no meta is in the leader election on the new ensemble", Duration::from_millis(200), || async {
-            let c = match checks::connect(&s.dst_hosts, r.req.timeouts.connect).await {
+            let c = match checks::connect(
+                &s.dst_hosts,
+                zkrepl::Side::Destination,
+                &r.req.zk_access.new,
+                r.req.timeouts.connect,
+            )
+            .await
+            {
                 Ok(c) => c,
                 // An ensemble that does not answer holds no one's lead.
                 Err(e) => return Ok(Some(format!("the new ensemble does not answer ({e})"))),

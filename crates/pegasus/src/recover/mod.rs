@@ -116,6 +116,8 @@ pub struct RecoverRequest {
     pub recovery_timeout: Duration,
     /// Connecting to a ZooKeeper ensemble.
     pub zk_timeout: Duration,
+    /// How to reach the old and the new ensemble (credentials, TLS, SASL).
+    pub zk_access: crate::zk::ZkAccess,
 }
 
 impl RecoverRequest {
@@ -133,6 +135,7 @@ impl RecoverRequest {
             meta_timeout: Duration::from_secs(5),
             recovery_timeout: Duration::from_secs(300),
             zk_timeout: Duration::from_secs(10),
+            zk_access: Default::default(),
         }
     }
 
@@ -373,7 +376,8 @@ pub async fn prepare(req: &RecoverRequest) -> Result<Plan, MigrateError> {
 
     // The new ensemble: a meta started with the flag over apps aborts.
     let apps_path = crate::zk::join(&root, "apps");
-    let dst_apps = match checks::connect(&req.dst, req.zk_timeout).await {
+    let dst_apps = match checks::connect(&req.dst, zkrepl::Side::Destination, &req.zk_access.new, req.zk_timeout).await
+    {
         Err(e) => {
             refusals.push(format!("the new ensemble: {e}"));
             "unreachable".to_string()
@@ -396,7 +400,7 @@ pub async fn prepare(req: &RecoverRequest) -> Result<Plan, MigrateError> {
         },
     };
     if !root.is_empty() && !src_hosts.is_empty() {
-        match checks::same_ensemble(&req.dst, &src_hosts, &root, req.zk_timeout).await {
+        match checks::same_ensemble(&req.dst, &src_hosts, &root, &req.zk_access, req.zk_timeout).await {
             Ok(Some(why)) => refusals.push(format!(
                 "the new ensemble {} is the one the cluster runs on ({why}): a recovery goes to another ensemble",
                 req.dst
@@ -497,7 +501,11 @@ pub async fn resume(
 /// What undoing the recovery `journal` records will do. Refused once the
 /// recovery was accepted: the cluster then runs on what the replica
 /// servers hold, and going back would run it on the old data again.
-pub async fn plan_rollback(journal: &Path, zk_timeout: Duration) -> Result<RollbackPlan, MigrateError> {
+pub async fn plan_rollback(
+    journal: &Path,
+    access: &crate::zk::ZkAccess,
+    zk_timeout: Duration,
+) -> Result<RollbackPlan, MigrateError> {
     let j = Journal::load(journal)?;
     let s = &j.setup;
     let mut refusals = Vec::new();
@@ -512,7 +520,7 @@ pub async fn plan_rollback(journal: &Path, zk_timeout: Duration) -> Result<Rollb
             journal.display()
         ));
     }
-    if let Err(e) = checks::connect(&s.src_hosts, zk_timeout).await {
+    if let Err(e) = checks::connect(&s.src_hosts, zkrepl::Side::Source, &access.old, zk_timeout).await {
         refusals.push(format!("the old ensemble does not answer ({e}): the metas could not run there"));
     }
     let actions = if !j.switched {
@@ -558,7 +566,7 @@ pub async fn rollback(
     ctx: &Context<'_, Step>,
 ) -> Result<RollbackReport, MigrateError> {
     let _lock = JournalLock::acquire(journal)?;
-    let plan = plan_rollback(journal, req.zk_timeout).await?;
+    let plan = plan_rollback(journal, &req.zk_access, req.zk_timeout).await?;
     if !plan.refusals.is_empty() {
         return Err(MigrateError::Refused(plan.refusals));
     }
@@ -611,7 +619,8 @@ impl<'a> Runner<'a> {
 
     /// A session on `hosts`, kept for the next check and synced.
     async fn zk(&self, hosts: &str) -> Result<zk::Client, String> {
-        self.sessions.get(hosts, self.req.zk_timeout).await
+        let (side, access) = self.req.zk_access.of(hosts, &self.j.setup.dst_hosts);
+        self.sessions.get(hosts, side, access, self.req.zk_timeout).await
     }
 
     async fn run(mut self) -> Result<Report, Box<Stopped<Step>>> {
