@@ -227,6 +227,9 @@ impl SecureArgs<'_> {
                 None
             }
             Some(SaslArg::DigestMd5) => {
+                if self.sasl_host.is_some() {
+                    return Err(usage(&format!("{p}sasl-host is for GSSAPI (Kerberos): give {p}sasl gssapi")));
+                }
                 let user = self.sasl_user.ok_or_else(|| usage(&format!("{p}sasl digest-md5 needs {p}sasl-user")))?;
                 Some(Sasl::DigestMd5 { user: user.to_string(), password: self.password()? })
             }

@@ -54,18 +54,72 @@ impl ZkAccess {
     }
 }
 
+/// Why a session could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectError {
+    /// No member took a session within the timeout. Otherwise the
+    /// ensemble answered and refused (credentials, TLS, SASL), or the
+    /// connect string is wrong: an answer, which a check must not take for
+    /// an ensemble that is down.
+    pub unreachable: bool,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<ConnectError> for String {
+    fn from(e: ConnectError) -> String {
+        e.message
+    }
+}
+
 /// A session on `hosts` (its member synced), tried until `timeout`: what
 /// no retry changes (a TLS or SASL problem, bad credentials) fails at once,
 /// told as the engine tells it.
-pub async fn connect(hosts: &str, side: Side, access: &Access, timeout: Duration) -> Result<zk::Client, String> {
-    let parsed = zkrepl::zk::target::Hosts::parse(hosts).map_err(|e| e.to_string())?;
+pub async fn connect(hosts: &str, side: Side, access: &Access, timeout: Duration) -> Result<zk::Client, ConnectError> {
+    open(hosts, side, access, timeout, false).await
+}
+
+/// [`connect`] for a session that replaces one lost mid-procedure: a TLS
+/// or Kerberos problem is retried until `timeout` too (a member going down
+/// can look like one).
+pub async fn reconnect(
+    hosts: &str,
+    side: Side,
+    access: &Access,
+    timeout: Duration,
+) -> Result<zk::Client, ConnectError> {
+    open(hosts, side, access, timeout, true).await
+}
+
+async fn open(
+    hosts: &str,
+    side: Side,
+    access: &Access,
+    timeout: Duration,
+    again: bool,
+) -> Result<zk::Client, ConnectError> {
+    let refused = |message: String| ConnectError { unreachable: false, message };
+    let parsed = zkrepl::zk::target::Hosts::parse(hosts).map_err(|e| refused(e.to_string()))?;
     let mut o = zkrepl::zk::session::ConnectOptions::new(side, parsed);
     o.access = access.clone();
     o.connect_timeout = timeout;
     o.session_timeout = timeout.max(Duration::from_secs(4));
-    match zkrepl::zk::session::Session::connect(std::sync::Arc::new(o)).await {
+    let o = std::sync::Arc::new(o);
+    let session = match again {
+        true => zkrepl::zk::session::Session::reconnect(o).await,
+        false => zkrepl::zk::session::Session::connect(o).await,
+    };
+    match session {
         Ok(s) => Ok(s.client().1),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(ConnectError {
+            unreachable: matches!(e, zkrepl::Error::Unreachable { .. } | zkrepl::Error::SessionLost { .. }),
+            message: e.to_string(),
+        }),
     }
 }
 
@@ -114,7 +168,7 @@ pub async fn read_state(hosts: &str, access: &Access, root: &str, lock_path: &st
     };
     let client = match connect(hosts, Side::Source, access, timeout).await {
         Ok(c) => c,
-        Err(e) => return unknown(e),
+        Err(e) => return unknown(e.message),
     };
     let read = async {
         let apps = match client.get_data(&apps_path).await {

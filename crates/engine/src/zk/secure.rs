@@ -322,8 +322,12 @@ impl fmt::Display for TlsProblem {
 
 /// What one check of one member found.
 enum Found {
-    /// Nothing wrong (or nothing to say: the member does not answer).
+    /// Nothing wrong: the handshake completed, the certificate checked.
     Nothing,
+    /// Nothing to say: the member does not answer, or closed the
+    /// connection before it was sent anything (a connection limit, a
+    /// member going down), or the check ran out of time.
+    Unanswered,
     Problem(TlsProblem),
 }
 
@@ -417,8 +421,7 @@ fn classify(e: &std::io::Error, name: &str, with_cert: bool) -> Found {
             | std::io::ErrorKind::ConnectionReset
             | std::io::ErrorKind::ConnectionAborted
             | std::io::ErrorKind::BrokenPipe => Found::Problem(TlsProblem::NotTls),
-            _ if is_timeout(e) => Found::Nothing,
-            _ => Found::Nothing,
+            _ => Found::Unanswered,
         };
     };
     Found::Problem(match r {
@@ -433,9 +436,7 @@ fn classify(e: &std::io::Error, name: &str, with_cert: bool) -> Found {
         rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => TlsProblem::NotTls,
         rustls::Error::AlertReceived(A::CertificateRequired) => TlsProblem::ClientCertRequired,
         // Java servers answer a missing certificate with bad_certificate.
-        rustls::Error::AlertReceived(A::BadCertificate | A::HandshakeFailure) if !with_cert => {
-            TlsProblem::ClientCertRequired
-        }
+        rustls::Error::AlertReceived(A::BadCertificate) if !with_cert => TlsProblem::ClientCertRequired,
         rustls::Error::AlertReceived(
             a @ (A::BadCertificate
             | A::UnknownCA
@@ -460,16 +461,25 @@ fn handshake(
     after: Option<Duration>,
 ) -> Found {
     let with_cert = config.client_auth_cert_resolver.has_certs();
-    let Some((host, port)) = split(member) else { return Found::Nothing };
-    let Some(mut sock) = tcp(&host, port, limit) else { return Found::Nothing };
+    let Some((host, port)) = split(member) else { return Found::Unanswered };
+    let Some(mut sock) = tcp(&host, port, limit) else { return Found::Unanswered };
     let Ok(server) = ServerName::try_from(name.to_string()) else {
         return Found::Problem(TlsProblem::Handshake(format!("{name:?} is no server name")));
     };
-    let Ok(mut conn) = rustls::ClientConnection::new(config.clone(), server) else { return Found::Nothing };
+    let Ok(mut conn) = rustls::ClientConnection::new(config.clone(), server) else { return Found::Unanswered };
+    // A member that closes a connection it was sent nothing on (at its
+    // connection limit, going down) says nothing about TLS: only a hang-up
+    // after the ClientHello does.
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
+    match sock.peek(&mut [0u8; 1]) {
+        Err(e) if is_timeout(&e) => {}
+        _ => return Found::Unanswered,
+    }
+    let _ = sock.set_read_timeout(Some(limit));
     let deadline = Instant::now() + limit;
     while conn.is_handshaking() {
         if Instant::now() > deadline {
-            return Found::Nothing;
+            return Found::Unanswered;
         }
         if let Err(e) = conn.complete_io(&mut sock) {
             return classify(&e, name, with_cert);
@@ -507,12 +517,12 @@ impl Tls {
         let name = self.name_for(&host).to_string();
         let wait = Some(Duration::from_millis(300).min(limit));
         match handshake(&self.check, member, &name, limit, wait) {
-            Found::Nothing => None,
+            Found::Nothing | Found::Unanswered => None,
             Found::Problem(TlsProblem::NotTls) => {
                 std::thread::sleep(Duration::from_millis(200));
                 match handshake(&self.check, member, &name, limit, wait) {
                     Found::Problem(p) => Some(p),
-                    Found::Nothing => None,
+                    Found::Nothing | Found::Unanswered => None,
                 }
             }
             Found::Problem(p) => Some(p),
@@ -591,27 +601,37 @@ pub(crate) async fn kerberos_problem(_: &Access, _: &[String]) -> Option<(String
     None
 }
 
-/// The name check of `--tls-server-name`: every member of `members` that
-/// answers presents a certificate for the name. The first that does not.
-pub(crate) async fn check_names(tls: &Tls, members: &[String], limit: Duration) -> Option<(String, TlsProblem)> {
-    tls.server_name.as_ref()?;
+/// What the name check of `--tls-server-name` found.
+pub(crate) enum NameCheck {
+    /// The members whose certificate holds the name, just checked: the
+    /// only ones the client may be given (fail closed: a member that did
+    /// not answer the check, or hung up, is left out).
+    Checked(Vec<String>),
+    /// A member presented a certificate that is not for the name (or not
+    /// of the CA).
+    Problem(String, TlsProblem),
+}
+
+/// The name check of `--tls-server-name` on every member.
+pub(crate) async fn check_names(tls: &Tls, members: &[String], limit: Duration) -> NameCheck {
     let (tls, members) = (tls.clone(), members.to_vec());
     let limit = limit.clamp(Duration::from_millis(100), Duration::from_secs(3));
     tokio::task::spawn_blocking(move || {
+        let mut checked = Vec::new();
         for m in &members {
-            let (host, _) = split(m)?;
+            let Some((host, _)) = split(m) else { continue };
             match handshake(&tls.check, m, tls.name_for(&host), limit, None) {
-                // A port that hangs up is left to the connection (and its
-                // diagnosis, which asks twice).
-                Found::Problem(TlsProblem::NotTls) | Found::Nothing => {}
-                Found::Problem(p) => return Some((m.clone(), p)),
+                Found::Nothing => checked.push(m.clone()),
+                // A port that hangs up is left out; the connection to the
+                // others (or its diagnosis, which asks twice) tells.
+                Found::Problem(TlsProblem::NotTls) | Found::Unanswered => {}
+                Found::Problem(p) => return NameCheck::Problem(m.clone(), p),
             }
         }
-        None
+        NameCheck::Checked(checked)
     })
     .await
-    .ok()
-    .flatten()
+    .unwrap_or(NameCheck::Checked(Vec::new()))
 }
 
 /// A sniffing configuration for plain-text sessions (no CA needed: it

@@ -82,30 +82,47 @@ async fn connect_attempt(
         Stage::First => Refused::Final(Error::Tls { side: opts.side, member, problem }),
         Stage::Replacing => Refused::Again(format!("{member} {problem}")),
     };
-    if let Some(tls) = &opts.access.tls
-        && let Some(found) = secure::check_names(tls, &hosts.hosts, limit).await
-    {
-        return Err(tls_problem(found));
+    // With a server name given, the client checks the chain only: it is
+    // given only the members whose certificate was just checked for the
+    // name (fail closed).
+    let all = hosts;
+    let mut hosts = hosts.clone();
+    let mut failed = None;
+    if let Some(tls) = opts.access.tls.as_ref().filter(|t| t.server_name().is_some()) {
+        match secure::check_names(tls, &hosts.hosts, limit).await {
+            secure::NameCheck::Problem(member, problem) => return Err(tls_problem((member, problem))),
+            secure::NameCheck::Checked(members) if members.is_empty() => {
+                failed = Some("no member passed the TLS name check".to_string());
+            }
+            secure::NameCheck::Checked(members) => hosts.hosts = members,
+        }
     }
-    let failed = match tokio::time::timeout(limit, opts.access.connect(connector, &hosts.connect_string())).await {
-        Ok(Ok(client)) => return Ok(client),
-        Ok(Err(zk::Error::AuthFailed)) => {
-            return Err(Refused::Final(Error::AuthRejected {
-                side: opts.side,
-                hosts: hosts.host_list(),
-                schemes: opts.access.describe(),
-            }));
-        }
-        Ok(Err(e)) if is_permanent(&e) => {
-            return Err(Refused::Final(Error::ConnectFailed { side: opts.side, hosts: hosts.host_list(), source: e }));
-        }
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => "timed out".to_string(),
+    let failed = match failed {
+        Some(why) => why,
+        None => match tokio::time::timeout(limit, opts.access.connect(connector, &hosts.connect_string())).await {
+            Ok(Ok(client)) => return Ok(client),
+            Ok(Err(zk::Error::AuthFailed)) => {
+                return Err(Refused::Final(Error::AuthRejected {
+                    side: opts.side,
+                    hosts: hosts.host_list(),
+                    schemes: opts.access.describe(),
+                }));
+            }
+            Ok(Err(e)) if is_permanent(&e) => {
+                return Err(Refused::Final(Error::ConnectFailed {
+                    side: opts.side,
+                    hosts: hosts.host_list(),
+                    source: e,
+                }));
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_string(),
+        },
     };
-    if let Some(found) = secure::diagnose(&opts.access, &hosts.hosts, limit).await {
+    if let Some(found) = secure::diagnose(&opts.access, &all.hosts, limit).await {
         return Err(tls_problem(found));
     }
-    match secure::kerberos_problem(&opts.access, &hosts.hosts).await {
+    match secure::kerberos_problem(&opts.access, &all.hosts).await {
         Some((member, principal, reason)) => match stage {
             Stage::First => Err(Refused::Final(Error::Kerberos { side: opts.side, member, principal, reason })),
             Stage::Replacing => Err(Refused::Again(format!("Kerberos to {member} ({principal}): {reason}"))),
@@ -206,6 +223,15 @@ impl Session {
     /// whose view ZooKeeper keeps ordered across members.
     pub async fn connect(opts: Arc<ConnectOptions>) -> Result<Session> {
         let client = connect_synced(&opts, &opts.hosts, opts.connect_timeout, Stage::First).await?;
+        Ok(Session { opts, pin: None, current: Mutex::new((0, client)), renewals: AtomicUsize::new(0) })
+    }
+
+    /// [`Session::connect`] for a session that replaces one lost mid-run
+    /// (a driver's own cache): what a TLS or Kerberos check finds is told
+    /// in the error, but retried until the connect timeout, not final (a
+    /// member going down can look like a port that does not speak TLS).
+    pub async fn reconnect(opts: Arc<ConnectOptions>) -> Result<Session> {
+        let client = connect_synced(&opts, &opts.hosts, opts.connect_timeout, Stage::Replacing).await?;
         Ok(Session { opts, pin: None, current: Mutex::new((0, client)), renewals: AtomicUsize::new(0) })
     }
 
@@ -560,6 +586,8 @@ async fn open_on_some_member(
     // A short try on each member first, so a dead one costs little; longer
     // ones each round after, so a slow link still gets its sessions.
     let mut per_try = PINNED_RECONNECT;
+    // Members that gave a TLS or Kerberos problem (each counted once).
+    let mut member_finals: Vec<usize> = Vec::new();
     while Instant::now() < deadline {
         for k in 0..n {
             let member = (first + k) % n;
@@ -572,6 +600,17 @@ async fn open_on_some_member(
             };
             match futures::future::try_join_all((0..size).map(|_| one())).await {
                 Ok(clients) => return Ok((member, clients)),
+                // A TLS or Kerberos problem is one member's: the next may
+                // do; it is final once every member said one.
+                Err(Refused::Final(e @ (Error::Tls { .. } | Error::Kerberos { .. }))) => {
+                    last = format!("{}: {e}", pin.hosts.hosts[member]);
+                    if !member_finals.contains(&member) {
+                        member_finals.push(member);
+                    }
+                    if member_finals.len() == n {
+                        return Err(e);
+                    }
+                }
                 Err(Refused::Final(e)) => return Err(e),
                 Err(Refused::Again(reason)) => last = format!("{}: {reason}", pin.hosts.hosts[member]),
             }

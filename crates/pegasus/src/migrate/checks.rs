@@ -20,7 +20,7 @@ pub async fn connect(
     side: zkrepl::Side,
     access: &Access,
     timeout: Duration,
-) -> Result<zk::Client, String> {
+) -> Result<zk::Client, crate::zk::ConnectError> {
     crate::zk::connect(hosts, side, access, timeout).await
 }
 

@@ -127,7 +127,7 @@ pub async fn plan_cleanup(req: &CleanupRequest) -> Result<CleanupPlan, MigrateEr
         .await
         {
             Ok(c) => checks::holders(&c, &lock_path).await.map(|n| n.len()),
-            Err(e) => Err(e),
+            Err(e) => Err(e.message),
         };
         match held {
             Ok(0) => refusals.push(format!(
@@ -151,7 +151,7 @@ pub async fn plan_cleanup(req: &CleanupRequest) -> Result<CleanupPlan, MigrateEr
             Ok(_) => checks_passed.push(format!("no meta in the leader election under {lock_path} on {old_hosts}")),
             Err(e) => refusals.push(e),
         },
-        Err(e) => refusals.push(e),
+        Err(e) => refusals.push(e.message),
     }
 
     // The new tree is a copy of the old one.

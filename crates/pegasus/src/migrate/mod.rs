@@ -780,6 +780,12 @@ impl<'a> Runner<'a> {
     /// A session on `hosts` for a check, kept for the next one; synced,
     /// so it reads what the ensemble committed before the call.
     async fn zk(&self, hosts: &str) -> Result<zk::Client, String> {
+        self.zk_or_why(hosts).await.map_err(String::from)
+    }
+
+    /// [`Runner::zk`], telling an ensemble that does not answer from one
+    /// that refuses the session.
+    async fn zk_or_why(&self, hosts: &str) -> Result<zk::Client, crate::zk::ConnectError> {
         let (side, access) = self.req.zk_access.of(hosts, &self.j.setup.dst_hosts);
         self.sessions.get(hosts, side, access, self.req.timeouts.connect).await
     }
@@ -891,10 +897,12 @@ impl<'a> Runner<'a> {
     /// answer is no evidence of anything (while waiting on something else).
     async fn old_quiet(&self, all_down: bool, lenient: bool) -> Result<(), String> {
         let s = &self.j.setup;
-        let c = match self.zk(&s.src_hosts).await {
+        let c = match self.zk_or_why(&s.src_hosts).await {
             Ok(c) => c,
-            Err(_) if lenient => return Ok(()),
-            Err(e) => return Err(e),
+            // Not answering is no evidence; refusing the session is an
+            // answer that hides the election.
+            Err(e) if lenient && e.unreachable => return Ok(()),
+            Err(e) => return Err(e.message),
         };
         // The stopped leader's own node may outlive it (a crash: until its
         // session expires); it was proven unable to write.

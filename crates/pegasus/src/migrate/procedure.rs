@@ -24,7 +24,7 @@ impl Sessions {
         side: zkrepl::Side,
         access: &zkrepl::zk::secure::Access,
         timeout: Duration,
-    ) -> Result<zk::Client, String> {
+    ) -> Result<zk::Client, crate::zk::ConnectError> {
         let mut sessions = self.0.lock().await;
         if let Some(c) = sessions.get(hosts) {
             let synced = tokio::time::timeout(timeout, c.sync("/")).await;
@@ -32,6 +32,11 @@ impl Sessions {
                 return Ok(c.clone());
             }
             sessions.remove(hosts);
+            // A session lost mid-procedure: its replacement retries what a
+            // first connection would give up on at once.
+            let c = crate::zk::reconnect(hosts, side, access, timeout).await?;
+            sessions.insert(hosts.to_string(), c.clone());
+            return Ok(c);
         }
         let c = checks::connect(hosts, side, access, timeout).await?;
         sessions.insert(hosts.to_string(), c.clone());

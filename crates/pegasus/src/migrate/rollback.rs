@@ -224,8 +224,10 @@ pub async fn rollback(req: &RollbackRequest, ctx: &Context<'_>) -> Result<Rollba
             .await
             {
                 Ok(c) => c,
-                // An ensemble that does not answer holds no one's lead.
-                Err(e) => return Ok(Some(format!("the new ensemble does not answer ({e})"))),
+                // An ensemble that does not answer holds no one's lead; one
+                // that refuses the session (credentials, TLS) may, unseen.
+                Err(e) if e.unreachable => return Ok(Some(format!("the new ensemble does not answer ({e})"))),
+                Err(e) => return Err(format!("cannot read the leader election on the new ensemble: {e}")),
             };
             let held = checks::holders(&c, &s.lock_path).await?.len();
             if held == 0 { Ok(Some("none".to_string())) } else { Err(format!("{held} metas still hold a node there")) }

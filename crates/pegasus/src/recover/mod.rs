@@ -619,6 +619,12 @@ impl<'a> Runner<'a> {
 
     /// A session on `hosts`, kept for the next check and synced.
     async fn zk(&self, hosts: &str) -> Result<zk::Client, String> {
+        self.zk_or_why(hosts).await.map_err(String::from)
+    }
+
+    /// [`Runner::zk`], telling an ensemble that does not answer from one
+    /// that refuses the session.
+    async fn zk_or_why(&self, hosts: &str) -> Result<zk::Client, crate::zk::ConnectError> {
         let (side, access) = self.req.zk_access.of(hosts, &self.j.setup.dst_hosts);
         self.sessions.get(hosts, side, access, self.req.zk_timeout).await
     }
@@ -827,8 +833,14 @@ impl<'a> Runner<'a> {
         if let Some(m) = self.answering(&s.metas).await {
             return Err(format!("{m} still answers"));
         }
-        let Ok(c) = self.zk(hosts).await else {
-            return Ok(Some(format!("no meta answers ({hosts} does not answer either)")));
+        let c = match self.zk_or_why(hosts).await {
+            Ok(c) => c,
+            // An ensemble that does not answer holds no one's lead; one that
+            // refuses the session (credentials, TLS) may, unseen.
+            Err(e) if e.unreachable => {
+                return Ok(Some(format!("no meta answers ({hosts} does not answer either)")));
+            }
+            Err(e) => return Err(format!("cannot read the leader election on {hosts}: {e}")),
         };
         let holders = checks::holders(&c, &s.lock_path).await?;
         if !holders.is_empty() {
