@@ -622,7 +622,11 @@ async fn large_nodes_are_read_within_a_byte_budget() {
     }
     let out = on_pair("verify", &root, &["--dst-root", &format!("{root}-b"), "--no-acl", "--json"]).await;
     assert_exit(&out, 0);
-    assert!(json(&out)["peak_rss_bytes"].as_u64().unwrap() < 300 << 20);
+    assert!(
+        json(&out)["peak_rss_bytes"].as_u64().unwrap() < 300 << 20,
+        "verify peak RSS {} MiB",
+        json(&out)["peak_rss_bytes"].as_u64().unwrap() >> 20
+    );
     let out =
         zkrepl_async(args(&["digest", "--zk", &p.src.connect_string(), "--root", &root, "--no-acl", "--json"])).await;
     assert_exit(&out, 0);
