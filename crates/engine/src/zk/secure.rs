@@ -377,9 +377,7 @@ impl rustls::client::danger::ServerCertVerifier for Sniff {
 /// `host:port` (brackets around an IPv6 address) split for a TCP connect
 /// and a TLS server name.
 fn split(member: &str) -> Option<(String, u16)> {
-    let (host, port) = member.rsplit_once(':')?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    Some((host.to_string(), port.parse().ok()?))
+    super::target::split_entry(member).map(|(host, port)| (host.to_string(), port))
 }
 
 fn tcp(host: &str, port: u16, limit: Duration) -> Option<TcpStream> {

@@ -86,9 +86,7 @@ impl Hosts {
     pub async fn socket_addrs(&self) -> Vec<std::net::SocketAddr> {
         let mut out = Vec::new();
         for entry in &self.hosts {
-            let Some((host, port)) = entry.rsplit_once(':') else { continue };
-            let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-            let Ok(port) = port.parse::<u16>() else { continue };
+            let Some((host, port)) = split_entry(entry) else { continue };
             if let Ok(addrs) = tokio::net::lookup_host((host, port)).await {
                 out.extend(addrs);
             }
@@ -110,6 +108,14 @@ impl fmt::Display for Hosts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.connect_string())
     }
+}
+
+/// A `host:port` entry as [`Hosts`] holds it, split for a lookup: an IPv6
+/// address without its brackets.
+pub(crate) fn split_entry(entry: &str) -> Option<(&str, u16)> {
+    let (host, port) = entry.rsplit_once(':')?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    Some((host, port.parse().ok()?))
 }
 
 /// How to write an IPv6 address with a port.
