@@ -142,8 +142,14 @@ async fn snapshot_of(server: LocalServer) -> zkrepl::Result<(LocalServer, std::p
 
 /// Heap for a server that holds `copies` copies of the tree, with room for
 /// the collector (a server short of heap stalls in GC and drops sessions).
+/// Data of half a MiB or more is a humongous object to the collector, one
+/// that takes twice its size; and the server keeps its last 500 transactions
+/// in memory besides the tree.
 fn heap_for(nodes: u64, bytes_per_node: usize, copies: u64) -> u32 {
-    let mb = (copies * nodes) as f64 * (bytes_per_node as f64 + 600.0) * 2.0 / (1 << 20) as f64;
+    let held = if bytes_per_node >= 512 << 10 { 2.0 * bytes_per_node as f64 } else { bytes_per_node as f64 };
+    let tree = (copies * nodes) as f64 * (held + 600.0);
+    let recent = (copies * nodes).min(500) as f64 * held;
+    let mb = (tree + recent) * 2.0 / (1 << 20) as f64;
     (mb as u32).clamp(768, 12 * 1024)
 }
 

@@ -591,7 +591,9 @@ async fn the_same_ensemble_under_another_address_is_recognised() {
 #[tokio::test(flavor = "multi_thread")]
 async fn large_nodes_are_read_within_a_byte_budget() {
     // 60 nodes of 1 MB after 3000 small ones: reads are bounded in bytes,
-    // not only in count, with ACL reads (sizes known first) and without.
+    // not only in count, with ACL reads (sizes known first) and without
+    // (sizes learnt from a small first chunk, never guessed from the small
+    // nodes read before: that took 60 MB in one reply).
     let (p, src, dst) = pair_clients().await;
     let root = unique_root("large");
     src.mkdir(&root, &open()).await.unwrap();
@@ -618,12 +620,12 @@ async fn large_nodes_are_read_within_a_byte_budget() {
         let s = json(&out);
         assert_eq!(s["created"], 3061);
         let rss = s["peak_rss_bytes"].as_u64().unwrap();
-        assert!(rss < 200 << 20, "--acl {acl}: peak RSS {} MiB for a 63 MB tree", rss >> 20);
+        assert!(rss < 150 << 20, "--acl {acl}: peak RSS {} MiB for a 63 MB tree", rss >> 20);
     }
     let out = on_pair("verify", &root, &["--dst-root", &format!("{root}-b"), "--no-acl", "--json"]).await;
     assert_exit(&out, 0);
     assert!(
-        json(&out)["peak_rss_bytes"].as_u64().unwrap() < 300 << 20,
+        json(&out)["peak_rss_bytes"].as_u64().unwrap() < 150 << 20,
         "verify peak RSS {} MiB",
         json(&out)["peak_rss_bytes"].as_u64().unwrap() >> 20
     );

@@ -25,6 +25,11 @@ use crate::zk::session::{SessionPool, sync_client};
 
 pub use self::memo::{AclMemo, AclSources};
 
+/// Nodes in the first getData chunk of a read whose sizes are unknown: the
+/// chunk that tells how large this read's nodes are, before any of them is
+/// asked for in bulk.
+const BLIND_FIRST_OPS: usize = 16;
+
 /// Whether to use multiRead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MultiRead {
@@ -465,9 +470,12 @@ impl TreeReader {
     }
 
     /// Sizes unknown (no getACL pass): getData in chunks sent one after the
-    /// other, each sized by the largest node seen so far (never less), the
-    /// rest deferred once `max_read_bytes` came back. A node over 256 KiB
-    /// switches this reader to [`TreeReader::read_sized`] for good.
+    /// other, the rest deferred once `max_read_bytes` came back. The first
+    /// chunk is [`BLIND_FIRST_OPS`] nodes, whatever was read before (a run of
+    /// large siblings after many small nodes costs 16 of them, not a reply
+    /// sized for small ones); the next ones are sized by the largest node
+    /// seen so far. A node over 256 KiB switches this reader to
+    /// [`TreeReader::read_sized`] for good.
     async fn read_blind(
         &self,
         clients: &[zk::Client],
@@ -481,9 +489,12 @@ impl TreeReader {
                 slots.extend((i..paths.len()).map(|_| Err(Slot::Deferred)));
                 break;
             }
-            let seen = self.largest_seen.load(Ordering::Relaxed);
-            let est = if seen == 0 { 16 << 10 } else { seen.max(8 << 10) };
-            let k = (self.opts.max_reply_bytes / est).clamp(16, self.opts.max_ops.max(16));
+            let est = self.largest_seen.load(Ordering::Relaxed).max(8 << 10);
+            let k = if i == 0 {
+                BLIND_FIRST_OPS
+            } else {
+                (self.opts.max_reply_bytes / est).clamp(BLIND_FIRST_OPS, self.opts.max_ops.max(BLIND_FIRST_OPS))
+            };
             let ops: Vec<ReadOp> = (i..(i + k).min(paths.len())).map(ReadOp::Data).collect();
             let answers = self.fetch(clients, paths, &ops, |_| est).await?;
             for answer in answers {
