@@ -592,8 +592,8 @@ async fn the_same_ensemble_under_another_address_is_recognised() {
 async fn large_nodes_are_read_within_a_byte_budget() {
     // 60 nodes of 1 MB after 3000 small ones: reads are bounded in bytes,
     // not only in count, with ACL reads (sizes known first) and without
-    // (sizes learnt from a small first chunk, never guessed from the small
-    // nodes read before: that took 60 MB in one reply).
+    // (the large siblings begin a read of their own, whose first chunk is
+    // 16 nodes: a chunk sized for small nodes took all 60 MB in one reply).
     let (p, src, dst) = pair_clients().await;
     let root = unique_root("large");
     src.mkdir(&root, &open()).await.unwrap();

@@ -471,10 +471,11 @@ impl TreeReader {
 
     /// Sizes unknown (no getACL pass): getData in chunks sent one after the
     /// other, the rest deferred once `max_read_bytes` came back. The first
-    /// chunk is [`BLIND_FIRST_OPS`] nodes, whatever was read before (a run of
-    /// large siblings after many small nodes costs 16 of them, not a reply
-    /// sized for small ones); the next ones are sized by the largest node
-    /// seen so far. A node over 256 KiB switches this reader to
+    /// chunk is [`BLIND_FIRST_OPS`] nodes, whatever was read before (large
+    /// nodes that begin a read cost 16 of them, not a reply sized for small
+    /// ones); the next ones are sized by the largest node seen so far, so
+    /// large nodes after small ones in the same read can still come as one
+    /// chunk. A node over 256 KiB switches this reader to
     /// [`TreeReader::read_sized`] for good.
     async fn read_blind(
         &self,
