@@ -1,7 +1,8 @@
 //! Secure ensembles: copy, verify and digest over TLS (client certificates,
 //! a server name given), over SASL DIGEST-MD5, and both at once through
 //! connections cut mid-copy; nodes readable only by an x509 or a sasl
-//! identity copied with their ACLs; and every bad input told at once, not
+//! identity copied with their ACLs; a 3-node ensemble read over TLS with a
+//! member down and one without TLS; and every bad input told at once, not
 //! after a timeout.
 
 mod common;
@@ -11,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
-use zkrepl_testkit::local::{LocalServer, ServerOptions};
+use zkrepl_testkit::local::{LocalEnsemble, LocalServer, ServerOptions};
 use zkrepl_testkit::proxy::FaultProxy;
 use zkrepl_testkit::secure::{ClientAuth, Pki, SaslServer};
 use zookeeper_client as zk;
@@ -287,6 +288,59 @@ async fn tls_and_sasl_survive_connections_cut_in_the_middle_of_a_copy() {
     let out = zkrepl_async(v).await;
     assert_exit(&out, 0);
     assert_equal_digests(&json(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ensemble_over_tls_with_a_member_down_and_one_without_tls() {
+    let s = secure();
+    let opts = ServerOptions { tls: Some(s.pki.server(ClientAuth::Need)), ..test_server_options() };
+    let mut ens = tokio::task::spawn_blocking(move || LocalEnsemble::start(3, &opts).unwrap()).await.unwrap();
+    let root = unique_root("tlsens");
+    {
+        let c = connect(&ens.connect_string()).await;
+        c.mkdir(&root, &open()).await.unwrap();
+        let mut m = c.new_multi_writer();
+        for i in 0..300 {
+            m.add_create(&format!("{root}/n{i:03}"), format!("v{i}").as_bytes(), &open()).unwrap();
+        }
+        m.commit().await.unwrap();
+    }
+    let tls_of = |ens: &LocalEnsemble, i: usize| ens.servers[i].secure_connect_string();
+    let all = (0..3).map(|i| tls_of(&ens, i)).collect::<Vec<_>>().join(",");
+    // Each run: a copy from `src` to a root of its own, then a verify of it
+    // against the ensemble's TLS ports, every member checked by name.
+    let run = |src: String, tag: &'static str| {
+        let (root, all) = (root.clone(), all.clone());
+        async move {
+            let dst_root = format!("{root}-{tag}");
+            let mut a = args(&["copy", "--src", &src, "--dst", &s.dst.secure_connect_string(), "--root", &root]);
+            a.extend(args(&["--dst-root", &dst_root, "--json", "-q", "--timeout", "20s"]));
+            a.extend(tls_args("src", s));
+            a.extend(tls_args("dst", s));
+            let out = zkrepl_async(a).await;
+            assert_exit(&out, 0);
+            assert_eq!(json(&out)["created"].as_u64(), Some(301), "{tag}: {}", stdout(&out));
+            let mut v = args(&["verify", "--src", &all, "--dst", &s.dst.secure_connect_string(), "--root", &root]);
+            v.extend(args(&["--dst-root", &dst_root, "--json", "-q", "--timeout", "20s"]));
+            v.extend(tls_args("src", s));
+            v.extend(tls_args("dst", s));
+            let out = zkrepl_async(v).await;
+            assert_exit(&out, 0);
+            assert_equal_digests(&json(&out));
+        }
+    };
+    run(all.clone(), "all").await;
+    // A follower down: the others serve.
+    let down = ens.follower().expect("a follower");
+    ens.servers[down].kill();
+    let up: Vec<usize> = (0..3).filter(|&i| i != down).collect();
+    run(all.clone(), "down").await;
+    // Of the members listed, the first is given by its plain port (its TLS
+    // problem is that member's, not the ensemble's) and the last is down:
+    // the one TLS member left serves alone.
+    let mixed = [ens.servers[up[0]].connect_string(), tls_of(&ens, up[1]), tls_of(&ens, down)].join(",");
+    run(mixed, "mixed").await;
+    drop(ens);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -35,7 +35,8 @@ pub struct ServerOptions {
     pub tick_ms: u32,
     /// Extra `-D` properties.
     pub properties: Vec<(String, String)>,
-    /// A secure client port beside the plain one (standalone servers).
+    /// A secure client port beside the plain one (standalone servers and
+    /// ensemble members).
     pub tls: Option<crate::secure::TlsServer>,
     /// SASL DIGEST-MD5 users.
     pub sasl: Option<crate::secure::SaslServer>,
@@ -273,9 +274,7 @@ impl LocalServer {
                 opts.tick_ms,
                 dir.join("data").display(),
                 opts.snap_count.map(|n| format!("snapCount={n}\n")).unwrap_or_default(),
-                secure_port
-                    .map(|p| format!("secureClientPort={p}\nsecureClientPortAddress=127.0.0.1\n"))
-                    .unwrap_or_default()
+                secure_lines(secure_port)
             );
             std::fs::create_dir_all(dir.join("data"))?;
             std::fs::write(dir.join("zoo.cfg"), cfg)?;
@@ -382,6 +381,11 @@ fn snapshot_zxid(p: &Path) -> u64 {
     u64::from_str_radix(hex, 16).unwrap_or(0)
 }
 
+/// The configuration lines of a secure client port, if there is one.
+fn secure_lines(port: Option<u16>) -> String {
+    port.map(|p| format!("secureClientPort={p}\nsecureClientPortAddress=127.0.0.1\n")).unwrap_or_default()
+}
+
 fn server_args(opts: &ServerOptions, dir: &Path) -> Result<Vec<String>> {
     let mut args = opts.jvm_args();
     let mut secure = Vec::new();
@@ -450,6 +454,7 @@ impl LocalEnsemble {
             (0..n).map(|_| Ok((free_port()?, free_port()?, free_port()?))).collect::<Result<_>>()?;
         let mut servers = Vec::new();
         for (i, (client, _, _)) in ports.iter().enumerate() {
+            let secure_port = opts.tls.as_ref().map(|_| free_port()).transpose()?;
             let members: String = ports
                 .iter()
                 .enumerate()
@@ -463,15 +468,16 @@ impl LocalEnsemble {
             std::fs::create_dir_all(&data)?;
             std::fs::write(data.join("myid"), format!("{}\n", i + 1))?;
             let cfg = format!(
-                "tickTime={}\ninitLimit=20\nsyncLimit=5\ndataDir={}\nclientPort={client}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\n4lw.commands.whitelist=*\nadmin.enableServer=false\nstandaloneEnabled=false\n{}{members}",
+                "tickTime={}\ninitLimit=20\nsyncLimit=5\ndataDir={}\nclientPort={client}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\n4lw.commands.whitelist=*\nadmin.enableServer=false\nstandaloneEnabled=false\n{}{}{members}",
                 opts.tick_ms,
                 data.display(),
-                opts.snap_count.map(|n| format!("snapCount={n}\n")).unwrap_or_default()
+                opts.snap_count.map(|n| format!("snapCount={n}\n")).unwrap_or_default(),
+                secure_lines(secure_port)
             );
             std::fs::write(dir.join("zoo.cfg"), cfg)?;
             let mut s = LocalServer {
                 port: *client,
-                secure_port: None,
+                secure_port,
                 args: server_args(opts, &dir)?,
                 dir,
                 process: None,
