@@ -344,6 +344,49 @@ async fn an_ensemble_over_tls_with_a_member_down_and_one_without_tls() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_destination_known_by_its_certificate_alone() {
+    let s = secure();
+    let root = unique_root("x509dst");
+    let x509 = seed(s, &root).await;
+    // Copies of a subtree onto the destination's TLS port as a session
+    // whose one id is the certificate `client` (no SASL there).
+    let copy_as = |sub: String, to: String, client: zkrepl_testkit::secure::ClientIdentity| async move {
+        let dst = s.dst.secure_connect_string();
+        let mut a = args(&["copy", "--src", &s.src.secure_connect_string(), "--dst", &dst, "--root", &sub]);
+        a.extend(args(&["--dst-root", &to, "--json", "-q", "--dst-tls-ca", &path(&s.pki.ca)]));
+        a.extend(args(&["--dst-tls-cert", &path(&client.cert), "--dst-tls-key", &path(&client.key)]));
+        a.extend(args(&["--dst-tls-server-name", "zk.zkrepl.test"]));
+        a.extend(tls_args("src", s));
+        a.extend(sasl_args("src", s));
+        let out = zkrepl_async(a).await;
+        assert_exit(&out, 0);
+        assert_eq!(json(&out)["created"].as_u64(), Some(6), "{}", stdout(&out));
+    };
+    let reader = tls_client(s, &s.dst, Some(ALICE)).await;
+    // The x509 node, by a session holding that very certificate: its ACL
+    // already lets the session write beneath, so each node is created with
+    // it and never changed after (ACL version 0: no temporary grant), which
+    // takes knowing the session's x509 id (whoAmI).
+    let to = format!("{root}-x509");
+    copy_as(format!("{root}/x509only"), to.clone(), s.pki.client.clone()).await;
+    let want = vec![zk::Acl::new(zk::Permission::ALL, zk::AuthId::new("x509", &x509))];
+    for p in [to.clone(), format!("{to}/c2")] {
+        let (acl, stat) = reader.get_acl(&p).await.unwrap();
+        assert_eq!(acl, want, "{p}");
+        assert_eq!(stat.aversion, 0, "{p}: created with its ACL, no grant set and taken back");
+    }
+    // The sasl node, by a session of another certificate: it cannot read
+    // what it writes once alice's ACL is on, so it writes under a grant,
+    // then sets alice's ACL and nothing else.
+    let to = format!("{root}-sasl");
+    copy_as(format!("{root}/saslonly"), to.clone(), s.pki.other_client.clone()).await;
+    let want = vec![zk::Acl::new(zk::Permission::ALL, zk::AuthId::new("sasl", ALICE.0))];
+    for p in [to.clone(), format!("{to}/c2")] {
+        assert_eq!(reader.get_acl(&p).await.unwrap().0, want, "{p}: alice's ACL, and no grant left");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sasl_digest_md5_over_plain_ports() {
     let s = secure();
     let root = unique_root("sasl");
