@@ -2,8 +2,9 @@
 //! a server name given), over SASL DIGEST-MD5, and both at once through
 //! connections cut mid-copy; nodes readable only by an x509 or a sasl
 //! identity copied with their ACLs; a 3-node ensemble read over TLS with a
-//! member down and one without TLS; and every bad input told at once, not
-//! after a timeout.
+//! member down and one without TLS; a simulated Pegasus cluster moved
+//! between servers whose one client port takes TLS and plain text; and
+//! every bad input told at once, not after a timeout.
 
 mod common;
 
@@ -11,10 +12,13 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::sim::{assert_only_hosts_changed, start_all, start_cmd, stop_cmd};
 use common::*;
 use zkrepl_testkit::local::{LocalEnsemble, LocalServer, ServerOptions};
+use zkrepl_testkit::pegasus::MetaConfig;
 use zkrepl_testkit::proxy::FaultProxy;
 use zkrepl_testkit::secure::{ClientAuth, Pki, SaslServer};
+use zkrepl_testkit::treegen::{self, GenOptions, Shape};
 use zookeeper_client as zk;
 
 const ALICE: (&str, &str) = ("alice", "alice-secret");
@@ -384,6 +388,129 @@ async fn a_destination_known_by_its_certificate_alone() {
     for p in [to.clone(), format!("{to}/c2")] {
         assert_eq!(reader.get_acl(&p).await.unwrap().0, want, "{p}: alice's ACL, and no grant left");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pegasus_cluster_moves_between_tls_ensembles_its_metas_reach_in_plain_text() {
+    // Pegasus's metas speak plain text to ZooKeeper: ensembles that take TLS
+    // and plain text on one port (client.portUnification) serve them as they
+    // are and zkrepl over TLS, the client certificate checked.
+    let s = secure();
+    let unified = ServerOptions {
+        tls: Some(s.pki.server(ClientAuth::Need)),
+        properties: vec![("zookeeper.client.portUnification".to_string(), "true".to_string())],
+        ..test_server_options()
+    };
+    let (old_zk, new_zk) = tokio::task::spawn_blocking(move || {
+        std::thread::scope(|t| {
+            let a = t.spawn(|| LocalServer::start(&unified).expect("old server"));
+            let b = t.spawn(|| LocalServer::start(&unified).expect("new server"));
+            (a.join().unwrap(), b.join().unwrap())
+        })
+    })
+    .await
+    .unwrap();
+    let (old, new) = (old_zk.connect_string(), new_zk.connect_string());
+    let root = unique_root("pegtls");
+    let spec =
+        GenOptions { shape: Shape::Pegasus, apps: 2, partitions: 8, leader_lock: false, ..GenOptions::default() };
+    let session = zkrepl_testkit::ceilings::session(&old).await.unwrap();
+    treegen::generate(&session, &root, &spec).await.unwrap();
+    drop(session);
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ports = [zkrepl_testkit::local::free_port().unwrap(), zkrepl_testkit::local::free_port().unwrap()];
+    let servers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let (mut configs, mut originals) = (Vec::new(), Vec::new());
+    for (i, port) in ports.iter().enumerate() {
+        let mut cfg = MetaConfig::new(&old, &root, &format!("{root}/lock/meta"));
+        cfg.meta_servers = servers.clone();
+        cfg.port = *port;
+        cfg.zookeeper_timeout_ms = 10_000;
+        cfg.update_interval_ms = 100;
+        let text = cfg.to_ini();
+        let path = d.join(format!("meta{}.ini", i + 1));
+        std::fs::write(&path, &text).unwrap();
+        configs.push(path);
+        originals.push(text);
+    }
+    let (_metas, pids, logs) = start_all(d, &configs, Duration::from_secs(60));
+    let lock = format!("{root}/lock/meta");
+    let status = |extra: Vec<String>| {
+        let mut a = args(&["pegasus", "status", "--meta", &servers.join(","), "--lock-path", &lock, "--json"]);
+        a.extend(extra);
+        zkrepl_async(a)
+    };
+
+    // Status reads the cluster's ZooKeeper over TLS; with a CA that does
+    // not vouch for the servers, it says so.
+    let st = status(tls_args("src", s)).await;
+    assert_exit(&st, 0);
+    assert_eq!(json(&st)["zookeeper"]["lock_nodes"]["known"].as_array().map(Vec::len), Some(2), "{}", stdout(&st));
+    let mut foreign = tls_args("src", s);
+    foreign[1] = path(&s.pki.foreign_ca);
+    let st = status(foreign).await;
+    assert!(
+        stdout(&st).contains("does not vouch for") || stderr(&st).contains("does not vouch for"),
+        "{}",
+        stdout(&st)
+    );
+
+    // The migration: every ZooKeeper session of zkrepl's over TLS, on both
+    // ensembles; the metas restarted by hooks, on the new ensemble.
+    let journal = d.join("migrate.journal");
+    let migrate = |src_ca: &str, dst_ca: &str| {
+        let mut a = args(&["pegasus", "migrate", "--meta", &servers.join(","), "--dst", &new]);
+        for c in &configs {
+            a.extend(args(&["--config", &c.display().to_string()]));
+        }
+        a.extend(args(&["--journal", &journal.display().to_string(), "--wait", "60s", "--allow-drift"]));
+        a.extend(args(&["--stop-followers", &stop_cmd(&[&pids[1]]), "--stop-leader", &stop_cmd(&[&pids[0]])]));
+        a.extend(args(&["--start-leader", &start_cmd(&configs[0], &pids[0], &logs[0])]));
+        a.extend(args(&["--start-followers", &start_cmd(&configs[1], &pids[1], &logs[1])]));
+        for (side, ca) in [("src", src_ca), ("dst", dst_ca)] {
+            let mut t = tls_args(side, s);
+            t[1] = ca.to_string();
+            a.extend(t);
+        }
+        a.extend(args(&["--yes", "--json"]));
+        zkrepl_async(a)
+    };
+    // Either CA wrong: refused before anything changes, saying which side.
+    let (ca, foreign) = (path(&s.pki.ca), path(&s.pki.foreign_ca));
+    for (src_ca, dst_ca, side) in [(&foreign, &ca, "old"), (&ca, &foreign, "new")] {
+        let out = migrate(src_ca, dst_ca).await;
+        assert_exit(&out, 2);
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(
+            said.contains("does not vouch for") && said.contains("refused before changing anything"),
+            "{side}: {said}"
+        );
+        assert_only_hosts_changed(&configs, &originals, &old, &old);
+        let v = json(&status(tls_args("src", s)).await);
+        assert_eq!(v["reported_level"], "steady", "{side}: the cluster as it was: {v}");
+        assert_eq!(v["zookeeper_hosts"], old.as_str(), "{v}");
+    }
+    let out = migrate(&ca, &ca).await;
+    assert_exit(&out, 0);
+    assert_only_hosts_changed(&configs, &originals, &old, &new);
+    let st = status(tls_args("src", s)).await;
+    assert_exit(&st, 0);
+    let v = json(&st);
+    assert_eq!(v["zookeeper_hosts"], new.as_str(), "{v}");
+    assert_eq!(v["stored_level"]["known"], "steady", "{v}");
+    assert_eq!(v["zookeeper"]["lock_nodes"]["known"].as_array().map(Vec::len), Some(2), "both metas on the new: {v}");
+
+    // cleanup-old over TLS too: the old tree goes, the new one stays.
+    let mut a = args(&["pegasus", "cleanup-old", "--journal", &journal.display().to_string(), "--yes", "--json"]);
+    a.extend(tls_args("src", s));
+    a.extend(tls_args("dst", s));
+    let out = zkrepl_async(a).await;
+    assert_exit(&out, 0);
+    assert!(json(&out)["deleted"].as_u64().is_some_and(|n| n > 20), "{}", stdout(&out));
+    assert!(connect(&old).await.check_stat(&root).await.unwrap().is_none());
+    assert!(connect(&new).await.check_stat(&format!("{root}/apps/2")).await.unwrap().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread")]
