@@ -310,22 +310,26 @@ async fn an_ensemble_over_tls_with_a_member_down_and_one_without_tls() {
         m.commit().await.unwrap();
     }
     let tls_of = |ens: &LocalEnsemble, i: usize| ens.servers[i].secure_connect_string();
-    let all = (0..3).map(|i| tls_of(&ens, i)).collect::<Vec<_>>().join(",");
-    // Each run: a copy from `src` to a root of its own, then a verify of it
-    // against the ensemble's TLS ports, every member checked by name.
-    let run = |src: String, tag: &'static str| {
-        let (root, all) = (root.clone(), all.clone());
+    let list = |members: &[String]| members.join(",");
+    let copy_from = |src: String, tag: &'static str| {
+        let root = root.clone();
+        let mut a = args(&["copy", "--src", &src, "--dst", &s.dst.secure_connect_string(), "--root", &root]);
+        a.extend(args(&["--dst-root", &format!("{root}-{tag}"), "--json", "-q", "--timeout", "20s"]));
+        a.extend(tls_args("src", s));
+        a.extend(tls_args("dst", s));
+        zkrepl_async(a)
+    };
+    // Each run: a copy from `src` (members tried in their order, each
+    // checked by name), then a verify of it against `live`, the members up.
+    let run = |src: String, live: String, tag: &'static str| {
+        let root = root.clone();
+        let copied = copy_from(src, tag);
         async move {
-            let dst_root = format!("{root}-{tag}");
-            let mut a = args(&["copy", "--src", &src, "--dst", &s.dst.secure_connect_string(), "--root", &root]);
-            a.extend(args(&["--dst-root", &dst_root, "--json", "-q", "--timeout", "20s"]));
-            a.extend(tls_args("src", s));
-            a.extend(tls_args("dst", s));
-            let out = zkrepl_async(a).await;
+            let out = copied.await;
             assert_exit(&out, 0);
             assert_eq!(json(&out)["created"].as_u64(), Some(301), "{tag}: {}", stdout(&out));
-            let mut v = args(&["verify", "--src", &all, "--dst", &s.dst.secure_connect_string(), "--root", &root]);
-            v.extend(args(&["--dst-root", &dst_root, "--json", "-q", "--timeout", "20s"]));
+            let mut v = args(&["verify", "--src", &live, "--dst", &s.dst.secure_connect_string(), "--root", &root]);
+            v.extend(args(&["--dst-root", &format!("{root}-{tag}"), "--json", "-q", "--timeout", "20s"]));
             v.extend(tls_args("src", s));
             v.extend(tls_args("dst", s));
             let out = zkrepl_async(v).await;
@@ -333,17 +337,24 @@ async fn an_ensemble_over_tls_with_a_member_down_and_one_without_tls() {
             assert_equal_digests(&json(&out));
         }
     };
-    run(all.clone(), "all").await;
-    // A follower down: the others serve.
+    let all = list(&(0..3).map(|i| tls_of(&ens, i)).collect::<Vec<_>>());
+    run(all.clone(), all, "all").await;
+    // A follower down, and listed first: the pool passes over it.
     let down = ens.follower().expect("a follower");
     ens.servers[down].kill();
     let up: Vec<usize> = (0..3).filter(|&i| i != down).collect();
-    run(all.clone(), "down").await;
-    // Of the members listed, the first is given by its plain port (its TLS
-    // problem is that member's, not the ensemble's) and the last is down:
-    // the one TLS member left serves alone.
-    let mixed = [ens.servers[up[0]].connect_string(), tls_of(&ens, up[1]), tls_of(&ens, down)].join(",");
-    run(mixed, "mixed").await;
+    let live = list(&[tls_of(&ens, up[0]), tls_of(&ens, up[1])]);
+    run(list(&[tls_of(&ens, down), tls_of(&ens, up[0]), tls_of(&ens, up[1])]), live.clone(), "down").await;
+    // First a member given by its plain port (its TLS problem is that
+    // member's, not the ensemble's), then the dead one: the one TLS member
+    // left serves alone.
+    let mixed = list(&[ens.servers[up[0]].connect_string(), tls_of(&ens, down), tls_of(&ens, up[1])]);
+    run(mixed, live, "mixed").await;
+    // Every member that answers gives a TLS problem: refused, saying so.
+    let plain = list(&[ens.servers[up[0]].connect_string(), ens.servers[up[1]].connect_string()]);
+    let out = copy_from(plain, "plain").await;
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("does not speak TLS on that port"), "{}", stderr(&out));
     drop(ens);
 }
 
@@ -374,20 +385,21 @@ async fn a_destination_known_by_its_certificate_alone() {
     let to = format!("{root}-x509");
     copy_as(format!("{root}/x509only"), to.clone(), s.pki.client.clone()).await;
     let want = vec![zk::Acl::new(zk::Permission::ALL, zk::AuthId::new("x509", &x509))];
-    for p in [to.clone(), format!("{to}/c2")] {
-        let (acl, stat) = reader.get_acl(&p).await.unwrap();
-        assert_eq!(acl, want, "{p}");
-        assert_eq!(stat.aversion, 0, "{p}: created with its ACL, no grant set and taken back");
-    }
+    // The subtree's root is the node with children to write beneath it.
+    let (acl, stat) = reader.get_acl(&to).await.unwrap();
+    assert_eq!(acl, want);
+    assert_eq!(stat.aversion, 0, "created with its ACL, no grant set and taken back");
+    assert_eq!(reader.get_acl(&format!("{to}/c2")).await.unwrap().0, want);
     // The sasl node, by a session of another certificate: it cannot read
     // what it writes once alice's ACL is on, so it writes under a grant,
     // then sets alice's ACL and nothing else.
     let to = format!("{root}-sasl");
     copy_as(format!("{root}/saslonly"), to.clone(), s.pki.other_client.clone()).await;
     let want = vec![zk::Acl::new(zk::Permission::ALL, zk::AuthId::new("sasl", ALICE.0))];
-    for p in [to.clone(), format!("{to}/c2")] {
-        assert_eq!(reader.get_acl(&p).await.unwrap().0, want, "{p}: alice's ACL, and no grant left");
-    }
+    let (acl, stat) = reader.get_acl(&to).await.unwrap();
+    assert_eq!(acl, want, "alice's ACL, and no grant left");
+    assert!(stat.aversion > 0, "written under a grant, then given alice's ACL");
+    assert_eq!(reader.get_acl(&format!("{to}/c2")).await.unwrap().0, want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,8 +469,9 @@ async fn a_pegasus_cluster_moves_between_tls_ensembles_its_metas_reach_in_plain_
         stdout(&st)
     );
 
-    // The migration: every ZooKeeper session of zkrepl's over TLS, on both
-    // ensembles; the metas restarted by hooks, on the new ensemble.
+    // The migration, its ZooKeeper sessions given TLS on both ensembles
+    // (a wrong CA on either is refused before anything changes, below);
+    // the metas restarted by hooks, on the new ensemble.
     let journal = d.join("migrate.journal");
     let migrate = |src_ca: &str, dst_ca: &str| {
         let mut a = args(&["pegasus", "migrate", "--meta", &servers.join(","), "--dst", &new]);
@@ -502,11 +515,25 @@ async fn a_pegasus_cluster_moves_between_tls_ensembles_its_metas_reach_in_plain_
     assert_eq!(v["stored_level"]["known"], "steady", "{v}");
     assert_eq!(v["zookeeper"]["lock_nodes"]["known"].as_array().map(Vec::len), Some(2), "both metas on the new: {v}");
 
-    // cleanup-old over TLS too: the old tree goes, the new one stays.
-    let mut a = args(&["pegasus", "cleanup-old", "--journal", &journal.display().to_string(), "--yes", "--json"]);
-    a.extend(tls_args("src", s));
-    a.extend(tls_args("dst", s));
-    let out = zkrepl_async(a).await;
+    // cleanup-old over TLS too: with a wrong CA for either ensemble it
+    // deletes nothing; then the old tree goes, the new one stays.
+    let cleanup = |src_ca: &str, dst_ca: &str| {
+        let mut a = args(&["pegasus", "cleanup-old", "--journal", &journal.display().to_string(), "--yes", "--json"]);
+        for (side, ca) in [("src", src_ca), ("dst", dst_ca)] {
+            let mut t = tls_args(side, s);
+            t[1] = ca.to_string();
+            a.extend(t);
+        }
+        zkrepl_async(a)
+    };
+    for (src_ca, dst_ca, side) in [(&foreign, &ca, "old"), (&ca, &foreign, "new")] {
+        let out = cleanup(src_ca, dst_ca).await;
+        assert_exit(&out, 2);
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(said.contains("does not vouch for"), "{side}: {said}");
+        assert!(connect(&old).await.check_stat(&format!("{root}/apps")).await.unwrap().is_some(), "{side}");
+    }
+    let out = cleanup(&ca, &ca).await;
     assert_exit(&out, 0);
     assert!(json(&out)["deleted"].as_u64().is_some_and(|n| n > 20), "{}", stdout(&out));
     assert!(connect(&old).await.check_stat(&root).await.unwrap().is_none());
