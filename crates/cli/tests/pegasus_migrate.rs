@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::sim::{assert_only_hosts_changed, start_all, start_cmd, stop_cmd};
+use common::sim::{assert_only_hosts_changed, start_all, start_cmd, stop_cmd, write_configs};
 use common::*;
 use zkrepl_testkit::pegasus::MetaConfig;
 use zkrepl_testkit::treegen::{self, GenOptions, Shape};
@@ -29,22 +29,11 @@ async fn migrates_a_100k_node_cluster_with_shell_hooks_then_cleans_up_the_old_tr
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ports = [zkrepl_testkit::local::free_port().unwrap(), zkrepl_testkit::local::free_port().unwrap()];
-    let servers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut configs = Vec::new();
-    let mut originals = Vec::new();
-    for (i, port) in ports.iter().enumerate() {
-        let mut cfg = MetaConfig::new(&old, root, &format!("{root}/lock/meta"));
-        cfg.meta_servers = servers.clone();
-        cfg.port = *port;
-        cfg.zookeeper_timeout_ms = 10_000;
-        cfg.update_interval_ms = 100;
-        let text = format!("; meta {} of the big cluster\n{}", i + 1, cfg.to_ini());
-        let path = d.join(format!("meta{}.ini", i + 1));
-        std::fs::write(&path, &text).unwrap();
-        configs.push(path);
-        originals.push(text);
-    }
+    let mut template = MetaConfig::new(&old, root, &format!("{root}/lock/meta"));
+    template.zookeeper_timeout_ms = 10_000;
+    template.update_interval_ms = 100;
+    let (servers, configs, originals) =
+        write_configs(d, 2, &template, |i, c| format!("; meta {} of the big cluster\n{}", i + 1, c.to_ini()));
     // The leader first (it loads the tree), then the follower.
     let (_metas, pids, logs) = start_all(d, &configs, Duration::from_secs(60));
 

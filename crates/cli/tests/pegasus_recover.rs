@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::sim::{assert_only_hosts_changed, start_all, start_cmd, stop_cmd};
+use common::sim::{assert_only_hosts_changed, start_all, start_cmd, stop_cmd, write_configs};
 use common::*;
 use zkrepl_testkit::pegasus::{MetaConfig, Replicas, Seed};
 
@@ -26,24 +26,15 @@ async fn recovers_a_cluster_onto_a_new_ensemble_with_shell_hooks() {
     let state = d.join("replicas.json");
     Replicas::write_seed(&state, &seed).unwrap();
 
-    let ports = [zkrepl_testkit::local::free_port().unwrap(), zkrepl_testkit::local::free_port().unwrap()];
-    let servers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let (mut configs, mut originals) = (Vec::new(), Vec::new());
-    for (i, port) in ports.iter().enumerate() {
-        let mut cfg = MetaConfig::new(&old, &root, &format!("{root}/lock"));
-        cfg.meta_servers = servers.clone();
-        cfg.port = *port;
-        cfg.zookeeper_timeout_ms = 4000;
-        cfg.update_interval_ms = 100;
-        cfg.replica_nodes = seed.replica_nodes.clone();
-        cfg.replica_state = Some(state.clone());
-        let text = format!("; meta {}\n{}", i + 1, cfg.to_ini())
-            .replace("[replication]\n", "[replication]\nconfig_sync_interval_ms = 500\n");
-        let path = d.join(format!("meta{}.ini", i + 1));
-        std::fs::write(&path, &text).unwrap();
-        configs.push(path);
-        originals.push(text);
-    }
+    let mut template = MetaConfig::new(&old, &root, &format!("{root}/lock"));
+    template.zookeeper_timeout_ms = 4000;
+    template.update_interval_ms = 100;
+    template.replica_nodes = seed.replica_nodes.clone();
+    template.replica_state = Some(state.clone());
+    let (servers, configs, originals) = write_configs(d, 2, &template, |i, c| {
+        format!("; meta {}\n{}", i + 1, c.to_ini())
+            .replace("[replication]\n", "[replication]\nconfig_sync_interval_ms = 500\n")
+    });
     let (_metas, pids, logs) = start_all(d, &configs, Duration::from_secs(30));
 
     let journal = d.join("recover.journal");

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::sim::{assert_only_hosts_changed, start_all, start_cmd, stop_cmd};
+use common::sim::{assert_only_hosts_changed, start_all, start_cmd, stop_cmd, write_configs};
 use common::*;
 use zkrepl_testkit::local::{LocalEnsemble, LocalServer, ServerOptions};
 use zkrepl_testkit::pegasus::MetaConfig;
@@ -432,21 +432,10 @@ async fn a_pegasus_cluster_moves_between_tls_ensembles_its_metas_reach_in_plain_
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ports = [zkrepl_testkit::local::free_port().unwrap(), zkrepl_testkit::local::free_port().unwrap()];
-    let servers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let (mut configs, mut originals) = (Vec::new(), Vec::new());
-    for (i, port) in ports.iter().enumerate() {
-        let mut cfg = MetaConfig::new(&old, &root, &format!("{root}/lock/meta"));
-        cfg.meta_servers = servers.clone();
-        cfg.port = *port;
-        cfg.zookeeper_timeout_ms = 10_000;
-        cfg.update_interval_ms = 100;
-        let text = cfg.to_ini();
-        let path = d.join(format!("meta{}.ini", i + 1));
-        std::fs::write(&path, &text).unwrap();
-        configs.push(path);
-        originals.push(text);
-    }
+    let mut template = MetaConfig::new(&old, &root, &format!("{root}/lock/meta"));
+    template.zookeeper_timeout_ms = 10_000;
+    template.update_interval_ms = 100;
+    let (servers, configs, originals) = write_configs(d, 2, &template, |_, c| c.to_ini());
     let (_metas, pids, logs) = start_all(d, &configs, Duration::from_secs(60));
     let lock = format!("{root}/lock/meta");
     let status = |extra: Vec<String>| {

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use zkrepl_testkit::pegasus::MetaConfig;
+
 /// The simulator binary, built beside zkrepl by `cargo test --workspace`.
 pub fn sim_binary() -> PathBuf {
     let p = Path::new(env!("CARGO_BIN_EXE_zkrepl")).with_file_name("pegasus-sim");
@@ -81,4 +83,30 @@ pub fn start_all(dir: &Path, configs: &[PathBuf], limit: Duration) -> (Metas, Ve
         wait_for(&pids[i], limit);
     }
     (guard, pids, logs)
+}
+
+/// Writes the configs of `n` metas of one cluster, on free loopback ports,
+/// as `DIR/meta<i>.ini`: each is `template` with its own port and the
+/// cluster's server list, made into text by `text` (given the meta's index).
+/// Returns the metas' addresses, the files, and the texts written.
+pub fn write_configs(
+    dir: &Path,
+    n: usize,
+    template: &MetaConfig,
+    text: impl Fn(usize, &MetaConfig) -> String,
+) -> (Vec<String>, Vec<PathBuf>, Vec<String>) {
+    let ports: Vec<u16> = (0..n).map(|_| zkrepl_testkit::local::free_port().unwrap()).collect();
+    let servers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let (mut configs, mut originals) = (Vec::new(), Vec::new());
+    for (i, port) in ports.iter().enumerate() {
+        let mut cfg = template.clone();
+        cfg.meta_servers = servers.clone();
+        cfg.port = *port;
+        let text = text(i, &cfg);
+        let path = dir.join(format!("meta{}.ini", i + 1));
+        std::fs::write(&path, &text).unwrap();
+        configs.push(path);
+        originals.push(text);
+    }
+    (servers, configs, originals)
 }
